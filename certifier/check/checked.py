@@ -1,0 +1,48 @@
+"""What the check stage hands to compile: a spec whose names, shapes and options are valid,
+with its data and initial parameters materialised as float64 numpy arrays."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..diagnostics import Span
+from ..parse.ast import Expr, Spec
+
+
+@dataclass
+class Choice:
+    """A validated statement-level choice: `loss least_squares`, `region ball(...)`, ..."""
+
+    name: str
+    options: dict[str, object]  # keyword -> float | int | str ('auto', 'init')
+    span: Span | None  # the name in the source (None when defaulted)
+    option_spans: dict[str, Span] = field(default_factory=dict)
+
+
+@dataclass
+class Checked:
+    spec: Spec
+    x: np.ndarray                  # [n, d] (a 1-D x is read as [n, 1]) or [n, ...] per-sample shape
+    y: np.ndarray                  # [n] or [n, k]
+    constants: dict[str, np.ndarray]   # other data-block arrays, usable in the model as constants
+    params: dict[str, np.ndarray]      # initial parameters in declaration order (theta_0)
+    param_spans: dict[str, Span]
+    output_shape: tuple[int, ...]      # per-sample model output: () or (k,)
+    loss: Choice                       # name in compose.losses.LOSSES
+    region: Choice                     # 'ball' {center:'init', radius: float|'auto'} | 'box' {center:'init', halfwidth: float}
+    method: Choice                     # 'sampled' {samples:int, seed:int, ...}
+    desingularizer: Choice             # 'auto' | 'log' | ...
+    claim: Choice                      # 'rate' {floor: float, horizon: float, ...}
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def parameter_count(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    @property
+    def model_body(self) -> Expr:
+        return self.spec.model.body
