@@ -1,0 +1,82 @@
+"""The sampled engine: an ESTIMATE of mu = inf_U R, searched where the minimum lives.
+
+Sources (docs/theory.md, section 6): (a) gradient-descent trajectories from theta0 and from
+random points of U; (b) adversarial descent on R inside U; (c) where the data are finite and
+m >= n k, lambda_min of the tangent kernel at the sampled points where R was lowest; plus random points of U. mu(r) is the minimum over every record
+within distance r of theta0 whose loss is at least the floor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..compile.problem import Problem
+from .records import Records
+from .sources import Context, adversarial, kernel_points, random_points, trajectory
+
+SOURCE_TEXT = {
+    "trajectory": "R along gradient descent from theta0 and from random points of U",
+    "adversarial": "R along projected descent on R inside U",
+    "random": "R at random points of U",
+    "tangent-kernel": "lambda_min of the tangent kernel (a lower bound on R in every direction)",
+}
+
+
+@dataclass
+class Budget:
+    samples: int
+
+    @property
+    def starts(self) -> int:
+        return max(2, min(8, self.samples // 512))
+
+    @property
+    def trajectory_steps(self) -> int:
+        return max(20, self.samples // (4 * self.starts))
+
+    @property
+    def adversarial_steps(self) -> int:
+        return max(20, self.samples // (4 * self.starts))
+
+    @property
+    def random_points(self) -> int:
+        return max(8, self.samples // 8)
+
+
+def search_region(problem: Problem, region, records: Records, budget: Budget, ctx: Context,
+                  floor: float) -> None:
+    """Add the records of one search of `region` (a Ball or Box around theta0)."""
+    center = region.center
+    starts = region.sample(ctx.gen, budget.starts)
+    for start in starts:
+        trajectory(problem, start, center, region, budget.trajectory_steps, ctx, records)
+    # adversarial descent from theta0, from the lowest points found so far, and from random points
+    lowest = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, budget.starts)
+              if i in records.thetas]
+    adv_starts = [center] + lowest[: budget.starts // 2]
+    adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
+    for start in adv_starts:
+        adversarial(problem, start, region, budget.adversarial_steps, ctx, records)
+    random_points(problem, region, budget.random_points, ctx, records)
+    if problem.kernel_applicable():
+        # at the sampled points where R was lowest, and at fresh random points
+        low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, 16) if i in records.thetas]
+        kernel_points(problem, low + list(region.sample(ctx.gen, 8)), region, ctx, records)
+
+
+def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Context) -> None:
+    """The unconstrained descent from theta0: the path the real flow takes."""
+    trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records)
+    if problem.kernel_applicable():
+        low = [records.thetas[i] for i in records.lowest(float("inf"), 0.0, 4) if i in records.thetas]
+        for theta in [problem.theta0] + low:
+            lam = problem.kernel_lambda_min(theta)
+            records.add("tangent-kernel", float((theta - problem.theta0).norm()),
+                        float(problem.loss(theta)), lam, theta)
+
+
+def total_evaluations(problem: Problem, budget: Budget) -> int:
+    kernel = (16 + 8) if problem.kernel_applicable() else 0
+    return (budget.starts * (budget.trajectory_steps + budget.adversarial_steps) + budget.random_points
+            + kernel + budget.starts)

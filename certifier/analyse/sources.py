@@ -1,0 +1,85 @@
+"""Search sources of the sampled engine. Each evaluates R (or lambda_min of K) at points of
+the region and adds them to the records. docs/theory.md, section 6, says why each exists:
+uniform points alone were 1000x too optimistic on a real network."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..compile.problem import Problem
+from .records import Records
+
+
+@dataclass
+class Context:
+    gen: torch.Generator
+    eta: float          # gradient step for trajectories (about 0.5 / beta)
+    noise: float        # losses below this are rounding noise; such points are not used
+    advance: object     # progress callback
+    floor: float = 0.0  # points below the floor do not count: adversarial descent stays above it
+
+
+def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, region, steps: int,
+               ctx: Context, records: Records, source: str = "trajectory") -> int:
+    """Gradient descent from `start`, recording R at every iterate while it stays in the region
+    (region None: unconstrained, recorded by distance from center). Returns steps taken."""
+    theta, eta = start.clone(), ctx.eta
+    prev = None
+    for k in range(steps):
+        p = problem.point(theta)
+        ctx.advance(1)
+        if prev is not None and p.loss > prev[0] * (1 + 1e-12):
+            eta *= 0.5          # the step was too long for the local curvature: retake it
+            theta = prev[1] - eta * prev[2]
+            continue
+        if region is not None and not region.contains(theta):
+            return k
+        records.add(source, float((theta - center).norm()), p.loss, p.rayleigh, theta)
+        if p.loss < ctx.noise or p.grad_sqnorm == 0.0:
+            return k
+        prev = (p.loss, theta, p.grad)
+        theta = theta - eta * p.grad
+    return steps
+
+
+def adversarial(problem: Problem, start: torch.Tensor, region, iterations: int, ctx: Context,
+                records: Records) -> None:
+    """Projected normalised descent on log R inside the region and above the floor: a step that
+    lands below the floor is halved until it does not (R is only needed where L >= floor)."""
+    theta = region.project(start.clone())
+    scale = region.inner_radius
+    lowest = max(ctx.floor, ctx.noise)
+    L, log_r, d = problem.log_rayleigh_and_grad(theta)
+    for i in range(iterations):
+        ctx.advance(1)
+        records.add("adversarial", region.distance(theta), L, math.exp(log_r), theta)
+        norm = float(d.norm())
+        if not math.isfinite(norm) or norm == 0.0 or L < lowest:
+            return
+        step = 0.05 * scale * (0.01 ** (i / max(1, iterations - 1)))
+        for _ in range(8):
+            candidate = region.project(theta - step * d / norm)
+            cL, c_log_r, c_d = problem.log_rayleigh_and_grad(candidate)
+            if cL >= lowest:
+                break
+            step *= 0.5
+        else:
+            return
+        theta, L, log_r, d = candidate, cL, c_log_r, c_d
+
+
+def random_points(problem: Problem, region, count: int, ctx: Context, records: Records) -> None:
+    for theta in region.sample(ctx.gen, count):
+        p = problem.point(theta)
+        ctx.advance(1)
+        records.add("random", region.distance(theta), p.loss, p.rayleigh, theta)
+
+
+def kernel_points(problem: Problem, thetas: list[torch.Tensor], region, ctx: Context, records: Records) -> None:
+    """lambda_min(K_theta) at the given points: a lower bound on R there, whatever the residual."""
+    for theta in thetas:
+        lam = problem.kernel_lambda_min(theta)
+        ctx.advance(1)
+        records.add("tangent-kernel", region.distance(theta), float(problem.loss(theta)), lam, theta)

@@ -1,0 +1,70 @@
+"""The witness: real gradient descent from theta0, checked against the bound at every step."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..compile.problem import Problem
+from ..report.result import Witness
+
+
+def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[float], float] | None,
+                noise: float, region, max_steps: int, advance=lambda n=1: None,
+                tolerance: float = 1e-9) -> Witness:
+    """Gradient descent theta_{k+1} = theta_k - eta grad L(theta_k), compared at t = k eta with
+    the flow bound while the bound is above the rounding-noise level `noise`. Restarts with half
+    the step if the loss ever increases (the step was too long to follow the flow)."""
+    for _attempt in range(4):
+        w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance)
+        if w is not None:
+            return w
+        eta *= 0.5
+    return _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, strict=False)
+
+
+def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, strict=True):
+    theta0 = problem.theta0
+    theta = theta0.clone()
+    steps = min(max_steps, int(math.ceil(horizon / eta)))
+    keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
+    curve, path, max_dist = [], 0.0, 0.0
+    checked_until, violation, left_at, prev = 0.0, None, None, math.inf
+    k = 0
+    for k in range(steps + 1):
+        t = k * eta
+        p = problem.point(theta)
+        advance(1)
+        if strict and p.loss > prev * (1 + 1e-12):
+            return None
+        prev = p.loss
+        dist = float((theta - theta0).norm())
+        max_dist = max(max_dist, dist)
+        if left_at is None and region is not None and not region.contains(theta):
+            left_at = t
+        if k in keep:
+            curve.append([t, p.loss])
+        if bound is not None:
+            b = bound(t)
+            if b >= noise and p.loss >= noise:
+                checked_until = t
+                if p.loss > b * (1 + tolerance):
+                    violation = {"t": t, "loss": p.loss, "bound": b}
+                    if not curve or curve[-1][0] != t:
+                        curve.append([t, p.loss])
+                    break
+            elif b < noise:
+                if not curve or curve[-1][0] != t:
+                    curve.append([t, p.loss])
+                break
+        if p.loss < noise:
+            if not curve or curve[-1][0] != t:
+                curve.append([t, p.loss])
+            break
+        step = eta * p.grad
+        path += float(step.norm())
+        theta = theta - step
+    return Witness(method="gradient descent", step=eta, steps=k, time=k * eta, curve=curve,
+                   max_distance=max_dist, path_length=path, checked_until=checked_until,
+                   violation=violation, left_region_at=left_at)

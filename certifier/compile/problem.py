@@ -1,0 +1,131 @@
+"""Checked spec -> torch functions of a flat parameter vector theta in R^m.
+
+The model is written per sample; torch.func.vmap vectorises it over the data. Everything
+runs in float64. Conventions (docs/theory.md): L2(D) inner product = mean over the data,
+R(theta) = ||grad L||^2 / ||g||_D^2, K_theta = J J^T / n on the stacked outputs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import jacrev, vmap
+
+from ..check.checked import Checked
+from ..compose.losses import LOSSES, Loss
+from .evaluate import DTYPE, evaluate
+
+
+@dataclass
+class Point:
+    """L, R and the gradient at one theta."""
+
+    loss: float
+    rayleigh: float
+    grad: torch.Tensor
+    grad_sqnorm: float
+
+
+class Problem:
+    def __init__(self, checked: Checked, device: str = "cpu"):
+        self.checked = checked
+        self.device = torch.device(device)
+        self.names = list(checked.params)
+        self.shapes = [tuple(checked.params[k].shape) for k in self.names]
+        self.sizes = [int(np.prod(s)) if s else 1 for s in self.shapes]
+        self.m = int(sum(self.sizes))
+        self.theta0 = torch.cat([self._t(checked.params[k]).reshape(-1) for k in self.names])
+        self.x = self._t(checked.x)
+        self.y = self._t(checked.y)
+        self.n = int(self.x.shape[0])
+        self.k = int(np.prod(checked.output_shape)) if checked.output_shape else 1
+        self.constants = {k: self._t(v) for k, v in checked.constants.items()}
+        self.loss_def: Loss = LOSSES[checked.loss.name]
+        body, arg = checked.spec.model.body, checked.spec.model.arg
+
+        def one_sample(theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+            env = dict(self.constants)
+            env.update(self.unflatten(theta))
+            env[arg] = xi
+            return evaluate(body, env)
+
+        self._outputs = vmap(one_sample, in_dims=(None, 0))
+
+    def _t(self, a) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=DTYPE, device=self.device)
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[name] = theta[i:i + size].reshape(shape)
+            i += size
+        return out
+
+    # values ------------------------------------------------------------------
+    def outputs(self, theta: torch.Tensor) -> torch.Tensor:
+        return self._outputs(theta, self.x)
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.loss_def.value(self.outputs(theta), self.y)
+
+    def point(self, theta: torch.Tensor) -> Point:
+        """L, grad L and R = ||grad L||^2 / ||g||_D^2 with one backward pass."""
+        th = theta.detach().requires_grad_(True)
+        F = self.outputs(th)
+        L = self.loss_def.value(F, self.y)
+        (g,) = torch.autograd.grad(L, th)
+        gnorm = float(self.loss_def.grad_sqnorm(F.detach(), self.y, L.detach()))
+        gsq = float(g @ g)
+        R = gsq / gnorm if gnorm > 0 else math.inf
+        return Point(float(L.detach()), R, g.detach(), gsq)
+
+    def log_rayleigh_and_grad(self, theta: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        """(L, log R, d log R / d theta): adversarial descent on R needs the second derivative."""
+        th = theta.detach().requires_grad_(True)
+        F = self.outputs(th)
+        L = self.loss_def.value(F, self.y)
+        (g,) = torch.autograd.grad(L, th, create_graph=True)
+        log_r = torch.log(g @ g) - torch.log(self.loss_def.grad_sqnorm(F, self.y, L))
+        (dg,) = torch.autograd.grad(log_r, th)
+        return float(L.detach()), float(log_r.detach()), dg.detach()
+
+    # tangent kernel -----------------------------------------------------------
+    def kernel_applicable(self, limit: int = 4096) -> bool:
+        """lambda_min(K) > 0 needs m >= n k; forming J costs n k backward passes."""
+        return self.m >= self.n * self.k and self.n * self.k <= limit
+
+    def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        J = jacrev(self.outputs)(theta.detach())
+        return J.reshape(self.n * self.k, self.m)
+
+    def kernel_lambda_min(self, theta: torch.Tensor) -> float:
+        """lambda_min of K_theta = J J^T / n, a lower bound on R(theta) in every direction."""
+        J = self.jacobian(theta)
+        K = (J @ J.T) / self.n
+        return float(torch.linalg.eigvalsh(K)[0])
+
+    def kernel_lambda_min_and_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        th = theta.detach().requires_grad_(True)
+        J = jacrev(self.outputs)(th).reshape(self.n * self.k, self.m)
+        lam = torch.linalg.eigvalsh((J @ J.T) / self.n)[0]
+        (dg,) = torch.autograd.grad(lam, th)
+        return float(lam), dg.detach()
+
+    # smoothness ---------------------------------------------------------------
+    def hessian_top_eigenvalue(self, theta: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
+        """Largest |eigenvalue| of the Hessian of L by power iteration on Hessian-vector products."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        v = torch.randn(self.m, generator=gen, dtype=DTYPE).to(self.device)
+        v /= v.norm()
+        th = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.loss(th), th, create_graph=True)
+        lam = 0.0
+        for _ in range(iterations):
+            (hv,) = torch.autograd.grad(g, th, v, retain_graph=True)
+            lam = float(hv.norm())
+            if lam == 0.0 or not math.isfinite(lam):
+                break
+            v = hv / lam
+        return lam

@@ -1,0 +1,48 @@
+"""Staying inside the region (docs/theory.md, section 4).
+
+While the flow is in U, its path length is at most
+    rho = int_floor^L0 sqrt(phi'(u) / (c mu)) du,
+so B(theta0, rho) inside U keeps the flow in U for all time (first-exit-time argument).
+"""
+from __future__ import annotations
+
+import math
+
+from scipy.integrate import quad
+
+from .desingularizers import Desingularizer
+
+
+def path_length_bound(phi: Desingularizer, constant: float, mu: float, initial: float, floor: float) -> float:
+    if mu <= 0:
+        return math.inf
+    if initial <= floor:
+        return 0.0
+    if phi.name == "log":
+        # int (c mu u)^(-1/2) du = 2 (sqrt(L0) - sqrt(eps)) / sqrt(c mu)
+        return 2.0 * (math.sqrt(initial) - math.sqrt(floor)) / math.sqrt(constant * mu)
+    value, _ = quad(lambda u: math.sqrt(phi.dphi(u) / (constant * mu)), floor, initial, limit=200)
+    return value
+
+
+def find_radius(mu_of_radius, rho_of_mu, start: float, iterations: int = 10):
+    """Smallest radius r with rho(mu(r)) <= r, by the upward fixed-point iteration r <- rho(r).
+
+    mu(r) is non-increasing in r, so rho(r) is non-decreasing: every r below rho(r) fails and
+    the iteration climbs to the first fixed point if one exists. Returns
+    (radius, mu, rho, history, found) where history lists (r, mu(r), rho(r)).
+    """
+    history = []
+    r = start
+    for _ in range(iterations):
+        mu = mu_of_radius(r)
+        rho = rho_of_mu(mu)
+        history.append((r, mu, rho))
+        if rho <= r:
+            return r, mu, rho, history, True
+        if not math.isfinite(rho):
+            break
+        # climb to rho(r), but at most doubling: mu at a much larger radius needs its own search
+        r = min(max(rho * 1.05, r * 1.25), 2 * r)
+    r, mu, rho = history[-1]
+    return r, mu, rho, history, False
