@@ -1,14 +1,104 @@
-"""Progress reporting (placeholder interface; the CLI work replaces the body, keeping the API).
+"""Progress reporting on stderr.
+
+The engine reports progress through one small interface:
 
     with reporter.phase("searching", total=N) as advance:
-        advance(1)
+        for ...:
+            advance()        # or advance(k)
+
+`total=None` shows a spinner (unknown amount of work). Phases may follow each other or nest;
+a nested phase is shown indented under its parent while both run.
+
+`NullReporter` does nothing (the default in RunOptions, and what the CLI uses when stderr is not
+a terminal or --quiet is given); `RichReporter` draws a transient rich.progress display on a
+stderr console; `make_reporter(enabled)` picks between them.
 """
 from __future__ import annotations
 
+import sys
+import threading
 from contextlib import contextmanager
+from typing import Callable, Iterator
+
+Advance = Callable[..., None]
+
+
+def _noop(n: float = 1) -> None:
+    return None
 
 
 class NullReporter:
+    """Reports nothing. `advance` is a no-op, cheap enough to call in inner loops."""
+
     @contextmanager
-    def phase(self, description: str, total: int | None = None):
-        yield lambda n=1: None
+    def phase(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        yield _noop
+
+
+class RichReporter:
+    """A rich.progress display on `console` (a stderr Console), erased when the outermost phase ends."""
+
+    def __init__(self, console=None, transient: bool = True):
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        self.console = console
+        self.transient = transient
+        self._progress = None
+        self._depth = 0
+        self._lock = threading.RLock()
+
+    def _new_progress(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+
+        return Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=self.transient,
+        )
+
+    @contextmanager
+    def phase(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        with self._lock:
+            if self._progress is None:
+                self._progress = self._new_progress()
+                self._progress.start()
+            progress = self._progress
+            task = progress.add_task("  " * self._depth + str(description), total=total)
+            self._depth += 1
+
+        def advance(n: float = 1) -> None:
+            progress.advance(task, n)
+
+        try:
+            yield advance
+        finally:
+            with self._lock:
+                self._depth -= 1
+                try:
+                    progress.remove_task(task)
+                finally:
+                    if self._depth <= 0:
+                        self._depth = 0
+                        self._progress = None
+                        progress.stop()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def make_reporter(enabled: bool, console=None):
+    """A RichReporter when `enabled` (i.e. not --quiet) and stderr is a terminal; else a NullReporter."""
+    if not enabled or not _isatty(sys.stderr):
+        return NullReporter()
+    return RichReporter(console)

@@ -1,0 +1,5 @@
+"""`python -m certifier SPEC ...` is the `certify` command."""
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

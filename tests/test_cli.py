@@ -1,0 +1,302 @@
+"""The certify command: exit codes, error paths and output channels.
+
+Most tests run `main([...])` in-process with run_file replaced by hand-built Results (see
+tests/test_report.py), so they need no engine; the syntax-error tests go through the real
+pipeline (its parse stage) and one runs `python -m certifier` in a subprocess.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import certifier
+from certifier import cli, pipeline
+from certifier.diagnostics import Diagnostic, Span, SpecError
+from certifier.progress import NullReporter, RichReporter, make_reporter
+from certifier.report.json import field_order
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_samples():
+    spec = importlib.util.spec_from_file_location("_certify_report_samples",
+                                                  Path(__file__).with_name("test_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+samples = _load_samples()
+
+BAD_SPEC = 'spec "broken"\ndata {\n  x = [1, 2\n}\n'
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "ok.rq"
+    path.write_text('spec "ok"\n')
+    return str(path)
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Replace run_file: `fake_engine.result = ...` or `fake_engine.exc = ...`; calls are recorded."""
+
+    class Fake:
+        result = None
+        exc = None
+        calls: list = []
+
+        def __call__(self, path, options=None):
+            self.calls.append((path, options))
+            if self.exc is not None:
+                raise self.exc
+            return self.result
+
+    fake = Fake()
+    fake.calls = []
+    monkeypatch.setattr(pipeline, "run_file", fake)
+    return fake
+
+
+# --- reading the spec ----------------------------------------------------------------------------
+
+def test_missing_file(capsys, tmp_path):
+    path = str(tmp_path / "x.rq")
+    code, out, err = run(capsys, path)
+    assert code == 2
+    assert err == f"certify: error: cannot read '{path}': No such file or directory\n"
+    assert out == ""
+
+
+def test_missing_file_relative_path(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "x.rq")
+    assert (code, err) == (2, "certify: error: cannot read 'x.rq': No such file or directory\n")
+
+
+def test_missing_file_json(capsys, tmp_path):
+    path = str(tmp_path / "x.rq")
+    code, out, err = run(capsys, path, "--format", "json")
+    assert code == 2
+    data = json.loads(out)
+    assert data["verdict"] == "error" and data["sound"] is False and data["estimate"] is True
+    assert data["diagnostics"][0]["code"] == "E201"
+    assert "No such file or directory" in data["diagnostics"][0]["message"]
+    assert "cannot read" in err
+
+
+def test_directory_is_unreadable(capsys, tmp_path):
+    code, out, err = run(capsys, str(tmp_path))
+    assert code == 2
+    assert err.startswith(f"certify: error: cannot read '{tmp_path}': ")
+    assert "Traceback" not in err
+
+
+# --- spec errors -----------------------------------------------------------------------------------
+
+def test_syntax_error_text(capsys, tmp_path):
+    path = tmp_path / "bad.rq"
+    path.write_text(BAD_SPEC)
+    code, out, err = run(capsys, str(path))
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert f"{path}:4:1: error[E001]: unexpected '}}'" in err   # brackets survive (no rich markup)
+    assert "4 | }" in err
+    assert "  | ^" in err
+
+
+def test_syntax_error_json(capsys, tmp_path):
+    path = tmp_path / "bad.rq"
+    path.write_text(BAD_SPEC)
+    code, out, err = run(capsys, str(path), "--format", "json")
+    assert code == 2
+    data = json.loads(out)          # one object, nothing else on stdout
+    assert list(data) == field_order()
+    assert data["verdict"] == "error" and data["sound"] is False and data["estimate"] is True
+    assert data["mu"] is None and data["rate"] is None and data["witness"] is None
+    (diag,) = data["diagnostics"]
+    assert diag["code"] == "E001" and diag["line"] == 4 and diag["column"] == 1
+    assert err == ""
+
+
+def test_invalid_utf8_is_a_spec_error(capsys, tmp_path):
+    path = tmp_path / "latin1.rq"
+    path.write_bytes('spec "caf\xe9"\n'.encode("latin-1"))
+    code, out, err = run(capsys, str(path))
+    assert code == 2
+    assert "error[E003]" in err and "Traceback" not in err
+
+
+def test_syntax_error_subprocess(tmp_path):
+    path = tmp_path / "bad.rq"
+    path.write_text(BAD_SPEC)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "certifier", str(path)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "error[E001]" in proc.stderr and "^" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_spec_error_diagnostics_printed_plainly(capsys, spec_file, fake_engine):
+    source = Path(spec_file).read_text()
+    fake_engine.exc = SpecError([
+        Diagnostic("E101", "undefined name [bold]w[/bold]", Span(1, 7, 1, 11), "define it", spec_file),
+        Diagnostic("E205", "too many parameters", None, None, spec_file),
+    ])
+    code, out, err = run(capsys, spec_file)
+    assert code == 2 and out == ""
+    assert f"{spec_file}:1:7: error[E101]: undefined name [bold]w[/bold]" in err
+    assert source.splitlines()[0] in err and "^^^^" in err
+    assert "  = hint: define it" in err
+    assert f"{spec_file}: error[E205]: too many parameters" in err
+    assert "\x1b[" not in err
+
+
+# --- verdicts and exit codes -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,expected", [("certified", 0), ("refuted", 1), ("inconclusive", 3)])
+def test_exit_codes_and_text(capsys, spec_file, fake_engine, name, expected):
+    fake_engine.result = samples.RESULTS[name]()
+    code, out, err = run(capsys, spec_file)
+    assert code == expected
+    assert f"Verdict  {name} · ESTIMATE (not a proof) · exit {expected}\n" in out
+    # plain and stable when captured: no colour codes, 100 columns, no trailing blanks
+    assert "\x1b[" not in out
+    assert all(len(line) <= 100 for line in out.splitlines())
+    assert all(line == line.rstrip() for line in out.splitlines())
+    assert out == samples.render(samples.RESULTS[name]())
+    assert err == ""
+
+
+@pytest.mark.parametrize("name,expected", [("certified", 0), ("refuted", 1), ("inconclusive", 3)])
+def test_exit_codes_json(capsys, spec_file, fake_engine, name, expected):
+    fake_engine.result = samples.RESULTS[name]()
+    code, out, err = run(capsys, spec_file, "--format", "json")
+    assert code == expected
+    data = json.loads(out)
+    assert data["verdict"] == name and data["estimate"] is True
+    assert "NaN" not in out and "Infinity" not in out
+
+
+def test_options_reach_the_engine(capsys, spec_file, fake_engine):
+    fake_engine.result = samples.certified_result()
+    run(capsys, spec_file, "--max-params", "1000", "--device", "cpu", "--quiet")
+    ((path, options),) = fake_engine.calls
+    assert path == spec_file
+    assert isinstance(options, pipeline.RunOptions)
+    assert options.max_params == 1000 and options.device == "cpu"
+    assert isinstance(options.reporter, NullReporter)
+
+
+def test_default_options(capsys, spec_file, fake_engine):
+    fake_engine.result = samples.certified_result()
+    run(capsys, spec_file)
+    ((_, options),) = fake_engine.calls
+    assert options.max_params == pipeline.RunOptions().max_params
+    assert isinstance(options.reporter, NullReporter)   # stderr is not a terminal here
+
+
+def test_internal_error(capsys, spec_file, fake_engine):
+    fake_engine.exc = RuntimeError("boom")
+    code, out, err = run(capsys, spec_file)
+    assert code == 4
+    assert err == ("certify: internal error: RuntimeError: boom\n"
+                   "please report this; rerun with --debug for the traceback\n")
+    assert "Traceback" not in err
+
+
+def test_internal_error_debug_reraises(capsys, spec_file, fake_engine):
+    fake_engine.exc = RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main([spec_file, "--debug"])
+
+
+def test_interrupted(capsys, spec_file, fake_engine):
+    fake_engine.exc = KeyboardInterrupt()
+    code, out, err = run(capsys, spec_file)
+    assert code == 130
+    assert "interrupted" in err and "Traceback" not in err
+
+
+# --- usage -----------------------------------------------------------------------------------------
+
+def test_version(capsys):
+    code, out, err = run(capsys, "--version")
+    assert code == 0
+    assert out == f"certify {certifier.__version__}\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["a.rq", "--format", "xml"], ["a.rq", "--max-params", "0"],
+                                  ["a.rq", "--max-params", "many"], ["a.rq", "--device", "tpu"],
+                                  ["a.rq", "--bogus"]])
+def test_usage_errors_exit_2(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert "usage: certify" in err
+
+
+def test_help(capsys):
+    code, out, err = run(capsys, "--help")
+    assert code == 0
+    assert "exit codes" in out
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+def test_null_reporter():
+    reporter = NullReporter()
+    with reporter.phase("a", total=3) as advance:
+        advance()
+        advance(2)
+        with reporter.phase("b") as inner:
+            inner()
+
+
+def test_make_reporter(capsys):
+    assert isinstance(make_reporter(False), NullReporter)
+    assert isinstance(make_reporter(True), NullReporter)   # stderr captured: not a terminal
+
+
+def test_make_reporter_on_a_terminal(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert isinstance(make_reporter(True), RichReporter)
+    assert isinstance(make_reporter(False), NullReporter)
+
+
+def test_rich_reporter_nested_and_sequential_phases():
+    buf = io.StringIO()
+    reporter = RichReporter(Console(file=buf, force_terminal=True, width=80))
+    with reporter.phase("outer", total=2) as advance:
+        with reporter.phase("inner spinner") as inner:
+            inner()
+            inner(5)
+        advance(2)
+    with reporter.phase("second", total=None) as advance:
+        advance()
+    with pytest.raises(ValueError):
+        with reporter.phase("failing", total=1):
+            raise ValueError("x")
+    assert reporter._progress is None and reporter._depth == 0
+    assert "outer" in buf.getvalue()
