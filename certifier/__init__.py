@@ -1,2 +1,30 @@
-"""certify: convergence certificates for gradient descent from Rayleigh quotients."""
+"""certify: convergence certificates for gradient descent from Rayleigh quotients.
+
+    >>> import certifier
+    >>> result = certifier.certify("specs/linear_underparameterized.rq")
+    >>> result.verdict, result.mu, result.bound(10.0)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+
+def certify(path_or_text: str, **options):
+    """Run one spec, given as a path to an .rq file or as the spec's text.
+
+    Returns a Result (certifier.report.result) whose fields are those of the JSON output and
+    whose `bound(t)` evaluates the rate; raises certifier.diagnostics.SpecError for a bad spec.
+    Keyword options are those of certifier.pipeline.RunOptions (max_params, device, threads).
+    """
+    from .pipeline import RunOptions, run_file, run_text
+
+    opts = RunOptions(**options)
+    text = str(path_or_text)
+    if "\n" not in text and len(text) < 4096 and Path(text).is_file():
+        return run_file(text, opts)
+    return run_text(text, "<string>", opts)
+
+
+__all__ = ["certify", "__version__"]

@@ -167,7 +167,7 @@ def analyse(checked, options: RunOptions) -> Result:
     t2 = time.perf_counter()
     with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
         witness = run_witness(problem, 0.25 / beta if beta > 0 else 0.1, horizon, bound, noise,
-                              region, WITNESS_STEPS, advance)
+                              region, WITNESS_STEPS, advance, floor=floor)
     timing["witness"] = time.perf_counter() - t2
     if verdict == "certified" and witness.violation is not None:
         verdict = "refuted"

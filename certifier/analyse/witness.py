@@ -12,25 +12,31 @@ from ..report.result import Witness
 
 def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[float], float] | None,
                 noise: float, region, max_steps: int, advance=lambda n=1: None,
-                tolerance: float = 1e-9) -> Witness:
+                tolerance: float = 1e-9, floor: float = 0.0) -> Witness:
     """Gradient descent theta_{k+1} = theta_k - eta grad L(theta_k), compared at t = k eta with
     the flow bound while the bound is above the rounding-noise level `noise`. Restarts with half
-    the step if the loss ever increases (the step was too long to follow the flow)."""
+    the step if the loss ever increases (the step was too long to follow the flow).
+
+    It stops at the horizon, at the step budget, when the bound falls below the noise level,
+    when the loss is below the floor and the bound has reached it (nothing is left to check),
+    or when the loss has stalled (no relative decrease above 1e-15 in 100 steps)."""
     for _attempt in range(4):
-        w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance)
+        w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor)
         if w is not None:
             return w
         eta *= 0.5
-    return _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, strict=False)
+    return _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor,
+                    strict=False)
 
 
-def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, strict=True):
+def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor, strict=True):
     theta0 = problem.theta0
     theta = theta0.clone()
     steps = min(max_steps, int(math.ceil(horizon / eta)))
     keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
     curve, path, max_dist = [], 0.0, 0.0
     checked_until, violation, left_at, prev = 0.0, None, None, math.inf
+    stalled = 0
     k = 0
     for k in range(steps + 1):
         t = k * eta
@@ -38,6 +44,7 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
         advance(1)
         if strict and p.loss > prev * (1 + 1e-12):
             return None
+        stalled = stalled + 1 if prev - p.loss <= 1e-15 * p.loss else 0
         prev = p.loss
         dist = float((theta - theta0).norm())
         max_dist = max(max_dist, dist)
@@ -58,7 +65,8 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
                 if not curve or curve[-1][0] != t:
                     curve.append([t, p.loss])
                 break
-        if p.loss < noise:
+        settled = bound is not None and floor > 0 and p.loss <= floor and bound(t) <= floor
+        if p.loss < noise or settled or stalled >= 100:
             if not curve or curve[-1][0] != t:
                 curve.append([t, p.loss])
             break

@@ -1,0 +1,71 @@
+"""Independent computations the tests compare certify's numbers with.
+
+Nothing here imports certifier: the data are rebuilt with numpy from the specs' seeds, the
+models and their gradients are written out by hand, the flows are solved in closed form
+(linear models) or by scipy's solve_ivp (the two-layer network)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+# --- linear least squares, the data of specs/linear_*.rq ---------------------------------
+def linear_data(noise: bool):
+    x = rng(0).standard_normal((32, 4))
+    v = rng(1).standard_normal(4)
+    y = x @ v + (0.5 * rng(2).standard_normal(32) if noise else 0.0)
+    return x, y
+
+
+def linear_facts(x, y):
+    """Sigma = X^T X / n, its eigen-decomposition, the minimiser w* and the minimum L*."""
+    n = x.shape[0]
+    sigma = x.T @ x / n
+    lam, vecs = np.linalg.eigh(sigma)
+    w_star = np.linalg.solve(sigma, x.T @ y / n)
+    l_star = float(np.mean((x @ w_star - y) ** 2))
+    return sigma, lam, vecs, w_star, l_star
+
+
+def linear_flow_loss(x, y, w0, ts):
+    """Exact gradient-flow loss of L(w) = mean (w.x - y)^2: delta(t) = exp(-2 Sigma t) delta0,
+    L(t) = L* + delta(t)^T Sigma delta(t)."""
+    _, lam, vecs, w_star, l_star = linear_facts(x, y)
+    c = vecs.T @ (w0 - w_star)
+    return np.array([l_star + float(np.sum(lam * c**2 * np.exp(-4 * lam * t))) for t in ts])
+
+
+# --- two-layer tanh network, the data of specs/two_layer_tanh.rq ------------------------
+def two_layer_problem():
+    x = rng(0).standard_normal((16, 16))
+    y = np.sin(x[:, 0]) + 0.5 * x[:, 1]
+    W = rng(1).standard_normal((512, 16)) / np.sqrt(16)
+    a = rng(2).standard_normal(512) / np.sqrt(512)
+    return x, y, W, a
+
+
+def two_layer_loss_grad(theta, x, y, width=512):
+    d = x.shape[1]
+    W = theta[: width * d].reshape(width, d)
+    a = theta[width * d:]
+    h = np.tanh(x @ W.T)            # [n, width]
+    r = h @ a - y                   # residual
+    n = x.shape[0]
+    loss = float(np.mean(r**2))
+    ga = 2.0 / n * h.T @ r
+    gW = 2.0 / n * ((r[:, None] * (1 - h**2)) * a[None, :]).T @ x
+    return loss, np.concatenate([gW.ravel(), ga])
+
+
+def two_layer_flow_loss(ts):
+    """Gradient flow of the two-layer network by solve_ivp (RK45, tight tolerances)."""
+    x, y, W, a = two_layer_problem()
+    theta0 = np.concatenate([W.ravel(), a])
+    sol = solve_ivp(lambda t, th: -two_layer_loss_grad(th, x, y)[1], (0.0, float(max(ts))), theta0,
+                    t_eval=ts, rtol=1e-10, atol=1e-12, method="RK45")
+    assert sol.success, sol.message
+    return np.array([two_layer_loss_grad(sol.y[:, i], x, y)[0] for i in range(len(ts))])
