@@ -1,0 +1,91 @@
+"""check: a parsed Spec -> Checked (names, shapes and options valid; data and initial
+parameters materialised), or SpecError with every diagnostic found in the file."""
+from __future__ import annotations
+
+from ..diagnostics import Collector, Span, SpecError
+from ..parse.ast import DataBlock, ParamsBlock, Spec
+from .checked import Checked, Choice
+from .data import Data, check_data
+from .model import check_model
+from .names import KEYWORDS
+from .options import check_choice
+from .params import Params, check_params
+
+__all__ = ["Checked", "Choice", "check"]
+
+REQUIRED = {
+    "data": 'add `data { x = ...  y = ... }` or `data from "train.npz"`',
+    "params": "add `params { W : [16, 3] = normal(seed=1) }` or `params from \"theta0.npz\"`",
+    "model": "add `model f(x) = ...`, written for one sample x",
+    "loss": "add `loss least_squares`",
+}
+
+
+def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8) -> Checked:
+    """Validate a parsed spec and build its arrays. Raises SpecError (only) on bad input."""
+    collector = Collector(spec.path)
+    try:
+        checked = _check(spec, collector, max_params, max_elements)
+    except RecursionError:
+        collector.error("E109", "an expression is nested too deeply", None,
+                        "split it into several data statements or simplify it")
+        checked = None
+    if collector.items:
+        collector.items.sort(key=_position)
+        collector.raise_if_any()
+    return checked
+
+
+def _reserved(spec: Spec, collector: Collector) -> None:
+    """The grammar lets keywords through where only a name can stand; refuse them as names."""
+    names = []
+    if isinstance(spec.data, DataBlock):
+        names += [(a.name, a.span) for a in spec.data.assigns]
+    if isinstance(spec.params, ParamsBlock):
+        names += [(d.name, d.span) for d in spec.params.decls]
+    if spec.model is not None:
+        names += [(spec.model.name, spec.model.span), (spec.model.arg, spec.model.arg_span)]
+    for name, span in names:
+        if name in KEYWORDS:
+            collector.error("E001", f"'{name}' is a keyword and cannot be used as a name", span,
+                            "choose another name")
+
+
+def _position(diag) -> tuple[int, int]:
+    span = diag.span
+    return (0, 0) if span is None else (span.line, span.column)
+
+
+def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int) -> Checked | None:
+    for statement, hint in REQUIRED.items():
+        if getattr(spec, statement) is None:
+            collector.error("E005", f"the spec has no '{statement}' statement", Span.point(1, 1), hint)
+    _reserved(spec, collector)
+    data = check_data(spec, collector, max_elements) if spec.data is not None else Data()
+    params = (check_params(spec, collector, max_params, data.spans) if spec.params is not None
+              else Params())
+    for name, span in params.spans.items():
+        if name in data.spans:
+            collector.error("E102", f"'{name}' is both a data array and a parameter", span,
+                            f"the data array is defined at line {data.spans[name].line}; "
+                            "rename one of them")
+            params.shapes[name] = None
+    output = check_model(spec, collector, data, params) if spec.model is not None else None
+    choices = {s: check_choice(s, getattr(spec, s), collector, spec.source)
+               for s in ("loss", "region", "method", "desingularizer", "certify")}
+    if collector.items:
+        return None
+    return Checked(
+        spec=spec,
+        x=data.arrays["x"],
+        y=data.arrays["y"],
+        constants=data.constants,
+        params=params.values,
+        param_spans=params.spans,
+        output_shape=output,
+        loss=choices["loss"],
+        region=choices["region"],
+        method=choices["method"],
+        desingularizer=choices["desingularizer"],
+        claim=choices["certify"],
+    )

@@ -15,25 +15,25 @@ class Choice:
     """A validated statement-level choice: `loss least_squares`, `region ball(...)`, ..."""
 
     name: str
-    options: dict[str, object]  # keyword -> float | int | str ('auto', 'init')
+    options: dict[str, object]  # every keyword, defaults filled in -> float | int | str ('auto', 'init')
     span: Span | None  # the name in the source (None when defaulted)
-    option_spans: dict[str, Span] = field(default_factory=dict)
+    option_spans: dict[str, Span] = field(default_factory=dict)  # keyword -> its value's span (written ones only)
 
 
 @dataclass
 class Checked:
     spec: Spec
-    x: np.ndarray                  # [n, d] (a 1-D x is read as [n, 1]) or [n, ...] per-sample shape
+    x: np.ndarray                  # [n, ...]: per-sample input shape is x.shape[1:] (a 1-D x gives scalar samples)
     y: np.ndarray                  # [n] or [n, k]
     constants: dict[str, np.ndarray]   # other data-block arrays, usable in the model as constants
-    params: dict[str, np.ndarray]      # initial parameters in declaration order (theta_0)
-    param_spans: dict[str, Span]
-    output_shape: tuple[int, ...]      # per-sample model output: () or (k,)
+    params: dict[str, np.ndarray]      # initial parameters theta_0, in declaration (or file) order
+    param_spans: dict[str, Span]       # the name in params { }, or the path string of params from
+    output_shape: tuple[int, ...]      # per-sample model output, == y.shape[1:]: () or (k,)
     loss: Choice                       # name in compose.losses.LOSSES
     region: Choice                     # 'ball' {center:'init', radius: float|'auto'} | 'box' {center:'init', halfwidth: float}
-    method: Choice                     # 'sampled' {samples:int, seed:int, ...}
-    desingularizer: Choice             # 'auto' | 'log' | ...
-    claim: Choice                      # 'rate' {floor: float, horizon: float, ...}
+    method: Choice                     # 'sampled' {samples: int, seed: int}
+    desingularizer: Choice             # 'auto' | 'log' (no options)
+    claim: Choice                      # 'rate' {floor: float, horizon: float}
 
     @property
     def n(self) -> int:

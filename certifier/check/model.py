@@ -1,0 +1,49 @@
+"""The model statement `model f(x) = expr`, written for one sample: names, calls and the
+per-sample output shape, which must be y's per-sample shape."""
+from __future__ import annotations
+
+from ..diagnostics import Collector
+from ..parse.ast import Spec
+from .data import Data
+from .expressions import Walker
+from .names import Scope
+from .params import Params
+from .shapes import Shape, show
+
+
+def check_model(spec: Spec, collector: Collector, data: Data, params: Params) -> Shape | None:
+    model = spec.model
+    arg = model.arg
+    x_shape = data.shapes.get("x")
+    visible: dict[str, Shape | None] = {}
+    for name, shape in data.shapes.items():
+        if name not in ("x", "y"):
+            visible[name] = shape
+    visible.update(params.shapes)
+    if arg in visible:
+        collector.error("E102", f"the model's argument '{arg}' has the same name as "
+                        f"{'a parameter' if arg in params.shapes else 'a data array'}", model.arg_span,
+                        "rename the argument, as in model f(x) = ...")
+    visible[arg] = None if x_shape is None else tuple(x_shape[1:])
+    blocked = {}
+    if arg != "y":
+        blocked["y"] = ("'y' cannot be used in the model", "the model cannot read the targets")
+    if arg != "x":
+        blocked["x"] = ("'x' cannot be used in the model",
+                        f"the model's input is its argument '{arg}', one sample of x")
+    scope = Scope(visible=visible, blocked=blocked)
+    before = len(collector.items)
+    out = Walker(collector, scope, spec.source, where="the model").shape(model.body)
+    if out is None or len(collector.items) > before:
+        return None
+    y_shape = data.shapes.get("y")
+    if y_shape is not None and out != tuple(y_shape[1:]):
+        target = tuple(y_shape[1:])
+        if target:
+            need = f"y has shape {show(y_shape)}, so the model must return {target[0]} values per sample"
+        else:
+            need = f"y has shape {show(y_shape)}, so the model must return one number per sample"
+        collector.error("E103", f"the model returns shape {show(out)} for one sample, but each "
+                        f"target has shape {show(target)}", model.body.span, need)
+        return None
+    return out

@@ -1,0 +1,140 @@
+"""Statement-level choices: loss, region, method, desingularizer, certify.
+
+Each is `name` or `name(keyword=value, ...)`; values are numeric constant expressions or the
+bare names `auto` / `init` where the table allows them."""
+from __future__ import annotations
+
+from ..compose.losses import LOSSES
+from ..diagnostics import Collector
+from ..parse.ast import Call
+from .checked import Choice
+from .expressions import spanning
+from .names import did_you_mean, join, listing
+from .values import number
+
+REQUIRED = object()
+
+# statement -> choice -> keyword -> (default, kind). Kinds: init, auto|positive, positive,
+# nonneg, posint, nonnegint.
+FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
+    "region": {
+        "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
+        "box": {"center": ("init", "init"), "halfwidth": (REQUIRED, "positive")},
+    },
+    "method": {"sampled": {"samples": (4096, "posint"), "seed": (0, "nonnegint")}},
+    "desingularizer": {"auto": {}, "log": {}},
+    "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive")}},
+}
+
+DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
+
+EXAMPLES = {"ball": "ball(center=init, radius=auto)", "box": "box(center=init, halfwidth=0.1)",
+            "sampled": "sampled(samples=4096, seed=0)", "rate": "rate(floor=0, horizon=1e4)"}
+
+# statement -> (code, noun) for unknown names.
+UNKNOWN = {"loss": ("E106", "loss"), "region": ("E108", "region"), "method": ("E107", "method"),
+           "desingularizer": ("E111", "desingularizer"), "certify": ("E110", "claim")}
+
+LATER = {
+    ("method", "interval"): "the sound interval method is not available in this version; "
+                            "use sampled(samples=4096, seed=0)",
+    ("desingularizer", "power"): "the power desingularizer is not available in this version",
+    ("desingularizer", "lambert"): "the lambert desingularizer is not available in this version",
+}
+
+WHAT = {
+    "radius": ("the radius", "write a positive number, or radius=auto to let certify choose"),
+    "halfwidth": ("the halfwidth", "the box spans init ± halfwidth in every coordinate; write a "
+                  "positive number"),
+    "samples": ("samples", "the number of sampled points, such as samples=4096"),
+    "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
+    "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
+    "horizon": ("the horizon", "the number of gradient steps the claim covers, such as horizon=1e4"),
+}
+
+
+def forms(statement: str) -> dict[str, dict[str, tuple[object, str]]]:
+    if statement == "loss":
+        return {name: {} for name in LOSSES}
+    return FORMS[statement]
+
+
+def default(statement: str) -> Choice:
+    name = DEFAULTS[statement]
+    return Choice(name, {k: d for k, (d, _) in FORMS[statement][name].items()}, None)
+
+
+def check_choice(statement: str, call: Call | None, collector: Collector, source: str) -> Choice | None:
+    """The validated choice; the default when the statement is absent; None after an error."""
+    if call is None:
+        return default(statement) if statement in DEFAULTS else None
+    table = forms(statement)
+    if call.name not in table:
+        code, noun = UNKNOWN[statement]
+        plural = "losses" if noun == "loss" else noun + "s"
+        hint = join(LATER.get((statement, call.name)), did_you_mean(call.name, table),
+                    f"the {plural} are: {listing(table)}")
+        collector.error(code, f"unknown {noun} '{call.name}'", call.span, hint)
+        return None
+    keywords = table[call.name]
+    example = EXAMPLES.get(call.name, call.name)
+    ok = True
+    if not keywords and (call.args or call.kwargs):
+        first = call.args[0].span if call.args else next(iter(call.kwargs.values())).span
+        last = max([a.span for a in call.args] + [k.value.span for k in call.kwargs.values()],
+                   key=lambda s: (s.end_line, s.end_column))
+        collector.error("E104", f"'{call.name}' takes no arguments", spanning(first, last),
+                        f"write `{statement} {call.name}`")
+        return None
+    if call.args:
+        ok = False
+        collector.error("E104", f"'{call.name}' takes keyword arguments only",
+                        spanning(call.args[0].span, call.args[-1].span), f"write {example}")
+    options: dict[str, object] = {}
+    spans = {}
+    for key, kw in call.kwargs.items():
+        if key not in keywords:
+            ok = False
+            collector.error("E104", f"'{call.name}' has no option '{key}'", kw.span,
+                            join(did_you_mean(key, keywords), f"its options are: {listing(keywords)}"))
+            continue
+        value = _value(key, keywords[key][1], kw.value, collector, source)
+        if value is None:
+            ok = False
+            continue
+        options[key] = value
+        spans[key] = kw.value.span
+    for key, (fallback, _) in keywords.items():
+        if key in options or key in call.kwargs:
+            continue
+        if fallback is REQUIRED:
+            ok = False
+            collector.error("E104", f"'{call.name}' needs {key}=", call.span, f"write {example}")
+            continue
+        options[key] = fallback
+    if not ok:
+        return None
+    return Choice(call.name, {k: options[k] for k in keywords}, call.span, spans)
+
+
+def _value(key: str, kind: str, e, collector: Collector, source: str):
+    what, hint = WHAT.get(key, (key, None))
+    bare = e.attrs.get("id") if e.op == "name" else None
+    if kind == "init":
+        if bare != "init":
+            collector.error("E109", f"the {key} must be init", e.span,
+                            "only regions centred at the initial parameters are available in this "
+                            "version: write center=init")
+            return None
+        return "init"
+    if kind == "auto|positive" and bare == "auto":
+        return "auto"
+    if kind in ("auto|positive", "positive"):
+        return number(e, collector, source, what, minimum=0, strict=True, hint=hint)
+    if kind == "nonneg":
+        return number(e, collector, source, what, minimum=0, hint=hint)
+    if kind == "posint":
+        return number(e, collector, source, what, minimum=0, strict=True, integer=True, hint=hint)
+    if kind == "nonnegint":
+        return number(e, collector, source, what, minimum=0, integer=True, hint=hint)
+    raise KeyError(kind)
