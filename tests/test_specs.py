@@ -1,0 +1,87 @@
+"""Every example spec end to end through the CLI: verdict, exit code and the JSON fields."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "two_layer_tanh": ("certified", 0),
+    "linear_underparameterized": ("certified", 0),
+    "linear_nonrealizable": ("refuted", 1),
+    "linear_nonrealizable_floor": ("certified", 0),
+}
+
+
+def run_json(spec: str):
+    proc = subprocess.run([sys.executable, "-m", "certifier", str(ROOT / "specs" / f"{spec}.rq"),
+                           "--format", "json"], capture_output=True, text=True, timeout=600)
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    return {name: run_json(name) for name in EXPECTED}
+
+
+def test_every_spec_in_specs_has_an_expectation():
+    assert {p.stem for p in (ROOT / "specs").glob("*.rq")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_verdict_and_exit_code(outputs, name):
+    code, obj, stderr = outputs[name]
+    verdict, exit_code = EXPECTED[name]
+    assert (obj["verdict"], code) == (verdict, exit_code)
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_json_fields(outputs, name):
+    _, obj, _ = outputs[name]
+    assert obj["sound"] is False and obj["estimate"] is True
+    assert obj["method"]["name"] == "sampled"
+    assert obj["loss"]["name"] == "least_squares" and obj["loss"]["initial"] > 0
+    assert obj["desingularizer"]["name"] == "log"
+    assert obj["region"]["kind"] == "ball" and obj["region"]["radius"] > 0
+    assert isinstance(obj["diagnostics"], list)
+    assert obj["witness"]["curve"][0][0] == 0.0
+    assert obj["witness"]["curve"][0][1] == pytest.approx(obj["loss"]["initial"])
+    if obj["verdict"] == "certified":
+        assert obj["mu"] > 0 and obj["mu_source"] in {"trajectory", "adversarial", "random", "tangent-kernel"}
+        assert obj["region"]["path_length_bound"] <= obj["region"]["radius"]
+        assert obj["rate"]["formula"].startswith("L(t) <= ")
+        curve = obj["rate"]["curve"]
+        assert curve[0] == [0.0, obj["loss"]["initial"]]
+        assert all(b2 <= b1 for (_, b1), (_, b2) in zip(curve, curve[1:]))   # non-increasing
+        assert curve[-1][0] == pytest.approx(obj["rate"]["horizon"])
+        assert obj["failing_region"] is None
+        # the witness lies below the bound at every compared time
+        assert obj["witness"]["violation"] is None
+    else:
+        assert obj["failing_region"]["points"], obj["failing_region"]
+        assert obj["failing_region"]["suggestion"]
+
+
+def test_text_report_labels_the_estimate():
+    proc = subprocess.run([sys.executable, "-m", "certifier", str(ROOT / "specs" / "linear_underparameterized.rq")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0
+    verdict_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("Verdict")]
+    assert verdict_lines and all("ESTIMATE (not a proof)" in ln for ln in verdict_lines)
+    assert proc.stderr == ""   # no progress bars when stderr is not a terminal, no warnings
+
+
+def test_python_api_matches_cli(outputs):
+    import certifier
+
+    result = certifier.certify(str(ROOT / "specs" / "linear_underparameterized.rq"))
+    _, obj, _ = outputs["linear_underparameterized"]
+    assert result.mu == obj["mu"]                  # same seeds, same numbers
+    assert result.bound(0.0) == obj["loss"]["initial"]
+    t, b = obj["rate"]["curve"][30]
+    assert result.bound(t) == pytest.approx(b, rel=1e-12)
