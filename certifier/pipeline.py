@@ -23,7 +23,7 @@ from .parse import parse
 from .progress import NullReporter
 from .report.result import FailingPoint, FailingRegion, MuSource, Result
 
-NOISE = 1e-16          # losses below NOISE * L0 are rounding noise (docs/theory.md, section 7)
+NOISE = 1e-16          # losses below NOISE * L0 are rounding noise (docs/theory.md, section 6)
 ZERO_MU = 1e-9         # mu below ZERO_MU * R(theta0) is read as "no positive mu"
 WITNESS_STEPS = 20000  # budget of the witness descent
 
@@ -133,18 +133,32 @@ def analyse(checked, options: RunOptions) -> Result:
         mu_value, rho = math.inf, 0.0
         notes.append("the initial loss is already at or below the floor")
     elif not (mu_value > ZERO_MU * R0):
-        verdict = "refuted"
-        pt = _failing_points(records, radius, floor_eff, 5)
+        exact_min, _ = records.minimum(radius, floor_eff, exact=True)
         min_loss = min(records.loss) if records.loss else L0
-        failing = FailingRegion(
-            kind="critical-point",
-            message=(f"R = {mu_value:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 where "
-                     f"L = {pt[0].loss:.4g} is above the floor {floor:g}: gradient flow can stall there, "
-                     f"so no rate to the floor holds on this region") if pt else "no positive mu",
-            suggestion=(f"the loss may not reach {floor:g}: certify a floor above the smallest loss seen "
-                        f"(e.g. certify rate(floor={_nice_up(min_loss)})), shrink the region, or widen the model"),
-            points=pt, span=_span_dict(checked.claim.span) or region_span,
-            numbers={"mu": mu_value, "smallest_loss_seen": min_loss})
+        if not (exact_min > ZERO_MU * R0):
+            # R itself (not a lower bound on it) is about 0 at a point above the floor
+            verdict = "refuted"
+            pt = _failing_points(records, radius, floor_eff, 5, exact=True)
+            failing = FailingRegion(
+                kind="critical-point",
+                message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 where "
+                         f"L = {pt[0].loss:.4g} is above the floor {floor:g}: gradient flow can stall there, "
+                         f"so no rate to the floor holds on this region"),
+                suggestion=(f"the loss may not reach {floor:g}: certify a floor above the smallest loss seen "
+                            f"(e.g. certify rate(floor={_nice_up(min_loss)})), shrink the region, or widen the model"),
+                points=pt, span=_span_dict(checked.claim.span) or region_span,
+                numbers={"mu": exact_min, "smallest_loss_seen": min_loss})
+        else:
+            # only the kernel's lower bound vanished: R may still be positive there
+            verdict = "inconclusive"
+            pt = _failing_points(records, radius, floor_eff, 3)
+            failing = FailingRegion(
+                kind="singular-kernel",
+                message=(f"the tangent kernel is nearly singular (lambda_min = {mu_value:.3g}) at a point "
+                         f"{pt[0].distance:.3g} from theta0, and R itself was at least {exact_min:.3g}: "
+                         f"no positive mu can be estimated"),
+                suggestion="shrink the region, certify a floor, or widen the model",
+                points=pt, span=region_span, numbers={"mu": mu_value, "smallest_exact_R": exact_min})
     elif not found:
         verdict = "refuted" if not auto else "inconclusive"
         failing = FailingRegion(
@@ -219,9 +233,10 @@ def analyse(checked, options: RunOptions) -> Result:
         timing=timing, notes=notes, _bound=bound)
 
 
-def _failing_points(records: Records, radius: float, floor: float, count: int) -> list[FailingPoint]:
+def _failing_points(records: Records, radius: float, floor: float, count: int,
+                    exact: bool = False) -> list[FailingPoint]:
     return [FailingPoint(records.distance[i], records.loss[i], records.value[i], records.source[i])
-            for i in records.lowest(radius, floor, count)]
+            for i in records.lowest(radius, floor, count, exact)]
 
 
 def _nice_up(value: float) -> str:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 import torch
 
 
+# Sources whose value is a lower bound on R at the point (valid in every direction), not R itself.
+LOWER_BOUNDS = frozenset({"tangent-kernel"})
+
+
 @dataclass
 class Best:
     value: float
@@ -45,13 +49,21 @@ class Records:
             if d <= radius * (1 + 1e-12) and L >= floor:
                 yield i
 
-    def minimum(self, radius: float, floor: float, source: str | None = None) -> tuple[float, int | None]:
+    def minimum(self, radius: float, floor: float, source: str | None = None,
+                exact: bool = False) -> tuple[float, int | None]:
+        """Smallest value within `radius` at loss >= floor; `exact` keeps only records whose value
+        is R itself (not a lower bound on it such as the kernel's lambda_min)."""
         best, arg = math.inf, None
         for i in self._eligible(radius, floor):
-            if (source is None or self.source[i] == source) and self.value[i] < best:
+            if source is not None and self.source[i] != source:
+                continue
+            if exact and self.source[i] in LOWER_BOUNDS:
+                continue
+            if self.value[i] < best:
                 best, arg = self.value[i], i
         return best, arg
 
-    def lowest(self, radius: float, floor: float, count: int) -> list[int]:
-        idx = sorted(self._eligible(radius, floor), key=lambda i: self.value[i])
+    def lowest(self, radius: float, floor: float, count: int, exact: bool = False) -> list[int]:
+        idx = sorted((i for i in self._eligible(radius, floor)
+                      if not (exact and self.source[i] in LOWER_BOUNDS)), key=lambda i: self.value[i])
         return idx[:count]

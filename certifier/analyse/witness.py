@@ -19,7 +19,8 @@ def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[f
 
     It stops at the horizon, at the step budget, when the bound falls below the noise level,
     when the loss is below the floor and the bound has reached it (nothing is left to check),
-    or when the loss has stalled (no relative decrease above 1e-15 in 100 steps)."""
+    or, when there is no bound, once the loss has stalled (no relative decrease above 1e-15 in
+    100 steps). Leaving the region counts only while the loss is above the floor."""
     for _attempt in range(4):
         w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor)
         if w is not None:
@@ -48,7 +49,7 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
         prev = p.loss
         dist = float((theta - theta0).norm())
         max_dist = max(max_dist, dist)
-        if left_at is None and region is not None and not region.contains(theta):
+        if left_at is None and region is not None and p.loss > floor and not region.contains(theta):
             left_at = t
         if k in keep:
             curve.append([t, p.loss])
@@ -66,7 +67,8 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
                     curve.append([t, p.loss])
                 break
         settled = bound is not None and floor > 0 and p.loss <= floor and bound(t) <= floor
-        if p.loss < noise or settled or stalled >= 100:
+        # a stall ends the run only when there is no bound left to compare with
+        if p.loss < noise or settled or (stalled >= 100 and (bound is None or bound(t) < noise)):
             if not curve or curve[-1][0] != t:
                 curve.append([t, p.loss])
             break

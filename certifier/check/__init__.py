@@ -24,12 +24,7 @@ REQUIRED = {
 def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8) -> Checked:
     """Validate a parsed spec and build its arrays. Raises SpecError (only) on bad input."""
     collector = Collector(spec.path)
-    try:
-        checked = _check(spec, collector, max_params, max_elements)
-    except RecursionError:
-        collector.error("E109", "an expression is nested too deeply", None,
-                        "split it into several data statements or simplify it")
-        checked = None
+    checked = _check(spec, collector, max_params, max_elements)
     if collector.items:
         collector.items.sort(key=_position)
         collector.raise_if_any()
@@ -56,7 +51,44 @@ def _position(diag) -> tuple[int, int]:
     return (0, 0) if span is None else (span.line, span.column)
 
 
+MAX_DEPTH = 200  # expressions nest at most this deep (every stage walks them recursively)
+
+
+def _expressions(spec: Spec):
+    if isinstance(spec.data, DataBlock):
+        yield from (a.value for a in spec.data.assigns)
+    if isinstance(spec.params, ParamsBlock):
+        for d in spec.params.decls:
+            yield from d.shape
+            yield d.init
+    if spec.model is not None:
+        yield spec.model.body
+    for call in (spec.loss, spec.region, spec.method, spec.desingularizer, spec.certify):
+        if call is not None:
+            yield from call.args
+            yield from (k.value for k in call.kwargs.values())
+
+
+def _too_deep(spec: Spec, collector: Collector) -> bool:
+    """Refuse absurdly nested expressions up front (checked without recursion)."""
+    found = False
+    for top in _expressions(spec):
+        stack = [(top, 1)]
+        while stack:
+            e, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                collector.error("E109", f"this expression is nested more than {MAX_DEPTH} levels deep",
+                                top.span, "split it into several data statements or simplify it")
+                found = True
+                break
+            stack.extend((a, depth + 1) for a in e.args)
+            stack.extend((v, depth + 1) for v in e.kwargs.values())
+    return found
+
+
 def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int) -> Checked | None:
+    if _too_deep(spec, collector):
+        return None
     for statement, hint in REQUIRED.items():
         if getattr(spec, statement) is None:
             collector.error("E005", f"the spec has no '{statement}' statement", Span.point(1, 1), hint)

@@ -17,7 +17,7 @@ from .generators import GeneratorCalls, materialise
 from .names import Scope
 from .shapes import Shape, show
 
-LIMIT_HINT = "use a smaller data set, or raise the limit with --max-elements N"
+LIMIT_HINT = "use a smaller data set: the limit keeps certify from running out of memory"
 
 
 @dataclass

@@ -3,6 +3,7 @@
 and never evaluates anything."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,6 +31,14 @@ def keyword_span(source: str, value: Expr, name: str) -> Span:
 
 def spanning(first: Span, last: Span) -> Span:
     return Span(first.line, first.column, last.end_line, last.end_column)
+
+
+def finite_literal(value) -> bool:
+    """True when a number literal is a finite float64 (1e400 and 400-digit integers are not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def integer_literal(e: Expr) -> int | None:
@@ -67,13 +76,17 @@ class Walker:
                     span = e.kwargs["shape"].span
                 self.error("E205", f"this array would have shape {show(out)}: {count:,} entries, "
                            f"more than the limit of {self.max_elements:,}", span,
-                           "use smaller shapes, or raise the limit with --max-elements N")
+                           "use smaller shapes: the limit keeps certify from running out of memory")
                 return None
         return out
 
     def _shape(self, e: Expr) -> Shape | None:
         op = e.op
         if op == "number":
+            if not finite_literal(e.attrs["value"]):
+                self.error("E109", f"the number {e.attrs.get('text', e.attrs['value'])} is too large", e.span,
+                           "numbers are float64: at most about 1.8e308")
+                return None
             return ()
         if op == "name":
             return self.scope.lookup(e, self.collector)[1]

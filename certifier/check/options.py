@@ -49,7 +49,7 @@ WHAT = {
     "samples": ("samples", "the number of sampled points, such as samples=4096"),
     "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
-    "horizon": ("the horizon", "the number of gradient steps the claim covers, such as horizon=1e4"),
+    "horizon": ("the horizon", "the gradient-flow time the claim covers, such as horizon=1e4"),
 }
 
 

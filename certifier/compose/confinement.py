@@ -26,7 +26,8 @@ def path_length_bound(phi: Desingularizer, constant: float, mu: float, initial: 
 
 
 def find_radius(mu_of_radius, rho_of_mu, start: float, iterations: int = 10):
-    """Smallest radius r with rho(mu(r)) <= r, by the upward fixed-point iteration r <- rho(r).
+    """A radius r with rho(mu(r)) <= r, by the upward fixed-point iteration r <- rho(r): the first
+    of its radii that passes (at most 1.25 times the smallest such r between the last two tries).
 
     mu(r) is non-increasing in r, so rho(r) is non-decreasing: every r below rho(r) fails and
     the iteration climbs to the first fixed point if one exists. Returns
