@@ -557,7 +557,7 @@ def test_E205_data_generator():
         "  |\n"
         "2 |   x = normal(shape=[100000, 3000], seed=0)\n"
         "  |                    ^^^^^^^^^^^^^^\n"
-        "  = hint: use smaller shapes, or raise the limit with --max-elements N")
+        "  = hint: use smaller shapes: the limit keeps certify from running out of memory")
 
 
 def test_every_check_code_has_a_test():
@@ -621,6 +621,9 @@ MALFORMED = [
     spec(extra="method sampled(samples=10**400)\n"),
     spec(model="model f(W) = W\n"),
     spec(model="model spec(x) = x\n"),
+    spec(model="model f(x) = " + "-" * 300 + "a @ tanh(W @ x)\n"),
+    spec(model="model f(x) = a @ tanh(W @ x) * 1e400 + " + "9" * 400 + "\n"),
+    spec(extra="region ball(radius=1/" + "9" * 400 + ")\n"),
 ]
 
 
@@ -711,3 +714,24 @@ def test_shape_rules_agree_with_evaluate(text):
         return
     env = {k: torch.rand(s, dtype=torch.float64) for k, s in SHAPES.items()}
     assert tuple(evaluate(expr, env).shape) == shape, text
+
+
+# --- docs/language.md ------------------------------------------------------------------------
+
+def _language_md() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text()
+
+
+def test_language_doc_lists_every_code():
+    text = _language_md()
+    for code, (title, _) in CODES.items():
+        assert f"| {code} | {title} |" in text, code
+
+
+def test_language_doc_example_checks():
+    text = _language_md()
+    example = text.split("```\n", 2)[1]
+    c = run(example)
+    assert c.parameter_count == 512 * 16 + 512 and c.output_shape == ()

@@ -84,7 +84,9 @@ class Walker:
         op = e.op
         if op == "number":
             if not finite_literal(e.attrs["value"]):
-                self.error("E109", f"the number {e.attrs.get('text', e.attrs['value'])} is too large", e.span,
+                text = str(e.attrs.get("text", e.attrs["value"]))
+                text = text if len(text) <= 16 else text[:12] + "..."
+                self.error("E109", f"the number {text} is too large", e.span,
                            "numbers are float64: at most about 1.8e308")
                 return None
             return ()
