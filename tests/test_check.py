@@ -73,7 +73,7 @@ def test_valid_spec_builds_checked():
     assert (c.method.name, c.method.options) == ("sampled", {"samples": 100, "seed": 0})
     assert isinstance(c.method.options["samples"], int)
     assert (c.desingularizer.name, c.desingularizer.options) == ("log", {})
-    assert (c.claim.name, c.claim.options) == ("rate", {"floor": 0.01, "horizon": 1e4})
+    assert (c.claim.name, c.claim.options) == ("rate", {"floor": 0.01, "horizon": 1e4, "step": None})
     assert c.claim.span is not None and set(c.claim.option_spans) == {"floor"}
     assert c.param_spans["W"].line == 7
     assert np.allclose(c.y, np.tanh(c.x @ np.array([1, -1, 0.5])))
@@ -84,7 +84,7 @@ def test_defaults_when_statements_are_absent():
     assert (c.region.name, c.region.options, c.region.span) == ("ball", {"center": "init", "radius": "auto"}, None)
     assert (c.method.name, c.method.options, c.method.span) == ("sampled", {"samples": 4096, "seed": 0}, None)
     assert (c.desingularizer.name, c.desingularizer.span) == ("auto", None)
-    assert (c.claim.name, c.claim.options, c.claim.span) == ("rate", {"floor": 0.0, "horizon": 1e4}, None)
+    assert (c.claim.name, c.claim.options, c.claim.span) == ("rate", {"floor": 0.0, "horizon": 1e4, "step": None}, None)
 
 
 def test_ball_radius_number_and_option_spans():
@@ -461,13 +461,12 @@ def test_E110_unknown_claim():
 
 
 def test_E111_unknown_desingularizer():
-    assert error(spec(extra="desingularizer lambert\n")) == (
-        "spec.rq:12:16: error[E111]: unknown desingularizer 'lambert'\n"
+    assert error(spec(extra="desingularizer lambertw\n")) == (
+        "spec.rq:12:16: error[E111]: unknown desingularizer 'lambertw'\n"
         "   |\n"
-        "12 | desingularizer lambert\n"
-        "   |                ^^^^^^^\n"
-        "  = hint: the lambert desingularizer is not available in this version; the desingularizers "
-        "are: auto, log")
+        "12 | desingularizer lambertw\n"
+        "   |                ^^^^^^^^\n"
+        "  = hint: did you mean 'lambert'? the desingularizers are: auto, lambert, log, power")
 
 
 def test_E201_file_not_found(in_tmp):

@@ -21,9 +21,9 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
         "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
         "box": {"center": ("init", "init"), "halfwidth": (REQUIRED, "positive")},
     },
-    "method": {"sampled": {"samples": (4096, "posint"), "seed": (0, "nonnegint")}},
-    "desingularizer": {"auto": {}, "log": {}},
-    "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive")}},
+    "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "nonnegint")}},
+    "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
+    "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive"), "step": (None, "positive")}},
 }
 
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
@@ -38,8 +38,6 @@ UNKNOWN = {"loss": ("E106", "loss"), "region": ("E108", "region"), "method": ("E
 LATER = {
     ("method", "interval"): "the sound interval method is not available in this version; "
                             "use sampled(samples=4096, seed=0)",
-    ("desingularizer", "power"): "the power desingularizer is not available in this version",
-    ("desingularizer", "lambert"): "the lambert desingularizer is not available in this version",
 }
 
 WHAT = {
@@ -50,6 +48,10 @@ WHAT = {
     "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers, such as horizon=1e4"),
+    "step": ("the step", "the gradient-descent step size eta, such as step=0.01; leave it out for "
+             "gradient flow"),
+    "alpha": ("alpha", "the Lojasiewicz exponent: phi'(u) = u^(-2 alpha) with 1/2 < alpha <= 1, "
+              "such as power(alpha=2/3)"),
 }
 
 
@@ -135,6 +137,11 @@ def _value(key: str, kind: str, e, collector: Collector, source: str):
         return number(e, collector, source, what, minimum=0, hint=hint)
     if kind == "posint":
         return number(e, collector, source, what, minimum=0, strict=True, integer=True, hint=hint)
+    if kind == "samples":
+        return number(e, collector, source, what, minimum=0, strict=True, integer=True, hint=hint,
+                      maximum=10**7)
+    if kind == "alpha":
+        return number(e, collector, source, what, minimum=0.5, strict=True, maximum=1.0, hint=hint)
     if kind == "nonnegint":
         return number(e, collector, source, what, minimum=0, integer=True, hint=hint)
     raise KeyError(kind)

@@ -52,8 +52,9 @@ def constant(e: Expr, collector: Collector, source: str, what: str,
 
 
 def number(e: Expr, collector: Collector, source: str, what: str, *, minimum: float | None = None,
-           strict: bool = False, integer: bool = False, hint: str | None = None) -> float | int | None:
-    """A constant with range checks: value >= minimum (> when strict); whole when integer."""
+           strict: bool = False, integer: bool = False, hint: str | None = None,
+           maximum: float | None = None) -> float | int | None:
+    """A constant with range checks: value >= minimum (> when strict), <= maximum; whole when integer."""
     value = constant(e, collector, source, what, hint)
     if value is None:
         return None
@@ -74,5 +75,8 @@ def number(e: Expr, collector: Collector, source: str, what: str, *, minimum: fl
         else:
             need = f"{'greater than' if strict else 'at least'} {fmt(minimum)}"
         collector.error("E109", f"{what} must be {need}, got {fmt(value)}", e.span, hint)
+        return None
+    if maximum is not None and value > maximum:
+        collector.error("E109", f"{what} must be at most {fmt(maximum)}, got {fmt(value)}", e.span, hint)
         return None
     return value

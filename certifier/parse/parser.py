@@ -37,7 +37,11 @@ def _tspan(tok: Token) -> Span:
 def _unquote(tok: Token) -> str:
     import ast as pyast
 
-    return pyast.literal_eval(str(tok))
+    try:
+        return pyast.literal_eval(str(tok))
+    except (ValueError, SyntaxError) as exc:
+        raise SpecError([Diagnostic("E001", f"invalid string {str(tok)}: {exc}", _tspan(tok),
+                                    "escape a backslash as \\\\, or use forward slashes in paths")])
 
 
 _BINARY = ("add", "sub", "mul", "div", "matmul", "pow")
@@ -244,6 +248,10 @@ def parse(source: str, path: str = "<spec>") -> Spec:
         collector.raise_if_any()
     try:
         statements = ToAst().transform(tree)
+    except RecursionError:
+        collector.error("E109", "the spec nests expressions too deeply to analyse", Span.point(1, 1),
+                        "split the expression into named data arrays or simplify it")
+        collector.raise_if_any()
     except Exception as exc:  # lark wraps transformer errors
         inner = getattr(exc, "orig_exc", exc)
         if isinstance(inner, SpecError):
@@ -275,8 +283,9 @@ def _keyword(kind: str) -> str:
 def _classify(st):
     if isinstance(st, tuple) and st[0] == "title":
         return "title", st[1], st[2]
-    if isinstance(st, tuple):
-        return st[0], st[1], st[1].span
+    if isinstance(st, tuple):  # a statement call: point at its keyword
+        full = st[1].full_span
+        return st[0], st[1], Span(full.line, full.column, full.line, full.column + len(st[0]))
     if isinstance(st, (DataBlock, DataFrom)):
         return "data", st, Span(st.span.line, st.span.column, st.span.line, st.span.column + 4)
     if isinstance(st, (ParamsBlock, ParamsFrom)):
