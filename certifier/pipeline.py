@@ -34,12 +34,14 @@ class RunOptions:
     reporter: object = field(default_factory=NullReporter)  # progress on stderr
     device: str = "cpu"
     threads: int | None = None       # torch intra-op threads; None: 1 for small problems
+    deadline: float | None = None    # time.monotonic() value: past it, reporter.advance() raises progress.BudgetExceeded
+    allow_python: bool = False       # model torch("pkg.mod:Net") imports Python code only when True (E301)
 
 
 def run_text(source: str, path: str = "<string>", options: RunOptions | None = None) -> Result:
     options = options or RunOptions()
     spec = parse(source, path)
-    checked = _check_stage.check(spec, max_params=options.max_params)
+    checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python)
     return analyse(checked, options)
 
 
@@ -230,7 +232,7 @@ def analyse(checked, options: RunOptions) -> Result:
               "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
         witness=witness, failing_region=failing, diagnostics=[],
         problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
-        timing=timing, notes=notes, _bound=bound)
+        timing=timing, notes=notes, _bound=bound, _records=records)
 
 
 def _failing_points(records: Records, radius: float, floor: float, count: int,

@@ -16,6 +16,7 @@ stderr console; `make_reporter(enabled)` picks between them.
 from __future__ import annotations
 
 import sys
+import time
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -102,3 +103,61 @@ def make_reporter(enabled: bool, console=None):
     if not enabled or not _isatty(sys.stderr):
         return NullReporter()
     return RichReporter(console)
+
+
+# --- deadlines (certify --budget) and the phase that was running (for partial reports) ----------
+
+class BudgetExceeded(Exception):
+    """Raised by an `advance()` of a DeadlineReporter once time.monotonic() passes its deadline.
+    The pipeline (or, until it does, the CLI) turns it into an inconclusive Result."""
+
+    def __init__(self, phase: str | None, budget: float | None = None):
+        self.phase = phase
+        self.budget = budget
+        where = f" during '{phase}'" if phase else ""
+        super().__init__(f"the time budget ran out{where}")
+
+
+class DeadlineReporter:
+    """Wraps a reporter: forwards every phase and advance, remembers which phases are running
+    (`current`, `completed`), and when `deadline` (a time.monotonic() value) is not None, raises
+    BudgetExceeded from advance() once it has passed. Checking costs one clock read per advance."""
+
+    def __init__(self, inner=None, deadline: float | None = None, budget: float | None = None):
+        self.inner = inner if inner is not None else NullReporter()
+        self.deadline = deadline
+        self.budget = budget
+        self.running: list[str] = []
+        self.completed: list[str] = []
+
+    @property
+    def current(self) -> str | None:
+        return self.running[-1] if self.running else None
+
+    def check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExceeded(self.current, self.budget)
+
+    @contextmanager
+    def phase(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        self.check()
+        with self.inner.phase(description, total) as inner_advance:
+            self.running.append(str(description))
+
+            def advance(n: float = 1) -> None:
+                inner_advance(n)
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    raise BudgetExceeded(self.current, self.budget)
+
+            try:
+                yield advance
+            finally:
+                self.running.pop()
+                self.completed.append(str(description))
+
+
+def with_deadline(reporter, deadline: float | None, budget: float | None = None) -> DeadlineReporter:
+    """`reporter` wrapped in a DeadlineReporter (itself when it already is one with that deadline)."""
+    if isinstance(reporter, DeadlineReporter) and reporter.deadline == deadline:
+        return reporter
+    return DeadlineReporter(reporter, deadline, budget)

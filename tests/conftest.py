@@ -2,3 +2,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_certify_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own result cache, so no test reads another's (or a user's) results."""
+    monkeypatch.setenv("CERTIFY_CACHE_DIR", str(tmp_path_factory.mktemp("certify_cache")))

@@ -20,7 +20,7 @@ from rich.console import Console
 import certifier
 from certifier import cli, pipeline
 from certifier.diagnostics import Diagnostic, Span, SpecError
-from certifier.progress import NullReporter, RichReporter, make_reporter
+from certifier.progress import DeadlineReporter, NullReporter, RichReporter, make_reporter
 from certifier.report.json import field_order
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,10 +100,11 @@ def test_missing_file_json(capsys, tmp_path):
     assert "cannot read" in err
 
 
-def test_directory_is_unreadable(capsys, tmp_path):
+def test_directory_without_specs(capsys, tmp_path):
+    """A directory means every *.rq below it; none is a spec error (exit 2), not a crash."""
     code, out, err = run(capsys, str(tmp_path))
     assert code == 2
-    assert err.startswith(f"certify: error: cannot read '{tmp_path}': ")
+    assert err == f"certify: error: no .rq spec under '{tmp_path}'\n"
     assert "Traceback" not in err
 
 
@@ -203,7 +204,9 @@ def test_options_reach_the_engine(capsys, spec_file, fake_engine):
     assert path == spec_file
     assert isinstance(options, pipeline.RunOptions)
     assert options.max_params == 1000 and options.device == "cpu"
-    assert isinstance(options.reporter, NullReporter)
+    # the CLI wraps the reporter to know the running phase (and, with --budget, the deadline)
+    assert isinstance(options.reporter, DeadlineReporter) and options.reporter.deadline is None
+    assert isinstance(options.reporter.inner, NullReporter)
 
 
 def test_default_options(capsys, spec_file, fake_engine):
@@ -211,7 +214,8 @@ def test_default_options(capsys, spec_file, fake_engine):
     run(capsys, spec_file)
     ((_, options),) = fake_engine.calls
     assert options.max_params == pipeline.RunOptions().max_params
-    assert isinstance(options.reporter, NullReporter)   # stderr is not a terminal here
+    assert isinstance(options.reporter.inner, NullReporter)   # stderr is not a terminal here
+    assert options.deadline is None and options.allow_python is False
 
 
 def test_internal_error(capsys, spec_file, fake_engine):

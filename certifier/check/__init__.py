@@ -21,10 +21,12 @@ REQUIRED = {
 }
 
 
-def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8) -> Checked:
-    """Validate a parsed spec and build its arrays. Raises SpecError (only) on bad input."""
+def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8,
+          allow_python: bool = False) -> Checked:
+    """Validate a parsed spec and build its arrays. Raises SpecError (only) on bad input.
+    `allow_python`: a `model torch("pkg.mod:Net")` may import its module (E301 otherwise)."""
     collector = Collector(spec.path)
-    checked = _check(spec, collector, max_params, max_elements)
+    checked = _check(spec, collector, max_params, max_elements, allow_python)
     if collector.items:
         collector.items.sort(key=_position)
         collector.raise_if_any()
@@ -86,7 +88,8 @@ def _too_deep(spec: Spec, collector: Collector) -> bool:
     return found
 
 
-def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int) -> Checked | None:
+def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
+           allow_python: bool = False) -> Checked | None:
     if _too_deep(spec, collector):
         return None
     for statement, hint in REQUIRED.items():

@@ -24,34 +24,36 @@ def field_order() -> list[str]:
     return names
 
 
-def clean(value: Any) -> Any:
+def clean(value: Any, finite: bool = True) -> Any:
     """A JSON-safe copy: non-finite floats -> None, numpy/torch scalars and arrays -> Python values,
-    tuples -> lists, dataclasses -> dicts, dict keys -> str."""
+    tuples -> lists, dataclasses -> dicts, dict keys -> str. With finite=False, inf and nan are
+    kept (for the cache, which writes them as Infinity/NaN and reads them back)."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
+        return float(value) if (math.isfinite(value) or not finite) else None
     if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
+        return {str(k): clean(v, finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [clean(v, finite) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         to_dict = getattr(value, "to_dict", None)
-        return clean(to_dict() if callable(to_dict) else dataclasses.asdict(value))
+        return clean(to_dict() if callable(to_dict) else dataclasses.asdict(value), finite)
     if hasattr(value, "tolist"):        # numpy arrays and scalars, torch tensors
         try:
-            return clean(value.detach().cpu().tolist() if hasattr(value, "detach") else value.tolist())
+            return clean(value.detach().cpu().tolist() if hasattr(value, "detach") else value.tolist(),
+                         finite)
         except Exception:
             pass
     if hasattr(value, "item"):
         try:
-            return clean(value.item())
+            return clean(value.item(), finite)
         except Exception:
             pass
     try:                                # other number-like objects (Fraction, Decimal, ...)
-        return clean(float(value))
+        return clean(float(value), finite)
     except (TypeError, ValueError):
         return str(value)
 
@@ -107,3 +109,23 @@ def error_dict(path: str, diagnostics: Iterable[Diagnostic]) -> dict:
 
 def error_json(path: str, diagnostics: Iterable[Diagnostic]) -> str:
     return _dumps(error_dict(path, diagnostics))
+
+
+# --- several specs ----------------------------------------------------------------------------------
+
+def outcome_dict(outcome) -> dict:
+    """The object of one Outcome (report.outcome): the result's object, or the error object."""
+    if outcome.result is not None:
+        return to_dict(outcome.result)
+    return error_dict(outcome.spec, outcome.error_diagnostics())
+
+
+def outcomes_json(outcomes) -> str:
+    """A JSON array of the objects of every spec, in the layout of to_json."""
+    return _encode([outcome_dict(o) for o in outcomes], 0)
+
+
+def outcomes_jsonl(outcomes) -> str:
+    """JSON lines: one compact object per spec and line (no trailing newline after the last)."""
+    return "\n".join(_json.dumps(outcome_dict(o), ensure_ascii=False, allow_nan=False,
+                                 separators=(",", ":")) for o in outcomes)

@@ -5,7 +5,7 @@ Field names mirror the JSON output documented in docs/output.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from ..diagnostics import Diagnostic
@@ -75,6 +75,8 @@ class Result:
     timing: dict = field(default_factory=dict)    # seconds per phase
     notes: list[str] = field(default_factory=list)
     _bound: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
+    # the engine's records of the search (analyse.records.Records), for `certify --emit`; not serialised
+    _records: object | None = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -91,8 +93,9 @@ class Result:
         return float(self._bound(t))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, _bound=None, _records=None))   # never deep-copy the records
         d.pop("_bound", None)
+        d.pop("_records", None)
         d["estimate"] = self.estimate
         d["diagnostics"] = [diag.to_dict() for diag in self.diagnostics]
         return d

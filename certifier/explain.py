@@ -1,0 +1,247 @@
+"""`certify --explain ID`: one paragraph, an example and the fix for every diagnostic code
+(E001 ...) and every failing-region kind (critical-point, confinement, ...).
+
+This is the one table of these texts: the SARIF renderer builds its rules from it (shortDescription,
+fullDescription, help), and tests/test_ci.py checks that every code of diagnostics.CODES and every
+kind of FAILING_KINDS has an entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .diagnostics import CODES
+
+
+@dataclass(frozen=True)
+class Explanation:
+    id: str
+    title: str        # a few words (SARIF shortDescription)
+    summary: str      # one sentence (SARIF fullDescription)
+    text: str         # the paragraph
+    example: str      # a spec fragment or a report excerpt that shows it
+    fix: str          # what to change
+
+    def render(self) -> str:
+        example = "\n".join("    " + line for line in self.example.splitlines())
+        return (f"{self.id}: {self.title}\n\n{self.text}\n\nExample:\n{example}\n\n"
+                f"Fix: {self.fix}\n")
+
+    def markdown(self) -> str:
+        return (f"**{self.id}: {self.title}**\n\n{self.text}\n\nExample:\n\n```\n{self.example}\n```\n\n"
+                f"Fix: {self.fix}\n")
+
+
+# Why a result is not `certified` (Result.failing_region.kind), plus `certified` itself (the
+# rule of SARIF notes and GitHub notices) and `internal-error` (a bug in certify).
+FAILING_KINDS = ("critical-point", "confinement", "no-radius", "singular-kernel", "witness",
+                 "budget", "interrupted")
+OTHER_KINDS = ("certified", "internal-error")
+
+_CODE_TEXTS: dict[str, tuple[str, str, str]] = {
+    # code: (paragraph, example, fix)
+    "E001": ("The spec does not follow the grammar of the .rq language (grammars/rq.lark): a "
+             "token is missing or out of place, or a keyword is used as a name. Parsing stops "
+             "at the first syntax error.",
+             "model f(x) = W @ @ x\n# spec.rq:1:18: error[E001]: unexpected '@'",
+             "correct the text at the caret; the message lists what was expected there."),
+    "E002": ("The spec file is empty or holds only comments, so there is nothing to certify.",
+             "# only a comment",
+             "write at least the data, params, model and loss statements (docs/language.md)."),
+    "E003": ("The spec file is binary (it holds NUL bytes) or is not valid UTF-8 text.",
+             "a spec saved as Latin-1 with an accented title",
+             "save the spec as UTF-8 text."),
+    "E004": ("A statement that may appear only once (spec, data, params, model, loss, region, "
+             "method, desingularizer, certify) appears twice.",
+             "loss least_squares\nloss least_squares",
+             "keep one of them; the message says where the first one is."),
+    "E005": ("A required statement is missing: every spec needs data, params, model and loss, "
+             "and a data block must define both x and y.",
+             "data { x = normal(shape=[8, 2], seed=0) }   # no y",
+             "add the missing statement or definition; the hint shows its form."),
+    "E101": ("A name is used that nothing defines at that point: a typo, a data array used "
+             "before its definition, or y (the targets) inside the model.",
+             "model f(x) = sum(weigths * x)",
+             "spell the name as it is defined (the hint suggests the closest one), or define it "
+             "earlier."),
+    "E102": ("A name is defined twice, or a parameter shares its name with a data array or the "
+             "constant pi.",
+             "data {\n  x = ...\n  x = ...\n}",
+             "rename one of the two definitions."),
+    "E103": ("Shapes do not fit: operands that do not broadcast, the inner dimensions of @, an "
+             "index out of range, a model whose per-sample output is not y's per-sample shape, "
+             "or weights whose shapes differ from the module's parameters.",
+             "model f(x) = a @ tanh(W @ x[0:2])   # [16, 3] @ [2]",
+             "make the shapes agree; the message shows both shapes."),
+    "E104": ("A call has the wrong number of arguments, a positional argument where keywords "
+             "are required, an unknown keyword, or a keyword given twice.",
+             "region ball(1)",
+             "use the keywords of the form shown in the hint, e.g. ball(center=init, radius=1)."),
+    "E105": ("The function is not a built-in function, or a generator (normal, uniform, ...) "
+             "is used in the model.",
+             "model f(x) = sum(a * tahn(W @ x))",
+             "use one of the functions listed in docs/language.md (the hint names the closest)."),
+    "E106": ("The loss is not one of the losses certify knows (least_squares in this version).",
+             "loss cross_entropy",
+             "write loss least_squares."),
+    "E107": ("The analysis method is not available (sampled in this version).",
+             "method interval",
+             "write method sampled(samples=4096, seed=0)."),
+    "E108": ("The region kind is unknown: regions are ball(...) and box(...).",
+             "region sphere(radius=1)",
+             "write region ball(center=init, radius=auto) or region box(center=init, halfwidth=h)."),
+    "E109": ("A value is outside its allowed range: a non-positive radius, a zero dimension, "
+             "samples=0, an index that is not an integer constant, or an expression nested too "
+             "deeply.",
+             "region ball(center=init, radius=-1)",
+             "use a value in the range the hint gives."),
+    "E110": ("The certify statement names a claim certify does not know (rate in this version).",
+             "certify speed(horizon=10)",
+             "write certify rate(floor=0, horizon=1e4)."),
+    "E111": ("The desingularizer is not one certify knows (auto and log in this version).",
+             "desingularizer lambert",
+             "write desingularizer auto (or leave the statement out)."),
+    "E201": ("A file named by the spec does not exist. Paths are relative to the spec's "
+             "directory.",
+             'data from "train.npz"   # no train.npz next to the spec',
+             "fix the path (the hint shows where certify looked) or create the file."),
+    "E202": ("A file named by the spec cannot be read in its expected format: a corrupt "
+             "archive, an array of Python objects (pickles are never loaded), a CSV cell that is "
+             "not a number, or a weights file that is not a tensor dictionary.",
+             'data from "train.npz"   # written with allow_pickle=True object arrays',
+             "save plain numeric arrays: numpy.savez(path, x=..., y=...), torch.save(state_dict) "
+             "or safetensors."),
+    "E203": ("Loaded or generated data holds NaN or infinite values.",
+             "y = log(x[:, 0])   # log of negative numbers",
+             "clean the data, or change the expression that produces the NaN."),
+    "E204": ("A data or parameter file lacks an array the spec needs (x or y, or a parameter "
+             "of the module).",
+             'data from "train.npz"   # holds x only',
+             "write the missing array into the file; the hint lists what the file holds."),
+    "E205": ("The problem is larger than the configured limits (--max-params, or 10^8 entries "
+             "per data array); certify refuses it before allocating memory.",
+             "params { W : [100000, 10000] = normal() }",
+             "use a smaller problem, or raise the limit with --max-params N."),
+    "E301": ("The spec imports Python code (model torch(\"package.module:Net\")), and certify "
+             "runs imported code only when asked to with --allow-python: importing a module "
+             "executes it.",
+             'model torch("mypkg.nets:Net")\n# spec.rq:12:13: error[E301]: ... needs --allow-python',
+             "rerun with certify --allow-python if you trust the module."),
+    "E302": ("The Python model cannot be used: the model kind is not torch, the module or "
+             "attribute cannot be imported, calling it raised, it is not a torch.nn.Module, or "
+             "its forward pass on x failed.",
+             'model torch("mypkg.nets:Nte")   # no attribute Nte',
+             "check the \"package.module:Name\" target (the module must be importable from the "
+             "working directory or PYTHONPATH) and that Name() builds an nn.Module whose "
+             "forward takes the batch x."),
+    "E303": ("The parameters given for a torch model do not fit the module: a params block "
+             "(a torch model takes its parameters from the module or from params from \"file\"), "
+             "a weights file with entries the module does not have, or an unsupported weights "
+             "format.",
+             'model torch("mypkg.nets:Net")\nparams from "weights.pt"   # holds extra.bias',
+             "save the module's own state_dict (torch.save or safetensors), or leave params out "
+             "to use the module's initial parameters."),
+}
+
+_KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
+    # kind: (title, summary, paragraph, example, fix)
+    "critical-point": (
+        "critical point above the floor",
+        "R is about 0 at a point of the region whose loss is above the floor: the flow can stall.",
+        "At a sampled point of the region the Rayleigh quotient R itself (not a lower bound on "
+        "it) is about zero while the loss is above the floor. Gradient flow can stall at such a "
+        "point, so no rate down to the floor can hold on this region: the claim is refuted. The "
+        "usual cause is a loss that cannot reach the floor (non-realizable data).",
+        "Failure: critical-point\n  R = 1.2e-17 (about 0) at a point 0.41 from theta0 where "
+        "L = 0.3127 is above the floor 0",
+        "certify a floor above the smallest loss seen (certify rate(floor=...)), shrink the "
+        "region, or widen the model."),
+    "confinement": (
+        "flow may leave the region",
+        "The path-length bound rho exceeds the fixed radius r: the flow may leave the region.",
+        "With the estimated mu, the gradient-flow path from theta0 is only known to be shorter "
+        "than rho; when rho is larger than the region's fixed radius r, the flow may leave the "
+        "region before the rate applies, and the claim on this region is refuted.",
+        "region ball(center=init, radius=0.1)\n# rho = 2.24 > r = 0.1",
+        "use radius=auto, a radius of at least rho, or certify a floor."),
+    "no-radius": (
+        "no self-consistent radius",
+        "radius=auto found no radius r with rho(r) <= r.",
+        "With radius=auto certify looks for a radius r whose mu(r) gives a path-length bound "
+        "rho(r) <= r. When mu shrinks faster than the radius grows, no such radius is found in "
+        "the tries allowed, and the result is inconclusive.",
+        "Failure: no-radius\n  no radius found with rho(r) <= r after 7 tries",
+        "certify a floor > 0, start closer to a solution, or widen the model."),
+    "singular-kernel": (
+        "singular tangent kernel",
+        "The tangent kernel's lambda_min vanished but R itself stayed positive: no mu estimated.",
+        "Only the tangent kernel's smallest eigenvalue (a lower bound on R in every direction) "
+        "is about zero somewhere in the region; R along the actual residual was positive. The "
+        "lower bound is too weak to estimate a positive mu, so the result is inconclusive.",
+        "Failure: singular-kernel\n  the tangent kernel is nearly singular (lambda_min = 3e-12)",
+        "shrink the region, certify a floor, or widen the model."),
+    "witness": (
+        "witness contradicts the bound",
+        "Real gradient descent from theta0 exceeds the estimated bound or leaves the region.",
+        "Before a result is shown, certify runs real gradient descent from theta0 (the witness) "
+        "and compares its loss with the bound at every step. A witness above the bound, or one "
+        "that leaves the region while its loss is above the floor, shows that the sampled mu was "
+        "too optimistic: the claim is refuted.",
+        "Failure: witness\n  gradient descent from theta0 has L = 0.37 at t = 0.6, above the "
+        "bound 0.3012",
+        "raise samples=, shrink the region, or certify a floor."),
+    "budget": (
+        "time budget ran out",
+        "The --budget time ran out before the analysis finished: the result is inconclusive.",
+        "certify --budget SECONDS gives each spec a deadline. When it passes, the analysis stops "
+        "at its next progress step and the result is inconclusive, with whatever partial "
+        "results were available and the phase that was running.",
+        "certify specs/ --budget 60\n# Failure: budget  the budget of 60 s ran out during "
+        "'searching ball r=2.27'",
+        "raise --budget, lower samples= in the method statement, or shrink the problem."),
+    "interrupted": (
+        "run interrupted",
+        "The run was interrupted (Ctrl-C) before the analysis finished.",
+        "certify was interrupted while analysing this spec. The report shows what was "
+        "available; certify exits with code 130.",
+        "^C\n# certify: interrupted",
+        "run certify again and let it finish (or give it a --budget)."),
+    "certified": (
+        "certified",
+        "The rate held: a note with mu and the bound (an estimate for the sampled method).",
+        "The claimed rate held. For the sampled method this is an ESTIMATE, not a proof: no "
+        "sampled point and not the witness contradicted the bound L(t) <= "
+        "phi^-1(phi(L0) - c mu t), and the path-length bound rho fits in the region.",
+        "Verdict  certified · ESTIMATE (not a proof) · exit 0",
+        "nothing to fix; raise samples= to search the region harder."),
+    "internal-error": (
+        "internal error",
+        "certify failed with an internal error (a bug in certify).",
+        "certify raised an unexpected exception while running the spec. This is a bug in "
+        "certify, not in the spec; other specs of the same run are still analysed.",
+        "certify: internal error: RuntimeError: ...",
+        "rerun with --debug for the traceback and report it."),
+}
+
+
+def _build() -> dict[str, Explanation]:
+    out: dict[str, Explanation] = {}
+    for code, (title, summary) in CODES.items():
+        if code in _CODE_TEXTS:
+            text, example, fix = _CODE_TEXTS[code]
+            out[code] = Explanation(code, title, summary, text, example, fix)
+    for kind, (title, summary, text, example, fix) in _KIND_TEXTS.items():
+        out[kind] = Explanation(kind, title, summary, text, example, fix)
+    return out
+
+
+EXPLANATIONS: dict[str, Explanation] = _build()
+
+
+def lookup(ident: str) -> Explanation | None:
+    """The explanation of a code (case-insensitive: e103 = E103) or a failing-region kind."""
+    key = ident.strip()
+    return EXPLANATIONS.get(key.upper()) or EXPLANATIONS.get(key.lower())
+
+
+def known() -> list[str]:
+    return list(EXPLANATIONS)
