@@ -303,7 +303,8 @@ def run_one(path: str, args, cache) -> "Outcome":
         return Outcome(path, result=result, source=source, seconds=seconds)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - t0
-        where = f" during '{reporter.current}'" if reporter.current else ""
+        phase = reporter.stopped_in or reporter.current
+        where = f" during '{phase}'" if phase else ""
         result = partial_result(path, source, "interrupted", f"interrupted{where} after {seconds:.3g} s",
                                 "run certify again and let it finish (or give it a --budget)", seconds, reporter)
         raise _Interrupted(Outcome(path, result=result, source=source, seconds=seconds)) from None

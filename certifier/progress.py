@@ -129,6 +129,7 @@ class DeadlineReporter:
         self.budget = budget
         self.running: list[str] = []
         self.completed: list[str] = []
+        self.stopped_in: str | None = None
 
     @property
     def current(self) -> str | None:
@@ -151,9 +152,14 @@ class DeadlineReporter:
 
             try:
                 yield advance
+            except BaseException:
+                if self.stopped_in is None:        # the innermost phase an exception left
+                    self.stopped_in = str(description)
+                raise
+            else:
+                self.completed.append(str(description))
             finally:
                 self.running.pop()
-                self.completed.append(str(description))
 
 
 def with_deadline(reporter, deadline: float | None, budget: float | None = None) -> DeadlineReporter:

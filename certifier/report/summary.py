@@ -31,15 +31,15 @@ def render_summary(outcomes: list[Outcome], console: Console, fail_on: str = "in
     console.rule(Text(f"Summary · {len(outcomes)} spec{'s' if len(outcomes) != 1 else ''} · exit {code}",
                       style="bold"), align="left")
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), header_style="bold")
-    t.add_column("spec", justify="left", no_wrap=True, overflow="fold")
+    t.add_column("spec", justify="left", overflow="fold")
     t.add_column("verdict", justify="left", no_wrap=True)
-    t.add_column("failure", justify="left")
+    t.add_column("failure", justify="left", no_wrap=True)
     t.add_column("μ", justify="right", no_wrap=True)
     t.add_column("time", justify="right", no_wrap=True)
     t.add_column("exit", justify="right", no_wrap=True)
     for o in outcomes:
         mu = o.result.mu if o.result is not None else None
-        time = f"{o.seconds:.2f} s" + (" (cached)" if o.cached else "")
+        time = "cached" if o.cached else f"{o.seconds:.2f} s"
         eff = effective_code(o, fail_on)
         exit_text = str(o.exit_code) if eff == o.exit_code else f"{o.exit_code}→{eff}"
         t.add_row(Text(o.spec), Text(verdict_cell(o), style=VERDICT_STYLE.get(o.verdict, "")),
@@ -54,9 +54,9 @@ def render_summary(outcomes: list[Outcome], console: Console, fail_on: str = "in
     why = f"exit {code}"
     if outcomes:
         why += f": {_WORD.get(code, str(code))} is the worst outcome (precedence 4 > 2 > 1 > 3 > 0)"
-    if fail_on == "refuted":
-        why += "; --fail-on refuted: inconclusive counts as 0"
     console.print(Text(why, style="dim"))
+    if fail_on == "refuted":
+        console.print(Text("--fail-on refuted: inconclusive counts as 0", style="dim"))
     if any(o.result is not None and not o.result.sound for o in outcomes):
         console.print(Text("(estimate): sampled verdicts are ESTIMATES, not proofs", style="dim"))
 
