@@ -734,3 +734,30 @@ def test_language_doc_example_checks():
     example = text.split("```\n", 2)[1]
     c = run(example)
     assert c.parameter_count == 512 * 16 + 512 and c.output_shape == ()
+
+
+# --- model torch("package.module:Name") (more in tests/test_torch_model.py) ------------------------
+
+TORCH_SPEC = DATA + 'model torch("certify_fixture_nets:Linear")\n' + LOSS
+
+
+def test_E301_python_needs_allow_python():
+    assert error(TORCH_SPEC) == (
+        "spec.rq:6:13: error[E301]: model torch(\"certify_fixture_nets:Linear\") imports the Python module "
+        "'certify_fixture_nets', which runs its code; certify does that only with --allow-python\n"
+        "  |\n"
+        "6 | model torch(\"certify_fixture_nets:Linear\")\n"
+        "  |             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = hint: rerun with --allow-python if you trust 'certify_fixture_nets'")
+
+
+def test_E302_python_model_failed():
+    assert error(TORCH_SPEC.replace("certify_fixture_nets:Linear", "no_such_module_for_certify:Net"),
+                 allow_python=True).startswith(
+        "spec.rq:6:13: error[E302]: cannot import 'no_such_module_for_certify': ModuleNotFoundError")
+
+
+def test_E303_params_block_with_a_torch_model():
+    assert error(DATA + PARAMS + 'model torch("certify_fixture_nets:Linear")\n' + LOSS,
+                 allow_python=True).startswith(
+        "spec.rq:6:1: error[E303]: a torch model takes its parameters from the module")

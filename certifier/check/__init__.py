@@ -3,7 +3,7 @@ parameters materialised), or SpecError with every diagnostic found in the file."
 from __future__ import annotations
 
 from ..diagnostics import Collector, Span, SpecError
-from ..parse.ast import DataBlock, ParamsBlock, Spec
+from ..parse.ast import DataBlock, Model, ModelImport, ParamsBlock, Spec
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
@@ -40,7 +40,7 @@ def _reserved(spec: Spec, collector: Collector) -> None:
         names += [(a.name, a.span) for a in spec.data.assigns]
     if isinstance(spec.params, ParamsBlock):
         names += [(d.name, d.span) for d in spec.params.decls]
-    if spec.model is not None:
+    if isinstance(spec.model, Model):
         names += [(spec.model.name, spec.model.span), (spec.model.arg, spec.model.arg_span)]
     for name, span in names:
         if name in KEYWORDS:
@@ -63,7 +63,7 @@ def _expressions(spec: Spec):
         for d in spec.params.decls:
             yield from d.shape
             yield d.init
-    if spec.model is not None:
+    if isinstance(spec.model, Model):
         yield spec.model.body
     for call in (spec.loss, spec.region, spec.method, spec.desingularizer, spec.certify):
         if call is not None:
@@ -93,19 +93,26 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
     if _too_deep(spec, collector):
         return None
     for statement, hint in REQUIRED.items():
-        if getattr(spec, statement) is None:
+        if getattr(spec, statement) is None and not (statement == "params" and isinstance(spec.model, ModelImport)):
             collector.error("E005", f"the spec has no '{statement}' statement", Span.point(1, 1), hint)
     _reserved(spec, collector)
     data = check_data(spec, collector, max_elements) if spec.data is not None else Data()
-    params = (check_params(spec, collector, max_params, data.spans) if spec.params is not None
-              else Params())
+    module = None
+    if isinstance(spec.model, ModelImport):   # model torch("pkg.mod:Net"): parameters from the module
+        from .torch_model import check_model_import
+
+        params, output, module = check_model_import(spec, collector, data, allow_python, max_params)
+    else:
+        params = (check_params(spec, collector, max_params, data.spans) if spec.params is not None
+                  else Params())
     for name, span in params.spans.items():
         if name in data.spans:
             collector.error("E102", f"'{name}' is both a data array and a parameter", span,
                             f"the data array is defined at line {data.spans[name].line}; "
                             "rename one of them")
             params.shapes[name] = None
-    output = check_model(spec, collector, data, params) if spec.model is not None else None
+    if not isinstance(spec.model, ModelImport):
+        output = check_model(spec, collector, data, params) if spec.model is not None else None
     choices = {s: check_choice(s, getattr(spec, s), collector, spec.source)
                for s in ("loss", "region", "method", "desingularizer", "certify")}
     if collector.items:
@@ -123,4 +130,5 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         method=choices["method"],
         desingularizer=choices["desingularizer"],
         claim=choices["certify"],
+        model_module=module,
     )

@@ -34,6 +34,7 @@ class Checked:
     method: Choice                     # 'sampled' {samples: int, seed: int}
     desingularizer: Choice             # 'auto' | 'log' (no options)
     claim: Choice                      # 'rate' {floor: float, horizon: float}
+    model_module: object | None = None  # model torch(...): the torch.nn.Module (float64, eval mode); None for model f(x) = ...
 
     @property
     def n(self) -> int:

@@ -16,6 +16,7 @@ from torch.func import jacrev, vmap
 from ..check.checked import Checked
 from ..compose.losses import LOSSES, Loss
 from .evaluate import DTYPE, evaluate
+from .model import model_outputs
 
 
 @dataclass
@@ -43,15 +44,8 @@ class Problem:
         self.k = int(np.prod(checked.output_shape)) if checked.output_shape else 1
         self.constants = {k: self._t(v) for k, v in checked.constants.items()}
         self.loss_def: Loss = LOSSES[checked.loss.name]
-        body, arg = checked.spec.model.body, checked.spec.model.arg
-
-        def one_sample(theta: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-            env = dict(self.constants)
-            env.update(self.unflatten(theta))
-            env[arg] = xi
-            return evaluate(body, env)
-
-        self._outputs = vmap(one_sample, in_dims=(None, 0))
+        # the spec's model f(x) = expr, or a torch module (compile/model.py)
+        self._outputs = model_outputs(self, checked)
 
     def _t(self, a) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=DTYPE, device=self.device)

@@ -96,6 +96,17 @@ class Model:
 
 
 @dataclass
+class ModelImport:
+    """`model torch("package.module:Name")`: a model written in Python (imported only with
+    --allow-python). `kind` is the NAME (torch), `target` the string."""
+
+    kind: str
+    target: str
+    span: Span         # the kind
+    target_span: Span  # the string, quotes included
+
+
+@dataclass
 class Spec:
     path: str
     source: str
@@ -103,7 +114,7 @@ class Spec:
     title_span: Span | None = None
     data: DataBlock | DataFrom | None = None
     params: ParamsBlock | ParamsFrom | None = None
-    model: Model | None = None
+    model: Model | ModelImport | None = None
     loss: Call | None = None
     region: Call | None = None
     method: Call | None = None

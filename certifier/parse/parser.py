@@ -8,7 +8,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError
-from .ast import (Assign, Call, DataBlock, DataFrom, Expr, Keyword, Model, ParamDecl,
+from .ast import (Assign, Call, DataBlock, DataFrom, Expr, Keyword, Model, ModelImport, ParamDecl,
                   ParamsBlock, ParamsFrom, Spec)
 
 
@@ -132,6 +132,9 @@ class ToAst(Transformer):
 
     def model(self, meta, c):
         return Model(str(c[0]), str(c[1]), c[2], _tspan(c[0]), _tspan(c[1]))
+
+    def model_import(self, meta, c):
+        return ModelImport(str(c[0]), _unquote(c[1]), _tspan(c[0]), _tspan(c[1]))
 
     def _statement_call(self, kind, meta, c):
         name, arguments = c
@@ -290,6 +293,6 @@ def _classify(st):
         return "data", st, Span(st.span.line, st.span.column, st.span.line, st.span.column + 4)
     if isinstance(st, (ParamsBlock, ParamsFrom)):
         return "params", st, Span(st.span.line, st.span.column, st.span.line, st.span.column + 6)
-    if isinstance(st, Model):
+    if isinstance(st, (Model, ModelImport)):
         return "model", st, st.span
     raise TypeError(st)

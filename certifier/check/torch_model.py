@@ -1,0 +1,147 @@
+"""The model statement's Python form, `model torch("package.module:Name")`: the model kind, the
+permission to import (--allow-python, E301), building the module (E302), its parameters from
+the module or from `params from "weights.pt|.safetensors|.npz"` (E201-E205, E303, E103), and
+the shape of its forward pass on x against y (E103)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..diagnostics import Collector
+from ..parse.ast import ParamsBlock, ParamsFrom, Spec
+from . import files
+from .data import Data, keyword_span, nonfinite
+from .params import LIMIT_HINT, Params
+from .shapes import show
+
+KINDS = ("torch",)
+
+
+def check_model_import(spec: Spec, collector: Collector, data: Data, allow_python: bool,
+                       max_params: int):
+    """(Params, per-sample output shape or None, the module or None)."""
+    from ..compile.torch_model import ModelProblem, build_module, load_weights, split_target
+
+    m = spec.model
+    params = Params()
+    if m.kind not in KINDS:
+        collector.error("E302", f"unknown model kind '{m.kind}'", m.span,
+                        "the Python model kinds are: torch, as in model torch(\"package.module:Name\"); "
+                        "or write the model in the spec: model f(x) = ...")
+        return params, None, None
+    try:
+        module_name, _ = split_target(m.target)
+    except ModelProblem as p:
+        collector.error(p.code, p.message, m.target_span, p.hint)
+        return params, None, None
+    if not allow_python:
+        collector.error("E301", f"model {m.kind}(\"{m.target}\") imports the Python module '{module_name}', "
+                        "which runs its code; certify does that only with --allow-python", m.target_span,
+                        f"rerun with --allow-python if you trust '{module_name}'")
+        return params, None, None
+    if isinstance(spec.params, ParamsBlock):
+        collector.error("E303", "a torch model takes its parameters from the module or from "
+                        "`params from \"weights.pt\"`, not from a params block",
+                        keyword_span(spec.params.span, "params"),
+                        "remove the params block (the module's own initial parameters are used) "
+                        "or save the weights and write params from \"weights.pt\"")
+        return params, None, None
+    try:
+        module = build_module(m.target)
+    except ModelProblem as p:
+        collector.error(p.code, p.message, m.target_span, p.hint)
+        return params, None, None
+    named = dict(module.named_parameters())
+    total = sum(p.numel() for p in named.values())
+    if total > max_params:
+        collector.error("E205", f"the module has {total:,} parameter entries, more than the limit of "
+                        f"{max_params:,}", m.target_span, LIMIT_HINT)
+        return params, None, None
+    if not named:
+        collector.error("E302", f"'{m.target}' has no parameters", m.target_span,
+                        "certify analyses gradient descent on the module's parameters")
+        return params, None, None
+    span = m.target_span
+    values = {name: p.detach().cpu().to(torch.float64).numpy().copy() for name, p in named.items()}
+    if isinstance(spec.params, ParamsFrom):
+        span = spec.params.path_span
+        stmt = spec.params
+        try:
+            path = files.locate(spec.path, stmt.path)
+            if path.suffix.lower() == ".npz":
+                shapes = files.npz_headers(path, stmt.path)
+                files.check_size((sum(int(np.prod(s)) for s in shapes.values() if s is not None),),
+                                 max_params, f"'{stmt.path}'", LIMIT_HINT)
+            state = load_weights(path, stmt.path)
+        except (files.FileProblem, ModelProblem) as p:
+            collector.error(p.code, p.message, span, p.hint)
+            return params, None, None
+        buffers = dict(module.named_buffers())
+        missing = [n for n in named if n not in state]
+        extra = [n for n in state if n not in named and n not in buffers]
+        if missing:
+            collector.error("E204", f"'{stmt.path}' has no entry '{missing[0]}'"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), span,
+                            files.available(state) + "; save the module's state_dict()")
+        if extra:
+            collector.error("E303", f"'{stmt.path}' has entries the module does not have: "
+                            + ", ".join(f"'{n}'" for n in extra[:4]) + (", ..." if len(extra) > 4 else ""),
+                            span, "save the state_dict() of the same module class")
+        if missing or extra:
+            return params, None, None
+        for name, array in state.items():
+            target = named.get(name, buffers.get(name))
+            if tuple(array.shape) != tuple(target.shape):
+                collector.error("E103", f"'{name}' in '{stmt.path}' has shape {show(array.shape)}, the "
+                                f"module's has shape {show(tuple(target.shape))}", span,
+                                "save the state_dict() of the same module class")
+                return params, None, None
+            bad = nonfinite(array)
+            if bad:
+                collector.error("E203", f"'{name}' in '{stmt.path}' has {bad} non-finite "
+                                f"entr{'y' if bad == 1 else 'ies'} (NaN or infinite)", span,
+                                "initial parameters must be finite")
+                return params, None, None
+            if name in named:
+                values[name] = array
+            else:
+                with torch.no_grad():
+                    buffers[name].copy_(torch.from_numpy(array).to(buffers[name].dtype))
+    params.values = values
+    params.shapes = {k: tuple(v.shape) for k, v in values.items()}
+    params.spans = {k: span for k in values}
+    output = _output_shape(spec, collector, data, module, values)
+    return params, output, (module if output is not None else None)
+
+
+def _output_shape(spec: Spec, collector: Collector, data: Data, module, values):
+    from torch.func import functional_call
+
+    m = spec.model
+    x, y = data.arrays.get("x"), data.arrays.get("y")
+    if x is None or y is None:
+        return None
+    try:
+        with torch.no_grad():
+            out = functional_call(module, {k: torch.from_numpy(v) for k, v in values.items()},
+                                  (torch.from_numpy(np.asarray(x, dtype=np.float64)),))
+    except Exception as exc:
+        collector.error("E302", f"the forward pass of '{m.target}' on x (shape {show(x.shape)}) failed: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+                        m.target_span, "forward(x) receives the whole batch x, in float64")
+        return None
+    if not isinstance(out, torch.Tensor):
+        collector.error("E302", f"the forward pass of '{m.target}' returned a {type(out).__name__}, "
+                        "not a tensor", m.target_span, "return one tensor of shape [n] or [n, k]")
+        return None
+    shape, target = tuple(out.shape), tuple(y.shape)
+    if shape != target and not (len(target) == 1 and shape == target + (1,)):
+        collector.error("E103", f"the module returns shape {show(shape)} for x of shape {show(x.shape)}, "
+                        f"but y has shape {show(target)}", m.target_span,
+                        "forward(x) must return one row per sample, shaped like y")
+        return None
+    if not torch.isfinite(out).all():
+        collector.error("E203", f"the forward pass of '{m.target}' on x gives non-finite outputs",
+                        m.target_span, "check the module and the data")
+        return None
+    return target[1:]
