@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -138,8 +139,8 @@ def _verdict_result(o: Outcome, index: dict[str, int], root) -> dict:
         message = f"{r.verdict}{label}: mu = {num(r.mu)}" + (f", {formula}" if formula else "")
     else:
         message = f"{r.verdict}{label}: {f.message}" + (f". Suggestion: {f.suggestion}" if f.suggestion else "")
-    props = {"spec": o.spec, "verdict": r.verdict, "sound": bool(r.sound), "estimate": not r.sound,
-             "mu": r.mu if isinstance(r.mu, (int, float)) and r.mu == r.mu and abs(r.mu) != float("inf") else None}
+    mu = r.mu if isinstance(r.mu, (int, float)) and math.isfinite(r.mu) else None
+    props = {"spec": o.spec, "verdict": r.verdict, "sound": bool(r.sound), "estimate": not r.sound, "mu": mu}
     return {
         "ruleId": rule,
         "ruleIndex": index[rule],
