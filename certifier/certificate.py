@@ -53,13 +53,15 @@ def evidence_digest(evidence: list) -> str:
                                      allow_nan=False).encode("utf-8")).hexdigest()
 
 
-def close(a, b, tol: float = TOLERANCE) -> bool:
+def close(a, b, tol: float = TOLERANCE, abs_tol: float = 0.0) -> bool:
+    """Equal to `tol` relative, or within `abs_tol` (R near 0 is rounding noise: its scale is
+    R(theta0), so R values are compared with abs_tol = 1e-12 R(theta0))."""
     if a is None or b is None:
         return a is None and b is None
     a, b = float(a), float(b)
     if math.isinf(a) or math.isinf(b):
         return a == b
-    return abs(a - b) <= tol * max(abs(a), abs(b), 1e-300)
+    return abs(a - b) <= max(tol * max(abs(a), abs(b), 1e-300), abs_tol)
 
 
 def _finite(x):
@@ -225,6 +227,12 @@ class Context:
     phi: object | None
     problems: list[str] = field(default_factory=list)
     checked_points: int = 0
+    r0: float | None = None        # R(theta0), recomputed
+
+    @property
+    def abs_r(self) -> float:
+        """Absolute tolerance for R values: 1e-12 R(theta0) (rounding noise near critical points)."""
+        return 1e-12 * self.r0 if self.r0 is not None and math.isfinite(self.r0) else 0.0
 
     def reject(self, message: str) -> None:
         self.problems.append(message)
@@ -268,9 +276,9 @@ def _verify_sampled(entry: dict, ctx: Context) -> None:
     theta, p = _point(entry, ctx, name)
     if p is None:
         return
-    if not close(_finite(p.rayleigh), entry.get("rayleigh")):
+    if not close(_finite(p.rayleigh), entry.get("rayleigh"), abs_tol=ctx.abs_r):
         ctx.reject(f"{name}: R = {p.rayleigh!r} recomputed, the certificate says {entry.get('rayleigh')!r}")
-    if not close(entry.get("value"), entry.get("rayleigh")):
+    if not close(entry.get("value"), entry.get("rayleigh"), abs_tol=ctx.abs_r):
         ctx.reject(f"{name}: its recorded value {entry.get('value')!r} is not R = {entry.get('rayleigh')!r}")
 
 
@@ -324,10 +332,10 @@ def _check_numbers(cert: dict, ctx: Context) -> None:
         marked = [e for e in points if "mu" in (e.get("roles") or [])]
         if not marked:
             ctx.reject("mu: no evidence point is marked as the one that gave mu")
-        elif not close(marked[0].get("value"), mu):
+        elif not close(marked[0].get("value"), mu, abs_tol=ctx.abs_r):
             ctx.reject(f"mu = {mu!r} is not the value {marked[0].get('value')!r} at the point that gave it")
         low = min((e["value"] for e in inside), default=math.inf)
-        if low < mu * (1 - TOLERANCE):
+        if low < mu * (1 - TOLERANCE) - ctx.abs_r:
             ctx.reject(f"mu = {mu!r} is larger than the value {low!r} at an evidence point inside the region")
     rate = ctx.rate
     if rate is not None:
@@ -366,6 +374,15 @@ def _check_numbers(cert: dict, ctx: Context) -> None:
                 ctx.reject(f"rho = {n.get('rho')!r}, recomputed from the rate: {rho!r}")
             if cert["verdict"] == "certified" and not rho <= n["radius"]:
                 ctx.reject(f"rho = {rho!r} exceeds the radius {n['radius']!r}")
+    if cert.get("failing_kind") == "critical-point":
+        from .pipeline import ZERO_MU
+
+        r0 = ctx.r0 if ctx.r0 is not None else math.inf
+        zero = [e for e in inside if e.get("kind") == "sampled-point" and e.get("rayleigh") is not None
+                and e["rayleigh"] <= ZERO_MU * r0]
+        if not zero:
+            ctx.reject("a critical-point refutation needs an evidence point inside the region, above the "
+                       f"floor, with R about 0 (at most {ZERO_MU:g} R(theta0))")
     if cert["verdict"] == "certified":
         if n["L0"] > n["floor"] and rate is None:
             ctx.reject("a certified certificate has no rate")
@@ -469,7 +486,7 @@ def verify(cert_path: str, device: str = "cpu") -> Report:
             phi = _make_phi({"name": "log", "params": {}})
         except Exception:
             phi = None
-    ctx = Context(cert, problem, numbers, rate, phi)
+    ctx = Context(cert, problem, numbers, rate, phi, r0=p0.rayleigh)
     for i, entry in enumerate(evidence):
         kind = entry.get("kind") if isinstance(entry, dict) else None
         verifier = VERIFIERS.get(kind)

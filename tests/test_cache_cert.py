@@ -212,3 +212,23 @@ def test_verifier_table_is_keyed_by_kind():
 def test_emit_needs_one_spec(capsys, tiny):
     code, out, err = run(capsys, "tiny.rq", "tiny.rq", "--emit", "c.json")
     assert code == 2 and "--emit writes the certificate of one spec" in err
+
+
+def test_refuted_certificate_needs_its_critical_point(tiny, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 2))
+    np.savez(tiny / "d.npz", x=x, y=x[:, 0] ** 2)          # not linear in x: the loss cannot reach 0
+    code, out, err = run(capsys, "tiny.rq", "--quiet", "--emit", "cert.json", "--no-cache")
+    assert code == 1 and "Failure: critical-point" in out
+    code, out, _ = run(capsys, "check", "cert.json")
+    assert code == 0 and out.startswith("certificate valid: tiny.rq: refuted (")
+
+    def lift(c):                                            # claim R is large everywhere
+        for e in c["evidence"]:
+            if e["kind"] == "sampled-point":
+                e["rayleigh"] = e["value"] = 1.0
+        c["numbers"]["mu"] = 1.0
+        c["evidence_digest"] = evidence_digest(c["evidence"])
+    _tamper(tiny / "cert.json", lift)
+    out = _rejected(capsys, tiny / "cert.json")
+    assert "a critical-point refutation needs an evidence point inside the region" in out
