@@ -106,13 +106,37 @@ def test_cache_key_covers_options_and_spec_text(tiny):
 
 # --- certificates -----------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory):
+    """One run with --emit for the whole module: (folder, seconds the run took)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("emitted")
+    (folder / "tiny.rq").write_text(SPEC)
+    write_data(folder)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        t0 = time.perf_counter()
+        code = cli.main(["tiny.rq", "--quiet", "--emit", "cert.json", "--no-cache"])
+        run_seconds = time.perf_counter() - t0
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    return folder, run_seconds
+
+
 @pytest.fixture
-def cert(tiny, capsys):
-    t0 = time.perf_counter()
-    code, out, err = run(capsys, "tiny.rq", "--quiet", "--emit", "cert.json", "--no-cache")
-    run_seconds = time.perf_counter() - t0
-    assert code == 0 and err == ""
-    return tiny / "cert.json", run_seconds
+def cert(emitted, tmp_path, monkeypatch, capsys):
+    """A fresh copy of the emitted folder (tests edit it), as the working directory."""
+    import shutil
+
+    folder, run_seconds = emitted
+    for name in ("tiny.rq", "d.npz", "cert.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    return tmp_path / "cert.json", run_seconds
 
 
 def test_certificate_contents(cert):
