@@ -398,13 +398,12 @@ def test_E106_unknown_loss():
 
 
 def test_E107_unknown_method():
-    assert error(spec(extra="method interval\n")) == (
-        "spec.rq:12:8: error[E107]: unknown method 'interval'\n"
+    assert error(spec(extra="method exact\n")) == (
+        "spec.rq:12:8: error[E107]: unknown method 'exact'\n"
         "   |\n"
-        "12 | method interval\n"
-        "   |        ^^^^^^^^\n"
-        "  = hint: the sound interval method is not available in this version; use "
-        "sampled(samples=4096, seed=0); the methods are: sampled")
+        "12 | method exact\n"
+        "   |        ^^^^^\n"
+        "  = hint: the methods are: interval, sampled")
 
 
 def test_E108_unknown_region():

@@ -21,7 +21,8 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
         "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
         "box": {"center": ("init", "init"), "halfwidth": (REQUIRED, "positive")},
     },
-    "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "nonnegint")}},
+    "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "nonnegint")},
+               "interval": {"boxes": (2000, "posint"), "seed": (0, "nonnegint")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive"), "step": (None, "positive")}},
 }
@@ -29,22 +30,20 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
 
 EXAMPLES = {"ball": "ball(center=init, radius=auto)", "box": "box(center=init, halfwidth=0.1)",
-            "sampled": "sampled(samples=4096, seed=0)", "rate": "rate(floor=0, horizon=1e4)"}
+            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0)", "rate": "rate(floor=0, horizon=1e4)"}
 
 # statement -> (code, noun) for unknown names.
 UNKNOWN = {"loss": ("E106", "loss"), "region": ("E108", "region"), "method": ("E107", "method"),
            "desingularizer": ("E111", "desingularizer"), "certify": ("E110", "claim")}
 
-LATER = {
-    ("method", "interval"): "the sound interval method is not available in this version; "
-                            "use sampled(samples=4096, seed=0)",
-}
+LATER: dict[tuple[str, str], str] = {}
 
 WHAT = {
     "radius": ("the radius", "write a positive number, or radius=auto to let certify choose"),
     "halfwidth": ("the halfwidth", "the box spans init ± halfwidth in every coordinate; write a "
                   "positive number"),
     "samples": ("samples", "the number of sampled points, such as samples=4096"),
+    "boxes": ("boxes", "the budget of boxes the sound interval method may evaluate, such as boxes=2000"),
     "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers, such as horizon=1e4"),

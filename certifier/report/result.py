@@ -74,6 +74,7 @@ class Result:
     problem: dict = field(default_factory=dict)   # {'parameters': m, 'samples': n, 'outputs': k}
     timing: dict = field(default_factory=dict)    # seconds per phase
     notes: list[str] = field(default_factory=list)
+    proof: dict | None = None        # method interval only: the proof tree and its facts (docs/output.md)
     _bound: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
     # the engine's records of the search (analyse.records.Records), for `certify --emit`; not serialised
     _records: object | None = field(default=None, repr=False, compare=False)

@@ -1,0 +1,309 @@
+"""The sound engine: a proved lower bound on inf R over a region above a floor, or a point that
+shows the needed bound is false, or an honest "unresolved".
+
+    bound_mu(problem, region, floor, needed_mu, budget, reporter) -> SoundOutcome
+
+- proven: every box of a cover of the region (minus boxes entirely below the floor or outside a
+  ball) has a rule bound >= needed_mu; mu = the minimum of those bounds (rounded down) is a
+  theorem: R(theta) >= mu for every theta in the region with L(theta) >= floor, for the model and
+  data as stored (float64 values read as exact reals; docs/theory.md section 10).
+- refuted: a point theta (a double vector) in the region with L(theta) >= floor and
+  R(theta) < needed_mu, both verified by interval evaluation at the point. Then no mu >= needed_mu
+  is a lower bound of R on the region: the certificate asked for cannot exist on this region.
+- unresolved: the budget ended first (the unresolved boxes are reported).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...compile.interval import IntervalModel, Iv, NotSupported, enclose, iv_mag, mid_rad
+from ...compile.rounding import down, nonneg_sum_lower, sqnorm_upper, up
+from ...progress import NullReporter
+from .bnb import BranchAndBound, Node, box_dict
+from .rules import Bound, RuleContext, best_bound, subspace_facts
+
+MEMORY_LIMIT = 2 * 2**30        # bytes: refuse boxes whose forward-mode arrays would exceed this
+TIGHTEN_RATIO = 0.9             # after proving, refine until mu >= this fraction of min R seen
+CANDIDATE_STEPS = 300           # gradient-descent steps from theta0 searched for a refutation
+
+
+@dataclass
+class SoundOutcome:
+    status: str                       # 'proven' | 'refuted' | 'unresolved'
+    mu: float | None                  # sound lower bound on inf R (rounded down); None if none
+    proof: dict | None                # JSON-able tree: rule, box, numbers per leaf
+    failing_boxes: list[dict] = field(default_factory=list)
+    failing_points: list[dict] = field(default_factory=list)
+    boxes_evaluated: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    min_rayleigh_seen: float | None = None   # smallest float R at evaluated points (an upper estimate)
+    bnb_seconds: float = 0.0          # time spent in branch and bound (boxes per second = boxes / this)
+    rules_used: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "mu": self.mu, "message": self.message,
+                "boxes_evaluated": self.boxes_evaluated, "seconds": self.seconds,
+                "bnb_seconds": self.bnb_seconds,
+                "min_rayleigh_seen": self.min_rayleigh_seen, "rules_used": self.rules_used,
+                "facts": self.facts, "failing_boxes": self.failing_boxes,
+                "failing_points": self.failing_points, "proof": self.proof}
+
+
+def _numpy(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(t, dtype=np.float64)
+
+
+class _Region:
+    """The region as boxes: box [c - h, c + h] or the bounding box of a ball, widened outward."""
+
+    def __init__(self, region):
+        self.kind = region.kind
+        self.center = _numpy(region.center)
+        self.size = float(region.radius if self.kind == "ball" else region.halfwidth)
+        self.lo = down(self.center - self.size)
+        self.hi = up(self.center + self.size)
+
+    def contains(self, theta: np.ndarray) -> bool:
+        """Verified membership of a double point."""
+        d = np.maximum(np.abs(down(theta - self.center)), np.abs(up(theta - self.center)))
+        if self.kind == "box":
+            return bool(np.all(d <= self.size))
+        return bool(float(sqnorm_upper(d)) <= float(down(self.size * self.size)))
+
+    def outside(self, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """True when the box [lo, hi] has no point of the ball (box regions: never)."""
+        if self.kind != "ball":
+            return False
+        gap = np.maximum(np.maximum(down(lo - self.center), down(self.center - hi)), 0.0)
+        dist_sq = float(nonneg_sum_lower(np.maximum(down(gap * gap), 0.0)))
+        return dist_sq > float(up(self.size * self.size))
+
+    def project(self, theta: np.ndarray) -> np.ndarray:
+        if self.kind == "box":
+            return np.clip(theta, up(self.center - self.size), down(self.center + self.size))
+        d = theta - self.center
+        norm = float(np.linalg.norm(d))
+        limit = self.size * (1 - 1e-12)
+        return theta if norm <= limit else self.center + d * (limit / norm)
+
+
+def _estimate_memory(model: IntervalModel) -> int:
+    """Bytes of the largest forward-mode array (lo and hi, P = m coordinates) times a few
+    temporaries, from the value sizes of every subexpression at theta0."""
+    sizes = [model.n * model.k, model.m]
+    env = model._env(model.theta0, model.theta0, False)
+
+    def walk(e):
+        if e.op in ("number", "name", "none", "slice", "list", "string"):
+            return
+        sizes.append(enclose(e, env).v.lo.size)
+        for a in e.args:
+            walk(a)
+
+    walk(model.body)
+    return int(max(sizes)) * model.m * 8 * 2 * 6
+
+
+def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
+             reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
+             candidates: list | None = None) -> SoundOutcome:
+    """A sound lower bound on inf{R(theta) : theta in region, L(theta) >= floor}.
+
+    needed_mu: the bound the caller needs (e.g. for confinement); None: any positive bound, then
+    as tight as the budget allows. budget: the number of boxes evaluated at most."""
+    t0 = time.perf_counter()
+    reporter = reporter or NullReporter()
+    floor = float(floor)
+    target = float(needed_mu) if needed_mu is not None and needed_mu > 0 else float(np.finfo(float).tiny)
+    try:
+        model = IntervalModel(problem.checked)
+    except NotSupported as exc:
+        return SoundOutcome("unresolved", None, None, message=f"{exc.message}: not supported in the sound mode",
+                            seconds=time.perf_counter() - t0)
+    memory = _estimate_memory(model)
+    if memory > MEMORY_LIMIT:
+        return SoundOutcome(
+            "unresolved", None, None, seconds=time.perf_counter() - t0,
+            message=(f"the interval forward mode needs about {memory / 2**30:.1f} GiB per box for this model "
+                     f"({model.m} parameters, {model.n} samples); the sound mode handles small models only"))
+    reg = _Region(region)
+    ctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
+    facts = {"affine": model.affine, "parameters": model.m, "samples": model.n, "outputs": model.k}
+    if ctx.subspace is not None:
+        facts["subspace"] = ctx.subspace.numbers
+    rng = np.random.default_rng(seed)
+    seen = {"min_r": math.inf, "refutation": None}
+    rules_used: dict[str, int] = {}
+
+    # --- refutation candidates: a point with R < target, verified --------------------------------
+    def consider(theta: np.ndarray, source: str, r_float: float | None = None) -> bool:
+        if seen["refutation"] is not None:
+            return True
+        if r_float is None:
+            p = problem.point(torch.as_tensor(theta, dtype=torch.float64))
+            if not p.loss >= floor:
+                return False
+            r_float = p.rayleigh
+        if reg.contains(theta) and r_float < seen["min_r"]:
+            seen["min_r"] = r_float
+        if not r_float < target:
+            return False
+        verdict = verify_point(model, reg, theta, floor, target, ctx.subspace)
+        if verdict is not None:
+            verdict["source"] = source
+            seen["refutation"] = verdict
+            return True
+        return False
+
+    with reporter.phase("sound: searching for a counterexample", total=None) as advance:
+        pool = []
+        for theta in list(_descent_candidates(problem, reg, floor)) + \
+                [reg.project(_numpy(t)) for t in (candidates or [])]:
+            p = problem.point(torch.as_tensor(theta, dtype=torch.float64))
+            advance()
+            if p.loss >= floor and math.isfinite(p.rayleigh):
+                pool.append((p.rayleigh, theta))
+        pool.sort(key=lambda item: item[0])
+        for r_float, theta in pool[:8]:            # the lowest R first: the strongest counterexample
+            if consider(theta, "descent from theta0", r_float):
+                break
+    if seen["refutation"] is not None:
+        return _refuted(seen, facts, rules_used, 0, time.perf_counter() - t0)
+
+    # --- branch and bound ---------------------------------------------------------------------
+    def evaluate(node: Node) -> None:
+        if reg.outside(node.lo, node.hi):
+            node.status, node.note = "dropped", "outside the ball"
+            return
+        enc = model.over_box(node.lo, node.hi)
+        node.loss = (float(enc.L.lo), float(enc.L.hi))
+        if float(enc.L.hi) < floor:
+            node.status, node.note = "dropped", "entirely below the floor"
+            return
+        best, _ = best_bound(ctx, enc)
+        node.bound = best
+        rules_used[best.rule] = rules_used.get(best.rule, 0) + 1
+        Jm, Jr = mid_rad(enc.J)
+        col = np.sum(np.abs(Jm), axis=0) + np.sum(Jr, axis=0)
+        node.score = (node.hi - node.lo) * np.where(np.isfinite(col), col, 1e300)
+        # exact-as-float R at the center and at one random corner (refutation candidates)
+        consider(enc.center, "box center")
+        corner = np.where(rng.random(node.lo.size) < 0.5, node.lo, node.hi)
+        consider(reg.project(corner), "box corner")
+        if seen["refutation"] is not None:
+            bnb.state.refutation = seen["refutation"]
+
+    tighten_to = (lambda: TIGHTEN_RATIO * seen["min_r"]) if tighten else None
+    with reporter.phase("sound: branch and bound", total=budget) as advance:
+        bnb = BranchAndBound(evaluate, target, budget, seconds, tighten_to, advance)
+        bnb.add_root(reg.lo.copy(), reg.hi.copy())
+        state = bnb.run()
+    elapsed = time.perf_counter() - t0
+    if state.refutation is not None:
+        return _refuted(seen, facts, rules_used, state.evaluated, elapsed,
+                        proof=bnb.tree(0, reg.center))
+
+    mu = bnb.mu()
+    open_leaves = [n for n in bnb.leaves() if n.status in ("open", "unsplittable")]
+    proof = {"region": {"kind": reg.kind, "size": reg.size, "box": box_dict(reg.lo, reg.hi)},
+             "floor": floor, "target": target, "root": bnb.tree(0, reg.center),
+             "stop": state.stop_reason}
+    common = dict(boxes_evaluated=state.evaluated, seconds=elapsed, bnb_seconds=state.seconds,
+                  min_rayleigh_seen=seen["min_r"] if math.isfinite(seen["min_r"]) else None,
+                  rules_used=rules_used, facts=facts)
+    if not open_leaves and math.isfinite(mu) and mu >= target:
+        return SoundOutcome("proven", float(mu), proof,
+                            message=f"every box is proven: R >= {mu:.6g} on the region above the floor",
+                            **common)
+    if not open_leaves and not math.isfinite(mu):
+        # every box dropped: the region lies entirely below the floor, nothing is asked
+        return SoundOutcome("proven", math.inf, proof,
+                            message="the whole region lies below the floor", **common)
+    open_leaves.sort(key=lambda n: n.bound.value if n.bound is not None else -math.inf)
+    failing = [{"box": box_dict(n.lo, n.hi, reg.center),
+                "bound": n.bound.value if n.bound is not None else None,
+                "rule": n.bound.rule if n.bound is not None else None,
+                "reason": n.bound.reason if n.bound is not None else None,
+                "loss": list(n.loss) if n.loss else None} for n in open_leaves[:5]]
+    why = {"budget": f"the budget of {budget} boxes ended", "time": "the time limit ended",
+           "unsplittable": "a box could not be split further (its width is one ulp)"}.get(
+        state.stop_reason, state.stop_reason)
+    return SoundOutcome(
+        "unresolved", float(mu) if math.isfinite(mu) and mu > 0 else None, proof,
+        failing_boxes=failing,
+        message=(f"{why} with {len(open_leaves)} unresolved box(es); the weakest has a sound bound "
+                 f"{failing[0]['bound'] if failing[0]['bound'] is not None else 'none'} < {target:.6g} needed"),
+        **common)
+
+
+def _refuted(seen, facts, rules_used, evaluated, elapsed, proof=None) -> SoundOutcome:
+    point = seen["refutation"]
+    return SoundOutcome(
+        "refuted", None, proof, failing_points=[point], boxes_evaluated=evaluated, seconds=elapsed,
+        message=(f"a point at distance {point['distance']:.4g} from theta0 has L >= {point['loss_lower']:.6g} "
+                 f"(>= floor) and R <= {point['rayleigh_upper']:.3g} < {point['needed_mu']:.6g} needed "
+                 f"(verified by interval evaluation)"),
+        min_rayleigh_seen=seen["min_r"] if math.isfinite(seen["min_r"]) else None,
+        rules_used=rules_used, facts=facts)
+
+
+def verify_point(model: IntervalModel, reg: _Region, theta: np.ndarray, floor: float,
+                 needed: float, subspace=None) -> dict | None:
+    """Interval evaluation at a double point: in the region, L >= floor, R < needed? Returns the
+    verified numbers, or None.
+
+    For an affine model with lambda_min(Sigma) >= lam > 0 it also bounds the minimum loss from
+    below: L - L* = d^T Sigma d and ||grad L||^2 = 4 d^T Sigma^2 d >= 4 lam (L - L*), so
+    L* >= L - ||grad L||^2 / (4 lam). When that exceeds the floor, the loss never reaches the
+    floor along any trajectory: the claim itself is false."""
+    theta = np.asarray(theta, dtype=np.float64)
+    if not reg.contains(theta):
+        return None
+    enc = model.at_point(theta, True)
+    L_lo, L_hi = float(enc.L.lo), float(enc.L.hi)
+    if not (L_lo >= floor and L_lo > 0):
+        return None
+    gsq_hi = float(sqnorm_upper(iv_mag(enc.grad)))
+    r_hi = float(up(gsq_hi / down(4.0 * L_lo)))
+    if not r_hi < needed:
+        return None
+    out = {"distance": float(np.linalg.norm(theta - reg.center)), "loss_lower": L_lo, "loss_upper": L_hi,
+           "grad_sqnorm_upper": gsq_hi, "rayleigh_upper": r_hi, "needed_mu": needed}
+    if subspace is not None and subspace.lam > 0:
+        lstar_lower = float(down(L_lo - float(up(gsq_hi / down(4.0 * subspace.lam)))))
+        out["min_loss_lower"] = lstar_lower
+        out["claim_false"] = bool(lstar_lower > floor)
+    if theta.size <= 64:
+        out["theta"] = theta.tolist()
+    return out
+
+
+def _descent_candidates(problem, reg: _Region, floor: float):
+    """Points of gradient descent from theta0 (projected onto the region), where R is usually
+    smallest (docs/theory.md section 6)."""
+    theta = torch.as_tensor(reg.center, dtype=torch.float64).clone()
+    try:
+        beta = problem.hessian_top_eigenvalue(theta)
+    except Exception:   # noqa: BLE001 - a heuristic only
+        beta = 0.0
+    eta = 0.5 / beta if beta > 0 else 0.1
+    for step in range(CANDIDATE_STEPS):
+        p = problem.point(theta)
+        if not math.isfinite(p.loss) or p.loss < floor:
+            return                   # the previous point was the last one above the floor
+        if step < 20 or step % 5 == 0:
+            yield theta.numpy().copy()
+        if p.grad_sqnorm == 0:
+            return
+        nxt = reg.project((theta - eta * p.grad).numpy())
+        theta = torch.as_tensor(nxt, dtype=torch.float64)
+    yield theta.numpy().copy()

@@ -1,0 +1,342 @@
+"""`method interval`: the sound run of one spec, from a checked spec to a Result with sound=True.
+
+The verdict `certified` is a theorem (docs/theory.md section 10): bound_mu proved R >= mu on the
+region above the floor, and rho = (sqrt(L0) - sqrt(floor)) / sqrt(mu), computed with upward
+rounding from an upper bound on L0 and mu rounded down, is <= the region's radius (halfwidth).
+Then gradient flow from theta0 satisfies L(theta_t) <= max(L0_up exp(-4 mu t), floor) for all t.
+`refuted` is a verified point: in the region, L >= floor and R < the mu that confinement needs.
+Everything else is `inconclusive`. The witness descent runs as in the sampled mode (evidence).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...compile.interval import IntervalModel, NotSupported
+from ...compile.problem import Problem
+from ...compile.rounding import down, up
+from ...diagnostics import Diagnostic, SpecError
+from ...report.result import FailingPoint, FailingRegion, MuSource, Result
+from ..regions import Ball, Box
+from ..witness import run_witness
+from .engine import SoundOutcome, bound_mu
+from .linalg import sqrt_down, sqrt_up
+
+WITNESS_STEPS = 20000
+NOISE = 1e-16
+ZERO_MU = 1e-9
+RADIUS_TRIES = 6
+FRACTIONS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+RULE_TEXT = {
+    "subspace": "affine model: R >= lambda_min(Sigma) (1 - L*/L) with L* bounded above",
+    "spectrum": "lambda_min of the tangent kernel by Weyl on an interval Jacobian",
+    "block": "lambda_min of one parameter block's kernel (K >= K_b)",
+    "direct": "min ||grad L||^2 / max 4L over interval enclosures",
+    "none": "no rule applied",
+}
+
+
+def _span(span):
+    if span is None:
+        return None
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
+
+
+def rho_upper(L0_up: float, floor: float, mu: float) -> float:
+    """(sqrt(L0) - sqrt(floor)) / sqrt(mu) rounded up (L0_up >= L0, mu a proven lower bound)."""
+    if not mu > 0:
+        return math.inf
+    num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
+    return float(up(num / sqrt_down(mu)))
+
+
+def needed_mu(L0_up: float, floor: float, radius: float) -> float:
+    """The smallest mu with rho_upper(mu) <= radius, rounded up (with a 1e-12 relative margin)."""
+    num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
+    q = float(up(num / down(radius)))
+    return float(up(up(q * q) * (1 + 1e-12)))
+
+
+def analyse_sound(checked, options) -> Result:
+    t_start = time.perf_counter()
+    reporter = options.reporter
+    problem = Problem(checked, options.device)
+    torch.set_num_threads(options.threads or 1)
+    claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
+    floor = float(claim.get("floor", 0.0))
+    horizon = float(claim.get("horizon", 1e4))
+    budget = int(method.get("boxes", 2000))
+    seed = int(method.get("seed", 0))
+    p0 = problem.point(problem.theta0)
+    noise = NOISE * p0.loss
+    timing: dict = {}
+    notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
+             "(float64 values read as exact reals); the rate is a theorem about gradient flow"]
+
+    def result(verdict, sound, *, mu=None, outcome: SoundOutcome | None = None, failing=None, rate=None,
+               bound=None, witness=None, region=None, L0_up=None, extra_notes=()):
+        timing["total"] = time.perf_counter() - t_start
+        rules = (outcome.rules_used if outcome else {}) or {}
+        sources = [MuSource(name, RULE_TEXT.get(name, name), None, count) for name, count in sorted(rules.items())]
+        boxes = outcome.boxes_evaluated if outcome else 0
+        seconds = outcome.bnb_seconds if outcome else 0.0
+        return Result(
+            spec=checked.spec.path, title=checked.spec.title or Path(checked.spec.path).stem,
+            verdict=verdict, sound=sound,
+            method={"name": "interval", "boxes": budget, "seed": seed, "boxes_evaluated": boxes,
+                    "boxes_per_second": boxes / seconds if seconds > 0 and boxes > 1 else None,
+                    "elementary_functions": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
+                    "status": outcome.status if outcome else None,
+                    "message": outcome.message if outcome else None},
+            loss={"name": problem.loss_def.name, "initial": p0.loss, "initial_upper": L0_up, "constant": 4.0,
+                  "floor": floor, "inequality": "||g||_D^2 = 4 l (exact), so with phi = log: phi'(l) ||g||_D^2 = 4",
+                  "minimum_seen": None},
+            desingularizer={"name": "log", "requested": checked.desingularizer.name, "params": {},
+                            "phi": "phi(u) = log(u)"},
+            mu=mu if mu is not None and math.isfinite(mu) else None,
+            mu_source=_weakest_rule(outcome) if outcome and mu is not None else None,
+            mu_sources=sources,
+            region=region or {},
+            rate=rate or {"formula": None, "curve": [], "times_to_fraction": {}, "horizon": horizon,
+                          "time": "gradient-flow time t",
+                          "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
+            witness=witness, failing_region=failing, diagnostics=[],
+            problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
+            timing=timing, notes=notes + list(extra_notes), proof=_proof(outcome), _bound=bound)
+
+    # --- what the sound mode covers: anything else is a diagnostic at its span -----------------------
+    unsupported = None
+    if claim.get("step") is not None:
+        unsupported = ("E109", "a step size: the sound mode certifies gradient flow",
+                       checked.claim.option_spans.get("step", checked.claim.span),
+                       "leave out step= with method interval")
+    elif checked.desingularizer.name not in ("auto", "log"):
+        unsupported = ("E111", f"the desingularizer '{checked.desingularizer.name}'", checked.desingularizer.span,
+                       "use desingularizer log (or auto) with method interval")
+    model = None
+    if unsupported is None:
+        try:
+            model = IntervalModel(checked)
+        except NotSupported as exc:
+            if exc.expr is not None:
+                unsupported = ("E105", exc.message, exc.expr.span, "rewrite the expression with the supported "
+                               "operations, or use method sampled(...)")
+            elif "loss" in exc.message:
+                unsupported = ("E106", exc.message, checked.loss.span, "use loss least_squares with method interval")
+            else:
+                unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
+    if unsupported is not None:
+        code, what, span, hint = unsupported
+        raise SpecError([Diagnostic(code, f"{what}: not supported in the sound mode (method interval)",
+                                    span, hint, checked.spec.path)])
+
+    enc0 = model.at_point(model.theta0, False)
+    L0_up = float(enc0.L.hi)
+    auto = region_choice.name == "ball" and region_choice.options.get("radius") == "auto"
+    kind = region_choice.name
+    make = (lambda r: Ball(problem.theta0, r)) if kind == "ball" else (lambda r: Box(problem.theta0, r))
+
+    def region_dict(radius, rho, history):
+        return {"kind": kind, "center": "init", "radius": radius, "radius_auto": auto,
+                "halfwidth": radius if kind == "box" else None,
+                "path_length_bound": rho if rho is not None and math.isfinite(rho) else None,
+                "dimension": problem.m, "radius_search": history}
+
+    if float(enc0.L.hi) <= floor:
+        bound = lambda t: L0_up   # noqa: E731 - L is non-increasing along the flow
+        return result("certified", True, region=region_dict(None, 0.0, []), L0_up=L0_up, bound=bound,
+                      extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
+                                   "for all t, since L is non-increasing along the flow"])
+
+    # --- the proof: one radius, or the upward fixed-point iteration for radius=auto ------------------
+    t1 = time.perf_counter()
+    history = []
+    if auto:
+        start = _auto_start(model, floor, L0_up)
+        radii, per_radius = [start], max(budget // RADIUS_TRIES, 20)
+    else:
+        radii = [float(region_choice.options.get("radius") or region_choice.options.get("halfwidth"))]
+        per_radius = budget
+    outcome = None
+    radius = radii[0]
+    for attempt in range(RADIUS_TRIES if auto else 1):
+        radius = radii[-1]
+        need = needed_mu(L0_up, floor, radius)
+        outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed)
+        mu = outcome.mu if outcome.status == "proven" else None
+        rho = rho_upper(L0_up, floor, mu) if mu is not None else math.inf
+        history.append({"radius": radius, "mu": outcome.mu, "path_length_bound": rho if math.isfinite(rho) else None,
+                        "status": outcome.status})
+        if outcome.status == "proven" or not auto:
+            break
+        if outcome.status == "refuted" and _decisive(outcome.failing_points[0], p0.rayleigh):
+            break      # a near-critical point (or min L above the floor) refutes every larger radius too
+        # mu(r) only falls as r grows while the mu needed falls like 1/r^2: climb as the sampled
+        # mode does (docs/theory.md section 4), at most doubling
+        known = outcome.mu or 0.0
+        grow = rho_upper(L0_up, floor, known) if known > 0 else 2 * radius
+        radii.append(min(max(1.05 * grow, 1.25 * radius), 2 * radius))
+    timing["search"] = time.perf_counter() - t1
+    region = make(radius)
+
+    verdict, failing, rate, bound, mu_value, extra = "inconclusive", None, None, None, None, []
+    rho = math.inf
+    if outcome.status == "proven":
+        mu_value = float(outcome.mu)
+        rho = rho_upper(L0_up, floor, mu_value)
+        if rho <= radius:
+            verdict = "certified"
+            rate, bound = _rate(L0_up, mu_value, floor, horizon)
+        else:
+            failing = FailingRegion(
+                kind="confinement", message=(f"mu = {mu_value:.6g} is proved, but rho = {rho:.6g} exceeds the "
+                                             f"radius {radius:.6g} after outward rounding"),
+                suggestion="enlarge the region slightly", points=[], span=_span(region_choice.span),
+                numbers={"path_length_bound": rho, "radius": radius, "mu": mu_value})
+    elif outcome.status == "refuted" and auto and not _decisive(outcome.failing_points[0], p0.rayleigh):
+        failing = FailingRegion(
+            kind="no-radius", message=(f"no radius with a proved mu and rho(r) <= r after {len(history)} tries "
+                                       f"(last r = {radius:.4g}: {outcome.message})"),
+            suggestion="use a fixed radius or halfwidth, certify a floor, or start closer to a solution",
+            points=[], span=_span(region_choice.span), numbers={"radius": radius})
+    elif outcome.status == "refuted":
+        verdict = "refuted"
+        pt = outcome.failing_points[0]
+        r0 = p0.rayleigh
+        critical = pt["rayleigh_upper"] <= ZERO_MU * r0
+        claim_false = bool(pt.get("claim_false"))
+        if claim_false:
+            message = (f"at a point {pt['distance']:.4g} from theta0, L >= {pt['loss_lower']:.6g} and "
+                       f"R <= {pt['rayleigh_upper']:.3g}; for this affine model that proves min L >= "
+                       f"{pt['min_loss_lower']:.6g} > floor {floor:g}: the loss never reaches the floor")
+        elif critical:
+            message = (f"R <= {pt['rayleigh_upper']:.3g} (about 0) at a point {pt['distance']:.4g} from theta0 where "
+                       f"L >= {pt['loss_lower']:.6g} is above the floor {floor:g} (verified): a near-critical point, "
+                       f"no rate to the floor can be proved on this region")
+        else:
+            message = (f"R <= {pt['rayleigh_upper']:.4g} at a point {pt['distance']:.4g} from theta0 with "
+                       f"L >= {pt['loss_lower']:.6g} (verified), below mu = {pt['needed_mu']:.4g} that confinement "
+                       f"needs (rho <= {radius:g}): no certificate of this kind exists on this region")
+        failing = FailingRegion(
+            kind="critical-point" if (critical or claim_false) else "confinement", message=message,
+            suggestion=(f"certify a floor above the minimum loss (e.g. floor={_nice_up(pt['loss_upper'])}), "
+                        f"or shrink the region") if (critical or claim_false) else
+                       "shrink the region, start closer to a solution, or certify a floor",
+            points=[FailingPoint(pt["distance"], pt["loss_lower"], pt["rayleigh_upper"], "interval-verified")],
+            span=_span(checked.claim.span if critical or claim_false else region_choice.span),
+            numbers={k: v for k, v in pt.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    else:
+        failing = FailingRegion(
+            kind="budget", message=f"sound mode: {outcome.message}",
+            suggestion=_unresolved_hint(outcome, floor),
+            points=[], span=_span(checked.method.span),
+            numbers={"boxes_evaluated": outcome.boxes_evaluated, "mu_lower": outcome.mu or 0.0,
+                     "needed_mu": need})
+
+    # --- witness (evidence, as in the sampled mode) ---------------------------------------------------
+    t2 = time.perf_counter()
+    beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
+    w_eta = 0.25 / beta0 if beta0 > 0 else 0.1
+    with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
+        witness = run_witness(problem, w_eta, horizon, bound, noise, region, WITNESS_STEPS, advance, floor=floor)
+    timing["witness"] = time.perf_counter() - t2
+    if verdict == "certified" and (witness.violation is not None or witness.left_region_at is not None):
+        extra.append("WARNING: the witness descent disagrees with the proved rate (it follows gradient "
+                     "descent with a finite step, not the flow; see docs/theory.md section 7)")
+    if witness.checked_until < horizon and bound is not None:
+        extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
+    return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
+                  rate=rate, bound=bound, witness=witness,
+                  region=region_dict(radius, rho if math.isfinite(rho) else None, history), L0_up=L0_up,
+                  extra_notes=extra)
+
+
+def _decisive(point: dict, r0: float) -> bool:
+    """A refutation that holds for every larger region: a near-critical point above the floor, or a
+    proof that min L exceeds the floor."""
+    return bool(point.get("claim_false")) or point["rayleigh_upper"] <= ZERO_MU * r0
+
+
+def _auto_start(model: IntervalModel, floor: float, L0_up: float) -> float:
+    """A starting radius (heuristic): no radius below rho(R(theta0)) can pass, since mu(r) <= R(theta0)."""
+    enc = model.at_point(model.theta0, True)
+    gsq = float(np.sum(np.maximum(np.abs(enc.grad.lo), np.abs(enc.grad.hi)) ** 2))
+    r_up = gsq / max(float(enc.L.lo) * 4.0, 1e-300) * (1 + 1e-9)
+    return max(1.01 * rho_upper(L0_up, floor, r_up), 1e-8 * (1 + float(np.linalg.norm(model.theta0))))
+
+
+def _rate(L0_up: float, mu: float, floor: float, horizon: float):
+    """The proved bound L(t) <= max(L0_up exp(-4 mu t), floor) (its numbers are upper bounds up to
+    the rounding of exp in the curve, a relative 1e-15)."""
+    def bound(t: float) -> float:
+        if t <= 0:
+            return L0_up
+        v = L0_up * math.exp(-4.0 * mu * t) * (1 + 1e-12) if -4.0 * mu * t > -745 else 0.0
+        return max(v, floor)
+
+    def time_to(level: float):
+        if level >= L0_up:
+            return 0.0
+        if level < floor or level <= 0:
+            return None
+        return math.log(L0_up / level) / (4.0 * mu) * (1 + 1e-12)
+
+    core = f"{L0_up!r} * exp(-4 * {mu!r} * t)"
+    formula = f"L(t) <= max({core}, {floor!r})" if floor > 0 else f"L(t) <= {core}"
+    ts = [0.0] + list(np.logspace(math.log10(horizon) - 6, math.log10(horizon), 61))
+    rate = {"formula": formula, "curve": [[float(t), bound(t)] for t in ts],
+            "times_to_fraction": {f"{f:.0e}".replace("e-0", "e-"): time_to(f * L0_up) for f in FRACTIONS},
+            "horizon": horizon, "time": "gradient-flow time t",
+            "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}
+    return rate, bound
+
+
+def _weakest_rule(outcome: SoundOutcome) -> str | None:
+    leaves = []
+
+    def walk(node):
+        if "children" in node:
+            for c in node["children"]:
+                walk(c)
+        elif node.get("status") not in ("dropped",) and "bound" in node:
+            leaves.append(node)
+    if outcome.proof and "root" in outcome.proof:
+        walk(outcome.proof["root"])
+    if not leaves:
+        return None
+    return min(leaves, key=lambda n: n["bound"]).get("rule")
+
+
+def _proof(outcome: SoundOutcome | None):
+    if outcome is None:
+        return None
+    out = {"status": outcome.status, "mu": outcome.mu, "boxes_evaluated": outcome.boxes_evaluated,
+           "seconds": outcome.seconds, "rules_used": outcome.rules_used, "facts": outcome.facts,
+           "min_rayleigh_seen": outcome.min_rayleigh_seen, "message": outcome.message}
+    if outcome.failing_points:
+        out["failing_points"] = outcome.failing_points
+    if outcome.failing_boxes:
+        out["failing_boxes"] = outcome.failing_boxes
+    if outcome.proof:
+        out["tree"] = outcome.proof
+    return out
+
+
+def _unresolved_hint(outcome: SoundOutcome, floor: float) -> str:
+    sub = outcome.facts.get("subspace")
+    if sub and floor <= sub.get("min_loss_upper", 0.0):
+        return (f"the stored data need not be exactly realizable: min L <= {sub['min_loss_upper']:.3g} may be "
+                f"positive; certify a floor above it (e.g. floor={_nice_up(sub['min_loss_upper'] * 1e6)})")
+    return "raise boxes=, shrink the region, or certify a floor"
+
+
+def _nice_up(value: float) -> str:
+    if value <= 0:
+        return "0.01"
+    exp = math.floor(math.log10(value))
+    mant = math.ceil(value * 1.1 / 10**exp * 10) / 10
+    return f"{mant * 10**exp:.3g}"
