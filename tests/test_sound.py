@@ -245,3 +245,10 @@ def test_method_interval_options_are_checked():
     with pytest.raises(SpecError) as info:
         run_text(NEURON.replace("HW", "0.2").replace("BOXES", "0"), "neuron.rq")
     assert "boxes" in str(info.value.diagnostics[0].message)
+
+
+def test_models_too_large_for_the_forward_mode_are_a_size_diagnostic():
+    text = spec_text("two_layer_tanh.rq", **{"method sampled(samples=4096, seed=3)": "method interval(boxes=10)"})
+    with pytest.raises(SpecError) as info:
+        run_text(text, "big.rq")
+    assert info.value.diagnostics[0].code == "E205"

@@ -24,7 +24,7 @@ from ...compile.interval import BoxEnclosure
 from .rules import Bound
 
 BOX_LISTS_UP_TO = 32    # boxes are written out coordinate by coordinate up to this dimension
-STALL = 1e-12           # tightening stops when the weakest leaf gained nothing over its parent
+STALL = 1e-12           # tightening stops after 2m splits in a row that gained nothing on the weakest leaf
 
 
 @dataclass
@@ -66,6 +66,7 @@ class BranchAndBound:
         self.advance = advance or (lambda k=1: None)
         self.state = SearchState()
         self._heap: list[tuple[float, float, int]] = []
+        self._stalls = 0
         self._next = 0
 
     # -----------------------------------------------------------------------------------------
@@ -107,9 +108,11 @@ class BranchAndBound:
                 # every leaf is proven; optionally tighten mu while the budget lasts, unless the
                 # weakest leaf gained (almost) nothing over its parent: splitting does not help it
                 goal = self.tighten_to() if self.tighten_to is not None else -math.inf
-                stalled = weakest.parent_bound is not None and \
-                    value <= weakest.parent_bound * (1 + STALL) + 1e-300
-                if not value < goal or stalled:
+                if weakest.parent_bound is not None and value <= weakest.parent_bound * (1 + STALL) + 1e-300:
+                    self._stalls += 1
+                else:
+                    self._stalls = 0
+                if not value < goal or self._stalls > 2 * weakest.lo.size:
                     state.stop_reason = "proven"
                     break
             if state.evaluated + 2 > self.budget:

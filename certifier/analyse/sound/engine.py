@@ -113,6 +113,16 @@ def _estimate_memory(model: IntervalModel) -> int:
     return int(max(sizes)) * model.m * 8 * 2 * 6
 
 
+def size_problem(model: IntervalModel) -> str | None:
+    """Why the model is too large for the interval forward mode, or None."""
+    memory = _estimate_memory(model)
+    if memory <= MEMORY_LIMIT:
+        return None
+    return (f"the interval forward mode needs about {memory / 2**30:.1f} GiB per box for this model "
+            f"({model.m} parameters, {model.n} samples; the limit is {MEMORY_LIMIT / 2**30:.0f} GiB): "
+            f"the sound mode handles small models only")
+
+
 def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
              reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
              candidates: list | None = None) -> SoundOutcome:
@@ -129,12 +139,9 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     except NotSupported as exc:
         return SoundOutcome("unresolved", None, None, message=f"{exc.message}: not supported in the sound mode",
                             seconds=time.perf_counter() - t0)
-    memory = _estimate_memory(model)
-    if memory > MEMORY_LIMIT:
-        return SoundOutcome(
-            "unresolved", None, None, seconds=time.perf_counter() - t0,
-            message=(f"the interval forward mode needs about {memory / 2**30:.1f} GiB per box for this model "
-                     f"({model.m} parameters, {model.n} samples); the sound mode handles small models only"))
+    too_large = size_problem(model)
+    if too_large:
+        return SoundOutcome("unresolved", None, None, seconds=time.perf_counter() - t0, message=too_large)
     reg = _Region(region)
     ctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     facts = {"affine": model.affine, "parameters": model.m, "samples": model.n, "outputs": model.k}

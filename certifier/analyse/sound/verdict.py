@@ -23,7 +23,7 @@ from ...diagnostics import Diagnostic, SpecError
 from ...report.result import FailingPoint, FailingRegion, MuSource, Result
 from ..regions import Ball, Box
 from ..witness import run_witness
-from .engine import SoundOutcome, bound_mu
+from .engine import SoundOutcome, bound_mu, size_problem
 from .linalg import sqrt_down, sqrt_up
 
 WITNESS_STEPS = 20000
@@ -129,10 +129,13 @@ def analyse_sound(checked, options) -> Result:
                 unsupported = ("E106", exc.message, checked.loss.span, "use loss least_squares with method interval")
             else:
                 unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
+    if unsupported is None and size_problem(model):
+        unsupported = ("E205", size_problem(model), checked.method.span,
+                       "use method sampled(...) for large models")
     if unsupported is not None:
         code, what, span, hint = unsupported
-        raise SpecError([Diagnostic(code, f"{what}: not supported in the sound mode (method interval)",
-                                    span, hint, checked.spec.path)])
+        message = what if code == "E205" else f"{what}: not supported in the sound mode (method interval)"
+        raise SpecError([Diagnostic(code, message, span, hint, checked.spec.path)])
 
     enc0 = model.at_point(model.theta0, False)
     L0_up = float(enc0.L.hi)
