@@ -8,24 +8,27 @@ from pathlib import Path
 
 import torch
 
+from . import check as _check_stage
 from .analyse.records import Records
 from .analyse.regions import Ball, Box
 from .analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
 from .analyse.sources import Context
 from .analyse.witness import run_witness
-from . import check as _check_stage
 from .compile.problem import Problem
+from .compose.composition import choose, kl_constant
 from .compose.confinement import find_radius, path_length_bound
-from .compose.losses import desingularizer_for
 from .compose.rate import Rate
+from .compose.verdicts import Findings, judge
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
 from .progress import NullReporter
-from .report.result import FailingPoint, FailingRegion, MuSource, Result
+from .report.result import MuSource, Result
 
 NOISE = 1e-16          # losses below NOISE * L0 are rounding noise (docs/theory.md, section 6)
-ZERO_MU = 1e-9         # mu below ZERO_MU * R(theta0) is read as "no positive mu"
+ZERO_MU = 1e-9         # K below ZERO_MU * K(theta0) is read as "no positive mu"
 WITNESS_STEPS = 20000  # budget of the witness descent
+SMOOTHNESS_POINTS = 8  # points of U where the Hessian's top eigenvalue is measured (step mode)
+SAMPLED_DOWN_TO = 1e-12  # a rate to floor 0 needs sampled points with L <= this * L0
 
 
 @dataclass
@@ -55,155 +58,120 @@ def run_file(path: str, options: RunOptions | None = None) -> Result:
     return run_text(text, path, options)
 
 
-def _span_dict(span):
-    if span is None:
-        return None
-    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
-
-
 def analyse(checked, options: RunOptions) -> Result:
     if checked.method.name == "interval":      # the sound mode: see _analyse_sound at the end
         return _analyse_sound(checked, options)
     t_start = time.perf_counter()
     reporter = options.reporter
-    torch.manual_seed(0)
     problem = Problem(checked, options.device)
     # Small products gain nothing from intra-op threads and lose much to oversubscription.
     torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
                                               torch.get_num_threads()))
-    loss_def = problem.loss_def
-    phi = desingularizer_for(loss_def, checked.desingularizer.name)
-    c = loss_def.constant
+    loss = problem.loss_def
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
     horizon = float(claim.get("horizon", 1e4))
-    samples = int(method.get("samples", 4096))
-    seed = int(method.get("seed", 0))
+    step = claim.get("step")
+    samples, seed = int(method.get("samples", 4096)), int(method.get("seed", 0))
 
     p0 = problem.point(problem.theta0)
     L0, R0 = p0.loss, p0.rayleigh
     noise = NOISE * L0
     floor_eff = max(floor, noise)
     gen = torch.Generator().manual_seed(seed)
-    beta = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
-    eta = 0.5 / beta if beta > 0 else 1.0
+    beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
+    eta = 0.5 / beta0 if beta0 > 0 else 1.0
     budget = Budget(samples)
     records = Records()
     timing = {}
 
-    # --- search -----------------------------------------------------------------------
-    with reporter.phase("descent from theta0", total=budget.samples // 4) as advance:
+    # --- search: the descent from theta0, then the region (radius fixed point) -------------
+    # The descent from theta0 runs until it reaches the floor (or the noise level), up to the
+    # witness's budget: the estimate only speaks for loss levels that were sampled.
+    with reporter.phase("descent from theta0", total=WITNESS_STEPS) as advance:
         ctx = Context(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor)
-        initial_trajectory(problem, records, max(200, budget.samples // 4), ctx)
+        initial_trajectory(problem, records, WITNESS_STEPS, ctx)
     timing["initial_trajectory"] = time.perf_counter() - t_start
 
+    comp = choose(loss, checked.desingularizer.name, dict(checked.desingularizer.options),
+                  records, math.inf, floor_eff)
+    phi = comp.phi
+    K0 = R0 * phi.dphi(L0) * loss.floor_g(L0, p0.sample_max) if L0 > 0 else 0.0
     center = problem.theta0
     auto = region_choice.name == "ball" and region_choice.options.get("radius") == "auto"
+    make_region = (lambda r: Ball(center, r)) if region_choice.name == "ball" else (lambda r: Box(center, r))
+    smoothness = {}
 
-    def rho_of(mu: float) -> float:
-        return path_length_bound(phi, c, mu, L0, floor) if mu > ZERO_MU * R0 else math.inf
-
-    def mu_of(radius: float) -> float:
-        region = Ball(center, radius) if region_choice.name == "ball" else Box(center, radius)
+    def search(radius: float) -> float:
+        region = make_region(radius)
         with reporter.phase(f"searching {region.kind} r={radius:.3g}",
-                            total=total_evaluations(problem, budget)) as advance:
-            ctx.advance = advance
+                            total=total_evaluations(problem, budget)) as adv:
+            ctx.advance = adv
             search_region(problem, region, records, budget, ctx, floor_eff)
-        return records.minimum(radius, floor_eff)[0]
+        if step is not None:
+            smoothness[radius] = _smoothness(problem, records, region, floor_eff, seed)
+        return kl_constant(records, radius, floor_eff, loss, phi)[0]
+
+    def rho_of(K: float, radius: float | None = None) -> float:
+        if not K > ZERO_MU * K0:
+            return math.inf
+        if step is None:
+            return path_length_bound(phi, K, L0, floor)
+        b = smoothness.get(radius, beta0)
+        if step > 1 / b:
+            return math.inf
+        return path_length_bound(phi, K, L0, floor, step, b, last_step=step * math.sqrt(4 * b * L0))
 
     t1 = time.perf_counter()
+    # if the descent from theta0 never reached the levels the claim is about, growing the region
+    # cannot support it: search once, for a critical point to report
+    reached = min(records.loss, default=L0) <= max(floor, SAMPLED_DOWN_TO * L0)
     if auto:
-        path_mu, _ = records.minimum(math.inf, floor_eff)
-        start = 1.01 * max(rho_of(path_mu) if math.isfinite(rho_of(path_mu)) else 0.0,
-                    max(records.distance) if records.distance else 0.0, 1e-8 * (1 + float(center.norm())))
-        radius, mu, rho, history, found = find_radius(mu_of, rho_of, start)
+        k_path = kl_constant(records, math.inf, floor_eff, loss, phi)[0]
+        start = 1.01 * max(rho_of(k_path) if math.isfinite(rho_of(k_path)) else 0.0,
+                           max(records.distance, default=0.0), 1e-8 * (1 + float(center.norm())))
+        radius, K, rho, history, found = find_radius(search, lambda k: rho_of(k, None), start,
+                                                     iterations=10 if reached else 1)
     else:
         radius = float(region_choice.options.get("radius") or region_choice.options.get("halfwidth"))
-        mu = mu_of(radius)
-        rho = rho_of(mu)
-        history, found = [(radius, mu, rho)], rho <= radius
+        K = search(radius)
+        history, found = [(radius, K, math.inf)], False
+    rho = rho_of(K, radius)
+    found = rho <= radius
+    history[-1] = (radius, K, rho)
     timing["search"] = time.perf_counter() - t1
-    region = Ball(center, radius) if region_choice.name == "ball" else Box(center, radius)
-    mu_value, arg = records.minimum(radius, floor_eff)
-    mu_source = records.source[arg] if arg is not None else None
+    region = make_region(radius)
+    K, k_arg, M = kl_constant(records, radius, floor_eff, loss, phi)
+    mu, mu_arg = records.minimum(radius, floor_eff)
+    beta_u = smoothness.get(radius)
 
-    # --- verdict ------------------------------------------------------------------------
-    failing = None
-    verdict = "certified"
-    notes = [f"sampled estimate: mu is the smallest R (or kernel lambda_min) found at "
-             f"{records.count()} points; it is not a proof"]
-    region_span = _span_dict(region_choice.span)
-    if L0 <= floor:
-        mu_value, rho = math.inf, 0.0
-        notes.append("the initial loss is already at or below the floor")
-    elif not (mu_value > ZERO_MU * R0):
-        exact_min, _ = records.minimum(radius, floor_eff, exact=True)
-        min_loss = min(records.loss) if records.loss else L0
-        if not (exact_min > ZERO_MU * R0):
-            # R itself (not a lower bound on it) is about 0 at a point above the floor
-            verdict = "refuted"
-            pt = _failing_points(records, radius, floor_eff, 5, exact=True)
-            failing = FailingRegion(
-                kind="critical-point",
-                message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 where "
-                         f"L = {pt[0].loss:.4g} is above the floor {floor:g}: gradient flow can stall there, "
-                         f"so no rate to the floor holds on this region"),
-                suggestion=(f"the loss may not reach {floor:g}: certify a floor above the smallest loss seen "
-                            f"(e.g. certify rate(floor={_nice_up(min_loss)})), shrink the region, or widen the model"),
-                points=pt, span=_span_dict(checked.claim.span) or region_span,
-                numbers={"mu": exact_min, "smallest_loss_seen": min_loss})
-        else:
-            # only the kernel's lower bound vanished: R may still be positive there
-            verdict = "inconclusive"
-            pt = _failing_points(records, radius, floor_eff, 3)
-            failing = FailingRegion(
-                kind="singular-kernel",
-                message=(f"the tangent kernel is nearly singular (lambda_min = {mu_value:.3g}) at a point "
-                         f"{pt[0].distance:.3g} from theta0, and R itself was at least {exact_min:.3g}: "
-                         f"no positive mu can be estimated"),
-                suggestion="shrink the region, certify a floor, or widen the model",
-                points=pt, span=region_span, numbers={"mu": mu_value, "smallest_exact_R": exact_min})
-    elif not found:
-        verdict = "refuted" if not auto else "inconclusive"
-        failing = FailingRegion(
-            kind="confinement" if not auto else "no-radius",
-            message=(f"the path-length bound rho = {rho:.4g} exceeds the region's radius r = {radius:.4g}: "
-                     f"the flow may leave the region before the rate applies") if not auto else
-                    (f"no radius found with rho(r) <= r after {len(history)} tries "
-                     f"(last: r = {radius:.4g}, mu(r) = {mu_value:.4g}, rho = {rho:.4g})"),
-            suggestion=("use radius=auto, a radius of at least rho, or a floor" if not auto else
-                        "certify a floor > 0, start closer to a solution, or widen the model"),
-            points=_failing_points(records, radius, floor_eff, 3), span=region_span,
-            numbers={"path_length_bound": rho, "radius": radius, "mu": mu_value})
+    # --- verdict before the witness --------------------------------------------------------
+    findings = Findings(L0=L0, R0=R0, K=K, K0=K0, mu=mu, rho=rho, radius=radius, found=found, auto=auto,
+                        lowest_sampled=min(records.loss, default=L0), sampled_target=max(floor, SAMPLED_DOWN_TO * L0),
+                        floor=floor, floor_eff=floor_eff, history=history, records=records,
+                        zero=ZERO_MU, step=step, smoothness=beta_u,
+                        claim_span=checked.claim.span, region_span=region_choice.span,
+                        method_span=checked.method.span)
+    verdict, failing, notes = judge(findings)
+    rate = None
+    if verdict == "certified" and L0 > floor:
+        rate = Rate(phi, K, L0, floor, step, beta_u)
+    bound = rate.bound if rate is not None else ((lambda t: L0) if L0 <= floor else None)
 
-    rate = Rate(phi, c, mu_value, L0, floor) if verdict == "certified" and mu_value > 0 else None
-    bound = (rate.bound if rate is not None else None)
-    if L0 <= floor:
-        bound = lambda t: L0  # noqa: E731
-
-    # --- witness -----------------------------------------------------------------------
+    # --- witness ------------------------------------------------------------------------------
     t2 = time.perf_counter()
+    w_eta = step if step is not None else (0.25 / beta0 if beta0 > 0 else 0.1)
+    w_horizon = horizon * (w_eta if step is not None else 1.0)   # with a step, the horizon counts steps
+    w_bound = (lambda t: bound(t / w_eta)) if (step is not None and bound is not None) else bound
     with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
-        witness = run_witness(problem, 0.25 / beta if beta > 0 else 0.1, horizon, bound, noise,
-                              region, WITNESS_STEPS, advance, floor=floor)
+        witness = run_witness(problem, w_eta, w_horizon, w_bound, noise, region, WITNESS_STEPS, advance,
+                              floor=floor, restart=step is None)
     timing["witness"] = time.perf_counter() - t2
-    if verdict == "certified" and witness.violation is not None:
-        verdict = "refuted"
-        v = witness.violation
-        failing = FailingRegion(
-            kind="witness", message=(f"gradient descent from theta0 has L = {v['loss']:.6g} at t = {v['t']:.4g}, "
-                                     f"above the bound {v['bound']:.6g}: the estimated mu is too optimistic"),
-            suggestion="raise samples=, shrink the region, or certify a floor",
-            points=[], span=_span_dict(checked.method.span), numbers=dict(v))
-    elif verdict == "certified" and witness.left_region_at is not None:
-        verdict = "refuted"
-        failing = FailingRegion(
-            kind="witness", message=f"gradient descent from theta0 leaves the region at t = {witness.left_region_at:.4g}",
-            suggestion="enlarge the region or use radius=auto", points=[], span=region_span,
-            numbers={"t": witness.left_region_at, "max_distance": witness.max_distance, "radius": radius})
-    if witness.checked_until < horizon and bound is not None:
-        notes.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g} "
-                     f"(the bound is below the rounding-noise level {noise:.2g} after that, or the step budget ended)")
+    verdict, failing, more = judge(findings, witness=witness, verdict=verdict, failing=failing)
+    notes += more
+    if verdict != "certified":
+        rate = None
+        bound = None if L0 > floor else bound
 
     timing["total"] = time.perf_counter() - t_start
     sources = []
@@ -212,44 +180,49 @@ def analyse(checked, options: RunOptions) -> Result:
         if count:
             value, _ = records.minimum(radius, floor_eff, name)
             sources.append(MuSource(name, SOURCE_TEXT[name], value if math.isfinite(value) else None, count))
+    c = loss.constant(M) if phi.name == loss.natural and phi.params == loss.natural_params else None
     return Result(
         spec=checked.spec.path, title=checked.spec.title or Path(checked.spec.path).stem,
         verdict=verdict, sound=False,
         method={"name": "sampled", "samples": samples, "seed": seed, "evaluations": records.count(),
-                "step": eta, "smoothness_at_theta0": beta},
-        loss={"name": loss_def.name, "initial": L0, "constant": c, "floor": floor,
-              "inequality": loss_def.inequality, "minimum_seen": min(records.loss) if records.loss else L0},
+                "step": eta, "smoothness_at_theta0": beta0},
+        loss={"name": loss.name, "initial": L0, "constant": c, "floor": floor,
+              "inequality": loss.inequality, "minimum_seen": min(records.loss, default=L0),
+              "sample_bound": M if loss.needs_sample_bound else None},
         desingularizer={"name": phi.name, "requested": checked.desingularizer.name, "params": phi.params,
-                        "phi": phi.phi_text},
-        mu=mu_value if math.isfinite(mu_value) else None, mu_source=mu_source, mu_sources=sources,
+                        "phi": phi.phi_text, "reason": comp.reason},
+        mu=_finite(mu), mu_source=records.source[mu_arg] if mu_arg is not None else None, mu_sources=sources,
         region={"kind": region_choice.name, "center": "init", "radius": radius, "radius_auto": auto,
                 "halfwidth": radius if region_choice.name == "box" else None,
-                "path_length_bound": rho if math.isfinite(rho) else None, "dimension": problem.m,
-                "radius_search": [{"radius": r, "mu": m_, "path_length_bound": p if math.isfinite(p) else None}
-                                  for r, m_, p in history]},
+                "path_length_bound": _finite(rho), "dimension": problem.m,
+                "radius_search": [{"radius": r, "mu": _finite(k), "path_length_bound": _finite(p)}
+                                  for r, k, p in history]},
         rate={"formula": rate.formula() if rate else None,
+              "asymptotic": rate.asymptotic() if rate else None,
+              "kl_constant": _finite(K),
               "curve": rate.curve(horizon) if rate else [],
               "times_to_fraction": rate.times_to_fraction() if rate else {},
-              "horizon": horizon, "time": "gradient-flow time t",
+              "horizon": horizon, "unit": "steps k" if step is not None else "gradient-flow time t",
+              "step": step, "smoothness": beta_u,
+              "profile": {"exponent": comp.exponent, "bands": comp.profile},
               "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
         witness=witness, failing_region=failing, diagnostics=[],
         problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
         timing=timing, notes=notes, _bound=bound, _records=records)
 
 
-def _failing_points(records: Records, radius: float, floor: float, count: int,
-                    exact: bool = False) -> list[FailingPoint]:
-    return [FailingPoint(records.distance[i], records.loss[i], records.value[i], records.source[i])
-            for i in records.lowest(radius, floor, count, exact)]
+def _finite(x):
+    return x if x is not None and math.isfinite(x) else None
 
 
-def _nice_up(value: float) -> str:
-    """A round number a little above value, for suggestions."""
-    if value <= 0:
-        return "0.01"
-    exp = math.floor(math.log10(value))
-    mant = math.ceil(value * 1.1 / 10**exp * 10) / 10
-    return f"{mant * 10**exp:.3g}"
+def _smoothness(problem: Problem, records: Records, region, floor: float, seed: int) -> float:
+    """Largest Hessian eigenvalue (power iteration) at theta0, the lowest points found and random
+    points of the region: an estimate of the smoothness beta on U."""
+    low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, SMOOTHNESS_POINTS // 2)
+           if i in records.thetas]
+    gen = torch.Generator().manual_seed(seed + 1)
+    points = [region.center] + low + list(region.sample(gen, SMOOTHNESS_POINTS // 2))
+    return max(problem.hessian_top_eigenvalue(p, seed=seed) for p in points)
 
 
 # --- method interval: the sound mode ------------------------------------------------------------

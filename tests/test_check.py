@@ -394,7 +394,7 @@ def test_E106_unknown_loss():
         "   |\n"
         "11 | loss least_square\n"
         "   |      ^^^^^^^^^^^^\n"
-        "  = hint: did you mean 'least_squares'? the losses are: least_squares")
+        "  = hint: did you mean 'least_squares'? the losses are: cross_entropy, exponential, least_squares, logistic")
 
 
 def test_E107_unknown_method():

@@ -26,11 +26,14 @@ class Records:
     loss: list[float] = field(default_factory=list)
     value: list[float] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
+    sample_max: list[float] = field(default_factory=list)   # largest per-sample loss at the point
     thetas: dict[int, torch.Tensor] = field(default_factory=dict)  # kept for the lowest points only
 
-    def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None):
+    def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None,
+            sample_max: float = math.nan):
         if not (math.isfinite(value) and math.isfinite(loss)):
             return
+        self.sample_max.append(sample_max)
         self.distance.append(distance)
         self.loss.append(loss)
         self.value.append(value)
@@ -62,6 +65,14 @@ class Records:
             if self.value[i] < best:
                 best, arg = self.value[i], i
         return best, arg
+
+    def eligible(self, radius: float, floor: float) -> list[int]:
+        return list(self._eligible(radius, floor))
+
+    def max_sample_loss(self, radius: float) -> float:
+        """Largest per-sample loss seen within `radius` (an estimate of its sup over the region)."""
+        values = [m for d, m in zip(self.distance, self.sample_max) if d <= radius * (1 + 1e-12)]
+        return max((m for m in values if math.isfinite(m)), default=math.nan)
 
     def lowest(self, radius: float, floor: float, count: int, exact: bool = False) -> list[int]:
         idx = sorted((i for i in self._eligible(radius, floor)

@@ -72,8 +72,9 @@ def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Cont
         low = [records.thetas[i] for i in records.lowest(float("inf"), 0.0, 4) if i in records.thetas]
         for theta in [problem.theta0] + low:
             lam = problem.kernel_lambda_min(theta)
-            records.add("tangent-kernel", float((theta - problem.theta0).norm()),
-                        float(problem.loss(theta)), lam, theta)
+            p = problem.point(theta)
+            records.add("tangent-kernel", float((theta - problem.theta0).norm()), p.loss, lam, theta,
+                        p.sample_max)
 
 
 def total_evaluations(problem: Problem, budget: Budget) -> int:

@@ -26,19 +26,22 @@ def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, regi
     """Gradient descent from `start`, recording R at every iterate while it stays in the region
     (region None: unconstrained, recorded by distance from center). Returns steps taken."""
     theta, eta = start.clone(), ctx.eta
-    prev = None
+    prev, stalled = None, 0
     for k in range(steps):
         p = problem.point(theta)
         ctx.advance(1)
+        stalled = stalled + 1 if prev is not None and prev[0] - p.loss <= 1e-15 * p.loss else 0
+        if stalled >= 100:
+            return k   # converged to a critical point: more steps add nothing
         if prev is not None and p.loss > prev[0] * (1 + 1e-12):
             eta *= 0.5          # the step was too long for the local curvature: retake it
             theta = prev[1] - eta * prev[2]
             continue
         if region is not None and not region.contains(theta):
             return k
-        records.add(source, float((theta - center).norm()), p.loss, p.rayleigh, theta)
-        if p.loss < ctx.noise or p.grad_sqnorm == 0.0:
-            return k
+        records.add(source, float((theta - center).norm()), p.loss, p.rayleigh, theta, p.sample_max)
+        if p.loss < max(ctx.noise, ctx.floor) or p.grad_sqnorm == 0.0:
+            return k   # below the floor nothing more is needed (L only falls along the flow)
         prev = (p.loss, theta, p.grad)
         theta = theta - eta * p.grad
     return steps
@@ -51,30 +54,30 @@ def adversarial(problem: Problem, start: torch.Tensor, region, iterations: int, 
     theta = region.project(start.clone())
     scale = region.inner_radius
     lowest = max(ctx.floor, ctx.noise)
-    L, log_r, d = problem.log_rayleigh_and_grad(theta)
+    L, log_r, d, smax = problem.log_rayleigh_and_grad(theta)
     for i in range(iterations):
         ctx.advance(1)
-        records.add("adversarial", region.distance(theta), L, math.exp(log_r), theta)
+        records.add("adversarial", region.distance(theta), L, math.exp(log_r), theta, smax)
         norm = float(d.norm())
         if not math.isfinite(norm) or norm == 0.0 or L < lowest:
             return
         step = 0.05 * scale * (0.01 ** (i / max(1, iterations - 1)))
         for _ in range(8):
             candidate = region.project(theta - step * d / norm)
-            cL, c_log_r, c_d = problem.log_rayleigh_and_grad(candidate)
+            cL, c_log_r, c_d, c_smax = problem.log_rayleigh_and_grad(candidate)
             if cL >= lowest:
                 break
             step *= 0.5
         else:
             return
-        theta, L, log_r, d = candidate, cL, c_log_r, c_d
+        theta, L, log_r, d, smax = candidate, cL, c_log_r, c_d, c_smax
 
 
 def random_points(problem: Problem, region, count: int, ctx: Context, records: Records) -> None:
     for theta in region.sample(ctx.gen, count):
         p = problem.point(theta)
         ctx.advance(1)
-        records.add("random", region.distance(theta), p.loss, p.rayleigh, theta)
+        records.add("random", region.distance(theta), p.loss, p.rayleigh, theta, p.sample_max)
 
 
 def kernel_points(problem: Problem, thetas: list[torch.Tensor], region, ctx: Context, records: Records) -> None:
@@ -82,4 +85,5 @@ def kernel_points(problem: Problem, thetas: list[torch.Tensor], region, ctx: Con
     for theta in thetas:
         lam = problem.kernel_lambda_min(theta)
         ctx.advance(1)
-        records.add("tangent-kernel", region.distance(theta), float(problem.loss(theta)), lam, theta)
+        p = problem.point(theta)
+        records.add("tangent-kernel", region.distance(theta), p.loss, lam, theta, p.sample_max)

@@ -12,7 +12,7 @@ from ..report.result import Witness
 
 def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[float], float] | None,
                 noise: float, region, max_steps: int, advance=lambda n=1: None,
-                tolerance: float = 1e-9, floor: float = 0.0) -> Witness:
+                tolerance: float = 1e-9, floor: float = 0.0, restart: bool = True) -> Witness:
     """Gradient descent theta_{k+1} = theta_k - eta grad L(theta_k), compared at t = k eta with
     the flow bound while the bound is above the rounding-noise level `noise`. Restarts with half
     the step if the loss ever increases (the step was too long to follow the flow).
@@ -20,8 +20,9 @@ def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[f
     It stops at the horizon, at the step budget, when the bound falls below the noise level,
     when the loss is below the floor and the bound has reached it (nothing is left to check),
     or, when there is no bound, once the loss has stalled (no relative decrease above 1e-15 in
-    100 steps). Leaving the region counts only while the loss is above the floor."""
-    for _attempt in range(4):
+    100 steps). Leaving the region counts only while the loss is above the floor.
+    With restart=False (a step size given by the spec) the step is never changed."""
+    for _attempt in range(4 if restart else 0):
         w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor)
         if w is not None:
             return w

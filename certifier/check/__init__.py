@@ -7,6 +7,7 @@ from ..parse.ast import DataBlock, Model, ModelImport, ParamsBlock, Spec
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
+from .targets import check_targets
 from .names import KEYWORDS
 from .options import check_choice
 from .params import Params, check_params
@@ -115,6 +116,8 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         output = check_model(spec, collector, data, params) if spec.model is not None else None
     choices = {s: check_choice(s, getattr(spec, s), collector, spec.source)
                for s in ("loss", "region", "method", "desingularizer", "certify")}
+    if output is not None and choices["loss"] is not None and "y" in data.arrays:
+        check_targets(spec, collector, choices["loss"].name, data.arrays["y"], output, data.spans.get("y"))
     if collector.items:
         return None
     return Checked(

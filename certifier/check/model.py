@@ -1,5 +1,5 @@
 """The model statement `model f(x) = expr`, written for one sample: names, calls and the
-per-sample output shape, which must be y's per-sample shape."""
+per-sample output shape (check.targets matches it with y and the loss)."""
 from __future__ import annotations
 
 from ..diagnostics import Collector
@@ -36,14 +36,4 @@ def check_model(spec: Spec, collector: Collector, data: Data, params: Params) ->
     out = Walker(collector, scope, spec.source, where="the model").shape(model.body)
     if out is None or len(collector.items) > before:
         return None
-    y_shape = data.shapes.get("y")
-    if y_shape is not None and out != tuple(y_shape[1:]):
-        target = tuple(y_shape[1:])
-        if target:
-            need = f"y has shape {show(y_shape)}, so the model must return {target[0]} values per sample"
-        else:
-            need = f"y has shape {show(y_shape)}, so the model must return one number per sample"
-        collector.error("E103", f"the model returns shape {show(out)} for one sample, but each "
-                        f"target has shape {show(target)}", model.body.span, need)
-        return None
-    return out
+    return out  # checked against y and the loss by check.targets

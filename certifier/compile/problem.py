@@ -27,6 +27,7 @@ class Point:
     rayleigh: float
     grad: torch.Tensor
     grad_sqnorm: float
+    sample_max: float   # the largest per-sample loss (a fact some loss constants need)
 
 
 class Problem:
@@ -70,20 +71,23 @@ class Problem:
         F = self.outputs(th)
         L = self.loss_def.value(F, self.y)
         (g,) = torch.autograd.grad(L, th)
-        gnorm = float(self.loss_def.grad_sqnorm(F.detach(), self.y, L.detach()))
+        Fd = F.detach()
+        gnorm = float(self.loss_def.grad_sqnorm(Fd, self.y, L.detach()))
         gsq = float(g @ g)
         R = gsq / gnorm if gnorm > 0 else math.inf
-        return Point(float(L.detach()), R, g.detach(), gsq)
+        return Point(float(L.detach()), R, g.detach(), gsq, float(self.loss_def.per_sample(Fd, self.y).max()))
 
-    def log_rayleigh_and_grad(self, theta: torch.Tensor) -> tuple[float, float, torch.Tensor]:
-        """(L, log R, d log R / d theta): adversarial descent on R needs the second derivative."""
+    def log_rayleigh_and_grad(self, theta: torch.Tensor) -> tuple[float, float, torch.Tensor, float]:
+        """(L, log R, d log R / d theta, max per-sample loss): adversarial descent on R needs the
+        second derivative."""
         th = theta.detach().requires_grad_(True)
         F = self.outputs(th)
         L = self.loss_def.value(F, self.y)
         (g,) = torch.autograd.grad(L, th, create_graph=True)
         log_r = torch.log(g @ g) - torch.log(self.loss_def.grad_sqnorm(F, self.y, L))
         (dg,) = torch.autograd.grad(log_r, th)
-        return float(L.detach()), float(log_r.detach()), dg.detach()
+        sample_max = float(self.loss_def.per_sample(F.detach(), self.y).max())
+        return float(L.detach()), float(log_r.detach()), dg.detach(), sample_max
 
     # tangent kernel -----------------------------------------------------------
     def kernel_applicable(self, limit: int = 4096) -> bool:

@@ -1,28 +1,28 @@
 """Staying inside the region (docs/theory.md, section 4).
 
-While the flow is in U, its path length is at most
-    rho = int_floor^L0 sqrt(phi'(u) / (c mu)) du,
-so B(theta0, rho) inside U keeps the flow in U for all time (first-exit-time argument).
+While the flow is in U with phi'(L) ||grad L||^2 >= K, its path length is at most
+    rho = int_floor^L0 sqrt(phi'(u) / K) du,
+so B(theta0, rho) inside U keeps the flow in U until it reaches the floor (first-exit-time
+argument). Gradient descent with eta <= 1/beta: rho / (1 - beta eta / 2) plus one last step.
 """
 from __future__ import annotations
 
 import math
 
-from scipy.integrate import quad
-
 from .desingularizers import Desingularizer
 
 
-def path_length_bound(phi: Desingularizer, constant: float, mu: float, initial: float, floor: float) -> float:
-    if mu <= 0:
+def path_length_bound(phi: Desingularizer, K: float, initial: float, floor: float,
+                      step: float | None = None, smoothness: float | None = None,
+                      last_step: float = 0.0) -> float:
+    if not K > 0:
         return math.inf
     if initial <= floor:
         return 0.0
-    if phi.name == "log":
-        # int (c mu u)^(-1/2) du = 2 (sqrt(L0) - sqrt(eps)) / sqrt(c mu)
-        return 2.0 * (math.sqrt(initial) - math.sqrt(floor)) / math.sqrt(constant * mu)
-    value, _ = quad(lambda u: math.sqrt(phi.dphi(u) / (constant * mu)), floor, initial, limit=200)
-    return value
+    rho = phi.path_integral(floor, initial) / math.sqrt(K)
+    if step is not None:
+        rho = rho / (1 - smoothness * step / 2) + last_step
+    return rho
 
 
 def find_radius(mu_of_radius, rho_of_mu, start: float, iterations: int = 10):

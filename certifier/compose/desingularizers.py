@@ -1,37 +1,201 @@
-"""Kurdyka-Lojasiewicz desingularizers: each declares phi, phi', phi^-1 and the rate it gives.
+"""Kurdyka-Lojasiewicz desingularizers. Each declares, in one place, phi, phi', the stable
+inverse step u -> phi^-1(phi(u) - s), the gap phi(a) - phi(b), and the path-length integral
+int sqrt(phi'(u)) du used by confinement (docs/theory.md, sections 3-4).
 
-Composition rule (docs/theory.md, section 3), written once in compose.rate:
-if phi'(L) ||g||_D^2 >= c (a fact of the loss) and R >= mu on the region, then
-L(theta_t) <= phi^-1(phi(L0) - c mu t) while the flow stays in the region.
+Composition (written once, in compose.rate): if phi'(L) ||grad L||^2 >= K on the region, then
+L(theta_t) <= phi^-1(phi(L0) - K t) while the flow stays in the region.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import lambertw
 
 
 @dataclass(frozen=True)
 class Desingularizer:
     name: str
-    phi: Callable[[float], float]
-    dphi: Callable[[float], float]
-    phi_inverse: Callable[[float], float]
-    phi_text: str           # human formula of phi
-    params: dict
+    params: dict = field(default_factory=dict)
+
+    # phi and phi' ------------------------------------------------------------------
+    def phi(self, u: float) -> float:
+        return RULES[self.name].phi(u, **self.params)
+
+    def dphi(self, u: float) -> float:
+        return RULES[self.name].dphi(u, **self.params)
+
+    def gap(self, high: float, low: float) -> float:
+        """phi(high) - phi(low) >= 0 for high >= low > 0, computed without cancellation where possible."""
+        return RULES[self.name].gap(high, low, **self.params)
+
+    def descend(self, start: float, s: float) -> float:
+        """phi^-1(phi(start) - s) for s >= 0: the level reached after a phi-decrease of s."""
+        if s <= 0:
+            return start
+        return RULES[self.name].descend(start, s, **self.params)
+
+    def path_integral(self, low: float, high: float) -> float:
+        """int_low^high sqrt(phi'(u)) du (infinite when it diverges)."""
+        if high <= low:
+            return 0.0
+        return RULES[self.name].path(low, high, **self.params)
+
+    # text ----------------------------------------------------------------------------
+    @property
+    def phi_text(self) -> str:
+        return RULES[self.name].text(**self.params)
+
+    def formula(self, L0: float, K: float) -> str:
+        return RULES[self.name].formula(L0, K, **self.params)
+
+    def asymptotic(self, K: float) -> str:
+        return RULES[self.name].asymptotic(K, **self.params)
 
 
-def _exp_or_zero(v: float) -> float:
-    return math.exp(v) if v > -745.0 else 0.0
+class _Log:
+    """phi = log u: phi' = 1/u; L(t) = L0 exp(-K t)."""
+
+    phi = staticmethod(math.log)
+    dphi = staticmethod(lambda u: 1.0 / u)
+    gap = staticmethod(lambda high, low: math.log(high / low))
+    path = staticmethod(lambda low, high: 2.0 * (math.sqrt(high) - math.sqrt(low)))
+    text = staticmethod(lambda: "phi(u) = log(u)")
+
+    @staticmethod
+    def descend(start, s):
+        return start * math.exp(-s) if s < 745 + math.log(max(start, 1e-300)) else 0.0
+
+    @staticmethod
+    def formula(L0, K):
+        return f"{L0:.6g} * exp(-{K:.6g} * t)"
+
+    @staticmethod
+    def asymptotic(K):
+        return f"L ~ exp(-{K:.3g} t) (linear rate)"
 
 
-LOG = Desingularizer(
-    name="log",
-    phi=math.log,
-    dphi=lambda u: 1.0 / u,
-    phi_inverse=_exp_or_zero,
-    phi_text="phi(u) = log(u)",
-    params={},
-)
+class _Power:
+    """phi' = u^(-2a), 1/2 < a <= 1: phi = -u^(1-2a)/(2a-1) (a = 1: phi = -1/u);
+    L(t) = (L0^(1-2a) + (2a-1) K t)^(-1/(2a-1))."""
 
-DESINGULARIZERS: dict[str, Desingularizer] = {"log": LOG}
+    @staticmethod
+    def phi(u, alpha):
+        return -u ** (1 - 2 * alpha) / (2 * alpha - 1)
+
+    @staticmethod
+    def dphi(u, alpha):
+        return u ** (-2 * alpha)
+
+    @staticmethod
+    def gap(high, low, alpha):
+        q = 2 * alpha - 1
+        return (low ** (-q) - high ** (-q)) / q
+
+    @staticmethod
+    def descend(start, s, alpha):
+        q = 2 * alpha - 1
+        # (start^-q + q s)^(-1/q), in logs so that neither huge s nor tiny start overflows
+        a = -q * math.log(start)
+        b = math.log(q * s)
+        return math.exp(-np.logaddexp(a, b) / q)
+
+    @staticmethod
+    def path(low, high, alpha):
+        if alpha == 1:
+            return math.log(high / low) if low > 0 else math.inf
+        return (high ** (1 - alpha) - low ** (1 - alpha)) / (1 - alpha)
+
+    @staticmethod
+    def text(alpha):
+        return f"phi(u) = -u^(1-2a)/(2a-1), a = {alpha:.4g}" if alpha != 1 else "phi(u) = -1/u (a = 1)"
+
+    @staticmethod
+    def formula(L0, K, alpha):
+        q = 2 * alpha - 1
+        return f"({L0:.6g}^(-{q:.4g}) + {q:.4g} * {K:.6g} * t)^(-{1 / q:.4g})"
+
+    @staticmethod
+    def asymptotic(K, alpha):
+        q = 2 * alpha - 1
+        return f"L ~ ({q:.3g} * {K:.3g} * t)^(-{1 / q:.3g}), i.e. L ~ t^-{1 / q:.3g}"
+
+
+def w0_exp(x: float) -> float:
+    """W0(e^x), the principal Lambert W of e^x, for any real x (no overflow)."""
+    if x < 700:
+        return float(lambertw(math.exp(x)).real)
+    w = x - math.log(x)   # w + log w = x, by Newton from the asymptotic start
+    for _ in range(50):
+        step = (w + math.log(w) - x) / (1 + 1 / w)
+        w -= step
+        if abs(step) <= 1e-15 * w:
+            break
+    return w
+
+
+def _log_expm1(u: float) -> float:
+    """log(e^u - 1), stable for small and large u."""
+    return u + math.log(-math.expm1(-u)) if u > 1 else math.log(math.expm1(u))
+
+
+class _Lambert:
+    """phi(u) = log(e^u - 1) - 1/(e^u - 1), phi' = 1/(1 - e^-u)^2 (the cross-entropy form);
+    phi^-1(v) = log(1 + 1/W0(e^-v))."""
+
+    @staticmethod
+    def phi(u):
+        return _log_expm1(u) - 1.0 / math.expm1(u)
+
+    @staticmethod
+    def dphi(u):
+        return 1.0 / (-math.expm1(-u)) ** 2
+
+    @staticmethod
+    def gap(high, low):
+        return _Lambert.phi(high) - _Lambert.phi(low)
+
+    @staticmethod
+    def descend(start, s):
+        x = s - _Lambert.phi(start)          # phi(L) = phi(start) - s  <=>  L = log(1 + 1/W0(e^x))
+        w = w0_exp(x)
+        # w e^w = e^x, so log w = x - w: log(1 + 1/w) = log1p(w) + w - x, stable for small w
+        return math.log1p(1.0 / w) if w > 1 else math.log1p(w) + w - x
+
+    @staticmethod
+    def path(low, high):
+        if low <= 0:
+            return math.inf
+        return _log_expm1(high) - _log_expm1(low)
+
+    @staticmethod
+    def text():
+        return "phi(u) = log(e^u - 1) - 1/(e^u - 1)"
+
+    @staticmethod
+    def formula(L0, K):
+        c0 = _Lambert.phi(L0)
+        sign = "-" if c0 >= 0 else "+"
+        return f"log(1 + 1/W0(exp({K:.6g} * t {sign} {abs(c0):.6g})))"
+
+    @staticmethod
+    def asymptotic(K):
+        return f"L ~ 1/({K:.3g} t)"
+
+
+RULES = {"log": _Log, "power": _Power, "lambert": _Lambert}
+
+LOG = Desingularizer("log")
+
+
+def make(name: str, **params) -> Desingularizer:
+    if name == "power":
+        alpha = float(params["alpha"])
+        if not 0.5 < alpha <= 1.0:
+            raise ValueError("power desingularizer needs 1/2 < alpha <= 1")
+        return Desingularizer("power", {"alpha": alpha})
+    return Desingularizer(name)
+
+
+DESINGULARIZERS = {"log": LOG, "lambert": Desingularizer("lambert"), "power": None}

@@ -1,50 +1,161 @@
-"""The loss table. Each loss declares, in one place, its value, the squared norm of its
-functional gradient ||g||_D^2 (so that R = ||grad L||^2 / ||g||_D^2), and its KL inequality:
-phi'(l) ||g||_D^2 >= c for its default desingularizer phi.
+"""The loss table. Each loss declares, in one place:
 
-A new loss is one entry here (docs/theory.md derives each constant).
+- value(F, y): the mean loss L over the data;
+- per_sample(F, y): the per-sample losses (their maximum M over the region is a fact some
+  constants need);
+- grad_sqnorm(F, y, L): ||g||_D^2, the squared L2(D) norm of the functional gradient g, so that
+  R = ||grad L||^2 / ||g||_D^2 exactly;
+- floor_g(L, M): a lower bound G(L) <= ||g||_D^2 valid wherever per-sample losses are <= M,
+  from which every desingularizer's KL constant follows:
+      phi'(L) ||grad L||^2 = phi'(L) R ||g||_D^2 >= R phi'(L) G(L);
+- its natural desingularizer (the phi with phi'(L) G(L) constant, = c).
+
+docs/theory.md, section 3, derives each G. A new loss is one entry here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .desingularizers import DESINGULARIZERS, Desingularizer
+from .desingularizers import Desingularizer, make
 
 
 @dataclass(frozen=True)
 class Loss:
     name: str
-    value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]         # (F [n,...], y [n,...]) -> L
-    grad_sqnorm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (F, y, L) -> ||g||_D^2
-    desingularizer: str     # default phi
-    constant: float         # c in phi'(l) ||g||_D^2 >= c
-    inequality: str         # the KL fact, in words
-    reachable_minimum: str  # what "floor=0" asks
+    value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    grad_sqnorm: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    floor_g: Callable[[float, float], float]   # (L, M) -> G(L) <= ||g||_D^2
+    natural: str                               # natural desingularizer name
+    natural_params: dict
+    inequality: str                            # the KL fact, in words
+    needs_sample_bound: bool = False           # G uses M, the max per-sample loss over the region
+    targets: str = "real"                      # 'real', 'pm1' (labels +-1), 'class' (class indices or one-hot)
+
+    def constant(self, M: float = math.inf) -> float:
+        """c = phi'(L) G(L) for the natural phi (constant in L by construction)."""
+        return self.natural_phi().dphi(1.0) * self.floor_g(1.0, M)
+
+    def natural_phi(self) -> Desingularizer:
+        return make(self.natural, **self.natural_params)
 
 
-def _least_squares(F: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r = (F - y).reshape(F.shape[0], -1)
-    return (r * r).sum(dim=1).mean()
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+# least squares: l_i = ||F_i - y_i||^2, g = 2 (F - y): ||g||_D^2 = 4 L exactly.
+def _ls_per_sample(F, y):
+    r = _flat(F - y)
+    return (r * r).sum(dim=1)
 
 
 LEAST_SQUARES = Loss(
     name="least_squares",
-    value=_least_squares,
-    # g = 2 (F - y) in L2(D), so ||g||_D^2 = E ||2 (F - y)||^2 = 4 L exactly.
+    value=lambda F, y: _ls_per_sample(F, y).mean(),
+    per_sample=_ls_per_sample,
     grad_sqnorm=lambda F, y, L: 4.0 * L,
-    desingularizer="log",
-    constant=4.0,
-    inequality="||g||_D^2 = 4 l (exact), so with phi = log: phi'(l) ||g||_D^2 = 4",
-    reachable_minimum="zero loss (an interpolating solution)",
+    floor_g=lambda L, M: 4.0 * L,
+    natural="log", natural_params={},
+    inequality="||g||_D^2 = 4 L exactly, so phi = log gives phi'(L) ||g||_D^2 = 4",
 )
 
-LOSSES: dict[str, Loss] = {"least_squares": LEAST_SQUARES}
+
+# logistic, labels +-1: l_i = log(1 + exp(-y_i F_i)), g_i = -y_i sigmoid(-y_i F_i), and
+# |g_i| = sigmoid(-y_i F_i) = 1 - exp(-l_i) exactly.
+def _logistic_per_sample(F, y):
+    return torch.nn.functional.softplus(-_flat(y * F)).sum(dim=1)
 
 
-def desingularizer_for(loss: Loss, requested: str) -> Desingularizer:
-    """`auto` picks the loss's own desingularizer."""
-    name = loss.desingularizer if requested == "auto" else requested
-    return DESINGULARIZERS[name]
+def _h(u: float) -> float:
+    return math.expm1(-u) ** 2            # (1 - e^-u)^2
+
+
+def _dh(u: float) -> float:
+    return 2 * math.exp(-u) * -math.expm1(-u)
+
+
+def _bounded_kl(L: float, M: float) -> float:
+    """The largest G with mean_i (1 - e^-l_i)^2 >= G(L) for every l in [0, M]^n with mean L:
+    the convex minorant of h(u) = (1 - e^-u)^2 on [0, M] at L (Jensen). h is convex on
+    [0, ln 2] and concave after, so the minorant is h up to the point u1 whose tangent passes
+    through (M, h(M)), then that tangent (docs/theory.md, section 3)."""
+    if not math.isfinite(M):
+        M = 1e300
+    L = min(L, M)
+    if M <= math.log(2):
+        return _h(L)
+    # u1 in (0, ln 2]: h'(u1) (M - u1) = h(M) - h(u1)
+    lo, hi = 0.0, math.log(2)
+    hM = 1.0 if M > 700 else _h(M)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _dh(mid) * (M - mid) > hM - _h(mid):
+            hi = mid
+        else:
+            lo = mid
+    u1 = lo   # the lower end: the tangent from u1 lies below the chord, so the minorant stays below h
+    if L <= u1:
+        return _h(L)
+    return _h(u1) + _dh(u1) * (L - u1)
+
+
+LOGISTIC = Loss(
+    name="logistic",
+    value=lambda F, y: _logistic_per_sample(F, y).mean(),
+    per_sample=_logistic_per_sample,
+    grad_sqnorm=lambda F, y, L: (torch.sigmoid(-_flat(y * F)) ** 2).sum(dim=1).mean(),
+    floor_g=_bounded_kl,
+    natural="lambert", natural_params={},
+    inequality=("|g_i| = 1 - exp(-l_i) exactly, so ||g||_D^2 = mean h(l_i), h(u) = (1 - e^-u)^2; "
+                "with per-sample losses <= M, ||g||_D^2 >= h_M(L), the convex minorant of h on [0, M]"),
+    needs_sample_bound=True, targets="pm1",
+)
+
+
+# softmax cross-entropy: l_i = -log p_{y_i}, g_i = p_i - e_{y_i}, ||g_i|| >= 1 - p_{y_i} = 1 - exp(-l_i).
+def _onehot(F, y):
+    if y.dim() == 1:  # class indices
+        return torch.nn.functional.one_hot(y.long(), F.shape[-1]).to(F.dtype)
+    return y
+
+
+def _ce_per_sample(F, y):
+    return -(_onehot(F, y) * torch.log_softmax(F, dim=-1)).sum(dim=-1)
+
+
+CROSS_ENTROPY = Loss(
+    name="cross_entropy",
+    value=lambda F, y: _ce_per_sample(F, y).mean(),
+    per_sample=_ce_per_sample,
+    grad_sqnorm=lambda F, y, L: ((torch.softmax(F, dim=-1) - _onehot(F, y)) ** 2).sum(dim=-1).mean(),
+    floor_g=_bounded_kl,
+    natural="lambert", natural_params={},
+    inequality=("||g_i|| >= 1 - p_{y_i} = 1 - exp(-l_i), so ||g||_D^2 >= mean h(l_i), h(u) = (1 - e^-u)^2; "
+                "with per-sample losses <= M, ||g||_D^2 >= h_M(L), the convex minorant of h on [0, M] "
+                "(the mean loss alone does not give it: h is concave beyond ln 2)"),
+    needs_sample_bound=True, targets="class",
+)
+
+
+# exponential, labels +-1: l_i = exp(-y_i F_i), |g_i| = l_i, ||g||_D^2 = mean l_i^2 >= L^2 (Jensen).
+def _exp_per_sample(F, y):
+    return torch.exp(-_flat(y * F)).sum(dim=1)
+
+
+EXPONENTIAL = Loss(
+    name="exponential",
+    value=lambda F, y: _exp_per_sample(F, y).mean(),
+    per_sample=_exp_per_sample,
+    grad_sqnorm=lambda F, y, L: (torch.exp(-2 * _flat(y * F))).sum(dim=1).mean(),
+    floor_g=lambda L, M: L * L,
+    natural="power", natural_params={"alpha": 1.0},
+    inequality="|g_i| = l_i, so ||g||_D^2 = mean l_i^2 >= L^2; phi = -1/u gives phi'(L) ||g||_D^2 >= 1",
+    targets="pm1",
+)
+
+LOSSES: dict[str, Loss] = {l.name: l for l in (LEAST_SQUARES, CROSS_ENTROPY, LOGISTIC, EXPONENTIAL)}

@@ -1,0 +1,97 @@
+"""Composition of a loss's KL fact with the Rayleigh estimates (docs/theory.md, section 3).
+
+For a desingularizer phi, every record (a point with L and R, or a lower bound on R) gives
+    phi'(L) ||grad L||^2 = phi'(L) R ||g||_D^2 >= R phi'(L) G(L),
+with G(L) <= ||g||_D^2 the loss's declared lower bound (compose.losses). The KL constant K of
+the region is the minimum of R phi'(L) G(L) over the records; for the loss's natural phi,
+phi'(L) G(L) = c is constant and K = c mu with mu = min R.
+
+When R tends to 0 with L (no constant mu), the loss-level profile shows it: the minimum of R on
+loss bands falls like L^beta; `auto` then picks phi'(u) = u^(-2 alpha) with 2 alpha = 1 + beta
+(least squares), for which K = 4 min R / L^beta.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..analyse.records import Records
+from .desingularizers import Desingularizer, make
+from .losses import Loss
+
+BANDS_PER_DECADE = 2
+POWER_SLOPE = 0.1      # a fitted profile exponent above this means "R falls with L"
+DECADES = 1e-4         # ... provided the sampled losses span at least this ratio
+
+
+@dataclass
+class Composition:
+    phi: Desingularizer
+    reason: str                       # why this phi (auto's choice, or requested)
+    exponent: float | None            # fitted beta of the envelope R >= mu_beta L^beta
+    profile: list[dict] = field(default_factory=list)   # [{low, high, mu, points}] per loss band
+
+
+def kl_constant(records: Records, radius: float, floor: float, loss: Loss, phi: Desingularizer
+                ) -> tuple[float, int | None, float]:
+    """(K, index of the record that gives it, M) over the records within radius and above floor.
+
+    The loss's bound G(L, M) holds at each point with M its own largest per-sample loss, so K is
+    the minimum of R phi'(L) G(L, M(theta)) over the records. M returned: the largest per-sample
+    loss seen within radius (reported; losses without the need give inf)."""
+    best, arg = math.inf, None
+    for i in records.eligible(radius, floor):
+        L = records.loss[i]
+        M = records.sample_max[i] if loss.needs_sample_bound else math.inf
+        k = records.value[i] * phi.dphi(L) * loss.floor_g(L, M)
+        if k < best:
+            best, arg = k, i
+    M = records.max_sample_loss(radius) if loss.needs_sample_bound else math.inf
+    return best, arg, M
+
+
+def loss_profile(records: Records, radius: float, floor: float) -> list[dict]:
+    """min R on loss bands [10^(j/2), 10^((j+1)/2)) that hold records (the loss-level profile)."""
+    bands: dict[int, list[float]] = {}
+    for i in records.eligible(radius, floor):
+        L = records.loss[i]
+        if L <= 0:
+            continue
+        j = math.floor(math.log10(L) * BANDS_PER_DECADE)
+        bands.setdefault(j, []).append(records.value[i])
+    return [{"low": 10 ** (j / BANDS_PER_DECADE), "high": 10 ** ((j + 1) / BANDS_PER_DECADE),
+             "mu": min(v), "points": len(v)} for j, v in sorted(bands.items())]
+
+
+def fit_exponent(profile: list[dict]) -> float | None:
+    """Slope beta of log(min R) against log L over the bands (the lower envelope R ~ L^beta),
+    by least squares on the band minima; None with fewer than three bands."""
+    if len(profile) < 3:
+        return None
+    x = np.log([b["low"] for b in profile])
+    y = np.log([max(b["mu"], 1e-300) for b in profile])
+    slope = float(np.polyfit(x, y, 1)[0])
+    return slope
+
+
+def choose(loss: Loss, requested: str, params: dict, records: Records, radius: float, floor: float
+           ) -> Composition:
+    profile = loss_profile(records, radius, floor)
+    beta = fit_exponent(profile)
+    if requested != "auto":
+        return Composition(make(requested, **params), "requested in the spec", beta, profile)
+    natural = loss.natural_phi()
+    # a power law needs the sampled losses to fall several decades (R -> 0 as L -> 0), not R
+    # collapsing at one loss level (a critical point), and 0 < beta <= 1 (1/2 < alpha <= 1)
+    spans_decades = bool(profile) and profile[0]["low"] <= DECADES * profile[-1]["high"]
+    if (loss.name == "least_squares" and beta is not None and POWER_SLOPE < beta <= 1.0
+            and spans_decades):
+        # R falls like L^beta: a power desingularizer, phi'(u) = u^-(1+beta)
+        b = min(round(beta * 12) / 12, 1.0)   # a nearby fraction (1/3 stays 1/3), at most 1
+        b = max(b, 1 / 12)
+        return Composition(make("power", alpha=(1 + b) / 2),
+                           f"auto: min R on loss bands falls like L^{beta:.3g} (no constant mu): "
+                           f"power with 2 alpha = 1 + {b:.4g}", beta, profile)
+    return Composition(natural, f"auto: the natural desingularizer of {loss.name}", beta, profile)

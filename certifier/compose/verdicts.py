@@ -1,0 +1,177 @@
+"""Verdict rules of the sampled mode, in one place (docs/theory.md, section 8).
+
+Before the witness: the region must give a positive KL constant (else a near-critical point
+refutes, or a vanishing kernel bound leaves it inconclusive), the step must satisfy
+eta <= 1/beta, and the path-length bound must fit in the region. After: the witness descent
+must stay below the bound and inside the region."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..analyse.records import Records
+from ..report.result import FailingPoint, FailingRegion, Witness
+
+
+@dataclass
+class Findings:
+    L0: float
+    R0: float
+    lowest_sampled: float   # the smallest loss at any point the search evaluated
+    sampled_target: float   # the search must reach this loss for the claim to be supported
+    K: float
+    K0: float
+    mu: float
+    rho: float
+    radius: float
+    found: bool
+    auto: bool
+    floor: float
+    floor_eff: float
+    history: list
+    records: Records
+    zero: float
+    step: float | None
+    smoothness: float | None
+    claim_span: object
+    region_span: object
+    method_span: object
+
+
+def span_dict(span):
+    if span is None:
+        return None
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
+
+
+def failing_points(records: Records, radius: float, floor: float, count: int,
+                   exact: bool = False) -> list[FailingPoint]:
+    return [FailingPoint(records.distance[i], records.loss[i], records.value[i], records.source[i])
+            for i in records.lowest(radius, floor, count, exact)]
+
+
+def nice_up(value: float) -> str:
+    """A round number a little above value, for suggestions."""
+    if value <= 0:
+        return "0.01"
+    exp = math.floor(math.log10(value))
+    mant = math.ceil(value * 1.1 / 10**exp * 10) / 10
+    return f"{mant * 10**exp:.3g}"
+
+
+def judge(f: Findings, witness: Witness | None = None, verdict: str = "certified",
+          failing: FailingRegion | None = None) -> tuple[str, FailingRegion | None, list[str]]:
+    if witness is None:
+        return _before(f)
+    return _after(f, witness, verdict, failing)
+
+
+def _before(f: Findings):
+    notes = [f"sampled estimate: mu is the smallest R (or kernel lambda_min) found at "
+             f"{f.records.count()} points; it is not a proof"]
+    region_span = span_dict(f.region_span)
+    claim_span = span_dict(f.claim_span)
+    if f.L0 <= f.floor:
+        notes.append("the initial loss is already at or below the floor")
+        return "certified", None, notes
+    if f.floor == 0:
+        notes.append(f"nothing was sampled below the rounding-noise level {f.floor_eff:.2g}: "
+                     "the rate extrapolates below it")
+    if not (f.K > f.zero * f.K0):
+        exact_min, _ = f.records.minimum(f.radius, f.floor_eff, exact=True)
+        min_loss = min(f.records.loss, default=f.L0)
+        if not (exact_min > f.zero * f.R0):
+            pt = failing_points(f.records, f.radius, f.floor_eff, 5, exact=True)
+            return "refuted", FailingRegion(
+                kind="critical-point",
+                message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 where "
+                         f"L = {pt[0].loss:.4g} is above the floor {f.floor:g}: gradient flow can stall there, "
+                         f"so no rate to the floor holds on this region"),
+                suggestion=(f"the loss may not reach {f.floor:g}: certify a floor above the smallest loss seen "
+                            f"(e.g. certify rate(floor={nice_up(min_loss)})), shrink the region, or widen the model"),
+                points=pt, span=claim_span or region_span,
+                numbers={"mu": exact_min, "smallest_loss_seen": min_loss}), notes
+        pt = failing_points(f.records, f.radius, f.floor_eff, 3)
+        if f.lowest_sampled > f.sampled_target:
+            return _unsampled(f, claim_span, notes)
+        if not (f.mu > f.zero * f.R0):
+            return "inconclusive", FailingRegion(
+                kind="singular-kernel",
+                message=(f"the KL constant vanishes: lambda_min of the tangent kernel is {f.mu:.3g} at a point "
+                         f"{pt[0].distance:.3g} from theta0, and R itself was at least {exact_min:.3g}: "
+                         f"no positive mu can be estimated"),
+                suggestion="shrink the region, certify a floor, or widen the model",
+                points=pt, span=region_span, numbers={"mu": f.mu, "smallest_exact_R": exact_min}), notes
+        return "inconclusive", FailingRegion(
+            kind="no-kl-constant",
+            message=(f"mu = {f.mu:.3g} is positive but the KL constant K = {f.K:.3g} of the loss and "
+                     f"desingularizer vanishes on the region (for cross-entropy-type losses: per-sample "
+                     f"losses grow too large, or the desingularizer does not fit the loss)"),
+            suggestion="shrink the region, certify a floor, or use desingularizer auto",
+            points=pt, span=region_span, numbers={"mu": f.mu, "kl_constant": f.K}), notes
+    if f.lowest_sampled > f.sampled_target:
+        return _unsampled(f, claim_span, notes)
+    if f.step is not None and f.smoothness is not None and f.step > 1 / f.smoothness:
+        return "refuted", FailingRegion(
+            kind="step-size",
+            message=(f"the step eta = {f.step:g} exceeds 1/beta = {1 / f.smoothness:.4g} (beta = {f.smoothness:.4g}, "
+                     f"the largest Hessian eigenvalue found on the region): the descent lemma gives no rate"),
+            suggestion=f"use certify rate(step=...) with a step at most {1 / f.smoothness:.3g}, or leave it out "
+                       f"for gradient flow",
+            points=[], span=claim_span, numbers={"step": f.step, "smoothness": f.smoothness}), notes
+    if not f.found:
+        if not f.auto:
+            return "refuted", FailingRegion(
+                kind="confinement",
+                message=(f"the path-length bound rho = {f.rho:.4g} exceeds the region's radius r = {f.radius:.4g}: "
+                         f"the flow may leave the region before the rate applies"),
+                suggestion="use radius=auto, a radius of at least rho, or a floor",
+                points=failing_points(f.records, f.radius, f.floor_eff, 3), span=region_span,
+                numbers={"path_length_bound": f.rho, "radius": f.radius, "mu": f.mu, "kl_constant": f.K}), notes
+        return "inconclusive", FailingRegion(
+            kind="no-radius",
+            message=(f"no radius found with rho(r) <= r after {len(f.history)} tries "
+                     f"(last: r = {f.radius:.4g}, mu(r) = {f.mu:.4g}, rho = {f.rho:.4g})"),
+            suggestion="certify a floor > 0, start closer to a solution, or widen the model",
+            points=failing_points(f.records, f.radius, f.floor_eff, 3), span=region_span,
+            numbers={"path_length_bound": f.rho, "radius": f.radius, "mu": f.mu, "kl_constant": f.K}), notes
+    return "certified", None, notes
+
+
+def _after(f: Findings, witness: Witness, verdict: str, failing):
+    notes = []
+    unit = "k" if f.step is not None else "t"
+    if verdict == "certified" and witness.violation is not None:
+        v = witness.violation
+        at = v["t"] / witness.step if f.step is not None else v["t"]
+        return "refuted", FailingRegion(
+            kind="witness",
+            message=(f"gradient descent from theta0 has L = {v['loss']:.6g} at {unit} = {at:.4g}, "
+                     f"above the bound {v['bound']:.6g}: the estimated rate is too optimistic"),
+            suggestion="raise samples=, shrink the region, or certify a floor",
+            points=[], span=span_dict(f.method_span), numbers=dict(v)), notes
+    if verdict == "certified" and witness.left_region_at is not None:
+        return "refuted", FailingRegion(
+            kind="witness", message=f"gradient descent from theta0 leaves the region at t = {witness.left_region_at:.4g}",
+            suggestion="enlarge the region or use radius=auto", points=[], span=span_dict(f.region_span),
+            numbers={"t": witness.left_region_at, "max_distance": witness.max_distance, "radius": f.radius}), notes
+    if verdict == "certified" and witness.checked_until < witness.time:
+        notes.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}; after that "
+                     f"the bound is below the rounding-noise level")
+    elif verdict == "certified" and witness.steps >= 0 and witness.time < witness.checked_until + 1e-12 \
+            and witness.curve and witness.curve[-1][1] > f.floor_eff and witness.violation is None:
+        notes.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g} "
+                     f"(its step budget)")
+    return verdict, failing, notes
+
+
+def _unsampled(f: Findings, claim_span, notes):
+    """The search never reached the levels the claim is about: the estimate cannot speak for them."""
+    return "inconclusive", FailingRegion(
+        kind="unsampled-levels",
+        message=(f"the search reached losses only down to {f.lowest_sampled:.4g}: R was never sampled "
+                 f"between that level and the floor {f.floor:g}, so no rate to the floor is estimated"),
+        suggestion=(f"certify rate(floor={nice_up(f.lowest_sampled)}) or higher, or raise samples= "
+                    f"(gradient descent may be slow or stall above the floor)"),
+        points=[], span=claim_span, numbers={"lowest_sampled_loss": f.lowest_sampled,
+                                             "floor": f.floor}), notes
