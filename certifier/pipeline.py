@@ -163,8 +163,10 @@ def analyse(checked, options: RunOptions) -> Result:
     w_eta = step if step is not None else (0.25 / beta0 if beta0 > 0 else 0.1)
     w_horizon = horizon * (w_eta if step is not None else 1.0)   # with a step, the horizon counts steps
     w_bound = (lambda t: bound(t / w_eta)) if (step is not None and bound is not None) else bound
-    with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
-        witness = run_witness(problem, w_eta, w_horizon, w_bound, noise, region, WITNESS_STEPS, advance,
+    # with no bound to check (a refuted or inconclusive claim) the witness is only shown: keep it short
+    w_steps = WITNESS_STEPS if bound is not None else WITNESS_STEPS // 10
+    with reporter.phase("witness descent", total=w_steps) as advance:
+        witness = run_witness(problem, w_eta, w_horizon, w_bound, noise, region, w_steps, advance,
                               floor=floor, restart=step is None)
     timing["witness"] = time.perf_counter() - t2
     verdict, failing, more = judge(findings, witness=witness, verdict=verdict, failing=failing)

@@ -69,3 +69,53 @@ def two_layer_flow_loss(ts):
                     t_eval=ts, rtol=1e-10, atol=1e-12, method="RK45")
     assert sol.success, sol.message
     return np.array([two_layer_loss_grad(sol.y[:, i], x, y)[0] for i in range(len(ts))])
+
+
+# --- linear softmax regression, the data of specs/softmax_separable.rq ---------------------
+def softmax_data():
+    Y = np.repeat(np.eye(3), 4, axis=0)
+    centers = np.array([[2, 0], [-1, 1.7], [-1, -1.7]])
+    x = Y @ centers + 0.3 * rng(0).standard_normal((12, 2))
+    return x, Y
+
+
+def softmax_loss_grad(theta, x, Y):
+    W = theta.reshape(3, 2)
+    z = x @ W.T
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = float(-np.mean((Y * logp).sum(axis=1)))
+    grad = (np.exp(logp) - Y).T @ x / x.shape[0]
+    return loss, grad.ravel()
+
+
+# --- logistic regression, the data of specs/logistic_nonseparable.rq -------------------------
+def logistic_data():
+    x = rng(0).standard_normal((64, 2))
+    s = x[:, 0] + 0.5 * x[:, 1] + 0.7 * rng(1).standard_normal(64)
+    return x, s / np.abs(s)
+
+
+def logistic_loss_grad(w, x, y):
+    m = y * (x @ w)
+    loss = float(np.mean(np.logaddexp(0.0, -m)))
+    sig = 0.5 * (1 - np.tanh(m / 2))          # sigmoid(-m)
+    return loss, -(x * (y * sig)[:, None]).mean(axis=0)
+
+
+def flow_loss(loss_grad, theta0, ts):
+    """Gradient flow d theta/dt = -grad L by solve_ivp (RK45, tight tolerances)."""
+    sol = solve_ivp(lambda t, th: -loss_grad(th)[1], (0.0, float(max(ts))), theta0, t_eval=ts,
+                    rtol=1e-10, atol=1e-12)
+    assert sol.success, sol.message
+    return np.array([loss_grad(sol.y[:, i])[0] for i in range(len(ts))])
+
+
+def descent_loss(loss_grad, theta0, eta, steps):
+    """Plain gradient descent; returns L at every step."""
+    theta, out = np.array(theta0, dtype=float), []
+    for _ in range(steps + 1):
+        L, g = loss_grad(theta)
+        out.append(L)
+        theta = theta - eta * g
+    return np.array(out)

@@ -34,7 +34,9 @@ class Desingularizer:
         """phi^-1(phi(start) - s) for s >= 0: the level reached after a phi-decrease of s."""
         if s <= 0:
             return start
-        return RULES[self.name].descend(start, s, **self.params)
+        if s == math.inf:
+            return 0.0
+        return min(RULES[self.name].descend(start, s, **self.params), start)   # never up by rounding
 
     def path_integral(self, low: float, high: float) -> float:
         """int_low^high sqrt(phi'(u)) du (infinite when it diverges)."""
@@ -91,14 +93,17 @@ class _Power:
     @staticmethod
     def gap(high, low, alpha):
         q = 2 * alpha - 1
-        return (low ** (-q) - high ** (-q)) / q
+        try:
+            return (low ** (-q) - high ** (-q)) / q
+        except OverflowError:
+            return math.inf
 
     @staticmethod
     def descend(start, s, alpha):
         q = 2 * alpha - 1
         # (start^-q + q s)^(-1/q), in logs so that neither huge s nor tiny start overflows
         a = -q * math.log(start)
-        b = math.log(q * s)
+        b = math.log(q) + math.log(s)   # s may be subnormal: q * s would underflow to 0
         return math.exp(-np.logaddexp(a, b) / q)
 
     @staticmethod
@@ -123,7 +128,8 @@ class _Power:
 
 
 def w0_exp(x: float) -> float:
-    """W0(e^x), the principal Lambert W of e^x, for any real x (no overflow)."""
+    """W0(e^x), the principal Lambert W of e^x, for any real x (no overflow; for x below about
+    -745, e^x underflows and so does W0(e^x) ~ e^x: callers use log1p(w) + w - x, exact there)."""
     if x < 700:
         return float(lambertw(math.exp(x)).real)
     w = x - math.log(x)   # w + log w = x, by Newton from the asymptotic start
@@ -146,7 +152,8 @@ class _Lambert:
 
     @staticmethod
     def phi(u):
-        return _log_expm1(u) - 1.0 / math.expm1(u)
+        inv = math.exp(-u) / -math.expm1(-u) if u > 1 else 1.0 / math.expm1(u)   # 1/(e^u - 1), no overflow
+        return _log_expm1(u) - inv
 
     @staticmethod
     def dphi(u):
