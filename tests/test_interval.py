@@ -235,9 +235,23 @@ def fake_checked(body: Expr, params: dict, x: np.ndarray, y: np.ndarray, constan
 X3 = np.array([[0.3, -1.2, 0.8], [1.1, 0.4, -0.5]])
 
 
+EXPRESSION_ARGS = dict(expr=expressions, seed=st.integers(0, 2**16), width=st.sampled_from([0.0, 1e-6, 0.05, 0.4]))
+
+
 @settings(max_examples=120, **SETTINGS)
-@given(expr=expressions, seed=st.integers(0, 2**16), width=st.sampled_from([0.0, 1e-6, 0.05, 0.4]))
+@given(**EXPRESSION_ARGS)
 def test_random_expressions_are_enclosed(expr, seed, width):
+    _check_expression(expr, seed, width)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, **SETTINGS)
+@given(**EXPRESSION_ARGS)
+def test_random_expressions_are_enclosed_many(expr, seed, width):
+    _check_expression(expr, seed, width)
+
+
+def _check_expression(expr, seed, width):
     kind, e = expr
     body = _call("sum", e) if kind == "v" else e
     rng = np.random.default_rng(seed)
@@ -287,10 +301,24 @@ loss least_squares
     return body, params, x, y, out_shape
 
 
+FAMILY_ARGS = dict(name=st.sampled_from(sorted(FAMILIES)), seed=st.integers(0, 2**16),
+                   width=st.sampled_from([0.0, 1e-4, 0.02, 0.2]), floor=st.sampled_from([0.0, 0.1]))
+
+
 @settings(max_examples=36, **SETTINGS)
-@given(name=st.sampled_from(sorted(FAMILIES)), seed=st.integers(0, 2**16),
-       width=st.sampled_from([0.0, 1e-4, 0.02, 0.2]), floor=st.sampled_from([0.0, 0.1]))
+@given(**FAMILY_ARGS)
 def test_model_families_are_enclosed_and_rules_hold(name, seed, width, floor):
+    _check_family(name, seed, width, floor)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, **SETTINGS)
+@given(**FAMILY_ARGS)
+def test_model_families_are_enclosed_and_rules_hold_many(name, seed, width, floor):
+    _check_family(name, seed, width, floor)
+
+
+def _check_family(name, seed, width, floor):
     from certifier.analyse.sound.rules import RuleContext, RULES, subspace_facts
     rng = np.random.default_rng(seed)
     body, params, x, y, out_shape = _family(name, rng)

@@ -244,6 +244,10 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     why = {"budget": f"the budget of {budget} boxes ended", "time": "the time limit ended",
            "unsplittable": "a box could not be split further (its width is one ulp)"}.get(
         state.stop_reason, state.stop_reason)
+    if reg.kind == "ball" and reg.center.size > 8:
+        why += (f"; the ball is covered by boxes, starting from its bounding box, whose corners lie "
+                f"sqrt(m) = {math.sqrt(reg.center.size):.3g} radii away: in dimension {reg.center.size} "
+                f"the cover is coarse (a box region is the natural one for the sound mode)")
     return SoundOutcome(
         "unresolved", float(mu) if math.isfinite(mu) and mu > 0 else None, proof,
         failing_boxes=failing,
