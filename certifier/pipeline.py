@@ -182,7 +182,9 @@ def analyse(checked, options: RunOptions) -> Result:
         if count:
             value, _ = records.minimum(radius, floor_eff, name)
             sources.append(MuSource(name, SOURCE_TEXT[name], value if math.isfinite(value) else None, count))
-    c = loss.constant(M) if phi.name == loss.natural and phi.params == loss.natural_params else None
+    # c is a constant only for the natural phi of a loss whose fact needs no per-point bound M
+    natural = phi.name == loss.natural and phi.params == loss.natural_params
+    c = loss.constant() if natural and not loss.needs_sample_bound else None
     return Result(
         spec=checked.spec.path, title=checked.spec.title or Path(checked.spec.path).stem,
         verdict=verdict, sound=False,
