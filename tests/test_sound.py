@@ -17,7 +17,7 @@ import oracles
 from certifier import check
 from certifier.analyse.regions import Ball, Box
 from certifier.analyse.sound.engine import bound_mu
-from certifier.analyse.sound.verdict import needed_mu, rho_upper
+from certifier.analyse.sound.verdict import needed_mu, needed_mu_lower, rho_upper
 from certifier.compile.problem import Problem
 from certifier.diagnostics import SpecError
 from certifier.parse import parse
@@ -48,6 +48,7 @@ def test_needed_mu_closes_the_confinement_after_rounding(L0, frac, radius):
     assert rho_upper(L0, floor, mu) <= radius
     exact = (math.sqrt(L0) - math.sqrt(floor)) ** 2 / radius ** 2
     assert exact <= mu <= exact * (1 + 1e-9) + 1e-300
+    assert exact * (1 - 1e-9) <= needed_mu_lower(L0, floor, radius) <= exact
 
 
 # --- linear specs: proved mu equals the closed form (from below) ---------------------------------------

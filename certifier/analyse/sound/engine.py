@@ -125,15 +125,19 @@ def size_problem(model: IntervalModel) -> str | None:
 
 def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
              reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
-             candidates: list | None = None) -> SoundOutcome:
+             candidates: list | None = None, refute_below: float | None = None) -> SoundOutcome:
     """A sound lower bound on inf{R(theta) : theta in region, L(theta) >= floor}.
 
     needed_mu: the bound the caller needs (e.g. for confinement); None: any positive bound, then
-    as tight as the budget allows. budget: the number of boxes evaluated at most."""
+    as tight as the budget allows. budget: the number of boxes evaluated at most.
+    refute_below: a point refutes only when R < refute_below is verified there (default
+    needed_mu). A caller whose needed_mu is rounded up passes the exact need rounded down, so that
+    a refutation never rests on the rounding."""
     t0 = time.perf_counter()
     reporter = reporter or NullReporter()
     floor = float(floor)
     target = float(needed_mu) if needed_mu is not None and needed_mu > 0 else float(np.finfo(float).tiny)
+    refute = min(target, float(refute_below)) if refute_below is not None else target
     try:
         model = IntervalModel(problem.checked)
     except NotSupported as exc:
@@ -162,9 +166,9 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
             r_float = p.rayleigh
         if reg.contains(theta) and r_float < seen["min_r"]:
             seen["min_r"] = r_float
-        if not r_float < target:
+        if not r_float < refute:
             return False
-        verdict = verify_point(model, reg, theta, floor, target, ctx.subspace)
+        verdict = verify_point(model, reg, theta, floor, refute, ctx.subspace)
         if verdict is not None:
             verdict["source"] = source
             seen["refutation"] = verdict

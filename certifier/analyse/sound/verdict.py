@@ -61,6 +61,16 @@ def needed_mu(L0_up: float, floor: float, radius: float) -> float:
     return float(up(up(q * q) * (1 + 1e-12)))
 
 
+def needed_mu_lower(L0_lo: float, floor: float, radius: float) -> float:
+    """A lower bound on the exact mu that confinement needs, ((sqrt(L0) - sqrt(floor)) / r)^2, from
+    L0_lo <= L(theta0): a point with R below it refutes whatever the rounding."""
+    num = float(down(sqrt_down(L0_lo) - sqrt_up(floor)))
+    if not num > 0:
+        return 0.0
+    q = float(down(num / up(radius)))
+    return float(down(q * q))
+
+
 def analyse_sound(checked, options) -> Result:
     t_start = time.perf_counter()
     reporter = options.reporter
@@ -169,7 +179,8 @@ def analyse_sound(checked, options) -> Result:
     for attempt in range(RADIUS_TRIES if auto else 1):
         radius = radii[-1]
         need = needed_mu(L0_up, floor, radius)
-        outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed)
+        outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed,
+                           refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius))
         mu = outcome.mu if outcome.status == "proven" else None
         rho = rho_upper(L0_up, floor, mu) if mu is not None else math.inf
         history.append({"radius": radius, "mu": outcome.mu, "path_length_bound": rho if math.isfinite(rho) else None,
