@@ -15,9 +15,9 @@ from .analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_reg
 from .analyse.sources import Context
 from .analyse.witness import run_witness
 from .compile.problem import Problem
-from .compose.composition import choose, kl_constant
+from .compose.composition import choose, kl_constant, loss_profile, piecewise_time
 from .compose.confinement import find_radius, path_length_bound
-from .compose.rate import Rate
+from .compose.rate import FRACTIONS, Rate
 from .compose.verdicts import Findings, judge
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
@@ -208,11 +208,24 @@ def analyse(checked, options: RunOptions) -> Result:
               "times_to_fraction": rate.times_to_fraction() if rate else {},
               "horizon": horizon, "unit": "steps k" if step is not None else "gradient-flow time t",
               "step": step, "smoothness": beta_u,
-              "profile": {"exponent": comp.exponent, "bands": comp.profile},
+              "profile": _profile(records, radius, floor_eff, loss, phi, L0, floor, comp.exponent)
+              if rate else {"exponent": comp.exponent, "bands": comp.profile, "times_to_fraction": {}},
               "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
         witness=witness, failing_region=failing, diagnostics=[],
         problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
         timing=timing, notes=notes, _bound=bound, _records=records)
+
+
+def _profile(records, radius, floor_eff, loss, phi, L0, floor, exponent) -> dict:
+    """The loss-level profile of the region and the piecewise rate it gives (an estimate): the
+    time to each fraction of L0, band by band; never longer than the single-K rate's time."""
+    bands = loss_profile(records, radius, floor_eff, loss, phi)
+    times = {}
+    for f in FRACTIONS:
+        level = f * L0
+        key = f"{f:.0e}".replace("e-0", "e-")
+        times[key] = piecewise_time(bands, phi, L0, level) if level >= floor else None
+    return {"exponent": exponent, "bands": bands, "times_to_fraction": times}
 
 
 def _finite(x):

@@ -119,3 +119,23 @@ def descent_loss(loss_grad, theta0, eta, steps):
         out.append(L)
         theta = theta - eta * g
     return np.array(out)
+
+
+# --- two-layer tanh network with biases, the data of specs/two_layer_floor.rq -----------------
+def two_layer_floor_problem():
+    x = rng(0).standard_normal((64, 2))
+    y = np.sin(2 * x[:, 0]) * np.cos(x[:, 1])
+    W = rng(1).standard_normal((8, 2))
+    a = rng(2).standard_normal(8) / np.sqrt(8)
+    theta0 = np.concatenate([W.ravel(), np.zeros(8), a, [0.0]])   # W, b, a, c in declaration order
+    return x, y, theta0
+
+
+def two_layer_floor_loss_grad(theta, x, y):
+    W, b, a, c = theta[:16].reshape(8, 2), theta[16:24], theta[24:32], theta[32]
+    h = np.tanh(x @ W.T + b)
+    r = h @ a + c - y
+    n = len(y)
+    s = (r[:, None] * (1 - h**2)) * a[None, :]      # d loss / d pre-activation, times n/2
+    grad = np.concatenate([(2 / n * s.T @ x).ravel(), 2 / n * s.sum(axis=0), 2 / n * h.T @ r, [2 / n * r.sum()]])
+    return float(np.mean(r**2)), grad

@@ -192,3 +192,25 @@ def test_classification_targets_are_checked():
         run_text(text, "bad.rq")
     d = err.value.diagnostics[0]
     assert d.code == "E109" and "labels -1 or +1" in d.message
+
+
+def test_two_layer_floor_bound_above_solve_ivp_flow(runs):
+    r = runs("two_layer_floor")
+    x, y, theta0 = oracles.two_layer_floor_problem()
+    grad = lambda th: oracles.two_layer_floor_loss_grad(th, x, y)   # noqa: E731
+    assert r.loss["initial"] == pytest.approx(grad(theta0)[0], rel=1e-12)
+    ts = np.linspace(0, 400, 81)
+    _check_above(r, oracles.flow_loss(grad, theta0, ts), ts)
+
+
+def test_piecewise_profile_times_are_met_by_the_exact_flow():
+    """The band-by-band rate (an estimate, tighter than the single-K rate) against the exact
+    linear flow: by each claimed time the flow is at or below the claimed level."""
+    r = run_file(str(SPECS / "linear_underparameterized.rq"))
+    x, y = oracles.linear_data(noise=False)
+    piecewise = r.rate["profile"]["times_to_fraction"]
+    single = r.rate["times_to_fraction"]
+    for key, t in piecewise.items():
+        assert t is not None and t <= single[key] * (1 + 1e-12)
+        level = float(key.replace("1e", "1e")) * r.loss["initial"]
+        assert oracles.linear_flow_loss(x, y, np.zeros(4), [t])[0] <= level * (1 + 1e-9)

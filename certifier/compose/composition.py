@@ -52,17 +52,48 @@ def kl_constant(records: Records, radius: float, floor: float, loss: Loss, phi: 
     return best, arg, M
 
 
-def loss_profile(records: Records, radius: float, floor: float) -> list[dict]:
-    """min R on loss bands [10^(j/2), 10^((j+1)/2)) that hold records (the loss-level profile)."""
-    bands: dict[int, list[float]] = {}
+def loss_profile(records: Records, radius: float, floor: float, loss: Loss | None = None,
+                 phi: Desingularizer | None = None) -> list[dict]:
+    """The loss-level profile: on each loss band [10^(j/2), 10^((j+1)/2)) that holds records, the
+    minimum of R (mu) and, given a loss and phi, the band's own KL constant K (the minimum of
+    R phi'(L) G(L, M(theta)) over the band's records)."""
+    bands: dict[int, list[int]] = {}
     for i in records.eligible(radius, floor):
         L = records.loss[i]
         if L <= 0:
             continue
-        j = math.floor(math.log10(L) * BANDS_PER_DECADE)
-        bands.setdefault(j, []).append(records.value[i])
-    return [{"low": 10 ** (j / BANDS_PER_DECADE), "high": 10 ** ((j + 1) / BANDS_PER_DECADE),
-             "mu": min(v), "points": len(v)} for j, v in sorted(bands.items())]
+        bands.setdefault(math.floor(math.log10(L) * BANDS_PER_DECADE), []).append(i)
+    out = []
+    for j, idx in sorted(bands.items()):
+        band = {"low": 10 ** (j / BANDS_PER_DECADE), "high": 10 ** ((j + 1) / BANDS_PER_DECADE),
+                "mu": min(records.value[i] for i in idx), "points": len(idx)}
+        if loss is not None and phi is not None:
+            band["kl_constant"] = min(
+                records.value[i] * phi.dphi(records.loss[i]) *
+                loss.floor_g(records.loss[i], records.sample_max[i] if loss.needs_sample_bound else math.inf)
+                for i in idx)
+        out.append(band)
+    return out
+
+
+def piecewise_time(profile: list[dict], phi: Desingularizer, initial: float, level: float) -> float | None:
+    """Flow time to go from L0 down to `level` assembled band by band: on each band the
+    phi-decrease rate is at least that band's K, so the time spent there is at most
+    (phi(top) - phi(bottom)) / K_band. None when a band between level and L0 holds no record."""
+    if level >= initial:
+        return 0.0
+    total, covered = 0.0, level
+    for band in sorted(profile, key=lambda b: b["low"]):
+        top, bottom = min(band["high"], initial), max(band["low"], level)
+        if top <= bottom:
+            continue
+        if bottom > covered * (1 + 1e-12):
+            return None     # a gap with no sampled point
+        if not band.get("kl_constant", 0) > 0:
+            return None
+        total += phi.gap(top, bottom) / band["kl_constant"]
+        covered = top
+    return total if covered >= initial * (1 - 1e-12) else None
 
 
 def fit_exponent(profile: list[dict]) -> float | None:
