@@ -43,7 +43,7 @@ def test_grad_sqnorm_is_the_functional_gradient_norm(name):
     (per_sample_grads,) = torch.autograd.grad(loss.per_sample(F, y).sum(), F)
     expected = float((per_sample_grads.reshape(n, -1) ** 2).sum(dim=1).mean())
     L = loss.value(F, y)
-    assert float(L) == pytest.approx(float(loss.per_sample(F, y).mean()), rel=1e-14)
+    assert float(L.detach()) == pytest.approx(float(loss.per_sample(F, y).detach().mean()), rel=1e-14)
     assert float(loss.grad_sqnorm(F.detach(), y, L.detach())) == pytest.approx(expected, rel=1e-12)
     # the declared lower bound G(L, M) holds at this point, M its own largest per-sample loss
     M = float(loss.per_sample(F, y).max())
