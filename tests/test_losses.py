@@ -47,7 +47,7 @@ def test_grad_sqnorm_is_the_functional_gradient_norm(name):
     assert float(loss.grad_sqnorm(F.detach(), y, L.detach())) == pytest.approx(expected, rel=1e-12)
     # the declared lower bound G(L, M) holds at this point, M its own largest per-sample loss
     M = float(loss.per_sample(F, y).detach().max())
-    assert loss.floor_g(float(L), M) <= expected * (1 + 1e-12)
+    assert loss.floor_g(float(L.detach()), M) <= expected * (1 + 1e-12)
 
 
 @settings(max_examples=400, deadline=None)
