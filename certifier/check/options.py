@@ -22,7 +22,8 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
         "box": {"center": ("init", "init"), "halfwidth": (REQUIRED, "positive")},
     },
     "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "nonnegint")},
-               "interval": {"boxes": (2000, "posint"), "seed": (0, "nonnegint")}},
+               "interval": {"boxes": (2000, "posint"), "seed": (0, "nonnegint"),
+                            "functions": ("margin", "functions")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive"), "step": (None, "positive")}},
 }
@@ -30,7 +31,7 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
 
 EXAMPLES = {"ball": "ball(center=init, radius=auto)", "box": "box(center=init, halfwidth=0.1)",
-            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0)", "rate": "rate(floor=0, horizon=1e4)"}
+            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0, functions=margin)", "rate": "rate(floor=0, horizon=1e4)"}
 
 # statement -> (code, noun) for unknown names.
 UNKNOWN = {"loss": ("E106", "loss"), "region": ("E108", "region"), "method": ("E107", "method"),
@@ -45,6 +46,9 @@ WHAT = {
     "samples": ("samples", "the number of sampled points, such as samples=4096"),
     "boxes": ("boxes", "the budget of boxes the sound interval method may evaluate, such as boxes=2000"),
     "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
+    "functions": ("functions", "how the sound mode bounds exp, log, tanh, sin, cos, ...: margin (the "
+                  "library's result widened by 2^-40 relative, fast) or arb (python-flint's rigorous "
+                  "ball arithmetic, slower)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers, such as horizon=1e4"),
     "step": ("the step", "the gradient-descent step size eta, such as step=0.01; leave it out for "
@@ -128,6 +132,13 @@ def _value(key: str, kind: str, e, collector: Collector, source: str):
                             "version: write center=init")
             return None
         return "init"
+    if kind == "functions":
+        if bare not in ("margin", "arb"):
+            collector.error("E109", "functions must be margin or arb" + (f", not '{bare}'" if bare else ""),
+                            e.span, join(did_you_mean(bare, ("margin", "arb")) if bare else None,
+                                         "write functions=margin or functions=arb; " + hint))
+            return None
+        return bare
     if kind == "auto|positive" and bare == "auto":
         return "auto"
     if kind in ("auto|positive", "positive"):

@@ -26,6 +26,7 @@ verifies the mode at run time):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -153,6 +154,17 @@ def set_elementary(mode: str) -> None:
 
 def elementary_mode() -> str:
     return _ELEMENTARY["mode"]
+
+
+@contextlib.contextmanager
+def elementary(mode: str):
+    """Evaluate elementary functions in `mode` inside the block, then restore the previous mode."""
+    old = _ELEMENTARY["mode"]
+    set_elementary(mode)
+    try:
+        yield
+    finally:
+        _ELEMENTARY["mode"] = old
 
 
 def _widen(v: np.ndarray, extra: float | np.ndarray = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,9 @@ class SoundOutcome:
     bnb_seconds: float = 0.0          # time spent in branch and bound (boxes per second = boxes / this)
     rules_used: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    # for certificates (replay.py): the split tree with exact boxes, and the refuting point
+    tree: dict | None = field(default=None, repr=False)
+    refutation_theta: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"status": self.status, "mu": self.mu, "message": self.message,
@@ -172,6 +175,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         if verdict is not None:
             verdict["source"] = source
             seen["refutation"] = verdict
+            seen["theta"] = np.array(theta, dtype=np.float64)
             return True
         return False
 
@@ -234,11 +238,11 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     if not open_leaves and math.isfinite(mu) and mu >= target:
         return SoundOutcome("proven", float(mu), proof,
                             message=f"every box is proven: R >= {mu:.6g} on the region above the floor",
-                            **common)
+                            tree=split_tree(bnb, reg), **common)
     if not open_leaves and not math.isfinite(mu):
         # every box dropped: the region lies entirely below the floor, nothing is asked
         return SoundOutcome("proven", math.inf, proof,
-                            message="the whole region lies below the floor", **common)
+                            message="the whole region lies below the floor", tree=split_tree(bnb, reg), **common)
     open_leaves.sort(key=lambda n: n.bound.value if n.bound is not None else -math.inf)
     failing = [{"box": box_dict(n.lo, n.hi, reg.center),
                 "bound": n.bound.value if n.bound is not None else None,
@@ -260,10 +264,30 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         **common)
 
 
+def split_tree(bnb: BranchAndBound, reg: _Region) -> dict:
+    """The cover as an exact split tree (for certificates, replay.py): the root box, every split
+    (path, coordinate, point) and every leaf (path, node); a path is the string of child indices
+    ('0' lower half, '1' upper half) from the root."""
+    splits, leaves = [], []
+    stack = [(0, "")]
+    while stack:
+        nid, path = stack.pop()
+        node = bnb.state.nodes[nid]
+        if node.children:
+            splits.append((path, node.split["coordinate"], float(node.split["at"])))
+            for i, c in reversed(list(enumerate(node.children))):
+                stack.append((c, path + str(i)))
+        else:
+            leaves.append((path, node))
+    return {"kind": reg.kind, "size": reg.size, "lo": reg.lo.copy(), "hi": reg.hi.copy(),
+            "splits": splits, "leaves": leaves}
+
+
 def _refuted(seen, facts, rules_used, evaluated, elapsed, proof=None) -> SoundOutcome:
     point = seen["refutation"]
     return SoundOutcome(
         "refuted", None, proof, failing_points=[point], boxes_evaluated=evaluated, seconds=elapsed,
+        refutation_theta=seen.get("theta"),
         message=(f"a point at distance {point['distance']:.4g} from theta0 has L >= {point['loss_lower']:.6g} "
                  f"(>= floor) and R <= {point['rayleigh_upper']:.3g} < {point['needed_mu']:.6g} needed "
                  f"(verified by interval evaluation)"),

@@ -18,13 +18,14 @@ import torch
 
 from ...compile.interval import IntervalModel, NotSupported
 from ...compile.problem import Problem
-from ...compile.rounding import down, up
+from ...compile.rounding import down, elementary, up
 from ...diagnostics import Diagnostic, SpecError
 from ...report.result import FailingPoint, FailingRegion, MuSource, Result
 from ..regions import Ball, Box
 from ..witness import run_witness
 from .engine import SoundOutcome, bound_mu, size_problem
 from .linalg import sqrt_down, sqrt_up
+from .replay import SoundEvidence
 
 WITNESS_STEPS = 20000
 NOISE = 1e-16
@@ -71,7 +72,18 @@ def needed_mu_lower(L0_lo: float, floor: float, radius: float) -> float:
     return float(down(q * q))
 
 
+FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
+                  "arb": "python-flint arb ball arithmetic (rigorous; docs/theory.md section 10)"}
+
+
 def analyse_sound(checked, options) -> Result:
+    """The sound run, with elementary functions evaluated as `functions=` says (margin or arb)."""
+    functions = str(checked.method.options.get("functions") or "margin")
+    with elementary(functions):
+        return _analyse_sound(checked, options, functions)
+
+
+def _analyse_sound(checked, options, functions: str) -> Result:
     t_start = time.perf_counter()
     reporter = options.reporter
     problem = Problem(checked, options.device)
@@ -88,7 +100,7 @@ def analyse_sound(checked, options) -> Result:
              "(float64 values read as exact reals); the rate is a theorem about gradient flow"]
 
     def result(verdict, sound, *, mu=None, outcome: SoundOutcome | None = None, failing=None, rate=None,
-               bound=None, witness=None, region=None, L0_up=None, extra_notes=()):
+               bound=None, witness=None, region=None, L0_up=None, extra_notes=(), evidence=None):
         timing["total"] = time.perf_counter() - t_start
         rules = (outcome.rules_used if outcome else {}) or {}
         sources = [MuSource(name, RULE_TEXT.get(name, name), None, count) for name, count in sorted(rules.items())]
@@ -97,9 +109,10 @@ def analyse_sound(checked, options) -> Result:
         return Result(
             spec=checked.spec.path, title=checked.spec.title or Path(checked.spec.path).stem,
             verdict=verdict, sound=sound,
-            method={"name": "interval", "boxes": budget, "seed": seed, "boxes_evaluated": boxes,
+            method={"name": "interval", "boxes": budget, "seed": seed, "functions": functions,
+                    "boxes_evaluated": boxes,
                     "boxes_per_second": boxes / seconds if seconds > 0 and boxes > 1 else None,
-                    "elementary_functions": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
+                    "elementary_functions": FUNCTIONS_TEXT[functions],
                     "status": outcome.status if outcome else None,
                     "message": outcome.message if outcome else None},
             loss={"name": problem.loss_def.name, "initial": p0.loss, "initial_upper": L0_up, "constant": 4.0,
@@ -116,7 +129,8 @@ def analyse_sound(checked, options) -> Result:
                           "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
             witness=witness, failing_region=failing, diagnostics=[],
             problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
-            timing=timing, notes=notes + list(extra_notes), proof=_proof(outcome), _bound=bound)
+            timing=timing, notes=notes + list(extra_notes), proof=_proof(outcome), _bound=bound,
+            _records=evidence)
 
     # --- what the sound mode covers: anything else is a diagnostic at its span -----------------------
     unsupported = None
@@ -162,6 +176,7 @@ def analyse_sound(checked, options) -> Result:
     if float(enc0.L.hi) <= floor:
         bound = lambda t: L0_up   # noqa: E731 - L is non-increasing along the flow
         return result("certified", True, region=region_dict(None, 0.0, []), L0_up=L0_up, bound=bound,
+                      evidence=SoundEvidence(kind, None, floor, horizon, functions, L0_up, float(enc0.L.lo)),
                       extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
                                    "for all t, since L is non-increasing along the flow"])
 
@@ -263,10 +278,12 @@ def analyse_sound(checked, options) -> Result:
                      "descent with a finite step, not the flow; see docs/theory.md section 7)")
     if witness.checked_until < horizon and bound is not None:
         extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
+    evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
+                             mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius))
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   region=region_dict(radius, rho if math.isfinite(rho) else None, history), L0_up=L0_up,
-                  extra_notes=extra)
+                  extra_notes=extra, evidence=evidence)
 
 
 def _decisive(point: dict, r0: float) -> bool:

@@ -1,0 +1,493 @@
+"""Certificates of the sound mode: `certify SPEC --emit CERT.json` on a `method interval` result
+writes the proof, `certify check CERT.json` replays it WITHOUT search (docs/output.md,
+"Certificates of the sound mode").
+
+Evidence kinds (registered in certificate.VERIFIERS):
+
+- `sound-proof` (exactly one): the region (kind, radius), the floor, L0↑ (an upper bound on
+  L(θ0)), μ (rounded down), ρ↑ (rounded up), the elementary-function mode, the root box and the
+  split tree: every split as [path, coordinate, point], a path being the string of child indices
+  from the root ('0' the lower half [lo, point], '1' the upper half [point, hi] along the
+  coordinate). For a refutation it says so instead.
+- `sound-leaf` (one per leaf of the split tree): its path, its box (lo and hi per parameter), its
+  status (`proven` with the rule, its bound and numbers, or `dropped` with the reason: entirely
+  below the floor, or outside the ball).
+- `sound-refutation`: the verified point θ* (and the numbers verified there).
+
+Every float the proof rests on is written with float.hex (bit-exact round trip); the readable
+copies (`value`, `numbers`) are informative.
+
+The replay: the root box is recomputed from the spec (θ0 and the radius, rounded outward as the
+engine does); walking the split tree from it gives every leaf's box exactly, and each must be the
+recorded one, every path of the tree must end at exactly one leaf and every leaf must lie on the
+tree (so the leaves cover the region: each split cuts [lo, hi] into [lo, a] ∪ [a, hi] with
+lo < a < hi). Each proven leaf's rule is re-run on its box (one interval evaluation and one rule,
+no search) and must give at least the recorded bound (1e-9 relative, for other BLAS builds) and at
+least μ (exactly: this is the proof); each dropped leaf's reason is re-checked. μ ≤ the smallest
+recorded bound, L0↑ ≥ the recomputed interval bound on L(θ0), ρ↑ recomputed with outward
+rounding ≤ the radius, and the rate L(t) ≤ max(L0↑ e^{−4μt}, floor) rebuilt and compared with the
+recorded formula and curve. A refutation is re-verified by interval evaluation at θ* against the
+μ that confinement needs, recomputed from the spec.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from ...certificate import (FORMAT, CertificateError, Context, evidence_digest, register_builder,
+                            register_final_check, register_verifier, sha256_text)
+
+NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
+        "region, each leaf's rule was re-run on its box, and mu, rho and the rate follow with outward "
+        "rounding (elementary functions as the method's functions= mode says)")
+RELATIVE = 1e-9          # a re-run rule may differ from the recorded bound by this much (other BLAS)
+
+
+@dataclass
+class SoundEvidence:
+    """What a sound run keeps for its certificate (Result._records)."""
+
+    region: str                       # 'box' | 'ball'
+    radius: float | None              # None: no region was needed (L0 <= floor)
+    floor: float
+    horizon: float
+    functions: str                    # 'margin' | 'arb'
+    L0_upper: float
+    L0_lower: float
+    outcome: object | None = None     # engine.SoundOutcome of the final radius
+    mu: float | None = None
+    rho: float | None = None
+    refute_below: float | None = None
+
+
+def hx(x) -> str:
+    return float(x).hex()
+
+
+def unhex(s) -> float:
+    if not isinstance(s, str):
+        raise ValueError(f"{s!r} is not a float.hex string")
+    return float.fromhex(s)
+
+
+def _hexes(a) -> list[str]:
+    return [float(v).hex() for v in a]
+
+
+def _unhexes(values, m: int):
+    import numpy as np
+
+    if not isinstance(values, list) or len(values) != m:
+        raise ValueError(f"{len(values) if isinstance(values, list) else 'no'} entries, the spec has {m} parameters")
+    return np.array([unhex(v) for v in values], dtype=np.float64)
+
+
+# --- emit -----------------------------------------------------------------------------------------
+
+@register_builder("interval")
+def build_sound(result, spec_path: str, source: str, allow_python: bool = False, device: str = "cpu") -> dict:
+    from ... import __version__
+    from ...certificate import _loaded
+    from .bnb import _jsonable
+    from .verdict import _rate
+
+    ev = result._records
+    if not isinstance(ev, SoundEvidence):
+        raise CertificateError("the result has no evidence (it was not computed in this run)")
+    if result.verdict not in ("certified", "refuted"):
+        kind = result.failing_region.kind if result.failing_region is not None else result.verdict
+        raise CertificateError(f"the sound result is {result.verdict} ({kind}): nothing is proved, "
+                               "there is nothing to certify")
+    outcome = ev.outcome
+    proof = {"kind": "sound-proof", "region": ev.region, "radius": hx(ev.radius) if ev.radius is not None else None,
+             "floor": hx(ev.floor), "L0_upper": hx(ev.L0_upper), "functions": ev.functions}
+    evidence = [proof]
+    rate_params, formula, curve = None, None, []
+    if result.verdict == "certified" and outcome is None:
+        proof["initial_below_floor"] = True
+        rate_params = {"kind": "constant", "value": hx(ev.L0_upper)}
+    elif result.verdict == "certified":
+        tree = outcome.tree
+        proof.update(mu=hx(ev.mu), rho=hx(ev.rho), boxes_evaluated=outcome.boxes_evaluated,
+                     root={"lo": _hexes(tree["lo"]), "hi": _hexes(tree["hi"])},
+                     splits=[[path, int(j), hx(at)] for path, j, at in tree["splits"]],
+                     leaves=len(tree["leaves"]))
+        for path, node in tree["leaves"]:
+            leaf = {"kind": "sound-leaf", "path": path, "lo": _hexes(node.lo), "hi": _hexes(node.hi),
+                    "status": node.status}
+            if node.status == "dropped":
+                leaf["reason"] = node.note
+            else:
+                leaf.update(rule=node.bound.rule, bound=hx(node.bound.value), value=float(node.bound.value),
+                            numbers=_jsonable(node.bound.numbers))
+            evidence.append(leaf)
+        rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
+                       "horizon": float(ev.horizon)}
+        rate, _ = _rate(ev.L0_upper, ev.mu, ev.floor, ev.horizon)
+        formula, curve = rate["formula"], rate["curve"]
+    else:
+        point = outcome.failing_points[0]
+        proof.update(refutation=True, needed=hx(ev.refute_below))
+        evidence.append({"kind": "sound-refutation", "theta": _hexes(outcome.refutation_theta),
+                         **{k: point[k] for k in ("distance", "loss_lower", "loss_upper", "rayleigh_upper",
+                                                  "needed_mu", "min_loss_lower", "claim_false") if k in point}})
+    f = result.failing_region
+    loss = result.loss or {}
+    radius = ev.radius if ev.radius is not None else 0.0
+    return {
+        "format": FORMAT,
+        "certify_version": __version__,
+        "spec": {"path": spec_path, "sha256": sha256_text(source)},
+        "files": _loaded(spec_path, source, allow_python),
+        "allow_python": bool(allow_python),
+        "verdict": result.verdict,
+        "sound": bool(result.sound),
+        "failing_kind": f.kind if f is not None else None,
+        "method": result.method,
+        "numbers": {"L0": float(loss["initial"]), "L0_upper": ev.L0_upper, "mu": ev.mu, "floor": ev.floor,
+                    "radius": radius, "region": ev.region, "rho": ev.rho, "horizon": ev.horizon},
+        "rate": {"parameters": rate_params, "formula": formula, "curve": curve},
+        "evidence_count": len(evidence),
+        "evidence_digest": evidence_digest(evidence),
+        "evidence": evidence,
+        "note": NOTE,
+    }
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+def _state(ctx: Context) -> dict:
+    """The replay's shared state (built once per check from the spec and the sound-proof entry)."""
+    st = ctx.state.get("sound")
+    if st is not None:
+        return st
+    st = {"ok": False, "leaves": {}, "rule_evaluations": 0, "boxes": 0, "refutations": 0}
+    ctx.state["sound"] = st
+    proofs = [e for e in ctx.cert.get("evidence") or [] if isinstance(e, dict) and e.get("kind") == "sound-proof"]
+    if len(proofs) != 1:
+        ctx.reject(f"sound: {len(proofs)} sound-proof entries; a sound certificate has exactly one")
+        return st
+    proof = proofs[0]
+    try:
+        _setup(st, proof, ctx)
+    except (KeyError, TypeError, ValueError) as exc:
+        ctx.reject(f"sound-proof: malformed entry ({type(exc).__name__}: {exc})")
+        st["ok"] = False
+    return st
+
+
+def _setup(st: dict, proof: dict, ctx: Context) -> None:
+    from ...compile.interval import IntervalModel, NotSupported
+    from ...compile.rounding import elementary
+    from .engine import _Region
+    from .rules import RuleContext, subspace_facts
+    from .verdict import needed_mu_lower
+
+    checked = ctx.problem.checked
+    method, claim, region = checked.method, checked.claim.options, checked.region
+    if method.name != "interval":
+        ctx.reject(f"sound-proof: the spec's method is '{method.name}', not interval")
+        return
+    functions = str(method.options.get("functions") or "margin")
+    if proof.get("functions") != functions:
+        ctx.reject(f"sound-proof: elementary functions '{proof.get('functions')}', the spec says '{functions}'")
+        return
+    floor = float(claim.get("floor", 0.0))
+    if unhex(proof["floor"]) != floor:
+        ctx.reject(f"sound-proof: floor {unhex(proof['floor'])!r}, the spec's floor is {floor!r}")
+        return
+    if proof.get("region") != region.name:
+        ctx.reject(f"sound-proof: region '{proof.get('region')}', the spec's region is '{region.name}'")
+        return
+    given = region.options.get("radius") if region.name == "ball" else region.options.get("halfwidth")
+    auto = given == "auto"
+    with elementary(functions):
+        try:
+            model = IntervalModel(checked)
+        except NotSupported as exc:
+            ctx.reject(f"sound-proof: {exc.message}: not supported in the sound mode")
+            return
+        enc0 = model.at_point(model.theta0, False)
+    st.update(proof=proof, functions=functions, floor=floor, model=model, auto=auto, m=model.m,
+              L0_up=float(enc0.L.hi), L0_lo=float(enc0.L.lo), horizon=float(claim.get("horizon", 1e4)))
+    if proof.get("initial_below_floor"):
+        st["ok"] = True
+        return
+    radius = unhex(proof["radius"])
+    if not auto and radius != float(given):
+        ctx.reject(f"sound-proof: radius {radius!r}, the spec's is {float(given)!r}")
+        return
+    if not (radius > 0 and math.isfinite(radius)):
+        ctx.reject(f"sound-proof: radius {radius!r} is not a positive number")
+        return
+    reg = _Region(SimpleNamespace(kind=region.name, center=model.theta0, radius=radius, halfwidth=radius))
+    with elementary(functions):
+        rctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
+    st.update(radius=radius, reg=reg, rctx=rctx,
+              needed_lower=needed_mu_lower(st["L0_lo"], floor, radius), ok=True)
+
+
+@register_verifier("sound-proof")
+def verify_proof(entry: dict, ctx: Context) -> None:
+    """The region, floor and functions against the spec; builds the replay's model (its numbers are
+    checked by check_sound after every leaf)."""
+    _state(ctx)
+
+
+@register_verifier("sound-leaf")
+def verify_leaf(entry: dict, ctx: Context) -> None:
+    """Re-run the leaf's rule on its box (or re-check why it was dropped)."""
+    import numpy as np
+
+    from ...compile.rounding import elementary
+    from .rules import RULES
+
+    st = _state(ctx)
+    if not st["ok"]:
+        return
+    path = entry.get("path")
+    name = f"leaf {path!r}"
+    if not isinstance(path, str) or set(path) - {"0", "1"}:
+        ctx.reject(f"{name}: its path is not a string of 0 and 1")
+        return
+    if path in st["leaves"]:
+        ctx.reject(f"{name}: two leaves have this path")
+        return
+    try:
+        lo, hi = _unhexes(entry.get("lo"), st["m"]), _unhexes(entry.get("hi"), st["m"])
+    except ValueError as exc:
+        ctx.reject(f"{name}: its box is malformed ({exc})")
+        return
+    if not np.all(lo <= hi):
+        ctx.reject(f"{name}: its box has lo > hi")
+        return
+    st["leaves"][path] = {"lo": lo, "hi": hi, "status": entry.get("status")}
+    st["boxes"] += 1
+    ctx.checked_points += 1
+    model, floor = st["model"], st["floor"]
+    status = entry.get("status")
+    with elementary(st["functions"]):
+        if status == "dropped":
+            reason = entry.get("reason")
+            if reason == "outside the ball":
+                if not st["reg"].outside(lo, hi):
+                    ctx.reject(f"{name}: dropped as outside the ball, but its box meets the ball")
+            elif reason == "entirely below the floor":
+                L_hi = float(model.over_box(lo, hi).L.hi)
+                if not L_hi < floor:
+                    ctx.reject(f"{name}: dropped as entirely below the floor, but max L over it is only bounded "
+                               f"by {L_hi!r} >= floor {floor!r}")
+            else:
+                ctx.reject(f"{name}: dropped for an unknown reason {reason!r}")
+            return
+        if status != "proven":
+            ctx.reject(f"{name}: status {status!r}; a leaf of a proof is proven or dropped")
+            return
+        rule = RULES.get(entry.get("rule"))
+        try:
+            recorded = unhex(entry.get("bound"))
+        except ValueError as exc:
+            ctx.reject(f"{name}: its bound is malformed ({exc})")
+            return
+        if rule is None:
+            ctx.reject(f"{name}: unknown rule {entry.get('rule')!r}")
+            return
+        bound = rule(st["rctx"], model.over_box(lo, hi))
+        st["rule_evaluations"] += 1
+    value = None if bound is None or math.isnan(bound.value) else max(float(bound.value), 0.0)
+    st["leaves"][path]["recorded"] = recorded
+    st["leaves"][path]["value"] = value
+    if value is None:
+        ctx.reject(f"{name}: the rule '{entry.get('rule')}' does not apply to its box")
+    elif value < recorded - RELATIVE * abs(recorded):
+        ctx.reject(f"{name}: the rule '{entry.get('rule')}' re-run on its box gives {value!r}, "
+                   f"below the recorded bound {recorded!r}")
+    if entry.get("value") is not None and entry.get("value") != recorded:
+        ctx.reject(f"{name}: its readable value {entry.get('value')!r} is not its bound {recorded!r}")
+
+
+@register_verifier("sound-refutation")
+def verify_refutation(entry: dict, ctx: Context) -> None:
+    """Re-verify the refuting point by interval evaluation."""
+    from ...compile.rounding import elementary
+    from .engine import verify_point
+    from .verdict import ZERO_MU
+
+    st = _state(ctx)
+    if not st["ok"]:
+        return
+    if "reg" not in st:
+        ctx.reject("sound-refutation: the certificate has no region to refute")
+        return
+    try:
+        theta = _unhexes(entry.get("theta"), st["m"])
+    except ValueError as exc:
+        ctx.reject(f"sound-refutation: theta is malformed ({exc})")
+        return
+    ctx.checked_points += 1
+    with elementary(st["functions"]):
+        out = verify_point(st["model"], st["reg"], theta, st["floor"], st["needed_lower"], st["rctx"].subspace)
+    if out is None:
+        ctx.reject("sound-refutation: the point does not verify (interval evaluation there does not show it in "
+                   f"the region with L >= floor and R < {st['needed_lower']!r}, the mu confinement needs)")
+        return
+    decisive = bool(out.get("claim_false")) or out["rayleigh_upper"] <= ZERO_MU * (ctx.r0 or math.inf)
+    if ctx.cert.get("failing_kind") == "critical-point" and not decisive:
+        ctx.reject(f"sound-refutation: a critical-point refutation needs R <= {ZERO_MU:g} R(theta0) there "
+                   f"(or a proof that min L > floor); R <= {out['rayleigh_upper']!r}")
+        return
+    if st["auto"] and not decisive:
+        ctx.reject("sound-refutation: with radius=auto only a critical-point refutation is a verdict")
+        return
+    st["refutations"] += 1
+
+
+@register_final_check("interval")
+def check_sound(cert: dict, ctx: Context) -> None:
+    """The proof's numbers: coverage by the split tree, mu, rho, the rate; or the refutation."""
+    from .verdict import _rate, rho_upper
+
+    st = _state(ctx)
+    ctx.state["note"] = NOTE
+    if not cert.get("sound"):
+        ctx.reject("a method interval certificate must be sound")
+    if not st["ok"]:
+        return
+    proof, n, verdict = st["proof"], ctx.numbers, cert.get("verdict")
+    try:
+        L0_up = unhex(proof["L0_upper"])
+    except (KeyError, ValueError) as exc:
+        ctx.reject(f"sound-proof: L0_upper is malformed ({exc})")
+        return
+    if not L0_up >= st["L0_up"]:
+        ctx.reject(f"L0_upper = {L0_up!r} is below the recomputed interval bound {st['L0_up']!r} on L(theta0)")
+    if n.get("L0_upper") != L0_up:
+        ctx.reject(f"numbers: L0_upper {n.get('L0_upper')!r} is not the proof's {L0_up!r}")
+    if verdict == "refuted":
+        if not proof.get("refutation"):
+            ctx.reject("a refuted sound certificate needs a sound-proof entry with refutation: true")
+        if st["refutations"] != 1:
+            ctx.reject(f"a refuted sound certificate needs one verified sound-refutation point ({st['refutations']})")
+        ctx.state["summary"] = f"{ctx.checked_points} refuting point re-verified, no search"
+        return
+    if verdict != "certified":
+        ctx.reject(f"verdict {verdict!r}: a sound certificate is certified or refuted")
+        return
+    rate = cert.get("rate") or {}
+    if proof.get("initial_below_floor"):
+        if not st["L0_up"] <= st["floor"]:
+            ctx.reject(f"initial_below_floor: the recomputed bound {st['L0_up']!r} on L(theta0) exceeds the floor")
+        if st["leaves"]:
+            ctx.reject("initial_below_floor: a certificate without a region has no leaves")
+        if (rate.get("parameters") or {}).get("kind") != "constant":
+            ctx.reject("initial_below_floor: the rate must be the constant L0_upper")
+        ctx.state["summary"] = "L(theta0) <= floor re-verified, no search"
+        return
+    _check_cover(st, proof, ctx)
+    try:
+        mu, rho_rec = unhex(proof["mu"]), unhex(proof["rho"])
+    except (KeyError, ValueError) as exc:
+        ctx.reject(f"sound-proof: mu or rho is malformed ({exc})")
+        return
+    proven = [leaf for leaf in st["leaves"].values() if leaf["status"] == "proven"]
+    if proof.get("leaves") != len(st["leaves"]):
+        ctx.reject(f"sound-proof: {proof.get('leaves')} leaves, the certificate has {len(st['leaves'])} "
+                   "(a leaf was removed or added)")
+    recorded = min((leaf.get("recorded", -math.inf) for leaf in proven), default=math.inf)
+    if not mu <= recorded:
+        ctx.reject(f"mu = {mu!r} is above the smallest leaf bound {recorded!r}")
+    weak = [(leaf.get("value"), path) for path, leaf in st["leaves"].items()
+            if leaf["status"] == "proven" and not (leaf.get("value") is not None and leaf["value"] >= mu)]
+    if weak:
+        value, path = weak[0]
+        ctx.reject(f"leaf {path!r}: its re-run rule gives {value!r} < mu = {mu!r} ({len(weak)} such leaves)")
+    if not mu > 0:
+        ctx.reject(f"mu = {mu!r}: a certified certificate needs mu > 0")
+        return
+    rho = rho_upper(L0_up, st["floor"], mu)
+    if rho != rho_rec:
+        ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
+    if not rho <= st["radius"]:
+        ctx.reject(f"rho = {rho!r} (rounded up) exceeds the radius {st['radius']!r}")
+    if n.get("mu") != mu or n.get("rho") != rho_rec or n.get("radius") != st["radius"] or n.get("floor") != st["floor"]:
+        ctx.reject("numbers: mu, rho, radius or floor differ from the proof's exact values")
+    params = rate.get("parameters") or {}
+    try:
+        same = (params.get("kind") == "sound" and unhex(params.get("L0_upper")) == L0_up
+                and unhex(params.get("mu")) == mu and unhex(params.get("floor")) == st["floor"])
+    except ValueError:
+        same = False
+    if not same:
+        ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
+    rebuilt, _ = _rate(L0_up, mu, st["floor"], st["horizon"])
+    if rate.get("formula") != rebuilt["formula"]:
+        ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt['formula']!r}")
+    if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt["curve"]:
+        ctx.reject("rate: the recorded curve is not the rebuilt bound max(L0_upper exp(-4 mu t), floor)")
+    ctx.state["summary"] = (f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
+                            f"no search")
+    ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
+
+
+def _check_cover(st: dict, proof: dict, ctx: Context) -> None:
+    """The leaves are exactly the leaves of the split tree rooted at the region's box."""
+    import numpy as np
+
+    reg, m, leaves = st["reg"], st["m"], st["leaves"]
+    try:
+        root_lo, root_hi = _unhexes(proof["root"]["lo"], m), _unhexes(proof["root"]["hi"], m)
+    except (KeyError, TypeError, ValueError) as exc:
+        ctx.reject(f"sound-proof: the root box is malformed ({exc})")
+        return
+    if not (np.array_equal(root_lo, reg.lo) and np.array_equal(root_hi, reg.hi)):
+        ctx.reject("sound-proof: the root box is not the region's box (theta0 -/+ radius, rounded outward)")
+        return
+    splits: dict[str, tuple[int, float]] = {}
+    for item in proof.get("splits") or []:
+        try:
+            path, j, at = item
+            j, at = int(j), unhex(at)
+            if not isinstance(path, str) or set(path) - {"0", "1"} or not 0 <= j < m:
+                raise ValueError(item)
+        except (TypeError, ValueError):
+            ctx.reject(f"sound-proof: malformed split {item!r}")
+            return
+        if path in splits:
+            ctx.reject(f"sound-proof: two splits at path {path!r}")
+            return
+        splits[path] = (j, at)
+    visited, used = set(), set()
+    stack = [("", reg.lo.copy(), reg.hi.copy())]
+    missing = []
+    while stack:
+        path, lo, hi = stack.pop()
+        if path in splits:
+            used.add(path)
+            j, at = splits[path]
+            if not lo[j] < at < hi[j]:
+                ctx.reject(f"sound-proof: the split at path {path!r} (coordinate {j} at {at!r}) does not cut its box")
+                return
+            if path in leaves:
+                ctx.reject(f"leaf {path!r}: its box is split further (it is not a leaf)")
+            lower_hi, upper_lo = hi.copy(), lo.copy()     # [lo, at] and [at, hi] along j
+            lower_hi[j] = at
+            upper_lo[j] = at
+            stack.append((path + "1", upper_lo, hi))
+            stack.append((path + "0", lo, lower_hi))
+        elif path in leaves:
+            visited.add(path)
+            leaf = leaves[path]
+            if not (np.array_equal(leaf["lo"], lo) and np.array_equal(leaf["hi"], hi)):
+                ctx.reject(f"leaf {path!r}: its box is not the box the split tree gives at that path")
+        else:
+            missing.append(path)
+    if missing:
+        ctx.reject(f"the leaves do not cover the region: no leaf at path(s) {', '.join(map(repr, missing[:5]))}"
+                   + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    stray = sorted(set(leaves) - visited)
+    if stray:
+        ctx.reject(f"leaf {stray[0]!r} is not a leaf of the split tree ({len(stray)} such)")
+    unused = sorted(set(splits) - used)
+    if unused:
+        ctx.reject(f"sound-proof: the split at path {unused[0]!r} is not on the tree ({len(unused)} such)")
