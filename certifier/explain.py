@@ -83,9 +83,10 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
     "E106": ("The loss is not one of the losses certify knows (least_squares in this version).",
              "loss cross_entropy",
              "write loss least_squares."),
-    "E107": ("The analysis method is not available (sampled in this version).",
-             "method interval",
-             "write method sampled(samples=4096, seed=0)."),
+    "E107": ("The analysis method is not one certify knows: sampled (an estimate) and interval "
+             "(the sound mode).",
+             "method exact",
+             "write method sampled(samples=4096, seed=0) or method interval(boxes=2000, seed=0)."),
     "E108": ("The region kind is unknown: regions are ball(...) and box(...).",
              "region sphere(radius=1)",
              "write region ball(center=init, radius=auto) or region box(center=init, halfwidth=h)."),
