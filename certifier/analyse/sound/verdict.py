@@ -19,6 +19,7 @@ import torch
 from ...compile.interval import IntervalModel, NotSupported
 from ...compile.problem import Problem
 from ...compile.rounding import down, elementary, up
+from ...compose.verdicts import nice_up as _nice_up
 from ...diagnostics import Diagnostic, SpecError
 from ...report.result import FailingPoint, FailingRegion, MuSource, Result
 from ..regions import Ball, Box
@@ -365,9 +366,3 @@ def _unresolved_hint(outcome: SoundOutcome, floor: float) -> str:
     return "raise boxes=, shrink the region, or certify a floor"
 
 
-def _nice_up(value: float) -> str:
-    if value <= 0:
-        return "0.01"
-    exp = math.floor(math.log10(value))
-    mant = math.ceil(value * 1.1 / 10**exp * 10) / 10
-    return f"{mant * 10**exp:.3g}"
