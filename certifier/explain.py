@@ -33,8 +33,8 @@ class Explanation:
 
 # Why a result is not `certified` (Result.failing_region.kind), plus `certified` itself (the
 # rule of SARIF notes and GitHub notices) and `internal-error` (a bug in certify).
-FAILING_KINDS = ("critical-point", "confinement", "no-radius", "singular-kernel", "witness",
-                 "budget", "interrupted")
+FAILING_KINDS = ("critical-point", "confinement", "no-radius", "singular-kernel", "unsampled-levels",
+                 "no-kl-constant", "step-size", "witness", "budget", "interrupted")
 OTHER_KINDS = ("certified", "internal-error")
 
 _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
@@ -80,9 +80,10 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "is used in the model.",
              "model f(x) = sum(a * tahn(W @ x))",
              "use one of the functions listed in docs/language.md (the hint names the closest)."),
-    "E106": ("The loss is not one of the losses certify knows (least_squares in this version).",
-             "loss cross_entropy",
-             "write loss least_squares."),
+    "E106": ("The loss is not one of the losses certify knows: least_squares, cross_entropy, "
+             "logistic and exponential (docs/language.md, loss).",
+             "loss hinge",
+             "write one of the four losses; the hint names the closest."),
     "E107": ("The analysis method is not one certify knows: sampled (an estimate) and interval "
              "(the sound mode).",
              "method exact",
@@ -98,9 +99,11 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
     "E110": ("The certify statement names a claim certify does not know (rate in this version).",
              "certify speed(horizon=10)",
              "write certify rate(floor=0, horizon=1e4)."),
-    "E111": ("The desingularizer is not one certify knows (auto and log in this version).",
-             "desingularizer lambert",
-             "write desingularizer auto (or leave the statement out)."),
+    "E111": ("The desingularizer is not one certify knows: auto, log, lambert and "
+             "power(alpha=...) with 1/2 < alpha <= 1.",
+             "desingularizer exp",
+             "write desingularizer auto (or leave the statement out), log, lambert or "
+             "power(alpha=2/3)."),
     "E201": ("A file named by the spec does not exist. Paths are relative to the spec's "
              "directory.",
              'data from "train.npz"   # no train.npz next to the spec',
@@ -180,6 +183,49 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "lower bound is too weak to estimate a positive mu, so the result is inconclusive.",
         "Failure: singular-kernel\n  the tangent kernel is nearly singular (lambda_min = 3e-12)",
         "shrink the region, certify a floor, or widen the model."),
+    "unsampled-levels": (
+        "loss levels never sampled",
+        "The search never reached the loss levels the claim is about: no rate to the floor is "
+        "estimated.",
+        "The sampled estimate only speaks for the loss levels at which R was sampled. The descent "
+        "from theta0 runs until the loss falls below the floor (or the rounding-noise level "
+        "1e-16 L0), stalls, or has taken 20000 steps; when no point of the search came down to "
+        "max(floor, 1e-12 L0), nothing was learnt about R between the lowest loss reached and the floor, "
+        "and a rate down to the floor would be an extrapolation. The result is inconclusive: "
+        "gradient descent may be slow (a sublinear rate) or stall above the floor.",
+        "Failure: unsampled-levels\n  the search reached losses only down to 3.651e-05: R was "
+        "never sampled between that level and the floor 0",
+        "certify a floor at or above the lowest loss reached (the suggestion gives one), or raise "
+        "samples=."),
+    "no-kl-constant": (
+        "no KL constant",
+        "R stayed positive, but the KL constant K = min R phi'(L) G(L, M) of the loss and "
+        "desingularizer vanished.",
+        "The rate needs K > 0, where K is the smallest value of R phi'(L) G(L, M) over the "
+        "sampled points (G(L, M) <= ||g||_D^2 is the loss's lower bound on the squared norm of "
+        "its functional gradient, M the point's largest per-sample loss). Here R itself stayed "
+        "positive, so no point is near-critical, but the factor phi'(L) G(L, M) went to 0: for "
+        "cross-entropy-type losses G shrinks as the per-sample losses grow (a few badly "
+        "classified samples), or the desingularizer does not fit the loss (phi = log with "
+        "cross-entropy gives phi'(L) G ~ L as L -> 0). The result is inconclusive.",
+        "loss exponential\ndesingularizer log      # phi'(L) G(L) = L^2 / L = L -> 0\n"
+        "# Failure: no-kl-constant  mu = ... is positive but the KL constant K = ... of the loss "
+        "and desingularizer vanishes on the region",
+        "use desingularizer auto (the loss's natural one), shrink the region, or certify a floor."),
+    "step-size": (
+        "step larger than 1/beta",
+        "certify rate(step=eta) with eta > 1/beta, beta the estimated smoothness on the region.",
+        "With certify rate(step=eta) the claim is about gradient descent with that step, and the "
+        "discrete rate rests on the descent lemma, L_{k+1} <= L_k - eta (1 - beta eta / 2) "
+        "||grad L_k||^2, with beta the largest |eigenvalue| of the Hessian found on the region "
+        "(power iteration at theta0, at the lowest points and at random points: an estimate). "
+        "certify supports steps with eta <= 1/beta only; a larger step is reported as refuted: "
+        "certify's discrete bound does not apply to it (it does not show that descent with that "
+        "step fails).",
+        "certify rate(floor=0.45, horizon=200, step=10)\n# Failure: step-size  the step eta = 10 "
+        "exceeds 1/beta = 3.868",
+        "use a step of at most 1/beta (the suggestion gives it), or leave step= out to certify "
+        "gradient flow."),
     "witness": (
         "witness contradicts the bound",
         "Real gradient descent from theta0 exceeds the estimated bound or leaves the region.",
@@ -211,7 +257,8 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "The rate held: a note with mu and the bound (an estimate for the sampled method).",
         "The claimed rate held. For the sampled method this is an ESTIMATE, not a proof: no "
         "sampled point and not the witness contradicted the bound L(t) <= "
-        "phi^-1(phi(L0) - c mu t), and the path-length bound rho fits in the region.",
+        "max(phi^-1(phi(L0) - K t), floor) (with step=: L_k after k steps), and the path-length "
+        "bound rho fits in the region.",
         "Verdict  certified · ESTIMATE (not a proof) · exit 0",
         "nothing to fix; raise samples= to search the region harder."),
     "internal-error": (
