@@ -54,8 +54,10 @@ def certified_result() -> Result:
         verdict="certified",
         sound=False,
         method={"name": "sampled", "samples": 4096, "seed": 3, "evaluations": 5120},
-        loss={"name": "least_squares", "initial": L0, "constant": 4.0, "floor": 0.0, "minimum_seen": 1.25e-7},
-        desingularizer={"name": "log", "requested": "auto", "params": {}, "phi": "φ(s) = log(s)"},
+        loss={"name": "least_squares", "initial": L0, "constant": 4.0, "floor": 0.0, "minimum_seen": 1.25e-7,
+              "sample_bound": None},
+        desingularizer={"name": "log", "requested": "auto", "params": {}, "phi": "φ(s) = log(s)",
+                        "reason": "auto: the natural desingularizer of least_squares"},
         mu=mu,
         mu_source="adversarial",
         mu_sources=[
@@ -69,9 +71,16 @@ def certified_result() -> Result:
                 "radius_search": [{"radius": 0.75, "mu": 0.16, "path_length_bound": 0.96},
                                   {"radius": 1.5, "mu": 0.125, "path_length_bound": 1.234}]},
         rate={"formula": "L(t) ≤ 2.5·exp(−4·0.125·t)",
+              "asymptotic": "L ~ exp(-0.5 t) (linear rate)",
+              "kl_constant": 4 * mu,
               "curve": [[0.0, L0], [10.0, bound(10.0)], [math.inf, 0.0]],
               "times_to_fraction": _times(L0, mu),
               "horizon": 10000.0,
+              "unit": "gradient-flow time t", "step": None, "smoothness": None,
+              "profile": {"exponent": 0.0123,
+                          "bands": [{"low": 0.01, "high": 10 ** -1.5, "mu": 0.13, "points": 40},
+                                    {"low": 10 ** -1.5, "high": 0.1, "mu": 0.125, "points": 85},
+                                    {"low": 0.1, "high": 10 ** -0.5, "mu": 0.14, "points": 120}]},
               "convention": CONVENTION},
         witness=Witness(method="gradient descent", step=0.01, steps=2000, time=20.0,
                         curve=_curve(witness_loss, 20.0, 41), max_distance=0.42, path_length=0.61,
@@ -105,8 +114,11 @@ def refuted_result() -> Result:
                     MuSource("random", "R at uniform random points of the ball", mu, 156)],
         region={"kind": "ball", "center": "init", "radius": 2.0, "radius_auto": False, "halfwidth": None,
                 "path_length_bound": 1.8, "dimension": 3},
-        rate={"formula": "L(t) ≤ 1·exp(−4·0.5·t)", "curve": [[0.0, 1.0], [1.0, bound(1.0)]],
-              "times_to_fraction": _times(L0, mu), "horizon": 100.0, "convention": CONVENTION},
+        rate={"formula": "L(t) ≤ 1·exp(−4·0.5·t)", "asymptotic": "L ~ exp(-2 t) (linear rate)",
+              "kl_constant": 4 * mu, "curve": [[0.0, 1.0], [1.0, bound(1.0)]],
+              "times_to_fraction": _times(L0, mu), "horizon": 100.0, "unit": "gradient-flow time t",
+              "step": None, "smoothness": None, "profile": {"exponent": None, "bands": []},
+              "convention": CONVENTION},
         witness=Witness(method="gradient descent", step=0.05, steps=12, time=0.6,
                         curve=curve, max_distance=1.1, path_length=1.3,
                         checked_until=0.6, violation={"t": 0.6, "loss": 0.37, "bound": 0.3012}),
@@ -141,7 +153,10 @@ def inconclusive_result() -> Result:
                     MuSource("random", "R at uniform random points of the ball", math.nan, 700)],
         region={"kind": "ball", "center": "init", "radius": 64.0, "radius_auto": True, "halfwidth": None,
                 "path_length_bound": 812.5, "dimension": 4},
-        rate={"formula": None, "curve": [], "times_to_fraction": {}, "horizon": 10000.0,
+        rate={"formula": None, "asymptotic": None, "kl_constant": 0.04, "curve": [], "times_to_fraction": {},
+              "horizon": 10000.0, "unit": "gradient-flow time t", "step": None, "smoothness": None,
+              "profile": {"exponent": None,
+                          "bands": [{"low": 1.0, "high": 10 ** 0.5, "mu": 0.01, "points": 300}]},
               "convention": CONVENTION},
         witness=Witness(method="gradient descent", step=0.1, steps=20000, time=2000.0,
                         curve=_curve(lambda t: 1.1 + 1.9 * math.exp(-t), 2000.0, 5), max_distance=3.2,
@@ -341,6 +356,88 @@ def test_text_box_region_uses_halfwidth():
     text = render(r)
     assert "halfwidth h = 0.5" in text
     assert "ρ = 0.25 ≤ h = 0.5 ✓" in text
+
+
+def test_text_desingularizer_reason_kl_constant_and_asymptotic():
+    text = render(certified_result())
+    assert re.search(r"chosen\s+auto: the natural desingularizer of least_squares", text)
+    assert re.search(r"KL constant K\s+0\.5 = c·μ = 4 · 0\.125  estimate", text)
+    assert re.search(r"asymptotic\s+L ~ exp\(-0\.5 t\) \(linear rate\)", text)
+    assert "0.0123: along the descent from θ0, min R on loss bands falls like L^0.0123" in text
+    assert re.search(r"\[0\.0316, 0\.1\)\s+85\s+0\.125", text)
+    assert "steps" not in text.split("Rate")[1].split("Witness")[0]
+
+
+def test_text_loss_without_a_constant_shows_its_sample_bound():
+    r = certified_result()
+    r.loss.update(name="cross_entropy", constant=None, sample_bound=17.16)
+    r.desingularizer.update(name="lambert", phi="phi(u) = log(e^u - 1) - 1/(e^u - 1)",
+                            reason="auto: the natural desingularizer of cross_entropy")
+    r.rate["kl_constant"] = 0.0719
+    text = render(r)
+    assert "constant c" not in text
+    assert re.search(r"largest per-sample loss M\s+\(largest\s+seen 17\.16\)", text)
+    assert re.search(r"KL constant K\s+0\.0719  min of R·φ′\(L\)·G\(L, M\) over the points  estimate", text)
+
+
+def test_text_power_desingularizer_predicts_the_asymptotic_rate():
+    r = certified_result()
+    r.desingularizer.update(name="power", params={"alpha": 2 / 3}, requested="auto",
+                            phi="phi(u) = -u^(1-2a)/(2a-1), a = 0.6667",
+                            reason="auto: min R on loss bands falls like L^0.331 (no constant mu): "
+                                   "power with 2 alpha = 1 + 0.3333")
+    r.loss["constant"] = None
+    r.rate["profile"]["exponent"] = 0.331
+    text = render(r)
+    assert re.search(r"power\s+α = 0\.6667, φ′\(u\) = u\^-1\.333: predicts L ~ t\^-3\b", text)
+    assert "falls like L^0.331" in text
+    assert "c·μ" not in text
+
+
+def step_result(step: float = 0.25, beta: float = 2.0) -> Result:
+    """The certified result as a gradient-descent claim: the bound takes steps k, the witness
+    records flow time t = k eta."""
+    r = certified_result()
+    L0, K = 2.5, 0.5
+    speed = step * (1 - beta * step / 2) * K
+    r.rate.update(formula=f"L_k <= 2.5 * exp(-{speed:g} * k)", asymptotic=f"L ~ exp(-{speed:.3g} k) (linear rate)",
+                  unit="steps k", step=step, smoothness=beta, horizon=200.0,
+                  times_to_fraction={f"1e-{j}": float(math.ceil(math.log(10 ** j) / speed)) for j in range(1, 7)})
+    r._bound = lambda k: L0 * math.exp(-speed * k)
+    r.witness = Witness(method="gradient descent", step=step, steps=40, time=40 * step,
+                        curve=[[k * step, L0 * math.exp(-1.5 * speed * k)] for k in range(41)],
+                        max_distance=0.42, path_length=0.61, checked_until=40 * step)
+    return r
+
+
+def test_text_step_mode_counts_steps():
+    r = step_result()
+    text = render(r)
+    rate = text.split("Rate")[1].split("Witness")[0]
+    assert "gradient descent, steps k" in rate
+    assert re.search(r"horizon\s+k ≤ 200 steps", rate)
+    assert "η = 0.25, smoothness β = 2" in rate
+    assert "η = 0.25 ≤ 1/β = 0.5 ✓" in rate
+    assert re.search(r"φ-decrease\s+0\.09375 per step = η\(1 − βη/2\)·K", rate)
+    assert "after k steps" in rate and "at time t" not in rate
+    assert "L ~ exp(-0.0938 k)" in rate
+    # the witness is compared at step k = t / eta, with the bound in steps
+    witness = text.split("Witness")[1]
+    assert "witness L_k" in witness and "bound_k" in witness
+    rows = [line.split() for line in witness.splitlines() if re.match(r"\s+\d+\s+[\d.e-]+\s+[\d.e-]+\s+✓", line)]
+    assert rows and rows[-1][0] == "40"
+    for k, loss, b, _ in rows:
+        assert float(b) == pytest.approx(2.5 * math.exp(-0.09375 * int(k)), rel=1e-3)
+    assert "checked until    k = 40 (t = 10)" in witness
+
+
+def test_text_step_above_one_over_beta_is_marked():
+    r = step_result()
+    r.rate.update(step=1.0, formula=None, asymptotic=None, times_to_fraction={})
+    r._bound = None
+    text = render(r)
+    assert "η = 1 > 1/β = 0.5 ✗" in text
+    assert "φ-decrease" not in text
 
 
 # --- json ----------------------------------------------------------------------------------------

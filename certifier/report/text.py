@@ -2,10 +2,12 @@
 
 Sections, in order (docs/output.md describes each):
     header       title, spec path, method, problem size, the soundness label, the verdict
-    Composition  desingularizer, loss constant, L0, floor, mu and its source, region, rho vs radius
+    Composition  desingularizer and why, loss (constant c when there is one), L0, floor, mu and
+                 its source, the KL constant K (= c mu when c exists), region, rho vs radius
     mu sources   every source that estimated inf R over the region; the one that gave mu is marked
-    Rate         the formula and the times to reach 1e-1 ... 1e-6 of L0
-    Witness      gradient descent from theta0 next to the bound
+    Rate         the formula, its asymptotic form, the step and smoothness (step mode), the
+                 loss-level profile and its exponent, the times (or steps) to 1e-1 ... 1e-6 of L0
+    Witness      gradient descent from theta0 next to the bound (at step k in step mode)
     Failure      what failed and where (refuted / inconclusive results)
     Diagnostics  warnings attached to the result
     notes, timing (dim)
@@ -45,6 +47,7 @@ _MEANING = {
 
 FRACTIONS = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5", "1e-6")
 WITNESS_ROWS = 6
+PROFILE_ROWS = 10    # loss bands shown (the lowest and highest halves when there are more)
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -130,6 +133,24 @@ def _region_scale(result: Result) -> tuple[str, float | None]:
     return "r", None
 
 
+def _step(result: Result) -> float | None:
+    """eta when the claim is about gradient descent with a step (rate(step=...)), else None."""
+    step = (result.rate or {}).get("step")
+    try:
+        step = float(step) if step is not None else None
+    except (TypeError, ValueError):
+        return None
+    return step if step is not None and step > 0 and math.isfinite(step) else None
+
+
+def _same(a, b) -> bool:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
 def verdict_text(result: Result) -> Text:
     """The verdict line. A sampled (sound=False) result always carries ESTIMATE_LABEL."""
     label = SOUND_LABEL if result.sound else ESTIMATE_LABEL
@@ -192,9 +213,15 @@ def _composition(result: Result, console: Console) -> None:
         extra = _options(params, skip=()) if isinstance(params, dict) else (_value(params) if params else "")
         dtext.append(f"  ({dname}{': ' + extra if extra else ''})", style="dim")
     t.add_row("desingularizer φ", dtext)
+    if desing.get("reason"):
+        t.add_row("  chosen", Text(str(desing["reason"]), style="dim"))
     loss = result.loss or {}
     ltext = Text(str(loss.get("name", "—")))
-    ltext.append(f", constant c = {num(loss.get('constant'))}")
+    if loss.get("constant") is not None or loss.get("sample_bound") is None:
+        ltext.append(f", constant c = {num(loss.get('constant'))}")
+    else:   # the loss's bound G(L, M) uses each point's largest per-sample loss: no single c
+        ltext.append(f", bound G(L, M) with each point's largest per-sample loss M "
+                     f"(largest seen {num(loss.get('sample_bound'))})")
     t.add_row("loss", ltext)
     t.add_row("L0 = L(θ0)", Text(num(loss.get("initial"))))
     t.add_row("floor", Text(num(loss.get("floor"))))
@@ -206,6 +233,7 @@ def _composition(result: Result, console: Console) -> None:
     if not result.sound:
         mtext.append("  estimate", style="magenta")
     t.add_row("μ", mtext)
+    _kl_row(result, t)
 
     region = result.region or {}
     sym, scale = _region_scale(result)
@@ -239,6 +267,24 @@ def _composition(result: Result, console: Console) -> None:
     console.print(t)
 
 
+def _kl_row(result: Result, t: Table) -> None:
+    """K, the constant of phi'(L) ||grad L||^2 >= K; written c·μ when the loss has a constant c."""
+    K = (result.rate or {}).get("kl_constant")
+    if K is None:
+        return
+    c = (result.loss or {}).get("constant")
+    ktext = Text(num(K))
+    if c is not None and result.mu is not None and _same(K, float(c) * float(result.mu)):
+        ktext.append(f" = c·μ = {num(c)} · {num(result.mu)}")
+    elif (result.loss or {}).get("sample_bound") is not None:
+        ktext.append("  min of R·φ′(L)·G(L, M) over the points", style="dim")
+    else:
+        ktext.append("  min of R·φ′(L)·G(L) over the points", style="dim")
+    if not result.sound:
+        ktext.append("  estimate", style="magenta")
+    t.add_row("KL constant K", ktext)
+
+
 def _mu_sources(result: Result, console: Console) -> None:
     if not result.mu_sources:
         return
@@ -259,22 +305,133 @@ def _rate(result: Result, console: Console) -> None:
     rate = result.rate or {}
     if not rate:
         return
-    _heading(console, "Rate" + (" (estimate)" if not result.sound else ""))
+    step = _step(result)
+    _heading(console, "Rate" + (" (estimate)" if not result.sound else "")
+             + (" · gradient descent, steps k" if step is not None else ""))
     t = _kv_table()
     t.add_row("bound", Text(str(rate.get("formula") or "none claimed")))
+    if rate.get("asymptotic"):
+        t.add_row("asymptotic", Text(str(rate["asymptotic"])))
     if rate.get("horizon") is not None:
-        t.add_row("horizon", Text(f"t ≤ {num(rate['horizon'])}"))
+        t.add_row("horizon", Text(f"k ≤ {num(rate['horizon'])} steps" if step is not None
+                                  else f"t ≤ {num(rate['horizon'])}"))
+    if step is not None:
+        _step_rows(rate, step, t)
     console.print(t)
     times = rate.get("times_to_fraction") or {}
     if times:
-        tt = _data_table(("L(t) ≤", "left"), ("at time t", "right"))
+        piecewise = ((rate.get("profile") or {}).get("times_to_fraction") or {}) \
+            if isinstance(rate.get("profile"), dict) else {}
+        # band-by-band times are gradient-flow times t, also for a claim with a step: not shown
+        # next to step counts
+        piecewise = piecewise if step is None and any(v is not None for v in piecewise.values()) else {}
+        unit = ("L_k ≤", "after k steps") if step is not None else ("L(t) ≤", "at time t")
+        columns = [(unit[0], "left"), (unit[1], "right")]
+        if piecewise:
+            columns.append(("band by band", "right"))
+        tt = _data_table(*columns)
         keys = [k for k in FRACTIONS if k in times] + [k for k in times if k not in FRACTIONS]
         for k in keys:
             v = times[k]
-            tt.add_row(Text(f"{k} · L0"), Text(num(v) if v is not None else "not claimed"))
+            row = [Text(f"{k} · L0"), Text(num(v) if v is not None else "not claimed")]
+            if piecewise:
+                w = piecewise.get(k)
+                row.append(Text(num(w) if w is not None else "—"))
+            tt.add_row(*row)
         console.print(tt)
+        if piecewise:
+            console.print(Text("  band by band: each loss band with its own K (rate.profile; an estimate)",
+                               style="dim"))
     if rate.get("convention"):
         console.print(Text(f"  {rate['convention']}", style="dim"))
+    _profile(result, console)
+
+
+def _step_rows(rate: dict, step: float, t: Table) -> None:
+    """Step mode: the step, the estimated smoothness beta with the check eta <= 1/beta, and the
+    phi-decrease per step eta (1 - beta eta / 2) K."""
+    beta = rate.get("smoothness")
+    stext = Text(f"η = {num(step)}")
+    if beta is not None:
+        stext.append(f", smoothness β = {num(beta)} (largest Hessian eigenvalue found on U, an estimate)")
+    t.add_row("step", stext)
+    if beta is None:
+        return
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        return
+    if beta > 0:
+        ok = step <= 1 / beta
+        ctext = Text(f"η = {num(step)} {'≤' if ok else '>'} 1/β = {num(1 / beta)} ")
+        ctext.append(_check(ok), style="green" if ok else "red")
+    else:
+        ok = True
+        ctext = Text("β = 0: every step satisfies η ≤ 1/β ")
+        ctext.append(_check(True), style="green")
+    t.add_row("η ≤ 1/β", ctext)
+    K = rate.get("kl_constant")
+    if ok and K is not None:
+        t.add_row("φ-decrease", Text(f"{num(step * (1 - beta * step / 2) * float(K))} per step "
+                                     f"= η(1 − βη/2)·K"))
+
+
+def _power_alpha(result: Result) -> float | None:
+    d = result.desingularizer or {}
+    if d.get("name") != "power" or not isinstance(d.get("params"), dict):
+        return None
+    try:
+        return float(d["params"].get("alpha"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _profile(result: Result, console: Console) -> None:
+    """The loss-level profile: min R on half-decade loss bands, the fitted exponent of min R
+    against L and, for a power desingularizer, the asymptotic rate it predicts."""
+    rate = result.rate or {}
+    profile = rate.get("profile")
+    if not isinstance(profile, dict):
+        return
+    bands = profile.get("bands") or []
+    exponent = profile.get("exponent")
+    if exponent is None and not bands:
+        return
+    _heading(console, "Loss-level profile" + (" (estimate)" if not result.sound else ""))
+    t = _kv_table()
+    if exponent is None:
+        t.add_row("exponent", Text("— (not fitted: the descent from θ0 crossed fewer than 3 loss bands)"))
+    else:
+        t.add_row("exponent", Text(f"{num(exponent, 3)}: along the descent from θ0, min R on loss bands "
+                                   f"falls like L^{num(exponent, 3)}"))
+    alpha = _power_alpha(result)
+    if alpha is not None and 2 * alpha - 1 > 0:
+        var = "k" if _step(result) is not None else "t"
+        t.add_row("power", Text(f"α = {num(alpha)}, φ′(u) = u^-{num(2 * alpha)}: predicts "
+                                f"L ~ {var}^-{num(1 / (2 * alpha - 1), 3)}"))
+    console.print(t)
+    if not bands:
+        return
+    with_k = any("kl_constant" in b for b in bands)
+    columns = [("loss band", "left"), ("points", "right"), ("min R", "right")]
+    if with_k:
+        columns.append(("K on band", "right"))
+    pt = _data_table(*columns)
+    shown = list(range(len(bands)))
+    if len(bands) > PROFILE_ROWS:
+        half = PROFILE_ROWS // 2
+        shown = shown[:half] + [-1] + shown[-half:]
+    for i in shown:
+        if i < 0:
+            pt.add_row(*[Text("…")] * len(columns))
+            continue
+        b = bands[i]
+        row = [Text(f"[{num(b.get('low'), 3)}, {num(b.get('high'), 3)})"), Text(num(b.get("points"))),
+               Text(num(b.get("mu")))]
+        if with_k:
+            row.append(Text(num(b.get("kl_constant"))))
+        pt.add_row(*row)
+    console.print(pt)
 
 
 def _witness_indices(n: int, rows: int = WITNESS_ROWS) -> list[int]:
@@ -290,7 +447,12 @@ def _witness(result: Result, console: Console) -> None:
     if w is None:
         return
     _heading(console, f"Witness ({w.method} from θ0)")
-    t = _data_table(("t", "right"), ("witness L(t)", "right"), ("bound(t)", "right"), ("L ≤ bound", "center"))
+    # step mode: the witness uses the spec's step and is compared with the bound at step k = t/eta
+    # (the witness records flow time t = k eta; the rate's bound takes k)
+    step = _step(result) if w.step else None
+    at = (lambda tt: tt / w.step) if step is not None else (lambda tt: tt)
+    head = ("k", "witness L_k", "bound_k") if step is not None else ("t", "witness L(t)", "bound(t)")
+    t = _data_table((head[0], "right"), (head[1], "right"), (head[2], "right"), ("L ≤ bound", "center"))
     curve = w.curve or []
     checked_until = w.checked_until if w.checked_until is not None else math.inf
     rows = [(curve[i][0], curve[i][1]) for i in _witness_indices(len(curve))]
@@ -298,23 +460,27 @@ def _witness(result: Result, console: Console) -> None:
     if v and v.get("t") is not None and all(tt != v["t"] for tt, _ in rows):
         rows = sorted(rows + [(v["t"], v.get("loss"))], key=lambda r: r[0])
     for tt, loss in rows:
-        b = result.bound(tt)
+        b = result.bound(at(tt))
+        x = Text(num(at(tt)))
         if v and tt == v.get("t"):                           # the violation, as the engine found it
-            t.add_row(Text(num(tt)), Text(num(loss)), Text(num(v.get("bound", b))), Text("✗", style="bold red"))
+            t.add_row(x, Text(num(loss)), Text(num(v.get("bound", b))), Text("✗", style="bold red"))
         elif math.isnan(b):                                    # no rate: nothing to compare with
-            t.add_row(Text(num(tt)), Text(num(loss)), Text("—"), Text("—"))
+            t.add_row(x, Text(num(loss)), Text("—"), Text("—"))
         elif tt > checked_until:                             # bound below the noise level: not compared
-            t.add_row(Text(num(tt)), Text(num(loss)), Text(num(b)), Text("not checked", style="dim"))
+            t.add_row(x, Text(num(loss)), Text(num(b)), Text("not checked", style="dim"))
         else:
             ok = _le(loss, b)
-            t.add_row(Text(num(tt)), Text(num(loss)), Text(num(b)),
+            t.add_row(x, Text(num(loss)), Text(num(b)),
                       Text(_check(ok), style="green" if ok else ("red" if ok is False else "")))
     if curve:
         console.print(t)
 
     info = _kv_table()
     info.add_row("step η", Text(f"{num(w.step)}, {num(w.steps)} steps, time covered t = {num(w.time)}"))
-    info.add_row("checked until", Text(f"t = {num(w.checked_until)}"))
+    if step is not None and w.checked_until is not None:
+        info.add_row("checked until", Text(f"k = {num(at(w.checked_until))} (t = {num(w.checked_until)})"))
+    else:
+        info.add_row("checked until", Text(f"t = {num(w.checked_until)}"))
     sym, scale = _region_scale(result)
     dtext = Text(f"{num(w.max_distance)}")
     if scale is not None:
@@ -329,11 +495,12 @@ def _witness(result: Result, console: Console) -> None:
         ptext.append(f" {'≤' if ok else '>'} ρ = {num(rho)} ")
         ptext.append(_check(ok), style="green" if ok else "red")
     info.add_row("path length", ptext)
+    where = (lambda tt: f"k = {num(at(tt))}") if step is not None else (lambda tt: f"t = {num(tt)}")
     if w.left_region_at is not None:
-        info.add_row("left region", Text(f"at t = {num(w.left_region_at)}", style="yellow"))
+        info.add_row("left region", Text(f"at {where(w.left_region_at)}", style="yellow"))
     if w.violation:
         v = w.violation
-        info.add_row("violation", Text(f"at t = {num(v.get('t'))}: L = {num(v.get('loss'))} > "
+        info.add_row("violation", Text(f"at {where(v.get('t'))}: L = {num(v.get('loss'))} > "
                                        f"bound = {num(v.get('bound'))}", style="bold red"))
     else:
         info.add_row("violation", Text("none", style="green"))
