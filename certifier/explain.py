@@ -219,9 +219,9 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "discrete rate rests on the descent lemma, L_{k+1} <= L_k - eta (1 - beta eta / 2) "
         "||grad L_k||^2, with beta the largest |eigenvalue| of the Hessian found on the region "
         "(power iteration at theta0, at the lowest points and at random points: an estimate). "
-        "certify supports steps with eta <= 1/beta only; a larger step is reported as refuted: "
-        "certify's discrete bound does not apply to it (it does not show that descent with that "
-        "step fails).",
+        "certify supports steps with eta <= 1/beta only; a larger step is reported as "
+        "inconclusive (exit 3): certify's discrete bound does not apply to it, which does not show "
+        "that descent with that step fails.",
         "certify rate(floor=0.45, horizon=200, step=10)\n# Failure: step-size  the step eta = 10 "
         "exceeds 1/beta = 3.868",
         "use a step of at most 1/beta (the suggestion gives it), or leave step= out to certify "

@@ -208,7 +208,7 @@ def analyse(checked, options: RunOptions) -> Result:
               "times_to_fraction": rate.times_to_fraction() if rate else {},
               "horizon": horizon, "unit": "steps k" if step is not None else "gradient-flow time t",
               "step": step, "smoothness": beta_u,
-              "profile": _profile(records, radius, floor_eff, loss, phi, L0, floor, comp.exponent)
+              "profile": _profile(records, radius, floor_eff, loss, phi, L0, floor, comp.exponent, rate)
               if rate else {"exponent": comp.exponent, "bands": comp.profile, "times_to_fraction": {}},
               "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
         witness=witness, failing_region=failing, diagnostics=[],
@@ -216,15 +216,19 @@ def analyse(checked, options: RunOptions) -> Result:
         timing=timing, notes=notes, _bound=bound, _records=records)
 
 
-def _profile(records, radius, floor_eff, loss, phi, L0, floor, exponent) -> dict:
+def _profile(records, radius, floor_eff, loss, phi, L0, floor, exponent, rate) -> dict:
     """The loss-level profile of the region and the piecewise rate it gives (an estimate): the
-    time to each fraction of L0, band by band; never longer than the single-K rate's time."""
+    time (or, with a step, the number of steps) to each fraction of L0, band by band; never
+    longer than the single-K rate's."""
     bands = loss_profile(records, radius, floor_eff, loss, phi)
     times = {}
     for f in FRACTIONS:
         level = f * L0
         key = f"{f:.0e}".replace("e-0", "e-")
-        times[key] = piecewise_time(bands, phi, L0, level) if level >= floor else None
+        t = piecewise_time(bands, phi, L0, level) if level >= floor else None
+        if t is not None and rate.step is not None:   # in steps, as the rate's own times
+            t = float(math.ceil(t / (rate.speed / rate.K)))
+        times[key] = t
     return {"exponent": exponent, "bands": bands, "times_to_fraction": times}
 
 

@@ -112,10 +112,12 @@ def _before(f: Findings):
     if f.lowest_sampled > f.sampled_target:
         return _unsampled(f, claim_span, notes)
     if f.step is not None and f.smoothness is not None and f.step > 1 / f.smoothness:
-        return "refuted", FailingRegion(
+        # a refusal, not a disproof: descent may still converge for 1/beta < eta < 2/beta
+        return "inconclusive", FailingRegion(
             kind="step-size",
             message=(f"the step eta = {f.step:g} exceeds 1/beta = {1 / f.smoothness:.4g} (beta = {f.smoothness:.4g}, "
-                     f"the largest Hessian eigenvalue found on the region): the descent lemma gives no rate"),
+                     f"the largest Hessian eigenvalue found on the region): the certificate needs "
+                     f"eta <= 1/beta"),
             suggestion=f"use certify rate(step=...) with a step at most {1 / f.smoothness:.3g}, or leave it out "
                        f"for gradient flow",
             points=[], span=claim_span, numbers={"step": f.step, "smoothness": f.smoothness}), notes
