@@ -31,7 +31,8 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
 
 EXAMPLES = {"ball": "ball(center=init, radius=auto)", "box": "box(center=init, halfwidth=0.1)",
-            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0, functions=margin)", "rate": "rate(floor=0, horizon=1e4)"}
+            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0, functions=margin)",
+            "rate": "rate(floor=0, horizon=1e4)", "power": "power(alpha=2/3)"}
 
 # statement -> (code, noun) for unknown names.
 UNKNOWN = {"loss": ("E106", "loss"), "region": ("E108", "region"), "method": ("E107", "method"),
@@ -50,7 +51,8 @@ WHAT = {
                   "library's result widened by 2^-40 relative, fast) or arb (python-flint's rigorous "
                   "ball arithmetic, slower)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
-    "horizon": ("the horizon", "the gradient-flow time the claim covers, such as horizon=1e4"),
+    "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
+                "steps), such as horizon=1e4"),
     "step": ("the step", "the gradient-descent step size eta, such as step=0.01; leave it out for "
              "gradient flow"),
     "alpha": ("alpha", "the Lojasiewicz exponent: phi'(u) = u^(-2 alpha) with 1/2 < alpha <= 1, "
