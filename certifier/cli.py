@@ -215,8 +215,16 @@ class _Interrupted(Exception):
         self.outcome = outcome
 
 
+def _partial(reporter) -> dict | None:
+    """What the pipeline knew when it stopped (it sets reporter.partial), or None."""
+    try:
+        return reporter.partial()
+    except Exception:   # no callback yet (stopped before the loss was computed) or a broken state
+        return None
+
+
 def partial_result(path: str, source: str | None, kind: str, message: str, suggestion: str,
-                   seconds: float, reporter=None):
+                   seconds: float, reporter=None, partial: dict | None = None):
     """An inconclusive Result for a run that stopped early (budget, Ctrl-C) before the engine
     could build one: the title, the phase that was running and the phases that completed."""
     from .diagnostics import SpecError
@@ -231,19 +239,23 @@ def partial_result(path: str, source: str | None, kind: str, message: str, sugge
         except SpecError:
             pass
     span = statement_span(source, "method") or statement_span(source, "model")
-    notes = ["partial result: the analysis stopped before any verdict; nothing was estimated"]
+    notes = ["partial result: the analysis stopped before any verdict; nothing is certified"]
     completed = list(getattr(reporter, "completed", []) or [])
     if completed:
         notes.append("phases completed: " + ", ".join(completed))
+    partial = partial or {}
+    if partial.get("smallest_R_so_far") is not None:
+        notes.append(f"the smallest R found before stopping was {partial['smallest_R_so_far']:.4g} at "
+                     f"{partial['points']} points (sampled: an upper estimate of inf R, not a bound)")
     return Result(
-        spec=path, title=title, verdict="inconclusive", sound=False, method={}, loss={},
+        spec=path, title=title, verdict="inconclusive", sound=False, method={}, loss=partial.get("loss", {}),
         desingularizer={}, mu=None, mu_source=None, mu_sources=[], region={}, rate={}, witness=None,
         failing_region=FailingRegion(
             kind=kind, message=message, suggestion=suggestion, points=[],
             span=None if span is None else {"line": span.line, "column": span.column,
                                             "end_line": span.end_line, "end_column": span.end_column},
             numbers={"seconds": seconds}),
-        diagnostics=[], problem={}, timing={"total": seconds}, notes=notes)
+        diagnostics=[], problem=partial.get("problem", {}), timing={"total": seconds}, notes=notes)
 
 
 def _cache_options(args) -> dict:
@@ -299,14 +311,15 @@ def run_one(path: str, args, cache) -> "Outcome":
         result = partial_result(path, source, "budget",
                                 f"the budget of {args.budget:g} s ran out{where}",
                                 "raise --budget, lower samples= in the method statement, or shrink the problem",
-                                seconds, reporter)
+                                seconds, reporter, _partial(reporter))
         return Outcome(path, result=result, source=source, seconds=seconds)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - t0
         phase = reporter.stopped_in or reporter.current
         where = f" during '{phase}'" if phase else ""
         result = partial_result(path, source, "interrupted", f"interrupted{where} after {seconds:.3g} s",
-                                "run certify again and let it finish (or give it a --budget)", seconds, reporter)
+                                "run certify again and let it finish (or give it a --budget)", seconds, reporter,
+                                _partial(reporter))
         raise _Interrupted(Outcome(path, result=result, source=source, seconds=seconds)) from None
     except Exception as exc:
         if args.debug:

@@ -84,6 +84,13 @@ def analyse(checked, options: RunOptions) -> Result:
     budget = Budget(samples)
     records = Records()
     timing = {}
+    # what is known if --budget or Ctrl-C stops the run early (the CLI reports it as partial)
+    reporter.partial = lambda: {
+        "loss": {"name": loss.name, "initial": L0, "floor": floor},
+        "smallest_R_so_far": min((v for v, s in zip(records.value, records.source)
+                                  if s != "tangent-kernel"), default=None),
+        "points": records.count(),
+        "problem": {"parameters": problem.m, "samples": problem.n, "outputs": problem.k}}
 
     # --- search: the descent from theta0, then the region (radius fixed point) -------------
     # The descent from theta0 runs until it reaches the floor (or the noise level), up to the
