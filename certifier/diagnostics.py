@@ -24,6 +24,7 @@ CODES: dict[str, tuple[str, str]] = {
     "E109": ("invalid value", "A value is out of its allowed range (a non-positive radius, say)."),
     "E110": ("unknown claim", "The certify statement names an unknown claim."),
     "E111": ("unknown desingularizer", "The desingularizer is not one certify knows."),
+    "E112": ("no closed form", "A population loss (data gaussian) has no closed form for this model or target."),
     "E201": ("file not found", "A file named by the spec does not exist (paths are relative to the spec)."),
     "E202": ("unreadable file", "A file named by the spec cannot be read in the expected format."),
     "E203": ("non-finite data", "Loaded or generated data contains NaN or infinite values."),

@@ -104,6 +104,19 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "desingularizer exp",
              "write desingularizer auto (or leave the statement out), log, lambert or "
              "power(alpha=2/3)."),
+    "E112": ("A population spec (data gaussian(d=...)) takes its loss as an exact expectation "
+             "E (f(x) - y(x))^2 over x ~ N(0, I_d), which certify computes in closed form only for "
+             "least squares and for a model and a target that are sums of ReLU neurons "
+             "(sum(relu(W @ x)), a @ relu(W @ x), relu(v @ x)). Anything else has no closed form, "
+             "and certify does not approximate it. A target statement without a population is "
+             "also E112.",
+             "data gaussian(d=3) { v = [1, 0, 0] }\nparams { W : [2, 3] = 0.5 }\n"
+             "model f(x) = sum(tanh(W @ x))\n"
+             "# spec.rq:3:18: error[E112]: no closed form for the population loss (in the model): "
+             "tanh(...) of x has no closed-form expectation under x ~ N(0, I)",
+             "write the model and the target as sums of ReLU neurons, or use finite data "
+             "(data { x = normal(shape=[4096, 3], seed=0) ... }): then L is the mean over that "
+             "sample, and every result speaks for that sample only."),
     "E201": ("A file named by the spec does not exist. Paths are relative to the spec's "
              "directory.",
              'data from "train.npz"   # no train.npz next to the spec',

@@ -76,7 +76,7 @@ def analyse(checked, options: RunOptions) -> Result:
 
     p0 = problem.point(problem.theta0)
     L0, R0 = p0.loss, p0.rayleigh
-    noise = NOISE * L0
+    noise = max(NOISE * L0, getattr(problem, "loss_rounding", 0.0))   # a closed form's own level
     floor_eff = max(floor, noise)
     gen = torch.Generator().manual_seed(seed)
     beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
@@ -217,9 +217,11 @@ def analyse(checked, options: RunOptions) -> Result:
               "step": step, "smoothness": beta_u,
               "profile": _profile(records, radius, floor_eff, loss, phi, L0, floor, comp.exponent, rate)
               if rate else {"exponent": comp.exponent, "bands": comp.profile, "times_to_fraction": {}},
-              "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
+              "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product " + (
+                  "(mean over the data)" if problem.population is None else
+                  "(expectation over x ~ N(0, I); L and grad L in closed form, not Monte Carlo)")},
         witness=witness, failing_region=failing, diagnostics=[],
-        problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
+        problem=_problem_size(problem),
         timing=timing, notes=notes, _bound=bound, _records=records)
 
 
@@ -237,6 +239,14 @@ def _profile(records, radius, floor_eff, loss, phi, L0, floor, exponent, rate) -
             t = float(math.ceil(t / (rate.speed / rate.K)))
         times[key] = t
     return {"exponent": exponent, "bands": bands, "times_to_fraction": times}
+
+
+def _problem_size(problem: Problem) -> dict:
+    """m, n, k; a population (data gaussian) has no sample count: `population` names it instead."""
+    if getattr(problem, "population", None) is not None:
+        return {"parameters": problem.m, "samples": None, "outputs": problem.k,
+                "population": problem.population.population.text}
+    return {"parameters": problem.m, "samples": problem.n, "outputs": problem.k}
 
 
 def _finite(x):

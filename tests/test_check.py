@@ -468,6 +468,21 @@ def test_E111_unknown_desingularizer():
         "  = hint: did you mean 'lambert'? the desingularizers are: auto, lambert, log, power")
 
 
+def test_E112_no_closed_form():
+    source = ("data gaussian(d=3) { v = [1, 0, 0] }\nparams { W : [2, 3] = 0.5 }\n"
+              "model f(x) = sum(tanh(W @ x))\ntarget relu(v @ x)\nloss least_squares\n")
+    assert error(source) == (
+        "spec.rq:3:18: error[E112]: no closed form for the population loss (in the model): tanh(...) "
+        "of x has no closed-form expectation under x ~ N(0, I)\n"
+        "  |\n"
+        "3 | model f(x) = sum(tanh(W @ x))\n"
+        "  |                  ^^^^^^^^^^^\n"
+        "  = hint: closed forms exist for sums of ReLU neurons of the input: sum(relu(W @ x)), "
+        "a @ relu(W @ x), relu(v @ x), and sums and scalar multiples of these; for any other model use "
+        "finite data, e.g. data { x = normal(shape=[4096, d], seed=0)  y = ... } (then L is the mean "
+        "over that sample, not the expectation)")
+
+
 def test_E201_file_not_found(in_tmp):
     assert error(spec(data='data from "train.npz"\n')) == (
         "spec.rq:1:11: error[E201]: file not found: 'train.npz'\n"

@@ -157,11 +157,11 @@ def test_unexpected_token_in_params_block():
 def test_statement_must_start_with_a_keyword():
     assert errors("x = 1\n") == [
         "bad.rq:1:1: error[E001]: unexpected 'x'; expected a statement (spec, data, params, model, "
-        "loss, region, method, desingularizer, certify)\n"
+        "target, loss, region, method, desingularizer, certify)\n"
         "  |\n"
         "1 | x = 1\n"
         "  | ^\n"
-        "  = hint: each statement starts with a keyword: spec, data, params, model, loss, region, "
+        "  = hint: each statement starts with a keyword: spec, data, params, model, target, loss, region, "
         "method, desingularizer, certify"]
 
 

@@ -3,7 +3,7 @@ parameters materialised), or SpecError with every diagnostic found in the file."
 from __future__ import annotations
 
 from ..diagnostics import Collector, Span, SpecError
-from ..parse.ast import DataBlock, Model, ModelImport, ParamsBlock, Spec
+from ..parse.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
@@ -11,6 +11,7 @@ from .targets import check_targets
 from .names import KEYWORDS
 from .options import check_choice
 from .params import Params, check_params
+from .population import check_population, check_target
 
 __all__ = ["Checked", "Choice", "check"]
 
@@ -37,7 +38,7 @@ def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8,
 def _reserved(spec: Spec, collector: Collector) -> None:
     """The grammar lets keywords through where only a name can stand; refuse them as names."""
     names = []
-    if isinstance(spec.data, DataBlock):
+    if isinstance(spec.data, (DataBlock, DataDist)):
         names += [(a.name, a.span) for a in spec.data.assigns]
     if isinstance(spec.params, ParamsBlock):
         names += [(d.name, d.span) for d in spec.params.decls]
@@ -58,8 +59,13 @@ MAX_DEPTH = 200  # expressions nest at most this deep (every stage walks them re
 
 
 def _expressions(spec: Spec):
-    if isinstance(spec.data, DataBlock):
+    if isinstance(spec.data, (DataBlock, DataDist)):
         yield from (a.value for a in spec.data.assigns)
+    if isinstance(spec.data, DataDist):
+        yield from spec.data.args
+        yield from (k.value for k in spec.data.kwargs.values())
+    if spec.target is not None:
+        yield spec.target.body
     if isinstance(spec.params, ParamsBlock):
         for d in spec.params.decls:
             yield from d.shape
@@ -99,6 +105,11 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
     _reserved(spec, collector)
     data = check_data(spec, collector, max_elements) if spec.data is not None else Data()
     module = None
+    if isinstance(spec.model, ModelImport) and data.population is not None:
+        from .population import HINT
+
+        collector.error("E112", "a Python model has no closed-form population loss", spec.model.span, HINT)
+        return None
     if isinstance(spec.model, ModelImport):   # model torch("pkg.mod:Net"): parameters from the module
         from .torch_model import check_model_import
 
@@ -116,10 +127,16 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         output = check_model(spec, collector, data, params) if spec.model is not None else None
     choices = {s: check_choice(s, getattr(spec, s), collector, spec.source)
                for s in ("loss", "region", "method", "desingularizer", "certify")}
+    check_target(spec, collector, data, params, output)   # population specs: `target expr`
     if output is not None and choices["loss"] is not None and "y" in data.arrays:
         check_targets(spec, collector, choices["loss"].name, data.arrays["y"], output, data.spans.get("y"))
     if collector.items:
         return None
+    population = None
+    if data.population is not None:    # the closed form of E (f - y)^2, or E112 where there is none
+        population = check_population(spec, collector, data, params, choices["loss"].name, choices["method"])
+        if collector.items:
+            return None
     return Checked(
         spec=spec,
         x=data.arrays["x"],
@@ -134,4 +151,5 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         desingularizer=choices["desingularizer"],
         claim=choices["certify"],
         model_module=module,
+        population=population,
     )

@@ -35,6 +35,7 @@ class Checked:
     desingularizer: Choice             # 'auto' | 'log' (no options)
     claim: Choice                      # 'rate' {floor: float, horizon: float}
     model_module: object | None = None  # model torch(...): the torch.nn.Module (float64, eval mode); None for model f(x) = ...
+    population: object | None = None    # data gaussian(d=...): check.population.PopulationForm (x, y hold no samples)
 
     @property
     def n(self) -> int:

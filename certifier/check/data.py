@@ -10,7 +10,7 @@ import torch
 
 from ..compile.evaluate import CONSTANTS
 from ..diagnostics import Collector, Span
-from ..parse.ast import DataBlock, DataFrom, Spec
+from ..parse.ast import DataBlock, DataDist, DataFrom, Spec
 from . import files
 from .expressions import Walker
 from .generators import GeneratorCalls, materialise
@@ -21,10 +21,24 @@ LIMIT_HINT = "use a smaller data set: the limit keeps certify from running out o
 
 
 @dataclass
+class Population:
+    """`data gaussian(d=5)`: x ~ N(0, I_d), infinitely many samples; y is the `target` statement."""
+
+    kind: str      # 'gaussian'
+    d: int
+    span: Span     # the distribution's name in the spec
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind}(d={self.d})"
+
+
+@dataclass
 class Data:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)   # x, y and the others
     shapes: dict[str, Shape | None] = field(default_factory=dict)  # every defined name
     spans: dict[str, Span] = field(default_factory=dict)          # where each name is defined
+    population: Population | None = None                          # data gaussian(d=...)
 
     @property
     def constants(self) -> dict[str, np.ndarray]:
@@ -41,6 +55,8 @@ def nonfinite(array: np.ndarray) -> int:
 
 
 def check_data(spec: Spec, collector: Collector, max_elements: int) -> Data:
+    if isinstance(spec.data, DataDist):
+        return _population(spec, spec.data, collector, max_elements)
     if isinstance(spec.data, DataBlock):
         data = _block(spec, spec.data, collector, max_elements)
     else:
@@ -49,7 +65,8 @@ def check_data(spec: Spec, collector: Collector, max_elements: int) -> Data:
     return data
 
 
-def _block(spec: Spec, block: DataBlock, collector: Collector, max_elements: int) -> Data:
+def _block(spec: Spec, block: DataBlock | DataDist, collector: Collector, max_elements: int,
+           population: bool = False) -> Data:
     data = Data()
     env = {}
     lines: dict[str, int] = {}
@@ -64,6 +81,13 @@ def _block(spec: Spec, block: DataBlock, collector: Collector, max_elements: int
         if a.name in CONSTANTS:
             collector.error("E102", f"'{a.name}' is a built-in constant", a.span,
                             "choose another name")
+            continue
+        if population and a.name in ("x", "y"):
+            collector.error("E102", f"'{a.name}' is defined by the population", a.span,
+                            "x is the Gaussian input and y the `target` statement; a population's data "
+                            "block holds constants only, such as the teacher's weights")
+            data.spans[a.name] = a.span
+            data.shapes[a.name] = None
             continue
         later = {n: line for n, line in lines.items() if n not in data.spans}
         scope = Scope(visible=dict(data.shapes), later=later, defining=a.name)
@@ -94,11 +118,51 @@ def _block(spec: Spec, block: DataBlock, collector: Collector, max_elements: int
         env[a.name] = torch.from_numpy(array)
         data.arrays[a.name] = array
         data.shapes[a.name] = tuple(array.shape)
-    for name in ("x", "y"):
+    for name in () if population else ("x", "y"):
         if name not in data.spans:
             collector.error("E005", f"the data block does not define '{name}'",
                             keyword_span(block.span, "data"),
                             f"define the {'inputs' if name == 'x' else 'targets'}: `{name} = ...`")
+    return data
+
+
+DISTRIBUTIONS = {"gaussian": "gaussian(d=5): x ~ N(0, I_d)"}
+MAX_DIMENSION = 10**5
+
+
+def _population(spec: Spec, stmt: DataDist, collector: Collector, max_elements: int) -> Data:
+    """`data gaussian(d=5) { constants }`: x ~ N(0, I_d), y from the `target` statement."""
+    from .names import did_you_mean, join
+    from .values import number
+
+    data = _block(spec, stmt, collector, max_elements, population=True)
+    data.spans["x"] = data.spans["y"] = stmt.name_span
+    data.shapes["x"] = data.shapes["y"] = None
+    if stmt.name not in DISTRIBUTIONS:
+        collector.error("E104", f"unknown data distribution '{stmt.name}'", stmt.name_span,
+                        join(did_you_mean(stmt.name, DISTRIBUTIONS),
+                             "the distributions are: " + ", ".join(DISTRIBUTIONS.values())))
+        return data
+    if stmt.args:
+        collector.error("E104", "gaussian takes keyword arguments only", stmt.args[0].span,
+                        "write data gaussian(d=5)")
+        return data
+    unknown = [k for k in stmt.kwargs if k != "d"]
+    for key in unknown:
+        collector.error("E104", f"gaussian has no option '{key}'", stmt.kwargs[key].span,
+                        "its option is d, the input dimension: data gaussian(d=5)")
+    if "d" not in stmt.kwargs:
+        collector.error("E104", "gaussian needs d=", stmt.name_span,
+                        "write data gaussian(d=5): x ~ N(0, I_5)")
+        return data
+    d = number(stmt.kwargs["d"].value, collector, spec.source, "the dimension d", minimum=0, strict=True,
+               integer=True, maximum=MAX_DIMENSION, hint="the input dimension, such as d=5")
+    if d is None or unknown:
+        return data
+    data.population = Population("gaussian", int(d), stmt.name_span)
+    data.arrays["x"] = np.zeros((0, int(d)))     # no samples: the loss is an expectation
+    data.arrays["y"] = np.zeros((0,))
+    data.shapes["x"], data.shapes["y"] = (0, int(d)), (0,)
     return data
 
 

@@ -10,7 +10,7 @@ from ..parse.ast import Expr
 from .shapes import Shape
 
 # Reserved words of the language: they cannot name data arrays, parameters or the model.
-KEYWORDS = ("spec", "data", "params", "model", "loss", "region", "method", "desingularizer",
+KEYWORDS = ("spec", "data", "params", "model", "target", "loss", "region", "method", "desingularizer",
             "certify", "from")
 
 

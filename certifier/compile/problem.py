@@ -45,8 +45,17 @@ class Problem:
         self.k = int(np.prod(checked.output_shape)) if checked.output_shape else 1
         self.constants = {k: self._t(v) for k, v in checked.constants.items()}
         self.loss_def: Loss = LOSSES[checked.loss.name]
+        # a population (data gaussian): L in closed form, no per-sample outputs (compile/population.py)
+        self.population = getattr(checked, "population", None)
+        self._closed_form = None
+        self.loss_rounding = 0.0   # absolute rounding level of L (pipeline: losses below it are noise)
+        if self.population is not None:
+            from .population import population_loss, rounding_level
+
+            self._closed_form = population_loss(self, checked)
+            self.loss_rounding = rounding_level(self, checked)
         # the spec's model f(x) = expr, or a torch module (compile/model.py)
-        self._outputs = model_outputs(self, checked)
+        self._outputs = model_outputs(self, checked) if self._closed_form is None else None
 
     def _t(self, a) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=DTYPE, device=self.device)
@@ -60,13 +69,39 @@ class Problem:
 
     # values ------------------------------------------------------------------
     def outputs(self, theta: torch.Tensor) -> torch.Tensor:
+        if self._outputs is None:
+            raise TypeError("a population (data gaussian) has no per-sample outputs: use Problem.loss")
         return self._outputs(theta, self.x)
 
     def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        if self._closed_form is not None:
+            return self._closed_form(theta)
         return self.loss_def.value(self.outputs(theta), self.y)
+
+    def _closed_form_point(self, theta: torch.Tensor, second: bool):
+        """Population: L in closed form, least squares, so ||g||_D^2 = 4 L (exact); no per-sample
+        losses (their maximum is reported as NaN)."""
+        if not second and self._closed_form.fast:       # numpy closed form, no autograd
+            L, g = self._closed_form.value_and_grad(theta)
+            gsq, gn = float(g @ g), float(self.loss_def.grad_sqnorm(None, None, L))
+            grad = torch.from_numpy(g).to(dtype=theta.dtype, device=theta.device)
+            return Point(L, gsq / gn if gn > 0 else math.inf, grad, gsq, math.nan)
+        th = theta.detach().requires_grad_(True)
+        L = self.loss(th)
+        (g,) = torch.autograd.grad(L, th, create_graph=second)
+        gnorm = self.loss_def.grad_sqnorm(None, None, L)
+        if second:
+            log_r = torch.log(g @ g) - torch.log(gnorm)
+            (dg,) = torch.autograd.grad(log_r, th)
+            return float(L.detach()), float(log_r.detach()), dg.detach(), math.nan
+        gsq = float(g @ g)
+        gn = float(gnorm.detach())
+        return Point(float(L.detach()), gsq / gn if gn > 0 else math.inf, g.detach(), gsq, math.nan)
 
     def point(self, theta: torch.Tensor) -> Point:
         """L, grad L and R = ||grad L||^2 / ||g||_D^2 with one backward pass."""
+        if self._closed_form is not None:
+            return self._closed_form_point(theta, False)
         th = theta.detach().requires_grad_(True)
         F = self.outputs(th)
         L = self.loss_def.value(F, self.y)
@@ -80,6 +115,8 @@ class Problem:
     def log_rayleigh_and_grad(self, theta: torch.Tensor) -> tuple[float, float, torch.Tensor, float]:
         """(L, log R, d log R / d theta, max per-sample loss): adversarial descent on R needs the
         second derivative."""
+        if self._closed_form is not None:
+            return self._closed_form_point(theta, True)
         th = theta.detach().requires_grad_(True)
         F = self.outputs(th)
         L = self.loss_def.value(F, self.y)
@@ -91,7 +128,10 @@ class Problem:
 
     # tangent kernel -----------------------------------------------------------
     def kernel_applicable(self, limit: int = 4096) -> bool:
-        """lambda_min(K) > 0 needs m >= n k; forming J costs n k backward passes."""
+        """lambda_min(K) > 0 needs m >= n k; forming J costs n k backward passes. A population has
+        infinitely many samples: no finite kernel matrix."""
+        if self.population is not None:
+            return False
         return self.m >= self.n * self.k and self.n * self.k <= limit
 
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,19 @@ class DataFrom:
 
 
 @dataclass
+class DataDist:
+    """`data gaussian(d=5) { v = ... }`: a population (infinite data) with optional constants.
+    `name` is the distribution, `args`/`kwargs` its arguments, `assigns` the block (may be empty)."""
+
+    name: str
+    args: list[Expr]
+    kwargs: dict[str, Keyword]
+    assigns: list[Assign]
+    span: Span        # the whole statement
+    name_span: Span   # the distribution's name
+
+
+@dataclass
 class ParamsBlock:
     decls: list[ParamDecl]
     span: Span
@@ -107,14 +120,23 @@ class ModelImport:
 
 
 @dataclass
+class Target:
+    """`target expr`: the target y(x) of a population, written for one sample x."""
+
+    body: Expr
+    span: Span  # the keyword
+
+
+@dataclass
 class Spec:
     path: str
     source: str
     title: str | None = None
     title_span: Span | None = None
-    data: DataBlock | DataFrom | None = None
+    data: DataBlock | DataFrom | DataDist | None = None
     params: ParamsBlock | ParamsFrom | None = None
     model: Model | ModelImport | None = None
+    target: Target | None = None
     loss: Call | None = None
     region: Call | None = None
     method: Call | None = None

@@ -8,8 +8,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError
-from .ast import (Assign, Call, DataBlock, DataFrom, Expr, Keyword, Model, ModelImport, ParamDecl,
-                  ParamsBlock, ParamsFrom, Spec)
+from .ast import (Assign, Call, DataBlock, DataDist, DataFrom, Expr, Keyword, Model, ModelImport,
+                  ParamDecl, ParamsBlock, ParamsFrom, Spec, Target)
 
 
 def grammar_path() -> Path:
@@ -117,6 +117,14 @@ class ToAst(Transformer):
     def data_from(self, meta, c):
         return DataFrom([(_unquote(t), _tspan(t)) for t in c], _span(meta))
 
+    def data_dist(self, meta, c):
+        name, (args, kwargs, _) = c[0], c[1]
+        assigns = [a for a in c[2:] if a is not None]
+        return DataDist(str(name), args, kwargs, assigns, _span(meta), _tspan(name))
+
+    def target(self, meta, c):
+        return Target(c[0], Span(meta.line, meta.column, meta.line, meta.column + len("target")))
+
     def shape(self, meta, c):
         return [x for x in c if x is not None], _span(meta) if c else Span(meta.line, meta.column, meta.line, meta.column + 2)
 
@@ -180,7 +188,8 @@ def _token_text(name: str) -> str:
     return name.lower()
 
 
-_STATEMENTS = ("spec", "data", "params", "model", "loss", "region", "method", "desingularizer", "certify")
+_STATEMENTS = ("spec", "data", "params", "model", "target", "loss", "region", "method", "desingularizer",
+               "certify")
 
 
 def _expected_text(expected: set[str]) -> str:
@@ -188,7 +197,7 @@ def _expected_text(expected: set[str]) -> str:
     keywords = [n for n in names if n.strip("'") in _STATEMENTS]
     others = [n for n in names if n not in keywords]
     if keywords and len(keywords) >= 5:
-        others.append("a statement (spec, data, params, model, loss, region, method, desingularizer, certify)")
+        others.append("a statement (" + ", ".join(_STATEMENTS) + ")")
     else:
         others.extend(keywords)
     if len(others) == 1:
@@ -229,7 +238,7 @@ def _syntax_hint(tok: Token, expected: set[str]) -> str | None:
     return None
 
 
-_ONCE = ("title", "data", "params", "model", "loss", "region", "method", "desingularizer", "certify")
+_ONCE = ("title", "data", "params", "model", "target", "loss", "region", "method", "desingularizer", "certify")
 
 
 def parse(source: str, path: str = "<spec>") -> Spec:
@@ -289,10 +298,12 @@ def _classify(st):
     if isinstance(st, tuple):  # a statement call: point at its keyword
         full = st[1].full_span
         return st[0], st[1], Span(full.line, full.column, full.line, full.column + len(st[0]))
-    if isinstance(st, (DataBlock, DataFrom)):
+    if isinstance(st, (DataBlock, DataFrom, DataDist)):
         return "data", st, Span(st.span.line, st.span.column, st.span.line, st.span.column + 4)
     if isinstance(st, (ParamsBlock, ParamsFrom)):
         return "params", st, Span(st.span.line, st.span.column, st.span.line, st.span.column + 6)
     if isinstance(st, (Model, ModelImport)):
         return "model", st, st.span
+    if isinstance(st, Target):
+        return "target", st, st.span
     raise TypeError(st)
