@@ -249,7 +249,16 @@ def test_method_interval_options_are_checked():
 
 
 def test_models_too_large_for_the_forward_mode_are_a_size_diagnostic():
-    text = spec_text("two_layer_tanh.rq", **{"method sampled(samples=4096, seed=3)": "method interval(boxes=10)"})
+    # boxes need the forward mode with m directions; a ball goes to the ball rule (test_ball.py)
+    # unless the model has no Lipschitz Jacobian (relu)
+    text = spec_text("two_layer_tanh.rq", **{"method sampled(samples=4096, seed=3)": "method interval(boxes=10)",
+                                              "region ball(center=init, radius=auto)":
+                                              "region box(center=init, halfwidth=0.01)"})
+    with pytest.raises(SpecError) as info:
+        run_text(text, "big.rq")
+    assert info.value.diagnostics[0].code == "E205" and "ball region" in info.value.diagnostics[0].hint
+    text = spec_text("two_layer_tanh.rq", **{"method sampled(samples=4096, seed=3)": "method interval(boxes=10)",
+                                              "tanh(W @ x)": "relu(W @ x)"})
     with pytest.raises(SpecError) as info:
         run_text(text, "big.rq")
     assert info.value.diagnostics[0].code == "E205"

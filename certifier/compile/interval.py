@@ -35,6 +35,7 @@ from .rounding import (ETA, INF, check_environment, down, gamma, nonneg_matmul_u
                        nonneg_sum_upper, point_bounds, sanitize, sum_bounds, up)
 
 MAX_POW = 64   # integer exponents up to this are evaluated by repeated multiplication
+POINT_CHUNK = 256   # forward mode at a point: parameter directions per pass (IntervalModel)
 
 
 class NotSupported(Exception):
@@ -829,6 +830,8 @@ class IntervalModel:
                 derivatives: bool = True) -> tuple[Iv, Iv | None]:
         """(F [n, k], J [n k, m] or None) over the box [lo, hi] (hi None: the point lo)."""
         hi = lo if hi is None else hi
+        if derivatives and lo is hi and self.m > POINT_CHUNK:
+            return self._outputs_chunked(lo)
         out = enclose(self.body, self._env(lo, hi, derivatives))
         vshape = (self.n,) + self.out_shape
         F = Iv(np.broadcast_to(out.v.lo, vshape).reshape(self.n, self.k),
@@ -843,6 +846,35 @@ class IntervalModel:
             dhi = np.broadcast_to(out.d.hi, dshape).reshape(self.m, self.n * self.k)
             J = Iv(np.ascontiguousarray(dlo.T), np.ascontiguousarray(dhi.T))
         return F, J
+
+    def _outputs_chunked(self, theta: np.ndarray) -> tuple[Iv, Iv]:
+        """(F, J) at a point by forward mode over POINT_CHUNK parameter directions at a time (the
+        same enclosures, in bounded memory: wide models have m in the thousands)."""
+        vshape = (self.n,) + self.out_shape
+        F, los, his = None, [], []
+        for start in range(0, self.m, POINT_CHUNK):
+            stop = min(self.m, start + POINT_CHUNK)
+            env = self._env(theta, theta, False)
+            for name, shape, off, size in zip(self.names, self.shapes, self.offsets, self.sizes):
+                a, b = max(off, start), min(off + size, stop)
+                if a < b:
+                    eye = np.zeros((stop - start, size))
+                    idx = np.arange(a, b)
+                    eye[idx - start, idx - off] = 1.0
+                    env[name] = Dual(env[name].v, Iv(eye.reshape((stop - start, 1) + shape)), len(shape))
+            out = enclose(self.body, env)
+            if F is None:
+                F = Iv(np.broadcast_to(out.v.lo, vshape).reshape(self.n, self.k),
+                       np.broadcast_to(out.v.hi, vshape).reshape(self.n, self.k))
+            P = stop - start
+            if out.d is None:
+                los.append(np.zeros((self.n * self.k, P)))
+                his.append(los[-1])
+            else:
+                los.append(np.broadcast_to(out.d.lo, (P,) + vshape).reshape(P, -1).T)
+                his.append(np.broadcast_to(out.d.hi, (P,) + vshape).reshape(P, -1).T)
+        return F, Iv(np.ascontiguousarray(np.concatenate(los, axis=1)),
+                     np.ascontiguousarray(np.concatenate(his, axis=1)))
 
     def loss_of(self, F: Iv) -> tuple[Iv, Iv]:
         """(r = F - y, L = mean_i sum_j r_ij^2)."""

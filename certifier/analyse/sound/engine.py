@@ -24,12 +24,15 @@ import torch
 from ...compile.interval import IntervalModel, Iv, NotSupported, enclose, iv_mag, mid_rad
 from ...compile.rounding import down, nonneg_sum_lower, sqnorm_upper, up
 from ...progress import NullReporter
-from .bnb import BranchAndBound, Node, box_dict
+from .ball import BallModel, ball_rule
+from .bnb import BranchAndBound, Node, _jsonable, box_dict
 from .rules import Bound, RuleContext, best_bound, subspace_facts
 
 MEMORY_LIMIT = 2 * 2**30        # bytes: refuse boxes whose forward-mode arrays would exceed this
 TIGHTEN_RATIO = 0.9             # after proving, refine until mu >= this fraction of min R seen
 CANDIDATE_STEPS = 300           # gradient-descent steps from theta0 searched for a refutation
+BALL_FROM = 8                   # balls in more dimensions try the ball rule (no splitting) first
+BOXES_UP_TO = 64                # ... and above this dimension do not fall back to boxes
 
 
 @dataclass
@@ -116,6 +119,11 @@ def _estimate_memory(model: IntervalModel) -> int:
     return int(max(sizes)) * model.m * 8 * 2 * 6
 
 
+def ball_applicable(model: IntervalModel, kind: str) -> bool:
+    """Whether a `region ball` is handled by the ball rule (ball.py) for this model."""
+    return kind == "ball" and BallModel(model).unsupported is None
+
+
 def size_problem(model: IntervalModel) -> str | None:
     """Why the model is too large for the interval forward mode, or None."""
     memory = _estimate_memory(model)
@@ -147,9 +155,12 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         return SoundOutcome("unresolved", None, None, message=f"{exc.message}: not supported in the sound mode",
                             seconds=time.perf_counter() - t0)
     too_large = size_problem(model)
-    if too_large:
-        return SoundOutcome("unresolved", None, None, seconds=time.perf_counter() - t0, message=too_large)
     reg = _Region(region)
+    ball_model = BallModel(model) if reg.kind == "ball" and (model.m > BALL_FROM or too_large) else None
+    use_ball = ball_model is not None and ball_model.unsupported is None
+    if too_large and not use_ball:
+        why = f"; the ball rule does not apply: {ball_model.unsupported}" if ball_model is not None else ""
+        return SoundOutcome("unresolved", None, None, seconds=time.perf_counter() - t0, message=too_large + why)
     ctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     facts = {"affine": model.affine, "parameters": model.m, "samples": model.n, "outputs": model.k}
     if ctx.subspace is not None:
@@ -193,6 +204,35 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                 break
     if seen["refutation"] is not None:
         return _refuted(seen, facts, rules_used, 0, time.perf_counter() - t0)
+
+    # --- the ball rule: the whole ball at once, without splitting (wide models; ball.py) ------------
+    if use_ball:
+        with reporter.phase("sound: ball rule", total=None):
+            tb = time.perf_counter()
+            ball = ball_rule(model, ball_model, reg.center, reg.size)
+            ball_seconds = time.perf_counter() - tb
+        rules_used["ball"] = 1
+        facts["ball"] = _jsonable(ball.numbers)
+        leaf = {"ball": {"center": "init", "radius": reg.size}, "status": "proven" if ball.value >= target else "open",
+                "rule": "ball", "bound": ball.value, "reason": ball.reason, "numbers": _jsonable(ball.numbers)}
+        proof = {"region": {"kind": reg.kind, "size": reg.size, "box": None}, "floor": floor, "target": target,
+                 "root": leaf, "stop": "proven" if ball.value >= target else "ball rule"}
+        common = dict(boxes_evaluated=1, seconds=time.perf_counter() - t0, bnb_seconds=ball_seconds,
+                      min_rayleigh_seen=seen["min_r"] if math.isfinite(seen["min_r"]) else None,
+                      rules_used=rules_used, facts=facts)
+        if ball.value >= target:
+            return SoundOutcome("proven", float(ball.value), proof,
+                                message=f"the ball rule proves R >= {ball.value:.6g} on the whole ball",
+                                tree={"kind": "ball", "size": reg.size, "ball": ball}, **common)
+        if too_large or model.m > BOXES_UP_TO:
+            return SoundOutcome(
+                "unresolved", float(ball.value) if ball.value > 0 else None, proof,
+                failing_boxes=[{"box": {"ball": True, "radius": reg.size}, "bound": ball.value, "rule": "ball",
+                                "reason": ball.reason, "loss": None}],
+                message=(f"the ball rule proves R >= {ball.value:.4g} on the whole ball, below {target:.6g} needed "
+                         f"(sigma_min(Jc) >= {ball.numbers.get('sigma_center_lower', 0):.4g}, Lip_J r = "
+                         f"{ball.numbers.get('drift', math.inf):.4g}); in {model.m} dimensions boxes cannot do "
+                         f"better: shrink the radius (Lip_J r falls with it) or widen the model"), **common)
 
     # --- branch and bound ---------------------------------------------------------------------
     def evaluate(node: Node) -> None:

@@ -39,8 +39,8 @@ from ...certificate import (FORMAT, CertificateError, Context, evidence_digest, 
                             register_final_check, register_verifier, sha256_text)
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
-        "region, each leaf's rule was re-run on its box, and mu, rho and the rate follow with outward "
-        "rounding (elementary functions as the method's functions= mode says)")
+        "region and each leaf's rule was re-run on its box (or the ball rule on the whole ball), and mu, rho "
+        "and the rate follow with outward rounding (elementary functions as the method's functions= mode says)")
 RELATIVE = 1e-9          # a re-run rule may differ from the recorded bound by this much (other BLAS)
 
 
@@ -107,6 +107,11 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if result.verdict == "certified" and outcome is None:
         proof["initial_below_floor"] = True
         rate_params = {"kind": "constant", "value": hx(ev.L0_upper)}
+    elif result.verdict == "certified" and outcome.tree.get("ball") is not None:
+        bound = outcome.tree["ball"]
+        proof.update(mu=hx(ev.mu), rho=hx(ev.rho), ball=True, leaves=0)
+        evidence.append({"kind": "sound-ball", "radius": hx(ev.radius), "rule": bound.rule, "bound": hx(bound.value),
+                         "value": float(bound.value), "numbers": _jsonable(bound.numbers)})
     elif result.verdict == "certified":
         tree = outcome.tree
         proof.update(mu=hx(ev.mu), rho=hx(ev.rho), boxes_evaluated=outcome.boxes_evaluated,
@@ -122,11 +127,12 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
                 leaf.update(rule=node.bound.rule, bound=hx(node.bound.value), value=float(node.bound.value),
                             numbers=_jsonable(node.bound.numbers))
             evidence.append(leaf)
+    if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
         rate, _ = _rate(ev.L0_upper, ev.mu, ev.floor, ev.horizon)
         formula, curve = rate["formula"], rate["curve"]
-    else:
+    elif result.verdict == "refuted":
         point = outcome.failing_points[0]
         proof.update(refutation=True, needed=hx(ev.refute_below))
         evidence.append({"kind": "sound-refutation", "theta": _hexes(outcome.refutation_theta),
@@ -307,6 +313,41 @@ def verify_leaf(entry: dict, ctx: Context) -> None:
         ctx.reject(f"{name}: its readable value {entry.get('value')!r} is not its bound {recorded!r}")
 
 
+@register_verifier("sound-ball")
+def verify_ball(entry: dict, ctx: Context) -> None:
+    """Re-run the ball rule (ball.py) on the whole ball B(theta0, radius)."""
+    from ...compile.rounding import elementary
+    from .ball import BallModel, ball_rule
+
+    st = _state(ctx)
+    if not st["ok"]:
+        return
+    if "reg" not in st or st["reg"].kind != "ball":
+        ctx.reject("sound-ball: the region is not a ball")
+        return
+    try:
+        radius, recorded = unhex(entry.get("radius")), unhex(entry.get("bound"))
+    except ValueError as exc:
+        ctx.reject(f"sound-ball: malformed entry ({exc})")
+        return
+    if radius != st["radius"]:
+        ctx.reject(f"sound-ball: radius {radius!r}, the region's is {st['radius']!r}")
+        return
+    with elementary(st["functions"]):
+        bm = BallModel(st["model"])
+        if bm.unsupported is not None:
+            ctx.reject(f"sound-ball: the ball rule does not apply ({bm.unsupported})")
+            return
+        bound = ball_rule(st["model"], bm, st["model"].theta0, radius)
+    st["rule_evaluations"] += 1
+    st["boxes"] += 1
+    ctx.checked_points += 1
+    value = max(float(bound.value), 0.0)
+    st["ball"] = {"recorded": recorded, "value": value}
+    if value < recorded - RELATIVE * abs(recorded):
+        ctx.reject(f"sound-ball: the ball rule re-run gives {value!r}, below the recorded bound {recorded!r}")
+
+
 @register_verifier("sound-refutation")
 def verify_refutation(entry: dict, ctx: Context) -> None:
     """Re-verify the refuting point by interval evaluation."""
@@ -384,21 +425,29 @@ def check_sound(cert: dict, ctx: Context) -> None:
             ctx.reject("initial_below_floor: the rate must be the constant L0_upper")
         ctx.state["summary"] = "L(theta0) <= floor re-verified, no search"
         return
-    _check_cover(st, proof, ctx)
     try:
         mu, rho_rec = unhex(proof["mu"]), unhex(proof["rho"])
     except (KeyError, ValueError) as exc:
         ctx.reject(f"sound-proof: mu or rho is malformed ({exc})")
         return
-    proven = [leaf for leaf in st["leaves"].values() if leaf["status"] == "proven"]
+    if proof.get("ball"):                       # the ball rule on the whole ball: no cover to check
+        ball = st.get("ball")
+        if ball is None:
+            ctx.reject("a ball-rule proof needs its verified sound-ball entry")
+            return
+        proven, checked = [ball], [("ball", ball)]
+    else:
+        _check_cover(st, proof, ctx)
+        proven = [leaf for leaf in st["leaves"].values() if leaf["status"] == "proven"]
+        checked = [(path, leaf) for path, leaf in st["leaves"].items() if leaf["status"] == "proven"]
     if proof.get("leaves") != len(st["leaves"]):
         ctx.reject(f"sound-proof: {proof.get('leaves')} leaves, the certificate has {len(st['leaves'])} "
                    "(a leaf was removed or added)")
     recorded = min((leaf.get("recorded", -math.inf) for leaf in proven), default=math.inf)
     if not mu <= recorded:
         ctx.reject(f"mu = {mu!r} is above the smallest leaf bound {recorded!r}")
-    weak = [(leaf.get("value"), path) for path, leaf in st["leaves"].items()
-            if leaf["status"] == "proven" and not (leaf.get("value") is not None and leaf["value"] >= mu)]
+    weak = [(leaf.get("value"), path) for path, leaf in checked
+            if not (leaf.get("value") is not None and leaf["value"] >= mu)]
     if weak:
         value, path = weak[0]
         ctx.reject(f"leaf {path!r}: its re-run rule gives {value!r} < mu = {mu!r} ({len(weak)} such leaves)")
@@ -425,7 +474,8 @@ def check_sound(cert: dict, ctx: Context) -> None:
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt['formula']!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt["curve"]:
         ctx.reject("rate: the recorded curve is not the rebuilt bound max(L0_upper exp(-4 mu t), floor)")
-    ctx.state["summary"] = (f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
+    ctx.state["summary"] = (f"the ball rule re-run on the whole ball, no search" if proof.get("ball") else
+                            f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
                             f"no search")
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
 

@@ -7,7 +7,7 @@ Each spec is run as written (`method interval(...)`) and with its method line re
 tangent-kernel lambda_min(K) <= R); "min R sampled" is the smallest R itself among the sampled
 points, an upper bound of inf R; sound mu <= inf R, so sound / min R <= 1 measures what the proof
 loses.
-The table is docs/sound.md's.
+The table is docs/sound.md's. `--ball` prints the ball rule's table (wide networks, docs/sound.md).
 """
 from __future__ import annotations
 
@@ -52,9 +52,13 @@ def measure(path: str, samples: int = 2048) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("specs", nargs="+")
+    ap.add_argument("specs", nargs="*")
     ap.add_argument("--samples", type=int, default=2048)
+    ap.add_argument("--ball", action="store_true", help="the ball rule's table on wide networks instead")
     args = ap.parse_args(argv)
+    if args.ball:
+        main_ball()
+        return 0
     print("| spec | m | n | verdict (sound) | sound μ | sampled μ | sound / sampled | min R sampled | sound / min R "
           "| min R in the sound run | sound / that | boxes | boxes/s | seconds (sound / sampled) |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -68,6 +72,78 @@ def main(argv=None) -> int:
               f"{fmt(r['boxes_per_second'], '{:.0f}')} | {r['seconds_sound']:.1f} / "
               f"{fmt(r['seconds_sampled'], '{:.1f}')} |", flush=True)
     return 0
+
+
+
+# --- the ball rule on wide networks (docs/sound.md, "The ball rule") ----------------------------------
+BALL_SPEC = """spec "wide two-layer tanh network near a teacher (width {h})"
+data {{
+  x = normal(shape=[{n}, 3], seed=0)
+  W1 = normal(shape=[3, {h}], seed=1) + 0.01 * normal(shape=[3, {h}], seed=3)
+  a1 = normal(shape=[{h}], seed=2) + 0.01 * normal(shape=[{h}], seed=4)
+  y = tanh(x @ W1) @ a1 / sqrt({h})
+}}
+params {{
+  W : [3, {h}] = normal(seed=1)
+  a : [{h}] = normal(seed=2)
+}}
+model f(x) = a @ tanh(x @ W) / sqrt({h})
+loss least_squares
+region ball(center=init, radius={r})
+method interval(boxes=100, seed=0)
+certify rate(floor=0, horizon=100)
+"""
+
+
+def measure_ball(h: int, r: float = 0.15, n: int = 4, pairs: int = 100, seed: int = 0) -> dict:
+    """The ball rule on the width-h teacher-student network: its numbers, against sampled pairs (the
+    largest ||J(t1) - J(t2)||_2 / ||t1 - t2|| seen, a lower bound of the true Lipschitz constant) and
+    sampled points (the smallest lambda_min(K) seen, an upper bound of its infimum on the ball)."""
+    import numpy as np
+    import torch
+
+    from ... import check
+    from ...compile.problem import Problem
+    from ...parse import parse
+    from ...pipeline import run_text
+
+    text = BALL_SPEC.format(h=h, r=r, n=n)
+    t0 = time.perf_counter()
+    result = run_text(text, f"wide{h}.rq")
+    seconds = time.perf_counter() - t0
+    ball = (result.proof or {}).get("facts", {}).get("ball", {})
+    problem = Problem(check.check(parse(text, f"wide{h}.rq")))
+    rng = np.random.default_rng(seed)
+    c = problem.theta0.numpy()
+
+    def point():
+        u = rng.standard_normal(c.size)
+        return c + u * (r * rng.random() ** (1 / c.size) / np.linalg.norm(u))
+    worst, lam = 0.0, np.inf
+    for _ in range(pairs):
+        t1, t2 = point(), point()
+        J1 = problem.jacobian(torch.tensor(t1)).numpy()
+        J2 = problem.jacobian(torch.tensor(t2)).numpy()
+        worst = max(worst, np.linalg.norm(J1 - J2, 2) / np.linalg.norm(t1 - t2))
+        lam = min(lam, float(np.linalg.eigvalsh(J1 @ J1.T / problem.n)[0]))
+    return {"width": h, "parameters": problem.m, "verdict": result.verdict, "mu": result.mu,
+            "sigma_center": ball.get("sigma_center_lower"), "lip": ball.get("lip_jacobian"),
+            "drift": ball.get("drift"), "lip_sampled": worst, "lambda_sampled": lam,
+            "rho": result.region.get("path_length_bound"), "seconds": seconds}
+
+
+def main_ball(widths=(64, 256, 1024, 4096)) -> None:
+    print("| width h | m | verdict | σ_min(J_c) ≥ | Lip_J | Lip_J · √h | largest sampled ratio | Lip_J / sampled "
+          "| Lip_J r | μ (ball rule) | min λ_min(K) sampled | μ / that | ρ | seconds |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for h in widths:
+        r = measure_ball(h)
+        ratio = r["mu"] / r["lambda_sampled"] if r["mu"] else None
+        print(f"| {h} | {r['parameters']} | {r['verdict']} | {r['sigma_center']:.4g} | {r['lip']:.4g} | "
+              f"{r['lip'] * h ** 0.5:.3g} | {r['lip_sampled']:.4g} | {r['lip'] / r['lip_sampled']:.1f} | "
+              f"{r['drift']:.4g} | {r['mu'] if r['mu'] is None else format(r['mu'], '.4g')} | "
+              f"{r['lambda_sampled']:.4g} | {'—' if ratio is None else format(ratio, '.3f')} | "
+              f"{'—' if r['rho'] is None else format(r['rho'], '.4g')} | {r['seconds']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

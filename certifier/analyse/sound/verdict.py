@@ -24,7 +24,7 @@ from ...diagnostics import Diagnostic, SpecError
 from ...report.result import FailingPoint, FailingRegion, MuSource, Result
 from ..regions import Ball, Box
 from ..witness import run_witness
-from .engine import SoundOutcome, bound_mu, size_problem
+from .engine import SoundOutcome, ball_applicable, bound_mu, size_problem
 from .linalg import sqrt_down, sqrt_up
 from .replay import SoundEvidence
 
@@ -38,6 +38,7 @@ RULE_TEXT = {
     "spectrum": "lambda_min of the tangent kernel by Weyl on an interval Jacobian",
     "block": "lambda_min of one parameter block's kernel (K >= K_b)",
     "direct": "min ||grad L||^2 / max 4L over interval enclosures",
+    "ball": "lambda_min of the tangent kernel on the whole ball: sigma_min(Jc) - Lip_J r (Lipschitz Jacobian)",
     "none": "no rule applied",
 }
 
@@ -154,9 +155,10 @@ def _analyse_sound(checked, options, functions: str) -> Result:
                 unsupported = ("E106", exc.message, checked.loss.span, "use loss least_squares with method interval")
             else:
                 unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
-    if unsupported is None and size_problem(model):
+    if unsupported is None and size_problem(model) and not ball_applicable(model, region_choice.name):
         unsupported = ("E205", size_problem(model), checked.method.span,
-                       "use method sampled(...) for large models")
+                       "use method sampled(...) for large models, or a ball region: the ball rule bounds the "
+                       "whole ball at once for models with a Lipschitz Jacobian (docs/theory.md 10.7)")
     if unsupported is not None:
         code, what, span, hint = unsupported
         message = what if code == "E205" else f"{what}: not supported in the sound mode (method interval)"
