@@ -41,6 +41,8 @@ from ...certificate import (FORMAT, CertificateError, Context, evidence_digest, 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
         "region and each leaf's rule was re-run on its box (or the ball rule on the whole ball), and mu, rho "
         "and the rate follow with outward rounding (elementary functions as the method's functions= mode says)")
+NOTE_REFUTED = ("a valid sound refutation: the recorded point, re-verified by interval evaluation, lies in the "
+                "region with L >= floor and R below the mu that confinement needs there (docs/theory.md 10.1)")
 RELATIVE = 1e-9          # a re-run rule may differ from the recorded bound by this much (other BLAS)
 
 
@@ -406,6 +408,7 @@ def check_sound(cert: dict, ctx: Context) -> None:
     if n.get("L0_upper") != L0_up:
         ctx.reject(f"numbers: L0_upper {n.get('L0_upper')!r} is not the proof's {L0_up!r}")
     if verdict == "refuted":
+        ctx.state["note"] = NOTE_REFUTED
         if not proof.get("refutation"):
             ctx.reject("a refuted sound certificate needs a sound-proof entry with refutation: true")
         if st["refutations"] != 1:
