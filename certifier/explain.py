@@ -220,7 +220,10 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "positive, so no point is near-critical, but the factor phi'(L) G(L, M) went to 0: for "
         "cross-entropy-type losses G shrinks as the per-sample losses grow (a few badly "
         "classified samples), or the desingularizer does not fit the loss (phi = log with "
-        "cross-entropy gives phi'(L) G ~ L as L -> 0). The result is inconclusive.",
+        "cross-entropy gives phi'(L) G ~ L as L -> 0). With floor 0 it also covers a K that "
+        "falls like a power of L across the lowest loss bands (phi = log where R ~ L^(1/3), as "
+        "for the over-parameterized single neuron): the records stop at the rounding-noise "
+        "level, the claim does not, so K is read as 0. The result is inconclusive.",
         "loss exponential\ndesingularizer log      # phi'(L) G(L) = L^2 / L = L -> 0\n"
         "# Failure: no-kl-constant  mu = ... is positive but the KL constant K = ... of the loss "
         "and desingularizer vanishes on the region",

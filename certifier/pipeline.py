@@ -15,7 +15,7 @@ from .analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_reg
 from .analyse.sources import Context
 from .analyse.witness import run_witness
 from .compile.problem import Problem
-from .compose.composition import choose, kl_constant, loss_profile, piecewise_time
+from .compose.composition import choose, kl_constant, loss_profile, piecewise_time, vanishing_exponent
 from .compose.confinement import find_radius, path_length_bound
 from .compose.rate import FRACTIONS, Rate
 from .compose.verdicts import Findings, judge
@@ -117,7 +117,7 @@ def analyse(checked, options: RunOptions) -> Result:
             search_region(problem, region, records, budget, ctx, floor_eff)
         if step is not None:
             smoothness[radius] = _smoothness(problem, records, region, floor_eff, seed)
-        return kl_constant(records, radius, floor_eff, loss, phi)[0]
+        return kl_constant(records, radius, floor_eff, loss, phi, to_zero=floor == 0)[0]
 
     def rho_of(K: float, radius: float | None = None) -> float:
         if not K > ZERO_MU * K0:
@@ -134,7 +134,7 @@ def analyse(checked, options: RunOptions) -> Result:
     # cannot support it: search once, for a critical point to report
     reached = min(records.loss, default=L0) <= max(floor, SAMPLED_DOWN_TO * L0)
     if auto:
-        k_path = kl_constant(records, math.inf, floor_eff, loss, phi)[0]
+        k_path = kl_constant(records, math.inf, floor_eff, loss, phi, to_zero=floor == 0)[0]
         start = 1.01 * max(rho_of(k_path) if math.isfinite(rho_of(k_path)) else 0.0,
                            max(records.distance, default=0.0), 1e-8 * (1 + float(center.norm())))
         radius, K, rho, history, found = find_radius(search, lambda k: rho_of(k, None), start,
@@ -148,8 +148,9 @@ def analyse(checked, options: RunOptions) -> Result:
     history[-1] = (radius, K, rho)
     timing["search"] = time.perf_counter() - t1
     region = make_region(radius)
-    K, k_arg, M = kl_constant(records, radius, floor_eff, loss, phi)
+    K, k_arg, M = kl_constant(records, radius, floor_eff, loss, phi, to_zero=floor == 0)
     mu, mu_arg = records.minimum(radius, floor_eff)
+    vanishing = vanishing_exponent(loss_profile(records, radius, floor_eff, loss, phi)) if floor == 0 else None
     beta_u = smoothness.get(radius)
 
     # --- verdict before the witness --------------------------------------------------------
@@ -158,7 +159,7 @@ def analyse(checked, options: RunOptions) -> Result:
                         floor=floor, floor_eff=floor_eff, history=history, records=records,
                         zero=ZERO_MU, step=step, smoothness=beta_u,
                         claim_span=checked.claim.span, region_span=region_choice.span,
-                        method_span=checked.method.span)
+                        method_span=checked.method.span, vanishing=vanishing)
     verdict, failing, notes = judge(findings)
     rate = None
     if verdict == "certified" and L0 > floor:

@@ -24,6 +24,7 @@ from .losses import Loss
 BANDS_PER_DECADE = 2
 POWER_SLOPE = 0.1      # a fitted profile exponent above this means "R falls with L"
 DECADES = 1e-4         # ... provided the sampled losses span at least this ratio
+TAIL_DECADES = 4       # the exponent that governs L -> 0 is fitted on the lowest 4 decades of bands
 
 
 @dataclass
@@ -34,13 +35,23 @@ class Composition:
     profile: list[dict] = field(default_factory=list)   # [{low, high, mu, points}] per loss band
 
 
-def kl_constant(records: Records, radius: float, floor: float, loss: Loss, phi: Desingularizer
-                ) -> tuple[float, int | None, float]:
+def kl_constant(records: Records, radius: float, floor: float, loss: Loss, phi: Desingularizer,
+                to_zero: bool = False) -> tuple[float, int | None, float]:
     """(K, index of the record that gives it, M) over the records within radius and above floor.
 
     The loss's bound G(L, M) holds at each point with M its own largest per-sample loss, so K is
     the minimum of R phi'(L) G(L, M(theta)) over the records. M returned: the largest per-sample
-    loss seen within radius (reported; losses without the need give inf)."""
+    loss seen within radius (reported; losses without the need give inf).
+
+    `to_zero` (a claim with floor 0): the records stop at the rounding-noise level, but the claim
+    speaks for every level down to 0. If the band minima of R phi'(L) G(L) fall with L across
+    the lowest decades (vanishing_exponent), the minimum over the records is no estimate of the
+    infimum below them, which is 0: K = 0, given by the record of lowest loss. This is what keeps
+    `desingularizer log` from certifying a linear rate where R ~ L^(1/3) (docs/theory.md 11)."""
+    if to_zero and vanishing_exponent(loss_profile(records, radius, floor, loss, phi)) is not None:
+        lowest = min(records.eligible(radius, floor), key=lambda i: records.loss[i], default=None)
+        M = records.max_sample_loss(radius) if loss.needs_sample_bound else math.inf
+        return 0.0, lowest, M
     best, arg = math.inf, None
     for i in records.eligible(radius, floor):
         L = records.loss[i]
@@ -96,21 +107,47 @@ def piecewise_time(profile: list[dict], phi: Desingularizer, initial: float, lev
     return total if covered >= initial * (1 - 1e-12) else None
 
 
-def fit_exponent(profile: list[dict]) -> float | None:
+def fit_exponent(profile: list[dict], key: str = "mu") -> float | None:
     """Slope beta of log(min R) against log L over the bands (the lower envelope R ~ L^beta),
-    by least squares on the band minima; None with fewer than three bands."""
+    by least squares on the band minima; None with fewer than three bands. key="kl_constant"
+    fits the bands' KL constants instead."""
     if len(profile) < 3:
         return None
     x = np.log([b["low"] for b in profile])
-    y = np.log([max(b["mu"], 1e-300) for b in profile])
+    y = np.log([max(b[key], 1e-300) for b in profile])
     slope = float(np.polyfit(x, y, 1)[0])
     return slope
+
+
+def tail(profile: list[dict], decades: float = TAIL_DECADES) -> list[dict]:
+    """The bands within `decades` of the lowest one: where the behaviour as L -> 0 shows. Higher
+    bands hold the transient (far from a minimiser R may fall faster or slower)."""
+    if not profile:
+        return []
+    lowest = profile[0]["low"]
+    return [b for b in profile if b["low"] <= lowest * 10 ** decades * (1 + 1e-9)]
+
+
+def vanishing_exponent(profile: list[dict]) -> float | None:
+    """The fitted exponent of the bands' KL constants against L over the lowest TAIL_DECADES, when
+    they fall toward 0 (exponent above POWER_SLOPE) and the profile spans that many decades; None
+    otherwise. Needs a profile built with a loss and a phi (band["kl_constant"])."""
+    low = tail(profile)
+    if not low or "kl_constant" not in low[0] or low[-1]["high"] < low[0]["low"] / DECADES:
+        return None
+    gamma = fit_exponent(low, "kl_constant")
+    return gamma if gamma is not None and gamma > POWER_SLOPE else None
 
 
 def choose(loss: Loss, requested: str, params: dict, records: Records, radius: float, floor: float
            ) -> Composition:
     profile = loss_profile(records, radius, floor)
     beta = fit_exponent(profile)
+    # the exponent that matters as L -> 0 is that of the lowest decades (the single neuron with
+    # n = 2 students: 0.333 there, 0.376 over all bands, whose upper part is the transient)
+    beta_tail = fit_exponent(tail(profile))
+    if beta_tail is not None:
+        beta = beta_tail
     if requested != "auto":
         return Composition(make(requested, **params), "requested in the spec", beta, profile)
     natural = loss.natural_phi()
@@ -123,6 +160,6 @@ def choose(loss: Loss, requested: str, params: dict, records: Records, radius: f
         b = min(round(beta * 12) / 12, 1.0)   # a nearby fraction (1/3 stays 1/3), at most 1
         b = max(b, 1 / 12)
         return Composition(make("power", alpha=(1 + b) / 2),
-                           f"auto: min R on loss bands falls like L^{beta:.3g} (no constant mu): "
+                           f"auto: min R on the lowest loss bands falls like L^{beta:.3g} (no constant mu): "
                            f"power with 2 alpha = 1 + {b:.4g}", beta, profile)
     return Composition(natural, f"auto: the natural desingularizer of {loss.name}", beta, profile)

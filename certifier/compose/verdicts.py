@@ -36,6 +36,7 @@ class Findings:
     claim_span: object
     region_span: object
     method_span: object
+    vanishing: float | None = None   # floor 0: the bands' KL constants fall like L^vanishing toward 0
 
 
 def span_dict(span):
@@ -92,8 +93,17 @@ def _before(f: Findings):
                 points=pt, span=claim_span or region_span,
                 numbers={"mu": exact_min, "smallest_loss_seen": min_loss}), notes
         pt = failing_points(f.records, f.radius, f.floor_eff, 3)
-        if f.lowest_sampled > f.sampled_target:
-            return _unsampled(f, claim_span, notes)
+        if f.vanishing is not None:
+            return "inconclusive", FailingRegion(
+                kind="no-kl-constant",
+                message=(f"the KL constant vanishes as L -> 0: on the lowest loss bands min R phi'(L) G(L) "
+                         f"falls like L^{f.vanishing:.3g} (down to {f.lowest_sampled:.3g}), so no K > 0 holds "
+                         f"down to the floor 0 (R = {pt[0].rayleigh:.3g} at L = {pt[0].loss:.3g}, "
+                         f"{pt[0].distance:.3g} from theta0): the desingularizer does not fit the loss"),
+                suggestion=("use desingularizer auto (a power desingularizer when R falls like a power of L), "
+                            f"or certify a floor (e.g. certify rate(floor={nice_up(f.lowest_sampled)}))"),
+                points=pt, span=claim_span or region_span,
+                numbers={"mu": f.mu, "kl_constant": f.K, "exponent": f.vanishing}), notes
         if not (f.mu > f.zero * f.R0):
             return "inconclusive", FailingRegion(
                 kind="singular-kernel",
