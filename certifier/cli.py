@@ -4,6 +4,7 @@
                     [--budget SECONDS] [--no-cache] [--cache-dir DIR] [--emit CERT.json]
                     [--allow-python] [--quiet] [--max-params N] [--device cpu|cuda] [--debug]
     certify check CERT.json          re-verify a certificate written by --emit
+    certify study SPEC... --plot F   gradient descent beyond the witness, loss curves and bounds (F.png, F.svg)
     certify --explain CODE|KIND      what a diagnostic code or a failing-region kind means
 
 A SPEC is a file, a directory (every *.rq below it, sorted; hidden folders skipped) or a glob.
@@ -486,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         from .certificate import main_check
 
         return main_check(argv[1:])
+    if argv and argv[0] == "study":     # certify study SPEC... --plot FILE (certifier/study.py)
+        _safe_streams()
+        from .study import main_study
+
+        return main_study(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -128,3 +128,34 @@ def test_over_parameterized_specs(name):
         assert r.rate["asymptotic"].endswith("L ~ t^-3")
         assert 0.3 < r.rate["profile"]["exponent"] < 0.37       # R ~ L^(1/3): 2 alpha = 1 + beta
         assert r.loss["floor"] == 1e-8
+
+
+# --- certify study -----------------------------------------------------------------------------------
+
+def test_study_writes_a_plot_and_a_table(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from certifier.cli import main
+
+    png, svg = tmp_path / "study.png", tmp_path / "study.svg"
+    spec = str(SPECS / "single_neuron_n1.rq")
+    assert main(["study", spec, "--plot", str(png), "--steps", "400", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "single_neuron_n1.rq" in out and "certified" in out and "exp(-" in out and "holds to t =" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert main(["study", spec, "--plot", str(svg), "--steps", "400", "--quiet", "--format", "json"]) == 0
+    import json
+
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item["verdict"] == "certified" and item["descent"]["violation"] is None
+    assert item["descent"]["curve"][0] == [0.0, pytest.approx(item["loss"]["initial"])]
+    assert svg.read_text().lstrip().startswith("<?xml") and "Over-parameterization" in svg.read_text()
+    assert main(["study", spec, "--plot", str(tmp_path / "x.pdf")]) == 2
+    assert main(["study", str(tmp_path / "missing.rq"), "--quiet"]) == 2
+
+
+def test_late_slope():
+    from certifier.study import late_slope
+
+    curve = [[t, 0.4 / t ** 3] for t in torch.logspace(0, 3, 50).tolist()]
+    assert late_slope(curve, 1e-16) == pytest.approx(-3.0)
+    assert late_slope(curve[:3], 1e-16) is None
