@@ -1,0 +1,213 @@
+"""Batched evaluation: L, grad L and R for B parameter vectors at once.
+
+Problem.point evaluates one theta (the model vectorised over the data by vmap). Here the model is
+also vectorised over a batch of thetas, torch.func.vmap(outputs, in_dims=(0, None)), so that
+W @ x for B stacked weight matrices becomes one large matrix product, and a single backward pass
+of sum_b L(theta_b) gives every gradient at once: the losses of different thetas are independent,
+so the gradient of the sum with respect to the stacked thetas has row b = grad L(theta_b).
+(vmap over theta of torch.func.grad was also measured; bench/ reports both.)
+
+Everything after the model's outputs is computed row by row with exactly the operations of
+Problem.point (loss value, g @ g, ||g||_D^2, per-sample maximum), so a row differs from
+Problem.point only through the batched matrix products; on the BLAS measured here the rows were
+bitwise equal (tests/test_performance.py checks 1e-12). The evaluator checks itself against
+Problem.point at its first use and falls back to a loop over Problem.point for a model it cannot
+batch (a population loss in closed form, a Python model vmap cannot trace, or a mismatch).
+
+Memory: a batch keeps the autograd activations of B thetas. The activations of one theta are
+measured once (saved_tensors_hooks) and the batch is cut into chunks that fit MEMORY bytes.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+from torch.func import vmap
+
+from .model import model_outputs
+from .problem import Point
+
+MEMORY = 256 * 2**20     # bytes of activations per chunk (about 3 times the saved tensors)
+MAX_CHUNK = 64           # larger chunks gained nothing in bench/ (cache effects)
+CHECK_TOLERANCE = 1e-9   # relative agreement with Problem.point required at the first use
+
+
+class _Cast:
+    """The attributes of a Problem that compile/model.py reads, with tensors in another dtype."""
+
+    def __init__(self, problem, dtype):
+        self.constants = {k: v.to(dtype) if v.is_floating_point() else v for k, v in problem.constants.items()}
+        self.unflatten = problem.unflatten
+        self.device = problem.device
+
+
+class BatchedEvaluator:
+    """points(thetas [B, m]) -> list of Point, log_rayleigh_and_grad(thetas) -> list of tuples,
+    the same values as Problem.point / Problem.log_rayleigh_and_grad row by row.
+
+    dtype: float64 (the default, the engine's) or float32 (bench/ only: R is then an estimate with
+    relative errors around 1e-6, which the rounding-noise rules of the engine do not account for)."""
+
+    def __init__(self, problem, dtype: torch.dtype | None = None, memory: int = MEMORY):
+        self.problem = problem
+        self.dtype = dtype or problem.theta0.dtype
+        self.memory = memory
+        self._lock = threading.Lock()
+        self._checked: bool | None = None      # None: not yet checked; False: falls back to the loop
+        self._chunk: int | None = None
+        self.reason = ""                        # why batching is off, when it is
+        self._batched = None
+        if getattr(problem, "_closed_form", None) is not None or getattr(problem, "_outputs", None) is None:
+            self._checked, self.reason = False, "the loss is evaluated in closed form (no per-sample outputs)"
+            return
+        try:
+            if self.dtype == problem.theta0.dtype:
+                outputs = problem._outputs
+                self.x, self.y = problem.x, problem.y
+            else:
+                if getattr(problem.checked, "model_module", None) is not None:
+                    raise TypeError("a Python model is evaluated in float64 only")
+                outputs = model_outputs(_Cast(problem, self.dtype), problem.checked)
+                self.x, self.y = problem.x.to(self.dtype), problem.y.to(self.dtype)
+            self._batched = vmap(outputs, in_dims=(0, None))
+        except Exception as exc:   # noqa: BLE001 - any failure means: evaluate point by point
+            self._checked, self.reason = False, f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def batched(self) -> bool:
+        """True when batches are evaluated as such (after the first-use check)."""
+        self._ensure_checked()
+        return bool(self._checked)
+
+    def chunk_size(self) -> int:
+        """How many thetas one batch evaluates (from the measured activations of one theta)."""
+        self._ensure_checked()
+        return self._chunk or 1
+
+    def activation_bytes(self) -> int:
+        """Bytes autograd saves for one theta (0 when not measured)."""
+        self._ensure_checked()
+        return int(getattr(self, "_saved", 0))
+
+    def points(self, thetas: torch.Tensor) -> list[Point]:
+        thetas = self._as_batch(thetas)
+        if not self.batched:
+            return [self.problem.point(t) for t in thetas]
+        out: list[Point] = []
+        for chunk in torch.split(thetas, self.chunk_size()):
+            out.extend(self._points(chunk))
+        return out
+
+    def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
+        thetas = self._as_batch(thetas)
+        if not self.batched:
+            return [self.problem.log_rayleigh_and_grad(t) for t in thetas]
+        out = []
+        # the second derivative keeps about twice the activations
+        for chunk in torch.split(thetas, max(1, self.chunk_size() // 2)):
+            out.extend(self._log_rayleigh(chunk))
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _as_batch(self, thetas) -> torch.Tensor:
+        if isinstance(thetas, (list, tuple)):
+            thetas = torch.stack(list(thetas)) if thetas else torch.empty(0, self.problem.m)
+        return thetas.detach().to(device=self.problem.device, dtype=self.dtype).reshape(-1, self.problem.m)
+
+    def _forward(self, th: torch.Tensor):
+        F = self._batched(th, self.x)
+        loss = self.problem.loss_def
+        losses = [loss.value(F[b], self.y) for b in range(th.shape[0])]
+        return F, losses
+
+    def _points(self, thetas: torch.Tensor) -> list[Point]:
+        loss = self.problem.loss_def
+        th = thetas.detach().requires_grad_(True)
+        F, losses = self._forward(th)
+        (G,) = torch.autograd.grad(torch.stack(losses).sum(), th)
+        Fd = F.detach()
+        out = []
+        for b, Lb in enumerate(losses):
+            g = G[b]
+            Lb = Lb.detach()
+            gnorm = float(loss.grad_sqnorm(Fd[b], self.y, Lb))
+            gsq = float(g @ g)
+            R = gsq / gnorm if gnorm > 0 else math.inf
+            out.append(Point(float(Lb), R, g, gsq, float(loss.per_sample(Fd[b], self.y).max())))
+        return out
+
+    def _log_rayleigh(self, thetas: torch.Tensor):
+        loss = self.problem.loss_def
+        th = thetas.detach().requires_grad_(True)
+        F, losses = self._forward(th)
+        (G,) = torch.autograd.grad(torch.stack(losses).sum(), th, create_graph=True)
+        logs = [torch.log(G[b] @ G[b]) - torch.log(loss.grad_sqnorm(F[b], self.y, Lb))
+                for b, Lb in enumerate(losses)]
+        (D,) = torch.autograd.grad(torch.stack(logs).sum(), th)
+        Fd = F.detach()
+        return [(float(Lb.detach()), float(logs[b].detach()), D[b], float(loss.per_sample(Fd[b], self.y).max()))
+                for b, Lb in enumerate(losses)]
+
+    # ------------------------------------------------------------------------------------------
+    def _ensure_checked(self) -> None:
+        if self._checked is not None:
+            return
+        with self._lock:
+            if self._checked is not None:
+                return
+            try:
+                self._chunk = self._measure_chunk()
+                ok, why = self._self_check()
+            except Exception as exc:   # noqa: BLE001
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            self._checked, self.reason = ok, why
+
+    def _measure_chunk(self) -> int:
+        """Bytes of the tensors autograd saves for one theta -> thetas per chunk."""
+        saved = [0]
+
+        def pack(t):
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        th = self.problem.theta0.detach().to(self.dtype).reshape(1, -1).requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            _, losses = self._forward(th)
+        del losses
+        self._saved = saved[0]
+        per_theta = 3 * saved[0] + 8 * self.problem.m * 4 + 1
+        return int(max(1, min(MAX_CHUNK, self.memory // per_theta)))
+
+    def _self_check(self) -> tuple[bool, str]:
+        """The batch [theta0, theta0 + a small perturbation] against Problem.point."""
+        p = self.problem
+        gen = torch.Generator().manual_seed(12345)
+        delta = torch.randn(p.m, generator=gen, dtype=p.theta0.dtype).to(p.device)
+        scale = 1e-3 * (1.0 + float(p.theta0.norm())) / math.sqrt(p.m)
+        pair = torch.stack([p.theta0, p.theta0 + scale * delta]).to(self.dtype)
+        batch = self._points(pair)
+        tol = CHECK_TOLERANCE if self.dtype == p.theta0.dtype else 1e-3
+        for theta, q in zip(pair, batch):
+            ref = p.point(theta.to(p.theta0.dtype))
+            for a, b in ((q.loss, ref.loss), (q.rayleigh, ref.rayleigh)):
+                if not (math.isfinite(a) and math.isfinite(b)):
+                    if not (a == b or (math.isnan(a) and math.isnan(b))):
+                        return False, f"batched value {a} differs from the pointwise {b}"
+                    continue
+                if abs(a - b) > tol * max(abs(a), abs(b), 1e-300):
+                    return False, f"batched value {a} differs from the pointwise {b}"
+            dg = float((q.grad.to(ref.grad.dtype) - ref.grad).norm())
+            if dg > tol * max(float(ref.grad.norm()), 1e-300):
+                return False, "the batched gradient differs from the pointwise one"
+        return True, ""
+
+
+def evaluator(problem) -> BatchedEvaluator:
+    """The problem's float64 evaluator, made once and kept on the problem."""
+    ev = getattr(problem, "_batched_evaluator", None)
+    if ev is None:
+        ev = BatchedEvaluator(problem)
+        problem._batched_evaluator = ev
+    return ev
