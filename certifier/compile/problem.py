@@ -135,14 +135,18 @@ class Problem:
         return self.m >= self.n * self.k and self.n * self.k <= limit
 
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
-        J = jacrev(self.outputs)(theta.detach())
-        return J.reshape(self.n * self.k, self.m)
+        """J [n k, m], by vector-Jacobian products in chunks of bounded memory (compile/kernel.py)."""
+        from .kernel import jacobian
 
-    def kernel_lambda_min(self, theta: torch.Tensor) -> float:
-        """lambda_min of K_theta = J J^T / n, a lower bound on R(theta) in every direction."""
-        J = self.jacobian(theta)
-        K = (J @ J.T) / self.n
-        return float(torch.linalg.eigvalsh(K)[0])
+        return jacobian(self, theta)
+
+    def kernel_lambda_min(self, theta: torch.Tensor, method: str = "auto") -> float:
+        """lambda_min of K_theta = J J^T / n, a lower bound on R(theta) in every direction.
+        method 'formed' (eigvalsh of K), 'lanczos' (kernel-vector products, J never formed) or
+        'auto': formed while J fits in memory (compile/kernel.py)."""
+        from .kernel import lambda_min
+
+        return lambda_min(self, theta, method)
 
     def kernel_lambda_min_and_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         th = theta.detach().requires_grad_(True)
