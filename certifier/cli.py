@@ -3,6 +3,7 @@
     certify SPEC... [--format text|json|jsonl|sarif|junit|github] [--fail-on inconclusive|refuted]
                     [--budget SECONDS] [--no-cache] [--cache-dir DIR] [--emit CERT.json]
                     [--allow-python] [--quiet] [--max-params N] [--device cpu|cuda] [--debug]
+                    [--workers N] [--scheduler ADDRESS]
     certify check CERT.json          re-verify a certificate written by --emit
     certify study SPEC... --plot F   gradient descent beyond the witness, loss curves and bounds (F.png, F.svg)
     certify --explain CODE|KIND      what a diagnostic code or a failing-region kind means
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse problems with more than N parameters (default: 10^8)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to evaluate the model (default: cpu)")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="evaluate the sampled engine's batches in N local processes (same numbers as one)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="evaluate them on a dask.distributed scheduler, e.g. tcp://host:8786 "
+                        "(pip install 'dask[distributed]')")
     p.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     p.add_argument("--version", action="version", version=f"certify {__version__}")
     return p
@@ -297,7 +303,8 @@ def run_one(path: str, args, cache) -> "Outcome":
     reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
     options = pipeline.RunOptions(reporter=reporter, device=args.device)
     # fields the pipeline may not have yet are set only when it has them
-    for name, value in (("deadline", deadline), ("allow_python", bool(args.allow_python))):
+    for name, value in (("deadline", deadline), ("allow_python", bool(args.allow_python)),
+                        ("workers", args.workers), ("scheduler", args.scheduler)):
         if hasattr(options, name):
             setattr(options, name, value)
     if args.max_params is not None:

@@ -13,6 +13,7 @@ from .analyse.records import Records
 from .analyse.regions import Ball, Box
 from .analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
 from .analyse.sources import Context
+from .analyse.parallel import make_executor
 from .analyse.witness import run_witness
 from .compile.problem import Problem
 from .compose.composition import choose, kl_constant, loss_profile, piecewise_time, vanishing_exponent
@@ -39,6 +40,8 @@ class RunOptions:
     threads: int | None = None       # torch intra-op threads; None: 1 for small problems
     deadline: float | None = None    # time.monotonic() value: past it, reporter.advance() raises progress.BudgetExceeded
     allow_python: bool = False       # model torch("pkg.mod:Net") imports Python code only when True (E301)
+    workers: int = 1                 # sampled batches in this many local processes (analyse/parallel.py)
+    scheduler: str | None = None     # or on a dask.distributed scheduler at this address
 
 
 def run_text(source: str, path: str = "<string>", options: RunOptions | None = None) -> Result:
@@ -63,10 +66,27 @@ def analyse(checked, options: RunOptions) -> Result:
         return _analyse_sound(checked, options)
     t_start = time.perf_counter()
     reporter = options.reporter
+    check_device(options.device)
     problem = Problem(checked, options.device)
     # Small products gain nothing from intra-op threads and lose much to oversubscription.
     torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
                                               torch.get_num_threads()))
+    executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
+    try:
+        return _analyse_sampled(checked, options, problem, executor, t_start)
+    finally:
+        executor.close()
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device torch cannot use here (the CLI refuses --device cuda earlier)."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}': no CUDA device is available (torch {torch.__version__}; "
+                           f"use device='cpu')")
+
+
+def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t_start: float) -> Result:
+    reporter = options.reporter
     loss = problem.loss_def
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
@@ -96,7 +116,7 @@ def analyse(checked, options: RunOptions) -> Result:
     # The descent from theta0 runs until it reaches the floor (or the noise level), up to the
     # witness's budget: the estimate only speaks for loss levels that were sampled.
     with reporter.phase("descent from theta0", total=WITNESS_STEPS) as advance:
-        ctx = Context(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor)
+        ctx = Context(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor, executor=executor)
         initial_trajectory(problem, records, WITNESS_STEPS, ctx)
     timing["initial_trajectory"] = time.perf_counter() - t_start
 

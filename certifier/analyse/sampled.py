@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from ..compile.problem import Problem
+from . import units
+from .parallel import LocalExecutor, rows_per_unit, split
 from .records import Records
-from .sources import Context, adversarial, kernel_points, random_points, trajectory
+from .sources import Context, trajectory
+from .units import flush
 
 SOURCE_TEXT = {
     "trajectory": "R along gradient descent from theta0 and from random points of U",
@@ -46,23 +49,33 @@ class Budget:
 
 def search_region(problem: Problem, region, records: Records, budget: Budget, ctx: Context,
                   floor: float) -> None:
-    """Add the records of one search of `region` (a Ball or Box around theta0)."""
+    """Add the records of one search of `region` (a Ball or Box around theta0).
+
+    The searches of each source run as batches (analyse/units.py: trajectories advance together,
+    points are evaluated in batches) in units of rows_per_unit searches, which ctx.executor runs
+    here or in workers; the records are added in the order of sources.py's one-at-a-time loops,
+    whatever ran where."""
     center = region.center
+    ex = ctx.executor or LocalExecutor()
+    per_unit = rows_per_unit(problem)
+
+    def run(unit, thetas: torch.Tensor, *args) -> None:
+        arglist = [(thetas[r.start:r.stop],) + args for r in split(len(thetas), per_unit)]
+        flush([b for blocks in ex.map(problem, unit, arglist, ctx.advance) for b in blocks], records)
+
     starts = region.sample(ctx.gen, budget.starts)
-    for start in starts:
-        trajectory(problem, start, center, region, budget.trajectory_steps, ctx, records)
+    run(units.trajectories, starts, center, region, budget.trajectory_steps, ctx.eta, ctx.noise, ctx.floor)
     # adversarial descent from theta0, from the lowest points found so far, and from random points
     lowest = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, budget.starts)
               if i in records.thetas]
     adv_starts = [center] + lowest[: budget.starts // 2]
     adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
-    for start in adv_starts:
-        adversarial(problem, start, region, budget.adversarial_steps, ctx, records)
-    random_points(problem, region, budget.random_points, ctx, records)
+    run(units.adversarial, torch.stack(adv_starts), region, budget.adversarial_steps, ctx.noise, ctx.floor)
+    run(units.random_points, region.sample(ctx.gen, budget.random_points), region)
     if problem.kernel_applicable():
         # at the sampled points where R was lowest, and at fresh random points
         low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, 16) if i in records.thetas]
-        kernel_points(problem, low + list(region.sample(ctx.gen, 8)), region, ctx, records)
+        run(units.kernel_points, torch.stack(low + list(region.sample(ctx.gen, 8))), region)
 
 
 def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Context) -> None:

@@ -19,6 +19,7 @@ class Context:
     noise: float        # losses below this are rounding noise; such points are not used
     advance: object     # progress callback
     floor: float = 0.0  # points below the floor do not count: adversarial descent stays above it
+    executor: object = None  # where search_region's batched units run (analyse/parallel.py); None: here
 
 
 def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, region, steps: int,

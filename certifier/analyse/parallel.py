@@ -1,0 +1,235 @@
+"""Where the sampled engine's units of work (analyse/units.py) run.
+
+- Local: in this process (the default; --workers 1).
+- Pool: N local worker processes (`certify --workers N`), concurrent.futures with the spawn
+  start method (fork and OpenMP threads do not mix).
+- Dask: a dask.distributed scheduler (`certify --scheduler ADDRESS`), e.g. `dask scheduler` and
+  `dask worker ADDRESS` on other machines; needs `pip install "dask[distributed]"`. The workers
+  must be able to import certifier (and, for `model torch(...)`, the model's module).
+
+A worker builds the Problem once from the checked spec (pickled: data and initial parameters
+travel with it, no file is read) and keeps it for the run. A unit returns its blocks; the caller
+adds them to the records in the order of the units, so the records, and every number derived
+from them, are those of one process: the units (which searches are batched together) depend on
+the problem only (rows_per_unit), never on the number of workers, and a worker uses the same
+torch thread count as the main process.
+
+Branch and bound (the sound mode) is not distributed: bnb.BranchAndBound evaluates one box at
+a time, best first, and exposes no batch of independent boxes.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib
+import pickle
+import threading
+import time
+
+import torch
+
+WAIT = 0.01   # seconds between polls (and --budget deadline checks) while waiting for workers
+
+_PROBLEMS: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def _fn(name: str):
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _name(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    if hasattr(value, "center") and isinstance(getattr(value, "center"), torch.Tensor):   # Ball, Box
+        import copy
+
+        out = copy.copy(value)
+        out.center = value.center.detach().cpu()
+        return out
+    return value
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if hasattr(value, "center") and isinstance(getattr(value, "center"), torch.Tensor):
+        import copy
+
+        out = copy.copy(value)
+        out.center = value.center.to(device)
+        return out
+    return value
+
+
+def _blocks_to_cpu(blocks):
+    for b in blocks:
+        b.rows = [row[:4] + (None if row[4] is None else row[4].cpu(),) + row[5:] for row in b.rows]
+    return blocks
+
+
+def _problem(key: str, payload: bytes, device: str, threads: int | None):
+    """The worker's Problem for this run (built once per process)."""
+    problem = _PROBLEMS.get(key)
+    if problem is not None:
+        return problem
+    with _LOCK:
+        problem = _PROBLEMS.get(key)
+        if problem is None:
+            from ..compile.problem import Problem
+
+            if threads:
+                torch.set_num_threads(threads)
+            problem = Problem(pickle.loads(payload), device)
+            _PROBLEMS.clear()           # one run at a time per worker process
+            _PROBLEMS[key] = problem
+    return problem
+
+
+def run_unit(key: str, payload: bytes, device: str, threads: int | None, name: str, args: tuple):
+    """Worker side: one unit of work; its blocks come back on the CPU."""
+    problem = _problem(key, payload, device, threads)
+    blocks = _fn(name)(problem, *_to_device(args, problem.device))
+    return _blocks_to_cpu(blocks)
+
+
+class LocalExecutor:
+    """Units run here, one after the other (progress advances as they run)."""
+
+    workers = 1
+    description = "this process"
+
+    def map(self, problem, fn, arglist: list[tuple], advance) -> list[list]:
+        return [fn(problem, *args, advance=advance) for args in arglist]
+
+    def close(self) -> None:
+        pass
+
+
+class _Remote:
+    """Shared by the pool and dask executors: units are submitted with the pickled spec."""
+
+    def __init__(self, checked, device: str, threads: int | None):
+        self.payload = pickle.dumps(checked)
+        self.key = hashlib.sha256(self.payload).hexdigest() + f":{device}:{threads}"
+        self.device = device
+        self.threads = threads
+
+    def _submit(self, name: str, args: tuple):
+        raise NotImplementedError
+
+    def map(self, problem, fn, arglist: list[tuple], advance) -> list[list]:
+        name = _name(fn)
+        futures = [self._submit(name, _to_cpu(args)) for args in arglist]
+        results: list = [None] * len(futures)
+        pending = dict(enumerate(futures))
+        try:
+            while pending:
+                for i, fut in list(pending.items()):
+                    if self._done(fut):
+                        blocks = self._result(fut)
+                        for b in blocks:
+                            b.rows = [row[:4] + (None if row[4] is None else row[4].to(problem.device),) + row[5:]
+                                      for row in b.rows]
+                        results[i] = blocks
+                        advance(sum(b.evaluations for b in blocks))
+                        del pending[i]
+                if pending:
+                    advance(0)          # a --budget deadline is checked here
+                    time.sleep(WAIT)
+        except BaseException:
+            for fut in pending.values():
+                fut.cancel()
+            raise
+        return results
+
+    @staticmethod
+    def _done(fut) -> bool:
+        return fut.done()
+
+    @staticmethod
+    def _result(fut):
+        return fut.result()
+
+
+class PoolExecutor(_Remote):
+    """N local worker processes."""
+
+    def __init__(self, checked, workers: int, device: str = "cpu", threads: int | None = None):
+        super().__init__(checked, device, threads)
+        import multiprocessing as mp
+
+        self.workers = workers
+        self.description = f"{workers} local processes"
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+    def _submit(self, name, args):
+        return self.pool.submit(run_unit, self.key, self.payload, self.device, self.threads, name, args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor(_Remote):
+    """A dask.distributed scheduler at `address`."""
+
+    def __init__(self, checked, address: str, device: str = "cpu", threads: int | None = None):
+        super().__init__(checked, device, threads)
+        try:
+            from dask.distributed import Client
+        except ImportError as exc:     # pragma: no cover - depends on the environment
+            raise RuntimeError('--scheduler needs dask.distributed: pip install "dask[distributed]"') from exc
+        self.client = Client(address, set_as_default=False)
+        info = self.client.scheduler_info()
+        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+        self.description = f"dask scheduler {address} ({self.workers} worker threads)"
+        # the spec travels once to every worker
+        self._payload = self.client.scatter(self.payload, broadcast=True)
+
+    def _submit(self, name, args):
+        return self.client.submit(run_unit, self.key, self._payload, self.device, self.threads, name, args,
+                                  pure=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_executor(checked, workers: int | None = None, scheduler: str | None = None, device: str = "cpu",
+                  threads: int | None = None):
+    """The executor for RunOptions(workers, scheduler): Local unless asked otherwise."""
+    if scheduler:
+        return DaskExecutor(checked, scheduler, device, threads)
+    if workers and workers > 1:
+        return PoolExecutor(checked, workers, device, threads)
+    return LocalExecutor()
+
+
+UNIT_BYTES = 32 * 2**20   # activations per unit of work: small problems run as one batch
+
+
+def rows_per_unit(problem) -> int:
+    """How many searches (starts, points) one unit holds: a function of the problem only, never
+    of the number of workers, so that every run evaluates the same batches. Row values depend
+    on the batch a row is in (at the rounding level: the batch size changes the shapes of the
+    matrix products), so the same batches are what makes N workers give one process's numbers."""
+    from ..compile.batched import evaluator
+
+    ev = evaluator(problem)
+    if not ev.batched:
+        return 1
+    return int(max(1, min(ev.chunk_size(), UNIT_BYTES // max(1, ev.activation_bytes()))))
+
+
+def split(count: int, per_unit: int) -> list[range]:
+    """`count` items in contiguous ranges of `per_unit` (the last one shorter)."""
+    per_unit = max(1, per_unit)
+    return [range(i, min(count, i + per_unit)) for i in range(0, count, per_unit)]
