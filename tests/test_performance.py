@@ -1,0 +1,323 @@
+"""Performance work (issue 7) without timed assertions: the batched evaluator gives Problem.point's
+values, the batched search units give the one-at-a-time sources' records, Lanczos gives
+eigvalsh's lambda_min, workers (local processes, dask) give one process's numbers, and the
+device guard is clear. Speed is measured by `python -m bench` (docs/performance.md), not here."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from certifier import cli, pipeline
+from certifier.analyse import sources, units
+from certifier.analyse.records import Records
+from certifier.analyse.regions import Ball, Box
+from certifier.analyse.sampled import Budget, search_region
+from certifier.analyse.sources import Context
+from certifier.check import check
+from certifier.compile.batched import BatchedEvaluator
+from certifier.compile.kernel import lambda_min, lambda_min_formed, lambda_min_lanczos
+from certifier.compile.problem import Problem
+from certifier.parse import parse
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLED_SPECS = sorted(p for p in (ROOT / "specs").glob("*.rq")
+                       if "method sampled" in p.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As pipeline.analyse does for small problems (intra-op threads only slow them down)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def problem_of(text: str, path: str = "<test>") -> Problem:
+    return Problem(check(parse(text, path)), "cpu")
+
+
+def spec_problem(path: Path) -> Problem:
+    return problem_of(path.read_text(encoding="utf-8"), str(path))
+
+
+def net(n=6, d=3, h=16, k=1, seed=0) -> str:
+    out = f"[{k}, {h}]" if k > 1 else f"[{h}]"
+    model = "A @ tanh(W @ x)" if k > 1 else "sum(A * tanh(W @ x))"
+    y = f"normal(shape=[{n}, {k}], seed={seed + 9})" if k > 1 else "sin(x[:, 0])"
+    return (f'spec "net"\ndata {{\n  x = normal(shape=[{n}, {d}], seed={seed})\n  y = {y}\n}}\n'
+            f"params {{\n  W : [{h}, {d}] = normal(std=1/sqrt({d}), seed={seed + 1})\n"
+            f"  A : {out} = normal(std=1/sqrt({h}), seed={seed + 2})\n}}\n"
+            f"model f(x) = {model}\nloss least_squares\nregion ball(center=init, radius=auto)\n"
+            "method sampled(samples=64, seed=0)\ncertify rate(floor=0, horizon=100)\n")
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+# --- the batched evaluator -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SAMPLED_SPECS + [ROOT / "specs" / "two_layer_tanh_sound.rq"], ids=lambda p: p.name)
+def test_batched_points_equal_pointwise(path):
+    p = spec_problem(path)
+    ev = BatchedEvaluator(p)
+    # a population loss in closed form (data gaussian) has no per-sample outputs: the loop
+    assert ev.batched == (getattr(p, "_closed_form", None) is None), ev.reason
+    gen = torch.Generator().manual_seed(1)
+    thetas = p.theta0 + 0.1 * torch.randn(5, p.m, generator=gen, dtype=torch.float64)
+    for theta, q, (L, log_r, d, smax) in zip(thetas, ev.points(thetas), ev.log_rayleigh_and_grad(thetas)):
+        ref = p.point(theta)
+        assert rel(q.loss, ref.loss) <= 1e-12 and rel(q.rayleigh, ref.rayleigh) <= 1e-12
+        assert float((q.grad - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+        assert q.sample_max == pytest.approx(ref.sample_max, rel=1e-12, nan_ok=True)
+        rL, r_log_r, rd, rsmax = p.log_rayleigh_and_grad(theta)
+        assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-10
+        assert float((d - rd).norm()) <= 1e-9 * float(rd.norm())
+
+
+def test_batch_size_does_not_change_a_rows_values_beyond_rounding():
+    p = problem_of(net(n=8, h=32))
+    ev = BatchedEvaluator(p)
+    thetas = p.theta0 + 0.05 * torch.randn(7, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    whole = ev.points(thetas)
+    parts = ev.points(thetas[:3]) + ev.points(thetas[3:])
+    for a, b in zip(whole, parts):
+        assert rel(a.rayleigh, b.rayleigh) <= 1e-13
+
+
+def test_fallback_when_the_model_cannot_be_batched():
+    p = problem_of(net())
+    p._closed_form = object()          # as for a population loss in closed form
+    ev = BatchedEvaluator(p)
+    assert not ev.batched and "closed form" in ev.reason
+    del p._closed_form
+    p2 = problem_of(net())
+    ev2 = BatchedEvaluator(p2)
+    ev2._batched = lambda th, x: (_ for _ in ()).throw(RuntimeError("vmap cannot trace this"))
+    assert not ev2.batched and "vmap cannot trace this" in ev2.reason
+    theta = p2.theta0 + 0.01
+    (q,) = ev2.points(theta[None])
+    assert q.rayleigh == p2.point(theta).rayleigh      # the loop over Problem.point
+
+
+def test_torch_model_is_batched_with_the_same_values(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "fixtures"))
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 2))
+    np.savez(tmp_path / "d.npz", x=x, y=x @ np.array([1.0, -0.5]))
+    text = ('spec "torch linear"\ndata from "d.npz"\nmodel torch("certify_fixture_nets:Linear")\n'
+            "loss least_squares\nregion ball(center=init, radius=auto)\n"
+            "method sampled(samples=64, seed=0)\ncertify rate(floor=0, horizon=100)\n")
+    p = Problem(check(parse(text, "spec.rq"), allow_python=True), "cpu")
+    ev = BatchedEvaluator(p)
+    thetas = p.theta0 + torch.randn(3, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for theta, q in zip(thetas, ev.points(thetas)):
+        assert rel(q.rayleigh, p.point(theta).rayleigh) <= 1e-12
+
+
+def test_float32_evaluator_is_an_estimate_of_the_float64_one():
+    p = problem_of(net(n=16, h=64))
+    thetas = p.theta0 + 0.05 * torch.randn(4, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    r64 = [q.rayleigh for q in BatchedEvaluator(p).points(thetas)]
+    r32 = [q.rayleigh for q in BatchedEvaluator(p, dtype=torch.float32).points(thetas)]
+    for a, b in zip(r64, r32):
+        assert rel(a, b) < 1e-4
+
+
+# --- the search units against the one-at-a-time sources -------------------------------------------
+
+def old_search_region(problem, region, records, budget, ctx, floor):
+    """search_region as it was before batching (analyse/sources.py, one point at a time)."""
+    center = region.center
+    for start in region.sample(ctx.gen, budget.starts):
+        sources.trajectory(problem, start, center, region, budget.trajectory_steps, ctx, records)
+    lowest = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, budget.starts)
+              if i in records.thetas]
+    adv_starts = [center] + lowest[: budget.starts // 2]
+    adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
+    for start in adv_starts:
+        sources.adversarial(problem, start, region, budget.adversarial_steps, ctx, records)
+    sources.random_points(problem, region, budget.random_points, ctx, records)
+    if problem.kernel_applicable():
+        low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, 16) if i in records.thetas]
+        sources.kernel_points(problem, low + list(region.sample(ctx.gen, 8)), region, ctx, records)
+
+
+@pytest.mark.parametrize("name,make,samples", [("two_layer_tanh.rq", "ball", 256),
+                                               ("linear_nonrealizable_floor.rq", "box", 1024),
+                                               ("softmax_separable.rq", "ball", 1024)])
+def test_batched_search_gives_the_records_of_the_old_search(name, make, samples):
+    p = spec_problem(ROOT / "specs" / name)
+    L0 = p.point(p.theta0).loss
+    eta = 0.5 / p.hessian_top_eigenvalue(p.theta0)
+    radius = 0.3 * (1 + float(p.theta0.norm()))
+    region = Ball(p.theta0, radius) if make == "ball" else Box(p.theta0, radius)
+    budget = Budget(samples)
+    out = []
+    for search in (old_search_region, search_region):
+        records = Records()
+        ctx = Context(gen=torch.Generator().manual_seed(3), eta=eta, noise=1e-16 * L0, advance=lambda n=1: None)
+        search(p, region, records, budget, ctx, 1e-16 * L0)
+        out.append(records)
+    old, new = out
+    assert old.source == new.source and old.count() == new.count()
+    assert all(rel(a, b) <= 1e-9 for a, b in zip(old.value, new.value) if abs(a) > 1e-300)
+    assert all(rel(a, b) <= 1e-9 for a, b in zip(old.loss, new.loss))
+    assert sorted(old.thetas) == sorted(new.thetas)
+    assert rel(old.minimum(radius, 0.0)[0], new.minimum(radius, 0.0)[0]) <= 1e-9
+
+
+def test_blocks_keep_every_theta_that_records_keeps():
+    """The slimming rule of analyse/units.py against Records' own pruning, on random sequences
+    with ties, split into random blocks."""
+    rng = random.Random(0)
+    for trial in range(120):
+        count = rng.choice([50, 300, 700, 1500])
+        values = [float(rng.choice(range(40))) if trial % 3 == 0 else rng.random() for _ in range(count)]
+        values = [math.nan if rng.random() < 0.02 else v for v in values]
+        direct = Records()
+        for i, v in enumerate(values):
+            direct.add("random", 0.0, 1.0, v, torch.tensor([float(i)]))
+        blocks, i = [], 0
+        while i < count:
+            size = rng.choice([1, 5, 100, 400, 1000])
+            block = units.Block()
+            for j in range(i, min(count, i + size)):
+                block.add("random", 0.0, 1.0, values[j], torch.tensor([float(j)]))
+            blocks.append(block.finish())
+            i += size
+        flushed = Records()
+        units.flush(blocks, flushed)           # raises if a dropped theta were kept
+        assert sorted(flushed.thetas) == sorted(direct.thetas)
+        assert all(torch.equal(flushed.thetas[k], direct.thetas[k]) for k in direct.thetas)
+
+
+# --- Lanczos ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,d,h,k,seed", [(3, 2, 8, 1, 0), (9, 3, 16, 1, 1), (12, 4, 32, 1, 2), (6, 3, 24, 2, 3),
+                                         (30, 5, 64, 1, 4), (40, 3, 96, 1, 5)])
+def test_lanczos_lambda_min_equals_eigvalsh(n, d, h, k, seed):
+    p = problem_of(net(n=n, d=d, h=h, k=k, seed=seed))
+    theta = p.theta0 + 0.2 * torch.randn(p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    J = p.jacobian(theta)
+    exact = float(torch.linalg.eigvalsh(J @ J.T / p.n)[0])
+    lam, products = lambda_min_lanczos(p, theta)
+    assert lam == pytest.approx(exact, rel=1e-8, abs=1e-12 * float(torch.linalg.eigvalsh(J @ J.T / p.n)[-1]))
+    assert products >= 1
+    assert lambda_min_formed(p, theta) == pytest.approx(exact, rel=1e-12)
+    assert p.kernel_lambda_min(theta, method="lanczos") == pytest.approx(exact, rel=1e-8)
+
+
+def test_auto_uses_lanczos_when_the_jacobian_would_not_fit(monkeypatch):
+    from certifier.compile import kernel
+
+    p = problem_of(net(n=10, h=32))
+    calls = []
+    monkeypatch.setattr(kernel, "lambda_min_lanczos", lambda pr, th: calls.append("lanczos") or (1.0, 1))
+    monkeypatch.setattr(kernel, "lambda_min_formed", lambda pr, th: calls.append("formed") or 1.0)
+    lambda_min(p, p.theta0)
+    monkeypatch.setattr(kernel, "JACOBIAN_MEMORY", 8)
+    lambda_min(p, p.theta0)
+    assert calls == ["formed", "lanczos"]
+    with pytest.raises(ValueError):
+        lambda_min(p, p.theta0, "qr")
+
+
+def test_chunked_jacobian_equals_jacrev():
+    from torch.func import jacrev
+
+    from certifier.compile import kernel
+
+    p = problem_of(net(n=20, h=32))
+    full = jacrev(p.outputs)(p.theta0).reshape(p.n, p.m)
+    old = kernel.ACTIVATIONS
+    try:
+        kernel.ACTIVATIONS = 1            # one row per chunk
+        assert kernel.jacobian_chunk(p) == 1
+        assert torch.equal(kernel.jacobian(p, p.theta0), full)
+    finally:
+        kernel.ACTIVATIONS = old
+
+
+# --- workers: the same numbers as one process ------------------------------------------------------
+
+SMALL = ROOT / "specs" / "logistic_nonseparable.rq"
+
+
+def summary(result) -> tuple:
+    return (result.verdict, result.mu, result.rate["kl_constant"], result.region["radius"],
+            result.method["evaluations"], [(s.source, s.minimum, s.points) for s in result.mu_sources])
+
+
+def test_dask_scheduler_gives_the_numbers_of_one_process():
+    distributed = pytest.importorskip("dask.distributed")
+    one = pipeline.run_file(str(SMALL), pipeline.RunOptions())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        many = pipeline.run_file(str(SMALL), pipeline.RunOptions(scheduler=cluster.scheduler_address))
+    assert summary(many) == summary(one)
+
+
+def test_local_worker_processes_give_the_numbers_of_one_process():
+    one = pipeline.run_file(str(SMALL), pipeline.RunOptions())
+    many = pipeline.run_file(str(SMALL), pipeline.RunOptions(workers=2))
+    assert summary(many) == summary(one)
+
+
+def test_cli_passes_workers_and_scheduler(monkeypatch, capsys):
+    seen = []
+
+    def fake_run_file(path, options):
+        seen.append(options)
+        raise KeyboardInterrupt   # stop before any work; the options are what is checked
+
+    monkeypatch.setattr(pipeline, "run_file", fake_run_file)
+    cli.main([str(SMALL), "--workers", "3", "--scheduler", "tcp://127.0.0.1:1", "--quiet", "--no-cache"])
+    assert seen[0].workers == 3 and seen[0].scheduler == "tcp://127.0.0.1:1"
+    assert cli.main([str(SMALL), "--workers", "0"]) == 2
+    capsys.readouterr()
+
+
+# --- device ----------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown where there is no CUDA device")
+def test_cuda_without_a_device_is_a_clear_error(capsys):
+    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        pipeline.run_file(str(SMALL), pipeline.RunOptions(device="cuda"))
+    assert cli.main([str(SMALL), "--device", "cuda", "--no-cache"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+# --- the bench harness -----------------------------------------------------------------------------
+
+def test_bench_naive_kernel_quotient_equals_the_engines():
+    from bench.models import Model
+    from bench.run import naive, problem_of as bench_problem, slope
+
+    for kind in ("two_layer", "mlp3"):
+        model = Model("tiny", kind, n=6, d=3, h=8)
+        p = bench_problem(model)
+        assert p.m == model.parameters
+        row = naive(p, 1)
+        assert row["rel_diff"] <= 1e-10
+    assert slope([1, 2, 4, 8], [3, 6, 12, 24]) == pytest.approx(1.0)
+    assert Model("x", "two_layer", n=256, d=32, h=1024).flops_per_rayleigh() == 3 * 2 * 256 * (32 * 1024 + 1024)
+
+
+@pytest.mark.slow
+def test_bench_quick_run(tmp_path):
+    import json
+
+    from bench.run import run, table
+
+    results = run(quick=True, out=str(tmp_path / "r.json"), log=lambda s: None)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(data["models"]) == {"two_layer", "mlp3"} and data["peak"]["float64"]["gflops"] > 0
+    assert "engine / naive" in table(results)
