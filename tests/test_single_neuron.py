@@ -130,6 +130,20 @@ def test_over_parameterized_specs(name):
         assert r.loss["floor"] == 1e-8
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [2, 4, 5])
+def test_log_is_never_certified_with_two_or_more_students(n):
+    """A false linear rate must never be certified: the n >= 2 specs with desingularizer log and
+    floor 0 (the n = 3 one is a spec of its own)."""
+    from certifier.pipeline import run_text
+
+    text = (SPECS / f"single_neuron_n{n}.rq").read_text()
+    text = text.replace("certify rate(floor=1e-8", "desingularizer log\ncertify rate(floor=0")
+    r = run_text(text, f"n{n}_log.rq")
+    assert r.verdict != "certified" and r.rate["formula"] is None
+    assert r.failing_region.kind in ("no-kl-constant", "unsampled-levels")
+
+
 # --- certify study -----------------------------------------------------------------------------------
 
 def test_study_writes_a_plot_and_a_table(tmp_path, capsys):
