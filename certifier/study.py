@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import _positive_float, _positive_int
@@ -51,7 +51,6 @@ class Entry:
     outcome: object                     # report.outcome.Outcome
     descent: Descent | None = None
     error: str | None = None
-    labels: dict = field(default_factory=dict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import torch
 
 import single_neuron_oracle as oracle
 from certifier.check import check
-from certifier.compile.population import arccos_gram, energy
+from certifier.compile.population import arccos_gram
 from certifier.compile.problem import Problem
 from certifier.diagnostics import SpecError
 from certifier.parse import parse

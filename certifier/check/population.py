@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compile.evaluate import CONSTANTS, DTYPE, evaluate
-from ..diagnostics import Collector, Span
+from ..compile.evaluate import DTYPE, evaluate
+from ..diagnostics import Collector
 from ..parse.ast import Expr, Model, Spec
 from .data import Data, Population
 from .expressions import Walker
