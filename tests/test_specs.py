@@ -92,7 +92,8 @@ def test_python_api_matches_cli(outputs):
 
     result = certifier.certify(str(ROOT / "specs" / "linear_underparameterized.rq"))
     _, obj, _ = outputs["linear_underparameterized"]
-    assert result.mu == obj["mu"]                  # same seeds, same numbers
-    assert result.bound(0.0) == obj["loss"]["initial"]
+    # same seeds, same numbers: to rounding (a separate process may sum in another order)
+    assert result.mu == pytest.approx(obj["mu"], rel=1e-12)
+    assert result.bound(0.0) == pytest.approx(obj["loss"]["initial"], rel=1e-12)
     t, b = obj["rate"]["curve"][30]
     assert result.bound(t) == pytest.approx(b, rel=1e-12)
