@@ -28,8 +28,8 @@ from torch.func import vmap
 from .model import model_outputs
 from .problem import Point
 
-MEMORY = 256 * 2**20     # bytes of activations per chunk (about 3 times the saved tensors)
-MAX_CHUNK = 64           # larger chunks gained nothing in bench/ (cache effects)
+MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
+MAX_CHUNK = 64           # chunks were slower in bench/ once the activations left the CPU caches
 CHECK_TOLERANCE = 1e-9   # relative agreement with Problem.point required at the first use
 
 

@@ -1,0 +1,1 @@
+"""certify's benchmark harness: `python -m bench` (bench/run.py; docs/performance.md)."""
