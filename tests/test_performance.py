@@ -225,7 +225,10 @@ def test_auto_uses_lanczos_when_the_jacobian_would_not_fit(monkeypatch):
     lambda_min(p, p.theta0)
     monkeypatch.setattr(kernel, "JACOBIAN_MEMORY", 8)
     lambda_min(p, p.theta0)
-    assert calls == ["formed", "lanczos"]
+    monkeypatch.setattr(kernel, "JACOBIAN_MEMORY", 2**30)
+    monkeypatch.setattr(kernel, "LANCZOS_FROM", 10)        # n k = 10
+    lambda_min(p, p.theta0)
+    assert calls == ["formed", "lanczos", "lanczos"]
     with pytest.raises(ValueError):
         lambda_min(p, p.theta0, "qr")
 

@@ -7,11 +7,12 @@
   pass; J w is a backward pass through that backward pass (linear in u, so its vector-Jacobian
   product with respect to u is J w). Memory O(m + n k) besides the saved activations.
 
-Which is faster depends on how many products Lanczos needs. The small eigenvalues of a tangent
-kernel are clustered, and bench/ measured 189 products for n k = 256 and 840 for n k = 1024 on
-the two-layer reference network (tolerance 1e-8): more than forming J, whose n k products are
-batched. So `auto` forms the kernel while J fits in JACOBIAN_MEMORY bytes and uses Lanczos beyond,
-where forming it is not possible at all (docs/performance.md has the figures).
+Which is faster depends on how many products Lanczos needs (the small eigenvalues of a tangent
+kernel are clustered) against the n k batched products and the O((n k)^3) eigvalsh of forming.
+On the two-layer reference network of bench/ (m = 33792, quiet 2-core machine, tolerance 1e-10)
+Lanczos took 220 products either way: 1.8 s against 1.2 s formed at n k = 256, 3.4 s against
+5.6 s at n k = 512 (docs/performance.md). So `auto` forms the kernel up to n k < LANCZOS_FROM and
+while J fits in JACOBIAN_MEMORY bytes, and uses Lanczos beyond.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from torch.func import jacrev
 
 JACOBIAN_MEMORY = 2**30        # bytes of J (n k x m float64) above which `auto` uses Lanczos
+LANCZOS_FROM = 512             # n k from which `auto` uses Lanczos (the measured crossover)
 ACTIVATIONS = 256 * 2**20      # bytes of vmapped activations per jacrev chunk
 LANCZOS_TOL = 1e-10            # ARPACK's relative residual tolerance
 LANCZOS_NCV = 64               # Lanczos basis size (more: fewer restarts, more memory)
@@ -99,7 +101,8 @@ def lambda_min_lanczos(problem, theta: torch.Tensor, tol: float = LANCZOS_TOL) -
 def lambda_min(problem, theta: torch.Tensor, method: str = "auto") -> float:
     """lambda_min(J J^T / n) at theta. method: 'auto' | 'formed' | 'lanczos'."""
     if method == "auto":
-        method = "lanczos" if problem.n * problem.k * problem.m * 8 > JACOBIAN_MEMORY else "formed"
+        nk = problem.n * problem.k
+        method = "lanczos" if nk >= LANCZOS_FROM or nk * problem.m * 8 > JACOBIAN_MEMORY else "formed"
     if method == "formed":
         return lambda_min_formed(problem, theta)
     if method == "lanczos":

@@ -143,7 +143,7 @@ class Problem:
     def kernel_lambda_min(self, theta: torch.Tensor, method: str = "auto") -> float:
         """lambda_min of K_theta = J J^T / n, a lower bound on R(theta) in every direction.
         method 'formed' (eigvalsh of K), 'lanczos' (kernel-vector products, J never formed) or
-        'auto': formed while J fits in memory (compile/kernel.py)."""
+        'auto': formed for n k < 512 while J fits in memory, Lanczos beyond (compile/kernel.py)."""
         from .kernel import lambda_min
 
         return lambda_min(self, theta, method)
