@@ -446,6 +446,12 @@ def _run(args, parser) -> int:
         if not torch.cuda.is_available():
             _err("certify: error: --device cuda: no CUDA device is available (use --device cpu)")
             return EXIT_USAGE
+    if args.scheduler:
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            _err("certify: error: --scheduler needs dask.distributed: pip install \"dask[distributed]\"")
+            return EXIT_USAGE
     specs, multi = expand_specs(args.specs)
     if args.emit is not None and (multi or len(specs) != 1):
         _err("certify: error: --emit writes the certificate of one spec; give exactly one SPEC file")

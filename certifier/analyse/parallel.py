@@ -28,6 +28,7 @@ import time
 
 import torch
 
+CONNECT_TIMEOUT = 10   # seconds to reach a dask scheduler
 WAIT = 0.01   # seconds between polls (and --budget deadline checks) while waiting for workers
 
 _PROBLEMS: dict[str, object] = {}
@@ -188,7 +189,11 @@ class DaskExecutor(_Remote):
             from dask.distributed import Client
         except ImportError as exc:     # pragma: no cover - depends on the environment
             raise RuntimeError('--scheduler needs dask.distributed: pip install "dask[distributed]"') from exc
-        self.client = Client(address, set_as_default=False)
+        try:
+            self.client = Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeError(f"cannot reach the dask scheduler at {address!r} within "
+                               f"{CONNECT_TIMEOUT} s ({type(exc).__name__}: {exc})") from exc
         info = self.client.scheduler_info()
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
         self.description = f"dask scheduler {address} ({self.workers} worker threads)"
