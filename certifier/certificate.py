@@ -191,15 +191,7 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
     except ValueError:
         rate_params = None
     return {
-        "format": FORMAT,
-        "certify_version": __version__,
-        "spec": {"path": spec_path, "sha256": sha256_text(source)},
-        "files": _loaded(spec_path, source, allow_python),
-        "allow_python": bool(allow_python),
-        "verdict": result.verdict,
-        "sound": bool(result.sound),
-        "failing_kind": f.kind if f is not None else None,
-        "method": result.method,
+        **header(result, spec_path, source, allow_python),
         "numbers": {"L0": L0, "mu": _finite(result.mu), "c": loss.get("constant"),
                     "K": _finite(rate.get("kl_constant")) if "kl_constant" in rate else None,
                     "floor": floor, "floor_effective": floor_eff, "sample_bound": _finite(M),
@@ -571,3 +563,19 @@ def main_check(argv: list[str]) -> int:
 # evidence kinds of other methods register themselves on import (the sound mode: sound-proof,
 # sound-leaf, sound-refutation)
 from .analyse.sound import replay as _sound_replay  # noqa: E402,F401
+
+
+def header(result, spec_path: str, source: str, allow_python: bool) -> dict:
+    """The fields every certificate starts with, whatever its method."""
+    f = result.failing_region
+    return {
+        "format": FORMAT,
+        "certify_version": __version__,
+        "spec": {"path": spec_path, "sha256": sha256_text(source)},
+        "files": _loaded(spec_path, source, allow_python),
+        "allow_python": bool(allow_python),
+        "verdict": result.verdict,
+        "sound": bool(result.sound),
+        "failing_kind": f.kind if f is not None else None,
+        "method": result.method,
+    }

@@ -143,16 +143,9 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     f = result.failing_region
     loss = result.loss or {}
     radius = ev.radius if ev.radius is not None else 0.0
+    from ...certificate import header  # certificate.py imports this module
     return {
-        "format": FORMAT,
-        "certify_version": __version__,
-        "spec": {"path": spec_path, "sha256": sha256_text(source)},
-        "files": _loaded(spec_path, source, allow_python),
-        "allow_python": bool(allow_python),
-        "verdict": result.verdict,
-        "sound": bool(result.sound),
-        "failing_kind": f.kind if f is not None else None,
-        "method": result.method,
+        **header(result, spec_path, source, allow_python),
         "numbers": {"L0": float(loss["initial"]), "L0_upper": ev.L0_upper, "mu": ev.mu, "floor": ev.floor,
                     "radius": radius, "region": ev.region, "rho": ev.rho, "horizon": ev.horizon},
         "rate": {"parameters": rate_params, "formula": formula, "curve": curve},
