@@ -1,4 +1,5 @@
-"""Where the sampled engine's units of work (analyse/units.py) run.
+"""Where units of work run: the sampled engine's batched searches (analyse/units.py) and the
+boxes of the sound mode's branch and bound (analyse/sound/boxes.py).
 
 - Local: in this process (the default; --workers 1).
 - Pool: N local worker processes (`certify --workers N`), concurrent.futures with the spawn
@@ -14,8 +15,10 @@ from them, are those of one process: the units (which searches are batched toget
 the problem only (rows_per_unit), never on the number of workers, and a worker uses the same
 torch thread count as the main process.
 
-Branch and bound (the sound mode) is not distributed: bnb.BranchAndBound evaluates one box at
-a time, best first, and exposes no batch of independent boxes.
+Branch and bound splits its weakest leaves in rounds of a fixed width (sound/bnb.py) and hands
+the children of a round out as one unit per worker; a box's result depends on the box alone, and
+the caller takes the results in the order of the boxes, so the tree and mu are those of one
+process too.
 """
 from __future__ import annotations
 
@@ -72,9 +75,11 @@ def _to_device(value, device):
     return value
 
 
-def _blocks_to_cpu(blocks):
+def _rows_to(blocks, device):
+    """The thetas of a unit's blocks on `device` (results without rows, e.g. boxes, unchanged)."""
     for b in blocks:
-        b.rows = [row[:4] + (None if row[4] is None else row[4].cpu(),) + row[5:] for row in b.rows]
+        if hasattr(b, "rows"):
+            b.rows = [row[:4] + (None if row[4] is None else row[4].to(device),) + row[5:] for row in b.rows]
     return blocks
 
 
@@ -100,7 +105,7 @@ def run_unit(key: str, payload: bytes, device: str, threads: int | None, name: s
     """Worker side: one unit of work; its blocks come back on the CPU."""
     problem = _problem(key, payload, device, threads)
     blocks = _fn(name)(problem, *_to_device(args, problem.device))
-    return _blocks_to_cpu(blocks)
+    return _rows_to(blocks, "cpu")
 
 
 class LocalExecutor:
@@ -137,10 +142,7 @@ class _Remote:
             while pending:
                 for i, fut in list(pending.items()):
                     if self._done(fut):
-                        blocks = self._result(fut)
-                        for b in blocks:
-                            b.rows = [row[:4] + (None if row[4] is None else row[4].to(problem.device),) + row[5:]
-                                      for row in b.rows]
+                        blocks = _rows_to(self._result(fut), problem.device)
                         results[i] = blocks
                         advance(sum(b.evaluations for b in blocks))
                         del pending[i]
@@ -185,15 +187,7 @@ class DaskExecutor(_Remote):
 
     def __init__(self, checked, address: str, device: str = "cpu", threads: int | None = None):
         super().__init__(checked, device, threads)
-        try:
-            from dask.distributed import Client
-        except ImportError as exc:     # pragma: no cover - depends on the environment
-            raise RuntimeError('--scheduler needs dask.distributed: pip install "dask[distributed]"') from exc
-        try:
-            self.client = Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise RuntimeError(f"cannot reach the dask scheduler at {address!r} within "
-                               f"{CONNECT_TIMEOUT} s ({type(exc).__name__}: {exc})") from exc
+        self.client = connect(address)
         info = self.client.scheduler_info()
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
         self.description = f"dask scheduler {address} ({self.workers} worker threads)"
@@ -206,6 +200,20 @@ class DaskExecutor(_Remote):
 
     def close(self) -> None:
         self.client.close()
+
+
+def connect(address: str):
+    """A dask.distributed Client for the scheduler at `address`; RuntimeError (with a message for
+    the user) when dask is missing or the scheduler cannot be reached in CONNECT_TIMEOUT s."""
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:     # pragma: no cover - depends on the environment
+        raise RuntimeError('--scheduler needs dask.distributed: pip install "dask[distributed]"') from exc
+    try:
+        return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise RuntimeError(f"cannot reach the dask scheduler at {address!r} within "
+                           f"{CONNECT_TIMEOUT} s ({type(exc).__name__}: {exc})") from exc
 
 
 def make_executor(checked, workers: int | None = None, scheduler: str | None = None, device: str = "cpu",

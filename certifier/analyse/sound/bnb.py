@@ -4,11 +4,18 @@ Every box of the cover is either
 - dropped: entirely below the floor (max L over the box < floor: nothing is asked there), or
   entirely outside the ball region (its distance from the center exceeds the radius);
 - proven: a rule's sound bound on R over the box is >= the target;
-- open: not (yet) proven; the weakest open box is split next, in two halves along the coordinate
-  with the widest contribution (box width times the column of the Jacobian enclosure).
+- open: not (yet) proven; the weakest open boxes are split next, each in two halves along the
+  coordinate with the widest contribution (box width times the column of the Jacobian enclosure).
 The run stops when no open box is left (proven), when `refute` reports a point (refuted) or when
 the budget of boxes or seconds ends (unresolved). mu is the minimum of the leaves' bounds over the
 boxes that were not dropped: a sound lower bound on inf R over the region above the floor.
+
+Rounds. Each step splits the ROUND weakest leaves at once (the weakest decides whether to go on;
+the others join while their bound is below the bar: the target while a leaf is open, the
+tightening goal after) and evaluates their children as one batch, `evaluate(nodes)`, which may
+hand the boxes to workers (analyse/parallel.py). A box's evaluation depends on the box alone, and
+the rounds on the results alone, so the tree, mu and the verdict are the same whoever evaluates
+the boxes. ROUND is a constant, not the number of workers, for that reason.
 """
 from __future__ import annotations
 
@@ -20,11 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from ...compile.interval import BoxEnclosure
 from .rules import Bound
 
 BOX_LISTS_UP_TO = 32    # boxes are written out coordinate by coordinate up to this dimension
-STALL = 1e-12           # tightening stops after 2m splits in a row that gained nothing on the weakest leaf
+ROUND = 8               # leaves split per round (their 2 * ROUND children are evaluated as one batch)
+STALL = 1e-12           # tightening stops after rounds of 2m splits in a row that gained nothing on the weakest leaf
 
 
 @dataclass
@@ -53,17 +60,18 @@ class SearchState:
 
 
 class BranchAndBound:
-    def __init__(self, evaluate: Callable[[Node], None], target: float, budget: int,
+    def __init__(self, evaluate: Callable[[list[Node]], None], target: float, budget: int,
                  seconds: float | None = None, tighten_to: Callable[[], float] | None = None,
-                 advance=None):
-        """evaluate(node) fills node.status ('open'/'proven' is decided here from node.bound,
-        'dropped' by evaluate), node.bound, node.score; it may set state.refutation."""
+                 advance=None, width: int = ROUND):
+        """evaluate(nodes) fills, for each node, node.status ('open'/'proven' is decided here from
+        node.bound, 'dropped' by evaluate), node.bound, node.score; it may set state.refutation."""
         self.evaluate = evaluate
         self.target = target
         self.budget = budget
         self.seconds = seconds
         self.tighten_to = tighten_to
         self.advance = advance or (lambda k=1: None)
+        self.width = max(1, int(width))
         self.state = SearchState()
         self._heap: list[tuple[float, float, int]] = []
         self._stalls = 0
@@ -72,7 +80,7 @@ class BranchAndBound:
     # -----------------------------------------------------------------------------------------
     def add_root(self, lo: np.ndarray, hi: np.ndarray) -> Node:
         node = self._new(lo, hi, 0)
-        self._visit(node)
+        self._visit([node])
         return node
 
     def _new(self, lo, hi, depth) -> Node:
@@ -81,16 +89,17 @@ class BranchAndBound:
         self._next += 1
         return node
 
-    def _visit(self, node: Node) -> None:
-        self.evaluate(node)
-        self.state.evaluated += 1
-        self.advance(1)
-        if node.status == "dropped":
-            return
-        value = node.bound.value if node.bound is not None else -math.inf
-        node.status = "proven" if value >= self.target else "open"
-        width = float(np.max(node.hi - node.lo)) if node.lo.size else 0.0
-        heapq.heappush(self._heap, (value, -width, node.id))
+    def _visit(self, nodes: list[Node]) -> None:
+        self.evaluate(nodes)
+        for node in nodes:
+            self.state.evaluated += 1
+            self.advance(1)
+            if node.status == "dropped":
+                continue
+            value = node.bound.value if node.bound is not None else -math.inf
+            node.status = "proven" if value >= self.target else "open"
+            width = float(np.max(node.hi - node.lo)) if node.lo.size else 0.0
+            heapq.heappush(self._heap, (value, -width, node.id))
 
     def run(self) -> SearchState:
         start = time.perf_counter()
@@ -104,30 +113,34 @@ class BranchAndBound:
                 state.stop_reason = "empty"
                 break
             value = weakest.bound.value if weakest.bound is not None else -math.inf
+            bar = self.target
             if value >= self.target:
                 # every leaf is proven; optionally tighten mu while the budget lasts, unless the
                 # weakest leaf gained (almost) nothing over its parent: splitting does not help it
                 goal = self.tighten_to() if self.tighten_to is not None else -math.inf
                 if weakest.parent_bound is not None and value <= weakest.parent_bound * (1 + STALL) + 1e-300:
-                    self._stalls += 1
+                    self._stalls += self.width     # a round splits up to `width` leaves
                 else:
                     self._stalls = 0
                 if not value < goal or self._stalls > 2 * weakest.lo.size:
                     state.stop_reason = "proven"
                     break
+                bar = goal
             if state.evaluated + 2 > self.budget:
                 state.stop_reason = "budget"
                 break
             if self.seconds is not None and time.perf_counter() - start > self.seconds:
                 state.stop_reason = "time"
                 break
-            if not self._split(weakest):
+            plans = self._round(bar)
+            if not plans:
                 if value >= self.target:
                     state.stop_reason = "proven"
                     break
                 weakest.status = "unsplittable"
                 state.stop_reason = "unsplittable"
                 break
+            self._split(plans)
         state.seconds = time.perf_counter() - start
         return state
 
@@ -140,17 +153,34 @@ class BranchAndBound:
             heapq.heappop(self._heap)
         return None
 
-    def _split(self, node: Node) -> bool:
-        width = node.hi - node.lo
-        score = node.score if node.score is not None else width
-        order = np.argsort(-score, kind="stable")
-        for j in order:
-            if not score[j] > 0 and not width[j] > 0:
-                break
-            mid = 0.5 * node.lo[j] + 0.5 * node.hi[j]
-            if not (node.lo[j] < mid < node.hi[j]):
+    def _round(self, bar: float) -> list[tuple[Node, int, float]]:
+        """The leaves split this round, weakest first, with their split (coordinate, point): the
+        weakest leaf, then up to ROUND - 1 more whose bound is below `bar`, within the budget.
+        Empty when the weakest leaf cannot be split (it stays on the heap)."""
+        room = min(self.width, (self.budget - self.state.evaluated) // 2)
+        plans, back = [], []
+        while self._heap and len(plans) < room:
+            entry = heapq.heappop(self._heap)
+            node = self.state.nodes[entry[2]]
+            if node.status not in ("open", "proven"):
                 continue
-            heapq.heappop(self._heap)
+            if plans and not entry[0] < bar:
+                back.append(entry)
+                break
+            plan = _plan(node)
+            if plan is None:
+                back.append(entry)
+                if not plans:
+                    break
+                continue
+            plans.append((node, *plan))
+        for entry in back:
+            heapq.heappush(self._heap, entry)
+        return plans
+
+    def _split(self, plans: list[tuple[Node, int, float]]) -> None:
+        children = []
+        for node, j, mid in plans:
             node.status = "split"
             node.split = {"coordinate": int(j), "at": float(mid)}
             for lo_j, hi_j in ((node.lo[j], mid), (mid, node.hi[j])):
@@ -159,9 +189,8 @@ class BranchAndBound:
                 child = self._new(lo, hi, node.depth + 1)
                 child.parent_bound = node.bound.value if node.bound is not None else None
                 node.children.append(child.id)
-                self._visit(child)
-            return True
-        return False
+                children.append(child)
+        self._visit(children)
 
     # -----------------------------------------------------------------------------------------
     def leaves(self) -> list[Node]:
@@ -191,6 +220,20 @@ class BranchAndBound:
             out["split"] = node.split
             out["children"] = [self._tree(self.state.nodes[c], center) for c in node.children]
         return out
+
+
+def _plan(node: Node) -> tuple[int, float] | None:
+    """Where to split a box: the coordinate with the largest score (then the widest) whose
+    midpoint lies strictly inside; None when no coordinate can be split."""
+    width = node.hi - node.lo
+    score = node.score if node.score is not None else width
+    for j in np.argsort(-score, kind="stable"):
+        if not score[j] > 0 and not width[j] > 0:
+            break
+        mid = 0.5 * node.lo[j] + 0.5 * node.hi[j]
+        if node.lo[j] < mid < node.hi[j]:
+            return int(j), float(mid)
+    return None
 
 
 def box_dict(lo: np.ndarray, hi: np.ndarray, center: np.ndarray | None = None) -> dict:

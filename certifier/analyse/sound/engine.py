@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, Iv, NotSupported, enclose, iv_mag, mid_rad
-from ...compile.rounding import down, nonneg_sum_lower, sqnorm_upper, up
+from ...compile.interval import IntervalModel, NotSupported, enclose, iv_mag
+from ...compile.rounding import down, elementary_mode, nonneg_sum_lower, sqnorm_upper, up
 from ...progress import NullReporter
 from .ball import BallModel, ball_rule
 from .bnb import BranchAndBound, Node, _jsonable, box_dict
-from .rules import Bound, RuleContext, best_bound, subspace_facts
+from .boxes import BoxSpec, Session, evaluate_boxes
+from .rules import RuleContext, subspace_facts
 
 MEMORY_LIMIT = 2 * 2**30        # bytes: refuse boxes whose forward-mode arrays would exceed this
 TIGHTEN_RATIO = 0.9             # after proving, refine until mu >= this fraction of min R seen
@@ -136,14 +137,17 @@ def size_problem(model: IntervalModel) -> str | None:
 
 def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
              reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
-             candidates: list | None = None, refute_below: float | None = None) -> SoundOutcome:
+             candidates: list | None = None, refute_below: float | None = None,
+             executor=None) -> SoundOutcome:
     """A sound lower bound on inf{R(theta) : theta in region, L(theta) >= floor}.
 
     needed_mu: the bound the caller needs (e.g. for confinement); None: any positive bound, then
     as tight as the budget allows. budget: the number of boxes evaluated at most.
     refute_below: a point refutes only when R < refute_below is verified there (default
     needed_mu). A caller whose needed_mu is rounded up passes the exact need rounded down, so that
-    a refutation never rests on the rounding."""
+    a refutation never rests on the rounding.
+    executor: where the boxes of each round are evaluated (analyse/parallel.py); None: here. The
+    result is the same whoever evaluates them (bnb.py, rounds)."""
     t0 = time.perf_counter()
     reporter = reporter or NullReporter()
     floor = float(floor)
@@ -165,7 +169,6 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     facts = {"affine": model.affine, "parameters": model.m, "samples": model.n, "outputs": model.k}
     if ctx.subspace is not None:
         facts["subspace"] = ctx.subspace.numbers
-    rng = np.random.default_rng(seed)
     seen = {"min_r": math.inf, "refutation": None}
     rules_used: dict[str, int] = {}
 
@@ -234,26 +237,32 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                          f"{ball.numbers.get('drift', math.inf):.4g}); in {model.m} dimensions boxes cannot do "
                          f"better: shrink the radius (Lip_J r falls with it) or widen the model"), **common)
 
-    # --- branch and bound ---------------------------------------------------------------------
-    def evaluate(node: Node) -> None:
-        if reg.outside(node.lo, node.hi):
-            node.status, node.note = "dropped", "outside the ball"
-            return
-        enc = model.over_box(node.lo, node.hi)
-        node.loss = (float(enc.L.lo), float(enc.L.hi))
-        if float(enc.L.hi) < floor:
-            node.status, node.note = "dropped", "entirely below the floor"
-            return
-        best, _ = best_bound(ctx, enc)
-        node.bound = best
-        rules_used[best.rule] = rules_used.get(best.rule, 0) + 1
-        Jm, Jr = mid_rad(enc.J)
-        col = np.sum(np.abs(Jm), axis=0) + np.sum(Jr, axis=0)
-        node.score = (node.hi - node.lo) * np.where(np.isfinite(col), col, 1e300)
-        # exact-as-float R at the center and at one random corner (refutation candidates)
-        consider(enc.center, "box center")
-        corner = np.where(rng.random(node.lo.size) < 0.5, node.lo, node.hi)
-        consider(reg.project(corner), "box corner")
+    # --- branch and bound: rounds of boxes, evaluated here or by workers (boxes.py) -------------
+    spec = BoxSpec(reg.kind, reg.center, reg.size, floor, refute, seed, elementary_mode())
+    ses = Session(problem, spec, model, ctx)
+
+    def evaluate(nodes: list[Node]) -> None:
+        boxes = [(n.id, n.lo, n.hi) for n in nodes]
+        if executor is None or executor.workers <= 1:
+            results = [evaluate_boxes(problem, spec, boxes, advance=lambda k=0: advance(0), ses=ses)]
+        else:
+            per_unit = -(-len(boxes) // executor.workers)
+            units = [(spec, boxes[i:i + per_unit]) for i in range(0, len(boxes), per_unit)]
+            results = executor.map(problem, evaluate_boxes, units, lambda k=0: advance(0))
+        for node, res in zip(nodes, (r for unit in results for r in unit)):
+            node.loss, node.bound, node.score = res.loss, res.bound, res.score
+            if res.status is not None:
+                node.status, node.note = res.status, res.note
+            if res.bound is not None:
+                rules_used[res.bound.rule] = rules_used.get(res.bound.rule, 0) + 1
+            for source, theta, r_float, inside, verdict in res.points:
+                if seen["refutation"] is not None:
+                    break
+                if inside and r_float < seen["min_r"]:
+                    seen["min_r"] = r_float
+                if verdict is not None:
+                    verdict["source"] = source
+                    seen["refutation"], seen["theta"] = verdict, theta
         if seen["refutation"] is not None:
             bnb.state.refutation = seen["refutation"]
 

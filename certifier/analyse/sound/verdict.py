@@ -22,6 +22,7 @@ from ...compile.rounding import down, elementary, up
 from ...compose.verdicts import nice_up as _nice_up
 from ...diagnostics import Diagnostic, SpecError
 from ...report.result import FailingPoint, FailingRegion, MuSource, Result
+from ..parallel import make_executor
 from ..regions import Ball, Box
 from ..witness import run_witness
 from .engine import SoundOutcome, ball_applicable, bound_mu, size_problem
@@ -81,11 +82,16 @@ FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.
 def analyse_sound(checked, options) -> Result:
     """The sound run, with elementary functions evaluated as `functions=` says (margin or arb)."""
     functions = str(checked.method.options.get("functions") or "margin")
-    with elementary(functions):
-        return _analyse_sound(checked, options, functions)
+    # --workers / --scheduler: the boxes of each branch-and-bound round (analyse/parallel.py)
+    executor = make_executor(checked, options.workers, options.scheduler, options.device, options.threads or 1)
+    try:
+        with elementary(functions):
+            return _analyse_sound(checked, options, functions, executor)
+    finally:
+        executor.close()
 
 
-def _analyse_sound(checked, options, functions: str) -> Result:
+def _analyse_sound(checked, options, functions: str, executor) -> Result:
     t_start = time.perf_counter()
     reporter = options.reporter
     problem = Problem(checked, options.device)
@@ -198,7 +204,7 @@ def _analyse_sound(checked, options, functions: str) -> Result:
         radius = radii[-1]
         need = needed_mu(L0_up, floor, radius)
         outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed,
-                           refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius))
+                           refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius), executor=executor)
         mu = outcome.mu if outcome.status == "proven" else None
         rho = rho_upper(L0_up, floor, mu) if mu is not None else math.inf
         history.append({"radius": radius, "mu": outcome.mu, "path_length_bound": rho if math.isfinite(rho) else None,
