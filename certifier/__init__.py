@@ -16,7 +16,11 @@ def certify(path_or_text: str, **options):
 
     Returns a Result (certifier.report.result) whose fields are those of the JSON output and
     whose `bound(t)` evaluates the rate; raises certifier.diagnostics.SpecError for a bad spec.
-    Keyword options are those of certifier.pipeline.RunOptions (max_params, device, threads).
+    Keyword options are those of certifier.pipeline.RunOptions (max_params, device, threads,
+    workers, scheduler). workers=N evaluates the sampled engine's batches and the sound mode's
+    branch-and-bound boxes in N local processes (spawn start method: call certify() under
+    `if __name__ == "__main__":` in a script), scheduler="tcp://host:8786" on a dask.distributed
+    scheduler; the results are those of one process.
     """
     from .pipeline import RunOptions, run_file, run_text
 

@@ -543,6 +543,12 @@ def main_check(argv: list[str]) -> int:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    from .cli import environment_problem
+
+    problem = environment_problem(args.device)
+    if problem is not None:
+        sys.stderr.write(f"certify check: error: {problem}\n")
+        return 2
     try:
         report = verify(args.certificate, args.device)
     except CertificateError as exc:

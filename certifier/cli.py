@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to evaluate the model (default: cpu)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                   help="evaluate the sampled engine's batches in N local processes (same numbers as one)")
+                   help="evaluate the sampled engine's batches and the sound mode's boxes in N local processes "
+                        "(same numbers as one)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="evaluate them on a dask.distributed scheduler, e.g. tcp://host:8786 "
                         "(pip install 'dask[distributed]')")
@@ -430,6 +431,24 @@ def _cache_for(args):
     return Cache(args.cache_dir or os.environ.get("CERTIFY_CACHE_DIR") or CACHE_DIR)
 
 
+def environment_problem(device: str = "cpu", scheduler: str | None = None) -> str | None:
+    """Why --device or --scheduler cannot be used on this machine (a usage error, exit 2), or None.
+    The scheduler is reached once here, before any spec runs."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--device cuda: no CUDA device is available (use --device cpu)"
+    if scheduler:
+        from .analyse.parallel import connect
+
+        try:
+            connect(scheduler).close()
+        except RuntimeError as exc:
+            return str(exc)
+    return None
+
+
 def _run(args, parser) -> int:
     from .report.outcome import Outcome, run_exit_code
     from .diagnostics import Diagnostic
@@ -440,18 +459,10 @@ def _run(args, parser) -> int:
         parser.print_usage(sys.stderr)
         _err("certify: error: give at least one SPEC (a file, a directory or a glob)")
         return EXIT_USAGE
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            _err("certify: error: --device cuda: no CUDA device is available (use --device cpu)")
-            return EXIT_USAGE
-    if args.scheduler:
-        try:
-            import dask.distributed  # noqa: F401
-        except ImportError:
-            _err("certify: error: --scheduler needs dask.distributed: pip install \"dask[distributed]\"")
-            return EXIT_USAGE
+    problem = environment_problem(args.device, args.scheduler)
+    if problem is not None:
+        _err(f"certify: error: {problem}")
+        return EXIT_USAGE
     specs, multi = expand_specs(args.specs)
     if args.emit is not None and (multi or len(specs) != 1):
         _err("certify: error: --emit writes the certificate of one spec; give exactly one SPEC file")

@@ -40,7 +40,7 @@ class RunOptions:
     threads: int | None = None       # torch intra-op threads; None: 1 for small problems
     deadline: float | None = None    # time.monotonic() value: past it, reporter.advance() raises progress.BudgetExceeded
     allow_python: bool = False       # model torch("pkg.mod:Net") imports Python code only when True (E301)
-    workers: int = 1                 # sampled batches in this many local processes (analyse/parallel.py)
+    workers: int = 1                 # sampled batches and sound boxes in this many local processes (analyse/parallel.py)
     scheduler: str | None = None     # or on a dask.distributed scheduler at this address
 
 

@@ -300,7 +300,7 @@ def table_json(entries: list[Entry]) -> str:
 # --- main -------------------------------------------------------------------------------------------
 
 def main_study(argv: list[str]) -> int:
-    from .cli import _cache_for, expand_specs, run_one
+    from .cli import _cache_for, environment_problem, expand_specs, run_one
     from .diagnostics import render_text as render_diagnostic
 
     parser = build_parser()
@@ -308,6 +308,10 @@ def main_study(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    problem = environment_problem(args.device)
+    if problem is not None:
+        _err(f"certify study: error: {problem}")
+        return EXIT_USAGE
     if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg"):
         _err(f"certify study: error: --plot writes a .png or .svg file, not '{args.plot}'")
         return EXIT_USAGE

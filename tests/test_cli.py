@@ -304,3 +304,29 @@ def test_rich_reporter_nested_and_sequential_phases():
             raise ValueError("x")
     assert reporter._progress is None and reporter._depth == 0
     assert "outer" in buf.getvalue()
+
+
+# --- --device and --scheduler that cannot be used here: usage errors (exit 2) in every command -----
+NO_CUDA = "--device cuda: no CUDA device is available (use --device cpu)\n"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error where there is no CUDA device")
+@pytest.mark.parametrize("argv, prog", [(["specs/two_layer_floor.rq", "--device", "cuda"], "certify"),
+                                        (["check", "cert.json", "--device", "cuda"], "certify check"),
+                                        (["study", "specs/two_layer_floor.rq", "--device", "cuda"], "certify study")])
+def test_device_cuda_without_a_device_is_a_usage_error_everywhere(capsys, argv, prog):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err == f"{prog}: error: {NO_CUDA}"
+
+
+def test_unreachable_scheduler_is_a_usage_error_before_any_spec_runs(capsys, monkeypatch):
+    pytest.importorskip("dask.distributed")
+    from certifier.analyse import parallel
+
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT", 1)
+    ran = []
+    monkeypatch.setattr(cli, "run_one", lambda *a, **k: ran.append(a))
+    code, out, err = run(capsys, "specs/two_layer_floor.rq", "--scheduler", "tcp://127.0.0.1:1")
+    assert code == 2 and out == "" and ran == []
+    assert err.startswith("certify: error: cannot reach the dask scheduler at 'tcp://127.0.0.1:1' within 1 s (")
