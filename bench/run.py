@@ -9,8 +9,9 @@ What it measures (docs/performance.md has the figures and how to read them):
 - the machine's matrix-multiply rate: torch.matmul of large squares, float64 and float32 (best of
   several sizes and repetitions): the "peak" the engine is compared with;
 - Rayleigh quotients per second of the sampled engine's evaluator (compile/batched.py: the model
-  vmapped over a batch of thetas, one backward pass of the summed losses) on a two-layer tanh
-  network (width 1024, d 32, n 256) and a 3-layer tanh MLP (width 256), against a loop over
+  vmapped over a batch of thetas, one backward pass of the summed losses; for the two-layer
+  network its fast path, compile/two_layer.py) on a two-layer tanh network (width 1024, d 32,
+  n 256) and a 3-layer tanh MLP (width 256), against the generic vmap path, a loop over
   Problem.point (the engine before batching), vmap over theta of torch.func.grad, float32, and
   optionally torch.compile; FLOPs counted analytically (bench/models.py), as a fraction of peak;
 - the same quotient through a naive full-Jacobian tangent kernel: J by jacrev, K = J J^T / n,
@@ -135,8 +136,10 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
     ev = BatchedEvaluator(problem)
     batch = ev.chunk_size()
     thetas = perturbed(problem, batch)
-    out: dict = {"batch": batch, "batched_ok": ev.batched, "flops_per_R": flops}
+    out: dict = {"batch": batch, "batched_ok": ev.batched, "path": ev.path, "flops_per_R": flops}
     loop_n = max(2, min(batch, 8))
+    generic = BatchedEvaluator(problem, fast=False)      # the vmapped model, where a fast path exists
+    has_fast = ev.path != "vmap"
     ev32 = BatchedEvaluator(problem, dtype=torch.float32)
     th32 = thetas.to(torch.float32)
     vg = vmap(grad_and_value(problem.loss))
@@ -148,6 +151,8 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
            "batched_float32": lambda: ev32.points(th32),
            "peak_float64": lambda: torch.matmul(a64, b64),
            "peak_float32": lambda: torch.matmul(a32, b32)}
+    if has_fast:
+        fns["batched_generic"] = lambda: generic.points(thetas)
     for b in sorted({1, 2} - {batch}):
         if b < batch:
             fns[f"batched_{b}"] = (lambda b=b: ev.points(thetas[:b]))
@@ -173,9 +178,13 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
         more = interleaved({"compiled": compiled, "batched_again": fns["batched"]}, reps)
         best["compiled"] = more["compiled"]
         out["batched_again_R_per_s"] = batch / more["batched_again"]
-    count = {"loop": loop_n, "batched": batch, "vmap_grad": batch, "batched_float32": batch, "compiled": batch}
+    count = {"loop": loop_n, "batched": batch, "batched_generic": batch, "vmap_grad": batch, "batched_float32": batch,
+             "compiled": batch}
     what = {"loop": "a loop over Problem.point (one theta at a time)",
-            "batched": f"BatchedEvaluator.points: vmap of the forward over {batch} thetas, one backward",
+            "batched": (f"BatchedEvaluator.points over {batch} thetas, "
+                        + ("the two-layer tanh fast path (compile/two_layer.py)" if ev.path == "two-layer tanh"
+                           else "vmap of the forward, one backward")),
+            "batched_generic": f"BatchedEvaluator(fast=False): vmap of the forward over {batch} thetas, one backward",
             "vmap_grad": "vmap over theta of torch.func.grad of the loss",
             "batched_float32": "the same in float32",
             "compiled": "torch.compile of the vmapped losses (inductor, C++ on CPU), float64"}
@@ -457,7 +466,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
             peak[key] = dict(again, sizes=peak[key]["sizes"] + again["sizes"])
     for row in results["models"].values():
         e = row["engine"]
-        for key in ("loop", "batched", "vmap_grad", "compiled"):
+        for key in ("loop", "batched", "batched_generic", "vmap_grad", "compiled"):
             if key in e and "gflops" in e[key]:
                 e[key]["fraction_of_peak"] = e[key]["gflops"] / peak["float64"]["gflops"]
         e["batched_float32"]["fraction_of_peak"] = e["batched_float32"]["gflops"] / peak["float32"]["gflops"]
@@ -492,7 +501,8 @@ def table(results: dict) -> str:
     for row in results["models"].values():
         e = row["engine"]
         for key, label, peak in (("loop", "loop over Problem.point", "float64"),
-                                 ("batched", f"batched (B={e['batch']}), float64", "float64"),
+                                 ("batched", f"batched (B={e['batch']}, {e.get('path', 'vmap')}), float64", "float64"),
+                                 ("batched_generic", "batched, generic vmap path, float64", "float64"),
                                  ("vmap_grad", "vmap(grad) over theta", "float64"),
                                  ("batched_float32", "batched, float32", "float32"),
                                  ("compiled", "torch.compile, float64", "float64")):

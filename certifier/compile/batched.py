@@ -16,6 +16,12 @@ batch (a population loss in closed form, a Python model vmap cannot trace, or a 
 
 Memory: a batch keeps the autograd activations of B thetas. The activations of one theta are
 measured once (saved_tensors_hooks) and the batch is cut into chunks that fit MEMORY bytes.
+
+Two-layer tanh networks (sum(a * tanh(W @ x)) and its variants, compile/two_layer.py) take a fast
+path: the forward and the backward written out as batched matrix products with two elementwise
+passes (tanh, 1 - tanh^2) instead of autograd's graph of the vmapped model; the loss and its
+derivative in F stay the table's. The first-use check covers it, and a mismatch turns it off
+(the generic path is then checked in its turn). `path` says which path a batch takes.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from torch.func import vmap
 
 from .model import model_outputs
 from .problem import Point
+from .two_layer import TwoLayerTanh
 
 MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
 MAX_CHUNK = 64           # chunks were slower in bench/ once the activations left the CPU caches
@@ -47,9 +54,10 @@ class BatchedEvaluator:
     the same values as Problem.point / Problem.log_rayleigh_and_grad row by row.
 
     dtype: float64 (the default, the engine's) or float32 (bench/ only: R is then an estimate with
-    relative errors around 1e-6, which the rounding-noise rules of the engine do not account for)."""
+    relative errors around 1e-6, which the rounding-noise rules of the engine do not account for).
+    fast=False keeps the generic path for a model the two-layer tanh fast path recognises (bench/)."""
 
-    def __init__(self, problem, dtype: torch.dtype | None = None, memory: int = MEMORY):
+    def __init__(self, problem, dtype: torch.dtype | None = None, memory: int = MEMORY, fast: bool = True):
         self.problem = problem
         self.dtype = dtype or problem.theta0.dtype
         self.memory = memory
@@ -58,6 +66,7 @@ class BatchedEvaluator:
         self._chunk: int | None = None
         self.reason = ""                        # why batching is off, when it is
         self._batched = None
+        self._fast: TwoLayerTanh | None = None   # the two-layer tanh fast path, when the model is one
         if getattr(problem, "_closed_form", None) is not None or getattr(problem, "_outputs", None) is None:
             self._checked, self.reason = False, "the loss is evaluated in closed form (no per-sample outputs)"
             return
@@ -71,6 +80,7 @@ class BatchedEvaluator:
                 outputs = model_outputs(_Cast(problem, self.dtype), problem.checked)
                 self.x, self.y = problem.x.to(self.dtype), problem.y.to(self.dtype)
             self._batched = vmap(outputs, in_dims=(0, None))
+            self._fast = TwoLayerTanh.match(problem, problem.checked) if fast else None
         except Exception as exc:   # noqa: BLE001 - any failure means: evaluate point by point
             self._checked, self.reason = False, f"{type(exc).__name__}: {exc}"
 
@@ -80,6 +90,14 @@ class BatchedEvaluator:
         """True when batches are evaluated as such (after the first-use check)."""
         self._ensure_checked()
         return bool(self._checked)
+
+    @property
+    def path(self) -> str:
+        """'two-layer tanh' (the fast path), 'vmap' (the model vmapped over theta) or 'loop' (one
+        Problem.point per theta)."""
+        if not self.batched:
+            return "loop"
+        return "two-layer tanh" if self._fast is not None else "vmap"
 
     def chunk_size(self) -> int:
         """How many thetas one batch evaluates (from the measured activations of one theta)."""
@@ -116,17 +134,20 @@ class BatchedEvaluator:
             thetas = torch.stack(list(thetas)) if thetas else torch.empty(0, self.problem.m)
         return thetas.detach().to(device=self.problem.device, dtype=self.dtype).reshape(-1, self.problem.m)
 
-    def _forward(self, th: torch.Tensor):
-        F = self._batched(th, self.x)
+    def _forward(self, th: torch.Tensor, fast: bool = False):
+        F = self._fast.outputs(th, self.x) if fast and self._fast is not None else self._batched(th, self.x)
         loss = self.problem.loss_def
         losses = [loss.value(F[b], self.y) for b in range(th.shape[0])]
         return F, losses
 
     def _points(self, thetas: torch.Tensor) -> list[Point]:
         loss = self.problem.loss_def
-        th = thetas.detach().requires_grad_(True)
-        F, losses = self._forward(th)
-        (G,) = torch.autograd.grad(torch.stack(losses).sum(), th)
+        if self._fast is not None:
+            F, losses, G = self._fast.forward_backward(thetas.detach(), self.x, self.y, loss)
+        else:
+            th = thetas.detach().requires_grad_(True)
+            F, losses = self._forward(th)
+            (G,) = torch.autograd.grad(torch.stack(losses).sum(), th)
         Fd = F.detach()
         out = []
         for b, Lb in enumerate(losses):
@@ -141,7 +162,7 @@ class BatchedEvaluator:
     def _log_rayleigh(self, thetas: torch.Tensor):
         loss = self.problem.loss_def
         th = thetas.detach().requires_grad_(True)
-        F, losses = self._forward(th)
+        F, losses = self._forward(th, fast=True)
         (G,) = torch.autograd.grad(torch.stack(losses).sum(), th, create_graph=True)
         logs = [torch.log(G[b] @ G[b]) - torch.log(loss.grad_sqnorm(F[b], self.y, Lb))
                 for b, Lb in enumerate(losses)]
@@ -160,12 +181,17 @@ class BatchedEvaluator:
             try:
                 self._chunk = self._measure_chunk()
                 ok, why = self._self_check()
+                if not ok and self._fast is not None:     # the generic path in its turn
+                    self._fast = None
+                    ok, why = self._self_check()
             except Exception as exc:   # noqa: BLE001
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             self._checked, self.reason = ok, why
 
     def _measure_chunk(self) -> int:
-        """Bytes of the tensors autograd saves for one theta -> thetas per chunk."""
+        """Bytes of the tensors autograd saves for one theta -> thetas per chunk. Measured on the
+        generic path (the fast path saves less), so that the chunks, the search units
+        (analyse/parallel.py) and the Jacobian's chunks (compile/kernel.py) do not depend on it."""
         saved = [0]
 
         def pack(t):
@@ -187,8 +213,20 @@ class BatchedEvaluator:
         delta = torch.randn(p.m, generator=gen, dtype=p.theta0.dtype).to(p.device)
         scale = 1e-3 * (1.0 + float(p.theta0.norm())) / math.sqrt(p.m)
         pair = torch.stack([p.theta0, p.theta0 + scale * delta]).to(self.dtype)
-        batch = self._points(pair)
+        try:
+            batch = self._points(pair)
+        except Exception as exc:   # noqa: BLE001 - the fast path failing: the generic one is tried
+            if self._fast is None:
+                raise
+            return False, f"{type(exc).__name__}: {exc}"
         tol = CHECK_TOLERANCE if self.dtype == p.theta0.dtype else 1e-3
+        if self._fast is not None:
+            # the differentiable forward (second derivatives) against the one checked below
+            with torch.no_grad():
+                F1 = self._fast.outputs(pair, self.x)
+                F2 = self._fast.forward_backward(pair, self.x, self.y, p.loss_def)[0]
+            if not bool(torch.isfinite(F1).all()) or float((F1 - F2).abs().max()) > tol * max(float(F2.abs().max()), 1e-300):
+                return False, "the fast path's two forwards differ"
         for theta, q in zip(pair, batch):
             ref = p.point(theta.to(p.theta0.dtype))
             for a, b in ((q.loss, ref.loss), (q.rayleigh, ref.rayleigh)):

@@ -1,0 +1,154 @@
+"""The batched evaluator's two-layer tanh fast path (compile/two_layer.py, issue 7): which models
+it recognises (and which it must leave to the generic path), and that every row equals
+Problem.point (autograd through the vmapped model: an independent computation of the same
+quantities) to rounding, for points and for the second derivatives of log R."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from certifier.check import check
+from certifier.compile.batched import BatchedEvaluator
+from certifier.compile.problem import Problem
+from certifier.compile.two_layer import TwoLayerTanh
+from certifier.parse import parse
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def spec(model: str, params: str, loss: str = "least_squares", y: str = "sin(x[:, 0]) + 0.3 * x[:, 1]",
+         data: str = "", n: int = 12, d: int = 3) -> str:
+    return (f'spec "fast path"\ndata {{\n  x = normal(shape=[{n}, {d}], seed=0)\n  y = {y}\n{data}}}\n'
+            f"params {{\n{params}\n}}\nmodel f(x) = {model}\nloss {loss}\n"
+            "region ball(center=init, radius=auto)\nmethod sampled(samples=64, seed=0)\n"
+            "certify rate(floor=0, horizon=100)\n")
+
+
+W_HD = "  W : [16, 3] = normal(std=0.6, seed=1)"
+W_DH = "  W : [3, 16] = normal(std=0.6, seed=1)"
+A = "  a : [16] = normal(std=0.25, seed=2)"
+BIAS = "  b : [16] = normal(std=0.3, seed=3)"
+C = "  c : [] = 0.2"
+
+RECOGNISED = {
+    "sum(a * tanh(W @ x))": (W_HD, A),
+    "sum(tanh(W @ x) * a)": (W_HD, A),
+    "a @ tanh(W @ x)": (W_HD, A),
+    "sum(a * tanh(x @ W))": (W_DH, A),
+    "a @ tanh(W @ x + b) + c": (W_HD, BIAS, A, C),
+    "c + sum(a * tanh(b + x @ W))": (C, BIAS, W_DH, A),
+    # a parameter the model does not use: its gradient is 0
+    "sum(a * tanh(W @ x)) ": (W_HD, A, "  unused : [2] = normal(seed=4)"),
+}
+
+
+def problem(text: str) -> Problem:
+    return Problem(check(parse(text, "<test>")), "cpu")
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-300)
+
+
+def assert_rows_equal_pointwise(p: Problem, ev: BatchedEvaluator, count: int = 5, scale: float = 0.3):
+    gen = torch.Generator().manual_seed(7)
+    thetas = p.theta0 + scale * torch.randn(count, p.m, generator=gen, dtype=torch.float64)
+    for theta, q, (L, log_r, dlog, smax) in zip(thetas, ev.points(thetas), ev.log_rayleigh_and_grad(thetas)):
+        ref = p.point(theta)
+        assert rel(q.loss, ref.loss) <= 1e-12 and rel(q.rayleigh, ref.rayleigh) <= 1e-12
+        assert rel(q.grad_sqnorm, ref.grad_sqnorm) <= 1e-12
+        assert float((q.grad - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+        assert rel(q.sample_max, ref.sample_max) <= 1e-12
+        rL, r_log_r, rd, rsmax = p.log_rayleigh_and_grad(theta)
+        assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-11 and rel(smax, rsmax) <= 1e-12
+        assert float((dlog - rd).norm()) <= 1e-10 * float(rd.norm())
+
+
+@pytest.mark.parametrize("model", list(RECOGNISED), ids=lambda m: m.strip())
+def test_recognised_models_give_problem_points_values(model):
+    p = problem(spec(model, "\n".join(RECOGNISED[model])))
+    ev = BatchedEvaluator(p)
+    assert ev.path == "two-layer tanh", ev.reason
+    assert_rows_equal_pointwise(p, ev)
+    if "unused" in "".join(RECOGNISED[model]):
+        (q,) = ev.points(p.theta0[None])
+        assert float(q.grad[-2:].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("loss", ["logistic", "exponential"])
+def test_other_losses_take_the_fast_path_with_the_tables_derivative(loss):
+    y = "(x[:, 0] + 0.1) / abs(x[:, 0] + 0.1)"         # labels +-1
+    p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A)), loss=loss, y=y))
+    ev = BatchedEvaluator(p)
+    assert ev.path == "two-layer tanh", ev.reason
+    assert_rows_equal_pointwise(p, ev)
+
+
+NOT_RECOGNISED = {
+    "relu": ("sum(a * relu(W @ x))", (W_HD, A), ""),
+    "scaled output": ("2 * sum(a * tanh(W @ x))", (W_HD, A), ""),
+    "sum with an axis": ("sum(a * tanh(W @ x), axis=0)", (W_HD, A), ""),
+    "a from the data": ("sum(a * tanh(W @ x))", (W_HD,), "  a = normal(shape=[16], seed=5)\n"),
+    "two outputs": ("A @ tanh(W @ x)", (W_HD, "  A : [2, 16] = normal(seed=2)"), ""),
+    "a vector added": ("sum(a * tanh(W @ x + a))", (W_HD, A), ""),
+    "deeper": ("sum(a * tanh(V @ tanh(W @ x)))", (W_HD, "  V : [16, 16] = normal(std=0.25, seed=6)", A), ""),
+}
+
+
+@pytest.mark.parametrize("key", list(NOT_RECOGNISED))
+def test_other_models_keep_the_generic_path(key):
+    model, params, data = NOT_RECOGNISED[key]
+    y = "normal(shape=[12, 2], seed=9)" if key == "two outputs" else "sin(x[:, 0]) + 0.3 * x[:, 1]"
+    p = problem(spec(model, "\n".join(params), y=y, data=data))
+    assert TwoLayerTanh.match(p, p.checked) is None
+    ev = BatchedEvaluator(p)
+    assert ev.path == "vmap", ev.reason
+    assert_rows_equal_pointwise(p, ev)
+
+
+def test_a_wrong_fast_path_is_caught_by_the_first_use_check(monkeypatch):
+    p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A))))
+    real = TwoLayerTanh.forward_backward
+
+    def wrong(self, th, x, y, loss):
+        F, losses, G = real(self, th, x, y, loss)
+        return F, losses, G * (1 + 1e-6)
+
+    monkeypatch.setattr(TwoLayerTanh, "forward_backward", wrong)
+    ev = BatchedEvaluator(p)
+    assert ev.path == "vmap"          # the fast path was dropped, the generic one checked and kept
+    assert_rows_equal_pointwise(p, ev)
+
+
+def test_float32_fast_path_is_an_estimate():
+    p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A))))
+    thetas = p.theta0 + 0.05 * torch.randn(3, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ev32 = BatchedEvaluator(p, dtype=torch.float32)
+    assert ev32.path == "two-layer tanh"
+    for q32, theta in zip(ev32.points(thetas), thetas):
+        assert rel(q32.rayleigh, p.point(theta).rayleigh) < 1e-4
+
+
+def test_batch_size_does_not_change_a_fast_rows_values_beyond_rounding():
+    p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A)), n=40))
+    ev = BatchedEvaluator(p)
+    thetas = p.theta0 + 0.05 * torch.randn(7, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    whole = ev.points(thetas)
+    parts = ev.points(thetas[:3]) + ev.points(thetas[3:])
+    for a, b in zip(whole, parts):
+        assert rel(a.rayleigh, b.rayleigh) <= 1e-13 and rel(a.loss, b.loss) <= 1e-14
+
+
+def test_saturated_units_keep_the_gradient_accurate():
+    """Large weights push tanh to +-1, where 1 - tanh^2 is small: the fast path forms 1 - T^2 per
+    element as autograd's tanh_backward does, so the gradient keeps its accuracy."""
+    p = problem(spec("sum(a * tanh(W @ x))", "  W : [16, 3] = normal(std=8, seed=1)\n" + A))
+    ev = BatchedEvaluator(p)
+    assert ev.path == "two-layer tanh"
+    assert_rows_equal_pointwise(p, ev, scale=1.0)
