@@ -116,8 +116,8 @@ def test_a_wrong_fast_path_is_caught_by_the_first_use_check(monkeypatch):
     p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A))))
     real = TwoLayerTanh.forward_backward
 
-    def wrong(self, th, x, y, loss):
-        F, losses, G = real(self, th, x, y, loss)
+    def wrong(self, th, x, losses_of):
+        F, losses, G = real(self, th, x, losses_of)
         return F, losses, G * (1 + 1e-6)
 
     monkeypatch.setattr(TwoLayerTanh, "forward_backward", wrong)

@@ -7,10 +7,10 @@ of sum_b L(theta_b) gives every gradient at once: the losses of different thetas
 so the gradient of the sum with respect to the stacked thetas has row b = grad L(theta_b).
 (vmap over theta of torch.func.grad was also measured; bench/ reports both.)
 
-Everything after the model's outputs is computed row by row with exactly the operations of
-Problem.point (loss value, g @ g, ||g||_D^2, per-sample maximum), so a row differs from
-Problem.point only through the batched matrix products; on the BLAS measured here the rows were
-bitwise equal (tests/test_performance.py checks 1e-12). The evaluator checks itself against
+Everything after the model's outputs uses Problem.point's functions (the loss table's value,
+||g||_D^2 and per-sample losses, vmapped over the rows; g . g for all rows at once), so a row differs from
+Problem.point only in the order of its sums (tests/test_performance.py checks 1e-12); where vmap
+cannot take a loss function, rows are computed one by one. The evaluator checks itself against
 Problem.point at its first use and falls back to a loop over Problem.point for a model it cannot
 batch (a population loss in closed form, a Python model vmap cannot trace, or a mismatch).
 
@@ -67,6 +67,13 @@ class BatchedEvaluator:
         self.reason = ""                        # why batching is off, when it is
         self._batched = None
         self._fast: TwoLayerTanh | None = None   # the two-layer tanh fast path, when the model is one
+        # the loss, ||g||_D^2 and the per-sample losses of every row at once (loss functions
+        # vmapped over the rows; row by row where vmap cannot take them, found at the first use)
+        loss = problem.loss_def
+        self._row_value = vmap(loss.value, in_dims=(0, None))
+        self._row_per_sample = vmap(loss.per_sample, in_dims=(0, None))
+        self._row_grad_sqnorm = vmap(loss.grad_sqnorm, in_dims=(0, None, 0))
+        self._vector_rows = True
         if getattr(problem, "_closed_form", None) is not None or getattr(problem, "_outputs", None) is None:
             self._checked, self.reason = False, "the loss is evaluated in closed form (no per-sample outputs)"
             return
@@ -136,40 +143,52 @@ class BatchedEvaluator:
 
     def _forward(self, th: torch.Tensor, fast: bool = False):
         F = self._fast.outputs(th, self.x) if fast and self._fast is not None else self._batched(th, self.x)
+        return F, self._losses(F)
+
+    def _losses(self, F: torch.Tensor) -> torch.Tensor:
+        """[B]: the loss of each row, loss.value(F[b], y) (vmapped over the rows, or row by row
+        where the loss functions cannot be vmapped)."""
+        if self._vector_rows:
+            return self._row_value(F, self.y)
         loss = self.problem.loss_def
-        losses = [loss.value(F[b], self.y) for b in range(th.shape[0])]
-        return F, losses
+        return torch.stack([loss.value(F[b], self.y) for b in range(F.shape[0])])
+
+    def _row_facts(self, Fd: torch.Tensor, L: torch.Tensor, G: torch.Tensor):
+        """Per row: ||g||_D^2, g . g and the largest per-sample loss, as Python floats."""
+        loss = self.problem.loss_def
+        if self._vector_rows:
+            gnorm = self._row_grad_sqnorm(Fd, self.y, L).tolist()
+            smax = self._row_per_sample(Fd, self.y).reshape(Fd.shape[0], -1).amax(dim=1).tolist()
+        else:
+            gnorm = [float(loss.grad_sqnorm(Fd[b], self.y, L[b])) for b in range(Fd.shape[0])]
+            smax = [float(loss.per_sample(Fd[b], self.y).max()) for b in range(Fd.shape[0])]
+        return gnorm, torch.linalg.vecdot(G, G).tolist(), smax
 
     def _points(self, thetas: torch.Tensor) -> list[Point]:
-        loss = self.problem.loss_def
         if self._fast is not None:
-            F, losses, G = self._fast.forward_backward(thetas.detach(), self.x, self.y, loss)
+            F, L, G = self._fast.forward_backward(thetas.detach(), self.x, self._losses)
         else:
             th = thetas.detach().requires_grad_(True)
-            F, losses = self._forward(th)
-            (G,) = torch.autograd.grad(torch.stack(losses).sum(), th)
-        Fd = F.detach()
-        out = []
-        for b, Lb in enumerate(losses):
-            g = G[b]
-            Lb = Lb.detach()
-            gnorm = float(loss.grad_sqnorm(Fd[b], self.y, Lb))
-            gsq = float(g @ g)
-            R = gsq / gnorm if gnorm > 0 else math.inf
-            out.append(Point(float(Lb), R, g, gsq, float(loss.per_sample(Fd[b], self.y).max())))
-        return out
+            F, L = self._forward(th)
+            (G,) = torch.autograd.grad(L.sum(), th)
+        L = L.detach()
+        gnorm, gsq, smax = self._row_facts(F.detach(), L, G)
+        return [Point(Lb, gs / gn if gn > 0 else math.inf, G[b], gs, sm)
+                for b, (Lb, gn, gs, sm) in enumerate(zip(L.tolist(), gnorm, gsq, smax))]
 
     def _log_rayleigh(self, thetas: torch.Tensor):
         loss = self.problem.loss_def
         th = thetas.detach().requires_grad_(True)
-        F, losses = self._forward(th, fast=True)
-        (G,) = torch.autograd.grad(torch.stack(losses).sum(), th, create_graph=True)
-        logs = [torch.log(G[b] @ G[b]) - torch.log(loss.grad_sqnorm(F[b], self.y, Lb))
-                for b, Lb in enumerate(losses)]
-        (D,) = torch.autograd.grad(torch.stack(logs).sum(), th)
-        Fd = F.detach()
-        return [(float(Lb.detach()), float(logs[b].detach()), D[b], float(loss.per_sample(Fd[b], self.y).max()))
-                for b, Lb in enumerate(losses)]
+        F, L = self._forward(th, fast=True)
+        (G,) = torch.autograd.grad(L.sum(), th, create_graph=True)
+        if self._vector_rows:
+            gnorm = self._row_grad_sqnorm(F, self.y, L)
+        else:
+            gnorm = torch.stack([loss.grad_sqnorm(F[b], self.y, L[b]) for b in range(F.shape[0])])
+        logs = torch.log(torch.linalg.vecdot(G, G)) - torch.log(gnorm)
+        (D,) = torch.autograd.grad(logs.sum(), th)
+        _, _, smax = self._row_facts(F.detach(), L.detach(), D)
+        return [(Lb, lr, D[b], sm) for b, (Lb, lr, sm) in enumerate(zip(L.detach().tolist(), logs.detach().tolist(), smax))]
 
     # ------------------------------------------------------------------------------------------
     def _ensure_checked(self) -> None:
@@ -180,6 +199,7 @@ class BatchedEvaluator:
                 return
             try:
                 self._chunk = self._measure_chunk()
+                self._vector_rows = self._rows_can_be_vmapped()
                 ok, why = self._self_check()
                 if not ok and self._fast is not None:     # the generic path in its turn
                     self._fast = None
@@ -199,12 +219,27 @@ class BatchedEvaluator:
             return t
 
         th = self.problem.theta0.detach().to(self.dtype).reshape(1, -1).requires_grad_(True)
+        loss = self.problem.loss_def
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            _, losses = self._forward(th)
-        del losses
+            F = self._batched(th, self.x)
+            losses = loss.value(F[0], self.y)
+        del F, losses
         self._saved = saved[0]
         per_theta = 3 * saved[0] + 8 * self.problem.m * 4 + 1
         return int(max(1, min(MAX_CHUNK, self.memory // per_theta)))
+
+    def _rows_can_be_vmapped(self) -> bool:
+        """Whether the loss functions run under vmap over rows (the first-use check then compares
+        the values with Problem.point's)."""
+        try:
+            with torch.no_grad():
+                F = self._batched(self.problem.theta0.detach().to(self.dtype).reshape(1, -1), self.x)
+                L = self._row_value(F, self.y)
+                self._row_grad_sqnorm(F, self.y, L)
+                self._row_per_sample(F, self.y)
+            return True
+        except Exception:   # noqa: BLE001 - a loss vmap cannot take: row by row
+            return False
 
     def _self_check(self) -> tuple[bool, str]:
         """The batch [theta0, theta0 + a small perturbation] against Problem.point."""
@@ -224,7 +259,7 @@ class BatchedEvaluator:
             # the differentiable forward (second derivatives) against the one checked below
             with torch.no_grad():
                 F1 = self._fast.outputs(pair, self.x)
-                F2 = self._fast.forward_backward(pair, self.x, self.y, p.loss_def)[0]
+                F2 = self._fast.forward_backward(pair, self.x, self._losses)[0]
             if not bool(torch.isfinite(F1).all()) or float((F1 - F2).abs().max()) > tol * max(float(F2.abs().max()), 1e-300):
                 return False, "the fast path's two forwards differ"
         for theta, q in zip(pair, batch):

@@ -145,9 +145,10 @@ class TwoLayerTanh:
         return F + c if c is not None else F
 
     @torch.no_grad()
-    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, y: torch.Tensor, loss):
-        """(F [B, n], per-row losses [B] as 0-d tensors, gradients [B, m]) without autograd's
-        graph over the hidden activations."""
+    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of):
+        """(F [B, n], the row losses [B], gradients [B, m]) without autograd's graph over the
+        hidden activations; losses_of(F) -> [B] is the loss of each row (autograd gives its
+        derivative in F)."""
         B = th.shape[0]
         W, a, b, c = self._parts(th)
         T = torch.matmul(x, W)                                      # [B, n, h]
@@ -159,8 +160,8 @@ class TwoLayerTanh:
             F += c
         with torch.enable_grad():
             Fl = F.detach().requires_grad_(True)
-            losses = [loss.value(Fl[i], y) for i in range(B)]
-            (r,) = torch.autograd.grad(torch.stack(losses).sum(), Fl)
+            losses = losses_of(Fl)
+            (r,) = torch.autograd.grad(losses.sum(), Fl)
         G = torch.empty_like(th)
         for s in self.unused:
             G[:, s] = 0.0
@@ -177,4 +178,4 @@ class TwoLayerTanh:
             GW.view(B, self.h, self.d).copy_(M.transpose(1, 2))
         else:
             GW.view(B, self.d, self.h).copy_(M)
-        return F, [L.detach() for L in losses], G
+        return F, losses.detach(), G
