@@ -4,6 +4,7 @@
     python -m bench --quick              # tiny sizes: checks that the harness works (seconds)
     python -m bench --compile            # also time torch.compile of the batched evaluator (slow to compile)
     python -m bench --out FILE --threads N
+    python -m bench --engine-only --out FILE   # the peak and the evaluators only (about a minute)
 
 What it measures (docs/performance.md has the figures and how to read them):
 - the machine's matrix-multiply rate: torch.matmul of large squares, float64 and float32 (best of
@@ -378,12 +379,13 @@ def slopes(quick: bool, reps: int) -> dict:
 # --- the run ------------------------------------------------------------------------------------
 
 def run(quick: bool = False, compile_too: bool = False, threads: int | None = None, out: str | None = None,
-        log=print) -> dict:
+        log=print, engine_only: bool = False) -> dict:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     reps = 1 if quick else 5
-    results: dict = {"command": "python -m bench" + (" --quick" if quick else "") + (" --compile" if compile_too else ""),
-                     "machine": machine(threads), "quick": quick}
+    results: dict = {"command": "python -m bench" + (" --quick" if quick else "") + (" --compile" if compile_too else "")
+                     + (" --engine-only" if engine_only else ""),
+                     "machine": machine(threads), "quick": quick, "engine_only": engine_only}
     sizes = [256, 512] if quick else [1024, 2048, 3072]
     t_start = time.perf_counter()
 
@@ -403,11 +405,12 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
             seen = row["engine"]["peak_same_rounds"][key]
             if seen > peak[key]["gflops"]:
                 peak[key] = dict(peak[key], gflops=seen, size=peak_size)
-        log(f"naive kernel: {model.name} ...")
-        row["naive"] = naive(problem, 1 if quick else 2)
-        row["speedup_over_naive"] = row["engine"]["batched"]["R_per_s"] / row["naive"]["R_per_s"]
-        log(f"search units: {model.name} ...")
-        row["units"] = search_units(problem, model, 1 if quick else 3, quick)
+        if not engine_only:
+            log(f"naive kernel: {model.name} ...")
+            row["naive"] = naive(problem, 1 if quick else 2)
+            row["speedup_over_naive"] = row["engine"]["batched"]["R_per_s"] / row["naive"]["R_per_s"]
+            log(f"search units: {model.name} ...")
+            row["units"] = search_units(problem, model, 1 if quick else 3, quick)
         results["models"][model.kind] = row
 
     # one thread, timed by process CPU time: on a machine shared with other work the all-core
@@ -430,6 +433,10 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
                 th = perturbed(problem, b).to(dtype)
                 fns[f"{model.kind}_{key}"] = (lambda ev=ev, th=th: ev.points(th))
                 batches[(model.kind, key)] = (b, model)
+                if key == "float64" and ev.path == "two-layer tanh":    # the generic path, same rounds
+                    gen = BatchedEvaluator(problem, fast=False)
+                    fns[f"{model.kind}_generic"] = (lambda ev=gen, th=th: ev.points(th))
+                    batches[(model.kind, "generic")] = (b, model)
         best = interleaved(fns, reps, clock=time.process_time)
         one = {"clock": "process CPU time", "matmul_size": n1, "models": {}}
         for key in ("float64", "float32"):
@@ -437,7 +444,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         for (kind, key), (b, model) in batches.items():
             r = b / best[f"{kind}_{key}"]
             row = {"R_per_s": r, "gflops": r * model.flops_per_rayleigh() / 1e9, "batch": b}
-            row["fraction_of_peak"] = row["gflops"] / one[f"peak_{key}"]["gflops"]
+            row["fraction_of_peak"] = row["gflops"] / one[f"peak_{'float32' if key == 'float32' else 'float64'}"]["gflops"]
             one["models"].setdefault(kind, {})[key] = row
         # the elementwise work the FLOP count leaves out: tanh per element, next to a product
         x64 = torch.randn(1 << 20, dtype=torch.float64)
@@ -449,7 +456,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         results["one_thread"] = one
         log("search units on the spec problems (one thread, as the pipeline runs them) ...")
         results["spec_units"] = {}
-        for rel in SPEC_UNITS:
+        for rel in ([] if engine_only else SPEC_UNITS):
             from certifier import check
             from certifier.compile.problem import Problem
             from certifier.parse import parse
@@ -473,14 +480,15 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         row["fraction_of_peak_float64"] = e["batched"]["fraction_of_peak"]
         row["fraction_of_peak_float32"] = e["batched_float32"]["fraction_of_peak"]
 
-    log("kernel lambda_min: Lanczos vs eigvalsh ...")
-    kmodels = [QUICK_REFERENCE] if quick else [REFERENCE, Model("two-layer tanh (width 1024, d 32, n 512)",
-                                                                  "two_layer", n=512, d=32, h=1024)]
-    results["kernel_lambda_min"] = kernel(kmodels, 1)
-    log("sound mode boxes per second ...")
-    results["sound"] = sound(40 if quick else 400)
-    log("slopes ...")
-    results["slopes"] = slopes(quick, 1 if quick else 2)
+    if not engine_only:
+        log("kernel lambda_min: Lanczos vs eigvalsh ...")
+        kmodels = [QUICK_REFERENCE] if quick else [REFERENCE, Model("two-layer tanh (width 1024, d 32, n 512)",
+                                                                      "two_layer", n=512, d=32, h=1024)]
+        results["kernel_lambda_min"] = kernel(kmodels, 1)
+        log("sound mode boxes per second ...")
+        results["sound"] = sound(40 if quick else 400)
+        log("slopes ...")
+        results["slopes"] = slopes(quick, 1 if quick else 2)
     results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     results["seconds"] = time.perf_counter() - t_start
     path = Path(out) if out else Path(__file__).resolve().parent / "results.json"
@@ -514,11 +522,14 @@ def table(results: dict) -> str:
             frac = r["gflops"] / results["peak"][peak]["gflops"]
             lines.append(f"| {row['name']} | {row['parameters']} | {label} | {r['R_per_s']:.1f} | "
                          f"{r['gflops']:.2f} | {100 * frac:.0f}% |")
-        nv = row["naive"]
-        lines.append(f"| {row['name']} | {row['parameters']} | naive: J, K = JJᵀ/n, gᵀKg/gᵀg | "
-                     f"{nv['R_per_s']:.3f} | | |")
+        nv = row.get("naive")
+        if nv:
+            lines.append(f"| {row['name']} | {row['parameters']} | naive: J, K = JJᵀ/n, gᵀKg/gᵀg | "
+                         f"{nv['R_per_s']:.3f} | | |")
     lines.append("")
     for row in results["models"].values():
+        if "naive" not in row:
+            continue
         lines.append(f"{row['name']}: engine / naive = {row['speedup_over_naive']:.0f}x "
                      f"(R agrees to {row['naive']['rel_diff']:.1e}); float32 R within "
                      f"{row['engine']['batched_float32']['max_rel_diff_R_vs_float64']:.1e} of float64")
@@ -534,7 +545,9 @@ def table(results: dict) -> str:
             name = results["models"][kind]["name"]
             lines.append(f"  {name}: batched float64 {row['float64']['R_per_s']:.1f} R/s "
                          f"({100 * row['float64']['fraction_of_peak']:.0f}% of peak), float32 "
-                         f"{row['float32']['R_per_s']:.1f} R/s ({100 * row['float32']['fraction_of_peak']:.0f}%)")
+                         f"{row['float32']['R_per_s']:.1f} R/s ({100 * row['float32']['fraction_of_peak']:.0f}%)"
+                         + (f"; generic vmap path float64 {row['generic']['R_per_s']:.1f} R/s "
+                            f"({100 * row['generic']['fraction_of_peak']:.0f}%)" if "generic" in row else ""))
     if one and "ns_per_element" in one:
         ns = one["ns_per_element"]
         lines.append("  ns per element (one thread): " + ", ".join(f"{k} {v:.2f}" for k, v in ns.items()))
@@ -542,6 +555,9 @@ def table(results: dict) -> str:
         lines.append(f"  {rel} (one thread): " + ", ".join(
             f"{k} {u['batched_per_s']:.0f} vs {u['one_at_a_time_per_s']:.0f} records/s ({u['speedup']:.1f}x)"
             for k, u in rows.items()))
+    if "kernel_lambda_min" not in results:          # --engine-only
+        lines.append(f"total {results['seconds']:.0f} s; written to {results.get('_path')}")
+        return "\n".join(lines)
     lines.append("")
     lines.append("| kernel λ_min | nk | m | formed (jacrev + eigvalsh) | Lanczos (eigsh, K·v products) | rel. diff |")
     lines.append("|---|---:|---:|---:|---:|---:|")
@@ -569,8 +585,10 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--out", default=None, help="where to write the JSON (default bench/results.json)")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="only the peak and the evaluators' R/s (all cores and one thread): about a minute")
     args = ap.parse_args(argv)
     results = run(args.quick, args.compile, args.threads, args.out,
-                  log=lambda s: print(s, file=sys.stderr, flush=True))
+                  log=lambda s: print(s, file=sys.stderr, flush=True), engine_only=args.engine_only)
     print(table(results))
     return 0
