@@ -107,7 +107,8 @@ class BatchedEvaluator:
         return "two-layer tanh" if self._fast is not None else "vmap"
 
     def chunk_size(self) -> int:
-        """How many thetas one batch evaluates (from the measured activations of one theta)."""
+        """How many thetas one batch evaluates (from the measured activations of one theta; on the
+        fast path, from the bytes of its hidden activations)."""
         self._ensure_checked()
         return self._chunk or 1
 
@@ -204,14 +205,16 @@ class BatchedEvaluator:
                 if not ok and self._fast is not None:     # the generic path in its turn
                     self._fast = None
                     ok, why = self._self_check()
+                if ok and self._fast is not None:
+                    self._chunk = self._fast.chunk(self.problem.n, self.x.element_size(), self.memory, MAX_CHUNK)
             except Exception as exc:   # noqa: BLE001
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             self._checked, self.reason = ok, why
 
     def _measure_chunk(self) -> int:
         """Bytes of the tensors autograd saves for one theta -> thetas per chunk. Measured on the
-        generic path (the fast path saves less), so that the chunks, the search units
-        (analyse/parallel.py) and the Jacobian's chunks (compile/kernel.py) do not depend on it."""
+        generic path (the fast path keeps less), so that activation_bytes, and with it the
+        Jacobian's chunks (compile/kernel.py), do not depend on the fast path."""
         saved = [0]
 
         def pack(t):
