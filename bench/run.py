@@ -152,8 +152,10 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
            "batched_float32": lambda: ev32.points(th32),
            "peak_float64": lambda: torch.matmul(a64, b64),
            "peak_float32": lambda: torch.matmul(a32, b32)}
+    b_generic = generic.chunk_size()            # the generic path's own batch size
+    th_generic = perturbed(problem, b_generic)
     if has_fast:
-        fns["batched_generic"] = lambda: generic.points(thetas)
+        fns["batched_generic"] = lambda: generic.points(th_generic)
     for b in sorted({1, 2} - {batch}):
         if b < batch:
             fns[f"batched_{b}"] = (lambda b=b: ev.points(thetas[:b]))
@@ -179,19 +181,19 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
         more = interleaved({"compiled": compiled, "batched_again": fns["batched"]}, reps)
         best["compiled"] = more["compiled"]
         out["batched_again_R_per_s"] = batch / more["batched_again"]
-    count = {"loop": loop_n, "batched": batch, "batched_generic": batch, "vmap_grad": batch, "batched_float32": batch,
-             "compiled": batch}
+    count = {"loop": loop_n, "batched": batch, "batched_generic": b_generic, "vmap_grad": batch,
+             "batched_float32": batch, "compiled": batch}
     what = {"loop": "a loop over Problem.point (one theta at a time)",
             "batched": (f"BatchedEvaluator.points over {batch} thetas, "
                         + ("the two-layer tanh fast path (compile/two_layer.py)" if ev.path == "two-layer tanh"
                            else "vmap of the forward, one backward")),
-            "batched_generic": f"BatchedEvaluator(fast=False): vmap of the forward over {batch} thetas, one backward",
+            "batched_generic": f"BatchedEvaluator(fast=False): vmap of the forward over {b_generic} thetas, one backward",
             "vmap_grad": "vmap over theta of torch.func.grad of the loss",
             "batched_float32": "the same in float32",
             "compiled": "torch.compile of the vmapped losses (inductor, C++ on CPU), float64"}
     for key, c in count.items():
         if key in best:
-            out[key] = {"R_per_s": c / best[key], "gflops": c / best[key] * flops / 1e9, "what": what[key]}
+            out[key] = {"R_per_s": c / best[key], "gflops": c / best[key] * flops / 1e9, "what": what[key], "batch": c}
     if "compiled" in out and "R_per_s" in out["compiled"]:
         out["compiled"]["compile_seconds"] = out.pop("compile_seconds")
         out["compiled"]["max_rel_diff_L"] = out.pop("compiled_max_rel_diff_L")
@@ -435,8 +437,9 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
                 batches[(model.kind, key)] = (b, model)
                 if key == "float64" and ev.path == "two-layer tanh":    # the generic path, same rounds
                     gen = BatchedEvaluator(problem, fast=False)
-                    fns[f"{model.kind}_generic"] = (lambda ev=gen, th=th: ev.points(th))
-                    batches[(model.kind, "generic")] = (b, model)
+                    bg = gen.chunk_size()
+                    fns[f"{model.kind}_generic"] = (lambda ev=gen, th=perturbed(problem, bg): ev.points(th))
+                    batches[(model.kind, "generic")] = (bg, model)
         best = interleaved(fns, reps, clock=time.process_time)
         one = {"clock": "process CPU time", "matmul_size": n1, "models": {}}
         for key in ("float64", "float32"):
@@ -510,7 +513,8 @@ def table(results: dict) -> str:
         e = row["engine"]
         for key, label, peak in (("loop", "loop over Problem.point", "float64"),
                                  ("batched", f"batched (B={e['batch']}, {e.get('path', 'vmap')}), float64", "float64"),
-                                 ("batched_generic", "batched, generic vmap path, float64", "float64"),
+                                 ("batched_generic", f"batched (B={e.get('batched_generic', {}).get('batch')}, generic vmap path), "
+                                                     "float64", "float64"),
                                  ("vmap_grad", "vmap(grad) over theta", "float64"),
                                  ("batched_float32", "batched, float32", "float32"),
                                  ("compiled", "torch.compile, float64", "float64")):
