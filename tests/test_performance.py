@@ -282,6 +282,9 @@ def test_cli_passes_workers_and_scheduler(monkeypatch, capsys):
         raise KeyboardInterrupt   # stop before any work; the options are what is checked
 
     monkeypatch.setattr(pipeline, "run_file", fake_run_file)
+    # the CLI reaches the scheduler once before any spec runs (an unreachable one is exit 2):
+    # taken as reachable here, the options are what is checked
+    monkeypatch.setattr(cli, "environment_problem", lambda device="cpu", scheduler=None: None)
     cli.main([str(SMALL), "--workers", "3", "--scheduler", "tcp://127.0.0.1:1", "--quiet", "--no-cache"])
     assert seen[0].workers == 3 and seen[0].scheduler == "tcp://127.0.0.1:1"
     assert cli.main([str(SMALL), "--workers", "0"]) == 2
