@@ -221,6 +221,47 @@ def test_check_rejects_another_spec_or_data(cert, capsys):
     assert "'d.npz' changed since the certificate was written" in _rejected(capsys, path)
 
 
+def test_check_rejects_a_changed_value_of_r_at_a_point_far_above_the_noise(cert, capsys):
+    """The rounding allowance grows only near the noise level: at an evidence point with L above
+    1e-3 L0 it is TOLERANCE (1e-9), and R changed by 1e-8 there is caught."""
+    path, _ = cert
+    c = json.loads(path.read_text())
+    points = [i for i, e in enumerate(c["evidence"]) if e["kind"] == "sampled-point"]
+    top = max(points, key=lambda i: c["evidence"][i]["loss"])
+    assert c["evidence"][top]["loss"] >= 1e-3 * c["numbers"]["L0"]
+
+    def change(c):
+        e = c["evidence"][top]
+        e["value"] *= 1 + 1e-8
+        e["rayleigh"] = e["value"]
+        c["evidence_digest"] = evidence_digest(c["evidence"])
+    _tamper(path, change)
+    assert "R = " in _rejected(capsys, path)
+
+
+def test_point_tolerance_is_the_rounding_level_of_r():
+    from certifier.certificate import R_ROUNDING, TOLERANCE, Context
+
+    ctx = Context({}, None, {"L0": 2.0}, None, None)
+    assert ctx.point_tolerance(2.0) == ctx.point_tolerance(2e-6) == TOLERANCE   # 64 u sqrt(1e6) < 1e-9
+    assert ctx.point_tolerance(2e-16) == pytest.approx(R_ROUNDING * 1e8) == pytest.approx(7.1e-7, rel=1e-2)
+    assert ctx.point_tolerance(0.0) == ctx.point_tolerance(None) == TOLERANCE
+
+
+def test_the_readme_spec_certificate_is_valid(tmp_path, capsys):
+    """specs/two_layer_tanh.rq reaches the noise level (L = 1e-16 L0), where the engine's two-layer
+    fast path and Problem.point differ by 1e-9 relative in R: its own certificate must still check
+    (it was rejected with the 1e-9 tolerance alone)."""
+    spec = Path(__file__).resolve().parent.parent / "specs" / "two_layer_tanh.rq"
+    cert = tmp_path / "cert.json"
+    code, out, err = run(capsys, str(spec), "--quiet", "--no-cache", "--emit", str(cert))
+    assert code == 0
+    c = json.loads(cert.read_text())
+    assert min(e["loss"] for e in c["evidence"] if "loss" in e) < 1e-15 * c["numbers"]["L0"]
+    code, out, err = run(capsys, "check", str(cert))
+    assert code == 0 and out.startswith("certificate valid:"), out
+
+
 def test_check_unreadable_certificate(tiny, capsys):
     (tiny / "x.json").write_text("{}")
     code, out, err = run(capsys, "check", "x.json")
