@@ -62,11 +62,11 @@ def run_file(path: str, options: RunOptions | None = None) -> Result:
 
 
 def analyse(checked, options: RunOptions) -> Result:
+    check_device(options.device)
     if checked.method.name == "interval":      # the sound mode: see _analyse_sound at the end
         return _analyse_sound(checked, options)
     t_start = time.perf_counter()
     reporter = options.reporter
-    check_device(options.device)
     problem = Problem(checked, options.device)
     # Small products gain nothing from intra-op threads and lose much to oversubscription.
     torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else

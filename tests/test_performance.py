@@ -327,3 +327,30 @@ def test_bench_quick_run(tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["models"]) == {"two_layer", "mlp3"} and data["peak"]["float64"]["gflops"] > 0
     assert "engine / naive" in table(results)
+
+
+def test_the_sound_mode_computes_on_the_cpu_whatever_the_device(monkeypatch):
+    """--device cuda on a sound spec: the interval arithmetic is numpy's, so its Problem stays on the
+    CPU (the points it hands to the engine are CPU tensors); the result says the device was not used
+    and is that of a CPU run. (CUDA is pretended available: nothing may touch it.)"""
+    from certifier.compile.problem import problem_device
+
+    spec = ROOT / "specs" / "one_neuron_sound.rq"
+    cpu = pipeline.run_file(str(spec), pipeline.RunOptions())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    made = []
+    real_init = Problem.__init__
+
+    def spy(self, checked, device="cpu"):
+        made.append(str(device))
+        real_init(self, checked, device)
+
+    monkeypatch.setattr(Problem, "__init__", spy)
+    cuda = pipeline.run_file(str(spec), pipeline.RunOptions(device="cuda"))
+    assert made and set(made) == {"cpu"}
+    assert (cuda.verdict, cuda.sound, cuda.mu) == (cpu.verdict, cpu.sound, cpu.mu) == ("certified", True, cpu.mu)
+    assert cpu.mu > 0
+    assert any("--device cuda: the sound mode computes on the CPU" in n for n in cuda.notes)
+    assert not any("--device" in n for n in cpu.notes)
+    sampled = check(parse((ROOT / "specs" / "two_layer_floor.rq").read_text(encoding="utf-8"), "s.rq"))
+    assert problem_device(sampled, "cuda") == "cuda"

@@ -30,6 +30,13 @@ class Point:
     sample_max: float   # the largest per-sample loss (a fact some loss constants need)
 
 
+def problem_device(checked: Checked, device: str) -> str:
+    """Where a spec's Problem lives: on `device`, except in the sound mode (method interval), whose
+    interval arithmetic runs in numpy on the CPU and hands float64 points (counterexample candidates,
+    the witness) back and forth with it: its Problem stays on the CPU whatever --device says."""
+    return "cpu" if checked.method.name == "interval" else str(device)
+
+
 class Problem:
     def __init__(self, checked: Checked, device: str = "cpu"):
         self.checked = checked

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...compile.interval import IntervalModel, NotSupported
-from ...compile.problem import Problem
+from ...compile.problem import Problem, problem_device
 from ...compile.rounding import down, elementary, up
 from ...compose.verdicts import nice_up as _nice_up
 from ...diagnostics import Diagnostic, SpecError
@@ -83,7 +83,8 @@ def analyse_sound(checked, options) -> Result:
     """The sound run, with elementary functions evaluated as `functions=` says (margin or arb)."""
     functions = str(checked.method.options.get("functions") or "margin")
     # --workers / --scheduler: the boxes of each branch-and-bound round (analyse/parallel.py)
-    executor = make_executor(checked, options.workers, options.scheduler, options.device, options.threads or 1)
+    executor = make_executor(checked, options.workers, options.scheduler, problem_device(checked, options.device),
+                             options.threads or 1)
     try:
         with elementary(functions):
             return _analyse_sound(checked, options, functions, executor)
@@ -94,7 +95,7 @@ def analyse_sound(checked, options) -> Result:
 def _analyse_sound(checked, options, functions: str, executor) -> Result:
     t_start = time.perf_counter()
     reporter = options.reporter
-    problem = Problem(checked, options.device)
+    problem = Problem(checked, problem_device(checked, options.device))
     torch.set_num_threads(options.threads or 1)
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
@@ -106,6 +107,9 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
     timing: dict = {}
     notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
              "(float64 values read as exact reals); the rate is a theorem about gradient flow"]
+    if problem.device.type != torch.device(options.device).type:
+        notes.append(f"--device {options.device}: the sound mode computes on the CPU (interval arithmetic in "
+                     "numpy); the device was not used")
 
     def result(verdict, sound, *, mu=None, outcome: SoundOutcome | None = None, failing=None, rate=None,
                bound=None, witness=None, region=None, L0_up=None, extra_notes=(), evidence=None):
