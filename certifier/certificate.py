@@ -100,6 +100,11 @@ def _loaded(spec_path: str, source: str, allow_python: bool) -> list[dict]:
     return [{"name": name, "sha256": sha256_file(path)} for name, path in files]
 
 
+def point_M(problem, sample_max: float) -> float:
+    """M in G(L, M) at a point: its largest per-sample loss where the loss needs one, else inf."""
+    return float(sample_max) if problem.loss_def.needs_sample_bound else math.inf
+
+
 def _phi_of(result):
     from .report.load import _make_phi
 
@@ -108,8 +113,8 @@ def _phi_of(result):
 
 
 def kl_value(loss, phi, L: float, value: float, M: float) -> float | None:
-    """The KL constant a point gives: R phi'(L) G(L) (compose.composition); None when the loss
-    table has no G."""
+    """The KL constant a point gives: R phi'(L) G(L, M) (compose.composition), M the point's own
+    largest per-sample loss for losses that need it; None when the loss table has no G."""
     floor_g = getattr(loss, "floor_g", None)
     if floor_g is None:
         return None
@@ -149,7 +154,7 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
     loss = result.loss or {}
     L0, floor = float(loss["initial"]), float(loss.get("floor") or 0.0)
     radius = float(result.region["radius"])
-    floor_eff = max(floor, NOISE * L0)
+    floor_eff = max(floor, NOISE * L0, getattr(problem, "loss_rounding", 0.0))   # as the pipeline
     M = loss.get("sample_bound")
     M = math.inf if M is None else float(M)
     phi = _phi_of(result)
@@ -166,7 +171,8 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
         mu_arg = min(eligible, key=lambda i: records.value[i])
         if mu_arg in records.thetas:
             roles.setdefault(mu_arg, []).append("mu")
-        kls = [(kl_value(problem.loss_def, phi, records.loss[i], records.value[i], M), i) for i in eligible]
+        kls = [(kl_value(problem.loss_def, phi, records.loss[i], records.value[i], point_M(problem, records.sample_max[i])),
+                i) for i in eligible]
         kls = [(k, i) for k, i in kls if k is not None]
         if kls:
             k_arg = min(kls)[1]
@@ -182,6 +188,8 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
                  "source": records.source[i], "roles": roles[i],
                  "distance": float(delta.norm()), "loss": p.loss, "rayleigh": _finite(p.rayleigh),
                  "value": records.value[i]}
+        if problem.loss_def.needs_sample_bound:
+            entry["sample_max"] = records.sample_max[i]      # M(theta), as the point's KL constant used it
         if entry["kind"] == "kernel-point":
             entry["lambda_min"] = problem.kernel_lambda_min(theta)
         entry["delta"] = [float(v) for v in delta.detach().cpu().reshape(-1).tolist()]
@@ -244,12 +252,19 @@ class Context:
         there when that is larger, R_ROUNDING sqrt(L0 / L). Near the noise level both are computed
         from residuals that have lost digits: rounding errors of about u |F| ~ u sqrt(L0) in the
         outputs are relative errors u sqrt(L0 / L) in the residuals, and L and R, quadratic in them,
-        inherit about twice that (docs/output.md, "Certificates")."""
+        inherit about twice that. A population loss in closed form sums terms that cancel near a
+        fit: its absolute rounding level (Problem.loss_rounding, which the pipeline also treats as
+        noise) is a relative one of loss_rounding / L (docs/output.md, "Certificates")."""
         try:
-            ratio = float(self.numbers["L0"]) / float(loss)
+            L = float(loss)
+            ratio = float(self.numbers["L0"]) / L
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             return TOLERANCE
-        return max(TOLERANCE, R_ROUNDING * math.sqrt(ratio)) if ratio > 0 and math.isfinite(ratio) else TOLERANCE
+        if not (ratio > 0 and math.isfinite(ratio)):
+            return TOLERANCE
+        # a closed form (population) has its own absolute rounding level: relative at L, level / L
+        closed = float(getattr(self.problem, "loss_rounding", 0.0) or 0.0) / L
+        return max(TOLERANCE, R_ROUNDING * math.sqrt(ratio), closed)
 
     def reject(self, message: str) -> None:
         self.problems.append(message)
@@ -304,6 +319,9 @@ def _point(entry: dict, ctx: Context, name: str):
         ctx.reject(f"{name}: L = {p.loss!r} recomputed, the certificate says {entry.get('loss')!r}")
     if not close(float(d.norm()), entry.get("distance")):
         ctx.reject(f"{name}: ||theta - theta0|| = {float(d.norm())!r}, the certificate says {entry.get('distance')!r}")
+    if "sample_max" in entry and not close(p.sample_max, entry["sample_max"], ctx.point_tolerance(p.loss)):
+        ctx.reject(f"{name}: its largest per-sample loss M = {p.sample_max!r} recomputed, the certificate says "
+                   f"{entry['sample_max']!r}")
     return theta, p
 
 
@@ -387,12 +405,15 @@ def _check_numbers(cert: dict, ctx: Context) -> None:
             marked = [e for e in points if "K" in (e.get("roles") or [])]
             M = n.get("sample_bound")
             M = math.inf if M is None else M
+
+            def M_at(e):     # the point's own M (a certificate without it: the largest one, M above)
+                return point_M(ctx.problem, e["sample_max"]) if "sample_max" in e else M
             if marked:
-                k = kl_value(ctx.problem.loss_def, ctx.phi, marked[0]["loss"], marked[0]["value"], M)
+                k = kl_value(ctx.problem.loss_def, ctx.phi, marked[0]["loss"], marked[0]["value"], M_at(marked[0]))
                 if k is not None and not close(k, rate.K):
                     ctx.reject(f"K = {rate.K!r} is not the value {k!r} at the point that gave it")
             for e in inside:
-                k = kl_value(ctx.problem.loss_def, ctx.phi, e["loss"], e["value"], M)
+                k = kl_value(ctx.problem.loss_def, ctx.phi, e["loss"], e["value"], M_at(e))
                 if k is not None and k < rate.K * (1 - TOLERANCE):
                     ctx.reject(f"K = {rate.K!r} is larger than the value {k!r} at an evidence point")
                     break

@@ -248,18 +248,39 @@ def test_point_tolerance_is_the_rounding_level_of_r():
     assert ctx.point_tolerance(0.0) == ctx.point_tolerance(None) == TOLERANCE
 
 
-def test_the_readme_spec_certificate_is_valid(tmp_path, capsys):
-    """specs/two_layer_tanh.rq reaches the noise level (L = 1e-16 L0), where the engine's two-layer
-    fast path and Problem.point differ by 1e-9 relative in R: its own certificate must still check
-    (it was rejected with the 1e-9 tolerance alone)."""
-    spec = Path(__file__).resolve().parent.parent / "specs" / "two_layer_tanh.rq"
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.rq"))
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_specs_certificate_is_valid(spec, tmp_path, capsys):
+    """`certify SPEC --emit cert.json && certify check cert.json` on every example spec. Six of them
+    were rejected: two_layer_tanh (adversarial points at L = 1e-16 L0 where the two-layer fast path
+    and Problem.point differ by 1e-9), the single-neuron populations (the closed form's rounding,
+    up to 1.6e-5 relative at L = 7e-12), logistic_nonseparable and softmax_separable (K taken with
+    the largest M of the region, not each point's own M as the pipeline takes it)."""
     cert = tmp_path / "cert.json"
     code, out, err = run(capsys, str(spec), "--quiet", "--no-cache", "--emit", str(cert))
-    assert code == 0
+    assert code in (0, 1, 3) and cert.exists(), err
     c = json.loads(cert.read_text())
-    assert min(e["loss"] for e in c["evidence"] if "loss" in e) < 1e-15 * c["numbers"]["L0"]
     code, out, err = run(capsys, "check", str(cert))
-    assert code == 0 and out.startswith("certificate valid:"), out
+    assert code == 0 and out.startswith(f"certificate valid: {spec}: {c['verdict']} ("), out
+    if c["method"]["name"] == "sampled" and c["numbers"]["sample_bound"] is not None:
+        points = [e for e in c["evidence"] if e["kind"].endswith("-point")]
+        assert points and all(0 < e["sample_max"] <= c["numbers"]["sample_bound"] for e in points)
+
+
+def test_check_rejects_a_changed_per_sample_maximum(tmp_path, capsys):
+    spec = Path(__file__).resolve().parent.parent / "specs" / "logistic_nonseparable.rq"
+    cert = tmp_path / "cert.json"
+    assert run(capsys, str(spec), "--quiet", "--no-cache", "--emit", str(cert))[0] == 0
+
+    def change(c):
+        e = next(e for e in c["evidence"] if "K" in e["roles"])
+        e["sample_max"] *= 0.5                   # a smaller M gives a larger K at that point
+        c["evidence_digest"] = evidence_digest(c["evidence"])
+    _tamper(cert, change)
+    code, out, err = run(capsys, "check", str(cert))
+    assert code == 1 and "largest per-sample loss M = " in out and "K = " in out, out
 
 
 def test_check_unreadable_certificate(tiny, capsys):
