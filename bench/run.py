@@ -74,12 +74,12 @@ def interleaved(fns: dict, rounds: int, clock=time.perf_counter, warmup: int = 1
     return best
 
 
-def problem_of(model: Model):
+def problem_of(model: Model, device: str = "cpu"):
     from certifier import check
     from certifier.compile.problem import Problem
     from certifier.parse import parse
 
-    return Problem(check.check(parse(model.spec(), f"<bench {model.kind}>")), "cpu")
+    return Problem(check.check(parse(model.spec(), f"<bench {model.kind}>")), device)
 
 
 def machine(threads: int) -> dict:

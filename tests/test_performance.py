@@ -329,6 +329,33 @@ def test_bench_quick_run(tmp_path):
     assert "engine / naive" in table(results)
 
 
+def test_bench_device_harness_on_the_cpu(tmp_path, capsys):
+    """python -m bench.device is the GPU benchmark; with --device cpu it runs here, and its numbers
+    must be those of the engine: the rows equal the CPU's (the same device), the whole run is the
+    pipeline's, and the FLOP rate is R/s times bench/models.py's count."""
+    import json
+
+    from bench import device
+    from bench.models import QUICK_REFERENCE
+
+    out = tmp_path / "d.json"
+    assert device.main(["--device", "cpu", "--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    ref = data["models"][0]
+    assert ref["path"] == "two-layer tanh" and ref["parameters"] == QUICK_REFERENCE.parameters
+    assert ref["against_cpu"] == {"max_rel_diff_L": 0.0, "max_rel_diff_R": 0.0, "max_rel_diff_grad": 0.0}
+    assert ref["naive"]["rel_diff"] <= 1e-10
+    for row in ref["rows"].values():
+        assert row["gflops"] == pytest.approx(row["R_per_s"] * QUICK_REFERENCE.flops_per_rayleigh() / 1e9)
+    whole = data["whole_run"]
+    direct = pipeline.run_file(str(ROOT / "specs" / "two_layer_tanh.rq"), pipeline.RunOptions())
+    assert (whole["cpu"]["verdict"], whole["cpu"]["mu"]) == (direct.verdict, direct.mu) == ("certified", direct.mu)
+    assert "matmul peak" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert device.main(["--device", "cuda", "--quick", "--out", str(out)]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+
+
 def test_the_sound_mode_computes_on_the_cpu_whatever_the_device(monkeypatch):
     """--device cuda on a sound spec: the interval arithmetic is numpy's, so its Problem stays on the
     CPU (the points it hands to the engine are CPU tensors); the result says the device was not used
