@@ -356,6 +356,20 @@ def test_bench_device_harness_on_the_cpu(tmp_path, capsys):
         assert "no CUDA device is available" in capsys.readouterr().err
 
 
+def test_bench_steps_times_every_step_of_the_fast_path():
+    from bench.models import QUICK_REFERENCE
+    from bench.steps import steps
+
+    out = steps(QUICK_REFERENCE, 2)
+    assert list(out["ms_per_theta"]) == ["forward product", "tanh", "F = T a", "loss and r", "da = T^T r",
+                                         "S = 1 - T^2", "backward product", "dW into theta", "the rows' values"]
+    assert all(v > 0 for v in out["ms_per_theta"].values())
+    m = QUICK_REFERENCE
+    # the products' FLOPs, and the counted FLOPs of one R, are the bench's: 2 n d h each, 3 x forward
+    assert out["mflop"]["forward product"] == out["mflop"]["backward product"] == 2 * m.n * m.d * m.h / 1e6
+    assert out["counted_mflop_per_R"] * 1e6 == m.flops_per_rayleigh() == 3 * 2 * m.n * (m.d * m.h + m.h)
+
+
 def test_the_sound_mode_computes_on_the_cpu_whatever_the_device(monkeypatch):
     """--device cuda on a sound spec: the interval arithmetic is numpy's, so its Problem stays on the
     CPU (the points it hands to the engine are CPU tensors); the result says the device was not used

@@ -59,6 +59,10 @@ def _split_add(e: Expr, names: set[str]) -> tuple[Expr, str | None]:
     return e, None
 
 
+def _no_mark(step: str) -> None:
+    """forward_backward's default: no timing."""
+
+
 @dataclass
 class TwoLayerTanh:
     """F_b(x_i) = sum_j a_bj tanh((W_b x_i)_j + b_bj) + c_b for B parameter vectors theta_b."""
@@ -152,37 +156,47 @@ class TwoLayerTanh:
         return F + c if c is not None else F
 
     @torch.no_grad()
-    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of):
+    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
         """(F [B, n], the row losses [B], gradients [B, m]) without autograd's graph over the
         hidden activations; losses_of(F) -> [B] is the loss of each row (autograd gives its
-        derivative in F)."""
+        derivative in F). mark(step), when given, is called after each step (bench/steps.py
+        times them)."""
+        mark = mark or _no_mark
         B = th.shape[0]
         W, a, b, c = self._parts(th)
         T = torch.matmul(x, W)                                      # [B, n, h]
         if b is not None:
             T += b.unsqueeze(1)
+        mark("forward product")
         T.tanh_()
+        mark("tanh")
         F = torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1)   # [B, n]
         if c is not None:
             F += c
+        mark("F = T a")
         with torch.enable_grad():
             Fl = F.detach().requires_grad_(True)
             losses = losses_of(Fl)
             (r,) = torch.autograd.grad(losses.sum(), Fl)
+        mark("loss and r")
         G = torch.empty_like(th)
         for s in self.unused:
             G[:, s] = 0.0
         G[:, self.slices["a"]] = torch.bmm(r.unsqueeze(1), T).squeeze(1)
         if c is not None:
             G[:, self.slices["c"]] = r.sum(dim=1, keepdim=True)
+        mark("da = T^T r")
         S = torch.addcmul(torch.ones((), dtype=T.dtype, device=T.device), T, T, value=-1.0, out=T)  # 1 - T^2
+        mark("S = 1 - T^2")
         if b is not None:
             G[:, self.slices["b"]] = torch.bmm(r.unsqueeze(1), S).squeeze(1) * a
         xr = x.T.unsqueeze(0) * r.unsqueeze(1)                       # [B, d, n]: x^T diag(r)
         M = torch.bmm(xr, S).mul_(a.unsqueeze(1))                   # [B, d, h]
+        mark("backward product")
         GW = G[:, self.slices["W"]]
         if self.w_first:
             GW.view(B, self.h, self.d).copy_(M.transpose(1, 2))
         else:
             GW.view(B, self.d, self.h).copy_(M)
+        mark("dW into theta")
         return F, losses.detach(), G
