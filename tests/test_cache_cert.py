@@ -246,6 +246,10 @@ def test_point_tolerance_is_the_rounding_level_of_r():
     assert ctx.point_tolerance(2.0) == ctx.point_tolerance(2e-6) == TOLERANCE   # 64 u sqrt(1e6) < 1e-9
     assert ctx.point_tolerance(2e-16) == pytest.approx(R_ROUNDING * 1e8) == pytest.approx(7.1e-7, rel=1e-2)
     assert ctx.point_tolerance(0.0) == ctx.point_tolerance(None) == TOLERANCE
+    # a population in closed form: a tenth of its noise level loss_rounding, relative to L
+    population = Context({}, type("P", (), {"loss_rounding": 2e-14})(), {"L0": 2.0}, None, None)
+    assert population.point_tolerance(2e-10) == pytest.approx(1e-5)
+    assert population.point_tolerance(2.0) == TOLERANCE
 
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.rq"))
