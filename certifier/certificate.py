@@ -175,8 +175,8 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
         mu_arg = min(eligible, key=lambda i: records.value[i])
         if mu_arg in records.thetas:
             roles.setdefault(mu_arg, []).append("mu")
-        kls = [(kl_value(problem.loss_def, phi, records.loss[i], records.value[i], point_M(problem, records.sample_max[i])),
-                i) for i in eligible]
+        kls = [(kl_value(problem.loss_def, phi, records.loss[i], records.value[i],
+                         point_M(problem, records.sample_max[i])), i) for i in eligible]
         kls = [(k, i) for k, i in kls if k is not None]
         if kls:
             k_arg = min(kls)[1]
