@@ -81,6 +81,35 @@ def test_batched_points_equal_pointwise(path):
         assert float((d - rd).norm()) <= 1e-9 * float(rd.norm())
 
 
+def test_unflatten_by_split_gives_the_gradients_of_slicing_bitwise():
+    """Problem.unflatten takes the parameters as one torch.split of theta (autograd assembles the
+    gradient once) rather than a slice each (a zero-filled copy of theta per parameter, summed):
+    the gradients must be the same numbers, a parameter the model does not use getting zeros."""
+    import types
+
+    def sliced(self, theta):
+        out, i = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            out[name] = theta[i:i + size].reshape(shape)
+            i += size
+        return out
+
+    text = net(n=12, d=3, h=16).replace("params {\n", "params {\n  u : [5] = normal(seed=7)\n", 1) \
+        .replace("sum(A * tanh(W @ x))", "sum(A * tanh(W @ tanh(B @ x)))") \
+        .replace("params {\n", "params {\n  B : [3, 3] = normal(std=0.5, seed=8)\n", 1)
+    split, sliced_p = problem_of(text), problem_of(text)
+    sliced_p.unflatten = types.MethodType(sliced, sliced_p)
+    assert split.names == ["B", "u", "W", "A"]
+    thetas = split.theta0 + 0.1 * torch.randn(3, split.m, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for theta in thetas:
+        a, b = split.point(theta), sliced_p.point(theta)
+        assert torch.equal(a.grad, b.grad) and (a.loss, a.rayleigh) == (b.loss, b.rayleigh)
+        assert torch.equal(a.grad[9:14], torch.zeros(5, dtype=torch.float64))      # u is not used
+        assert torch.equal(split.log_rayleigh_and_grad(theta)[2], sliced_p.log_rayleigh_and_grad(theta)[2])
+    for qa, qb in zip(BatchedEvaluator(split).points(thetas), BatchedEvaluator(sliced_p).points(thetas)):
+        assert torch.equal(qa.grad, qb.grad) and qa.rayleigh == qb.rayleigh
+
+
 def test_batch_size_does_not_change_a_rows_values_beyond_rounding():
     p = problem_of(net(n=8, h=32))
     ev = BatchedEvaluator(p)

@@ -68,11 +68,12 @@ class Problem:
         return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=DTYPE, device=self.device)
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for name, shape, size in zip(self.names, self.shapes, self.sizes):
-            out[name] = theta[i:i + size].reshape(shape)
-            i += size
-        return out
+        """The named parameters as views of theta. One torch.split, not a slice per parameter:
+        autograd then assembles the gradient of theta once (a cat of the parameters' gradients)
+        instead of a zero-filled copy of theta per parameter, accumulated (the same values; on the
+        bench's 3-layer MLP those fills and sums took a fifth of the time)."""
+        parts = torch.split(theta, self.sizes)
+        return {name: part.reshape(shape) for name, shape, part in zip(self.names, self.shapes, parts)}
 
     # values ------------------------------------------------------------------
     def outputs(self, theta: torch.Tensor) -> torch.Tensor:
