@@ -64,6 +64,9 @@ def evaluators(model, device: str, batches: list[int], rounds: int, clock) -> di
     problem = problem_of(model, device)
     flops = model.flops_per_rayleigh()
     ev64, ev32 = BatchedEvaluator(problem), BatchedEvaluator(problem, dtype=torch.float32)
+    for ev in (ev64, ev32):     # the first-use check against Problem.point, before _points is timed
+        if not ev.batched:
+            raise SystemExit(f"{model.name}: the evaluator does not batch on {device} ({ev.reason})")
     own = ev64.chunk_size()
     sizes = sorted({own, *batches})
     fns, count = {}, {}
