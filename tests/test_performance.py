@@ -120,6 +120,28 @@ def test_batch_size_does_not_change_a_rows_values_beyond_rounding():
         assert rel(a.rayleigh, b.rayleigh) <= 1e-13
 
 
+@pytest.mark.parametrize("threads, chunk, expect", [
+    (1, 3, 3), (2, 1, 1), (2, 3, 4), (2, 4, 4), (2, 10, 10), (4, 3, 3), (4, 5, 8), (6, 64, 60), (3, 63, 63)])
+def test_a_chunk_is_whole_rounds_of_the_cpu_threads(threads, chunk, expect):
+    from certifier.compile.batched import MAX_CHUNK, whole_rounds
+
+    torch.set_num_threads(threads)
+    assert whole_rounds(chunk, "cpu") == expect <= max(chunk, MAX_CHUNK)
+    assert whole_rounds(chunk, "cuda") == chunk
+
+
+def test_the_evaluators_chunk_follows_the_threads_it_was_built_under():
+    p = problem_of(net(n=8, h=32))
+    memory = 3 * (3 * 8 * 32 * 8 + 1)            # three thetas' activations on the fast path
+    assert BatchedEvaluator(p, memory=memory).chunk_size() == 3
+    torch.set_num_threads(2)
+    ev = BatchedEvaluator(p, memory=memory)
+    assert ev.path == "two-layer tanh" and ev.chunk_size() == 4
+    thetas = p.theta0 + 0.05 * torch.randn(5, p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for q, theta in zip(ev.points(thetas), thetas):
+        assert rel(q.rayleigh, p.point(theta).rayleigh) <= 1e-12
+
+
 def test_fallback_when_the_model_cannot_be_batched():
     p = problem_of(net())
     p._closed_form = object()          # as for a population loss in closed form

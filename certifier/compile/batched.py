@@ -209,6 +209,7 @@ class BatchedEvaluator:
                     ok, why = self._self_check()
                 if ok and self._fast is not None:
                     self._chunk = self._fast.chunk(self.problem.n, self.x.element_size(), self.memory, MAX_CHUNK)
+                self._chunk = whole_rounds(self._chunk, self.problem.device)
             except Exception as exc:   # noqa: BLE001
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             self._checked, self.reason = ok, why
@@ -280,6 +281,19 @@ class BatchedEvaluator:
             if dg > tol * max(float(ref.grad.norm()), 1e-300):
                 return False, "the batched gradient differs from the pointwise one"
         return True, ""
+
+
+def whole_rounds(chunk: int, device) -> int:
+    """A chunk of at least as many thetas as torch has CPU threads, rounded up to a multiple of
+    them: the batched matrix products hand whole matrices of the batch to the threads, so a batch
+    of 3 on 2 threads runs 2 rounds with one thread idle in the second (bench, 3-layer MLP on 2
+    threads: B = 3 419 R/s, B = 4 508). Smaller chunks (large activations) are kept: one product
+    of such a theta is already split between the threads. Not on a GPU."""
+    threads = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    if threads <= 1 or chunk < threads:
+        return chunk
+    rounded = -(-chunk // threads) * threads
+    return rounded if rounded <= MAX_CHUNK else max(threads, MAX_CHUNK // threads * threads)
 
 
 def evaluator(problem) -> BatchedEvaluator:
