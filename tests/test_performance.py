@@ -380,6 +380,20 @@ def test_bench_quick_run(tmp_path):
     assert "engine / naive" in table(results)
 
 
+def test_interleaved_rounds_time_a_block_of_calls_by_its_mean():
+    from bench.run import interleaved
+
+    calls = {"a": 0, "b": 0}
+    ticks = iter(range(0, 10**6, 7))
+
+    def fn(k):
+        calls[k] += 1
+    best = interleaved({"a": lambda: fn("a"), "b": lambda: fn("b")}, rounds=2, clock=lambda: next(ticks),
+                       block={"a": 3})
+    assert calls == {"a": 1 + 2 * 3, "b": 1 + 2}      # a warm-up call each, then the rounds
+    assert best == {"a": 7 / 3, "b": 7}                # one clock step per turn: a's time is the mean
+
+
 def test_bench_device_harness_on_the_cpu(tmp_path, capsys):
     """python -m bench.device is the GPU benchmark; with --device cpu it runs here, and its numbers
     must be those of the engine: the rows equal the CPU's (the same device), the whole run is the
