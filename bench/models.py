@@ -11,13 +11,14 @@ class Model:
     n: int
     d: int
     h: int
+    activation: str = "tanh"   # of the two-layer net: tanh, sigmoid, relu (the MLP is tanh)
 
     def spec(self) -> str:
         d, h, n = self.d, self.h, self.n
         if self.kind == "two_layer":
             params = (f"  W : [{h}, {d}] = normal(std=1/sqrt({d}), seed=1)\n"
                       f"  a : [{h}]      = normal(std=1/sqrt({h}), seed=2)")
-            model = "sum(a * tanh(W @ x))"
+            model = f"sum(a * {self.activation}(W @ x))"
         else:
             params = (f"  W1 : [{h}, {d}] = normal(std=1/sqrt({d}), seed=1)\n"
                       f"  W2 : [{h}, {h}] = normal(std=1/sqrt({h}), seed=2)\n"

@@ -198,7 +198,7 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
              "batched_float32": batch, "compiled": batch}
     what = {"loop": "a loop over Problem.point (one theta at a time)",
             "batched": (f"BatchedEvaluator.points over {batch} thetas, "
-                        + ("the two-layer tanh fast path (compile/two_layer.py)" if ev.path == "two-layer tanh"
+                        + (f"the {ev.path} fast path (compile/two_layer.py)" if has_fast
                            else "vmap of the forward, one backward")),
             "batched_generic": f"BatchedEvaluator(fast=False): vmap of the forward over {b_generic} thetas, one backward",
             "vmap_grad": "vmap over theta of torch.func.grad of the loss",
@@ -216,6 +216,40 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
     p64, p32 = ev.points(thetas), ev32.points(th32)
     out["batched_float32"]["max_rel_diff_R_vs_float64"] = max(abs(a.rayleigh - b.rayleigh) / abs(a.rayleigh)
                                                               for a, b in zip(p64, p32))
+    return out
+
+
+ACTIVATIONS = ("sigmoid", "relu", "exp")    # the fast path's other activations (tanh: the reference)
+
+
+def activations(quick: bool, reps: int, peak_size: int) -> dict:
+    """The reference network (the quick one with --quick) with the fast path's other activations:
+    R/s of the fast path and of the generic vmap path in interleaved rounds with the float64 peak
+    of the same rounds."""
+    from certifier.compile.batched import BatchedEvaluator
+
+    base = QUICK_REFERENCE if quick else REFERENCE
+    a64, b64 = torch.randn(peak_size, peak_size, dtype=torch.float64), torch.randn(peak_size, peak_size, dtype=torch.float64)
+    fns, sizes, models = {"peak_float64": lambda: torch.matmul(a64, b64)}, {}, {}
+    for act in ACTIVATIONS:
+        model = Model(base.name.replace("tanh", act), "two_layer", n=base.n, d=base.d, h=base.h, activation=act)
+        problem = problem_of(model)
+        models[act] = (model, problem.m)
+        for key, ev in (("fast", BatchedEvaluator(problem)), ("generic", BatchedEvaluator(problem, fast=False))):
+            th = perturbed(problem, ev.chunk_size())
+            fns[f"{act}_{key}"] = (lambda ev=ev, th=th: ev.points(th))
+            sizes[(act, key)] = (ev.chunk_size(), ev.path)
+    best = interleaved(fns, reps, block={k: BLOCK for k in fns if not k.startswith("peak")})
+    peak = 2.0 * peak_size ** 3 / best["peak_float64"] / 1e9
+    out: dict = {"peak_float64_same_rounds": peak}
+    for act, (model, m) in models.items():
+        row: dict = {"name": model.name, "parameters": m}
+        for key in ("fast", "generic"):
+            b, path = sizes[(act, key)]
+            r = b / best[f"{act}_{key}"]
+            row[key] = {"path": path, "batch": b, "R_per_s": r, "gflops": r * model.flops_per_rayleigh() / 1e9}
+        row["speedup"] = row["fast"]["R_per_s"] / row["generic"]["R_per_s"]
+        out[act] = row
     return out
 
 
@@ -429,6 +463,13 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
             row["units"] = search_units(problem, model, 1 if quick else 3, quick)
         results["models"][model.kind] = row
 
+    log("the fast path's other activations ...")
+    results["activations"] = activations(quick, reps, peak_size)
+    for key in ("float64",):
+        seen = results["activations"]["peak_float64_same_rounds"]
+        if seen > peak[key]["gflops"]:
+            peak[key] = dict(peak[key], gflops=seen, size=peak_size)
+
     # one thread, timed by process CPU time: on a machine shared with other work the all-core
     # figures vary with the load, a single thread's CPU time much less
     if threads > 1:
@@ -449,7 +490,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
                 th = perturbed(problem, b).to(dtype)
                 fns[f"{model.kind}_{key}"] = (lambda ev=ev, th=th: ev.points(th))
                 batches[(model.kind, key)] = (b, model)
-                if key == "float64" and ev.path == "two-layer tanh":    # the generic path, same rounds
+                if key == "float64" and ev.path.startswith("two-layer "):    # the generic path, same rounds
                     gen = BatchedEvaluator(problem, fast=False)
                     bg = gen.chunk_size()
                     fns[f"{model.kind}_generic"] = (lambda ev=gen, th=perturbed(problem, bg): ev.points(th))
@@ -496,6 +537,10 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         e["batched_float32"]["fraction_of_peak"] = e["batched_float32"]["gflops"] / peak["float32"]["gflops"]
         row["fraction_of_peak_float64"] = e["batched"]["fraction_of_peak"]
         row["fraction_of_peak_float32"] = e["batched_float32"]["fraction_of_peak"]
+    for act in ACTIVATIONS:
+        for key in ("fast", "generic"):
+            r = results["activations"][act][key]
+            r["fraction_of_peak"] = r["gflops"] / peak["float64"]["gflops"]
 
     if not engine_only:
         log("kernel lambda_min: Lanczos vs eigvalsh ...")
@@ -554,6 +599,15 @@ def table(results: dict) -> str:
         for name, u in row["units"].items():
             lines.append(f"  unit {name}: {u['batched_per_s']:.1f} records/s batched vs "
                          f"{u['one_at_a_time_per_s']:.1f} one at a time ({u['speedup']:.1f}x)")
+    acts = results.get("activations")
+    if acts:
+        lines.append("")
+        for act in ACTIVATIONS:
+            r = acts[act]
+            lines.append(f"{r['name']}: fast path (B={r['fast']['batch']}) {r['fast']['R_per_s']:.1f} R/s "
+                         f"({100 * r['fast']['fraction_of_peak']:.0f}% of peak), generic (B={r['generic']['batch']}) "
+                         f"{r['generic']['R_per_s']:.1f} R/s ({100 * r['generic']['fraction_of_peak']:.0f}%): "
+                         f"{r['speedup']:.1f}x")
     one = results.get("one_thread")
     if one:
         lines.append("")

@@ -1,6 +1,6 @@
 """Where the two-layer fast path's time goes: milliseconds per theta of each of its steps.
 
-    python -m bench.steps [--threads N] [--batches 40] [--quick]
+    python -m bench.steps [--threads N] [--batches 40] [--quick] [--activation relu]
 
 The reference network of `python -m bench` (width 1024, d 32, n 256) at the engine's batch:
 compile/two_layer.py's forward_backward with a clock read after each step (its `mark` hook),
@@ -10,6 +10,7 @@ then the rows' values (compile/batched.py), medians over the batches; and the wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -29,7 +30,7 @@ def steps(model, batches: int) -> dict:
 
     problem = problem_of(model)
     ev = BatchedEvaluator(problem)
-    if ev.path != "two-layer tanh":
+    if not ev.path.startswith("two-layer "):
         raise SystemExit(f"the model takes the {ev.path} path, not the fast path")
     B = ev.chunk_size()
     th = perturbed(problem, B)
@@ -70,9 +71,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="the small network of python -m bench --quick")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    ap.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "relu", "exp"),
+                    help="the hidden layer's activation (default tanh, the reference network)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = steps(QUICK_REFERENCE if args.quick else REFERENCE, args.batches)
+    base = QUICK_REFERENCE if args.quick else REFERENCE
+    model = dataclasses.replace(base, name=base.name.replace("tanh", args.activation), activation=args.activation)
+    out = steps(model, args.batches)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

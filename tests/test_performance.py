@@ -378,6 +378,10 @@ def test_bench_quick_run(tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["models"]) == {"two_layer", "mlp3"} and data["peak"]["float64"]["gflops"] > 0
     assert "engine / naive" in table(results)
+    for act in ("sigmoid", "relu", "exp"):          # the fast path's other activations, against the generic path
+        row = data["activations"][act]
+        assert (row["fast"]["path"], row["generic"]["path"]) == (f"two-layer {act}", "vmap")
+        assert row["speedup"] == pytest.approx(row["fast"]["R_per_s"] / row["generic"]["R_per_s"])
 
 
 def test_interleaved_rounds_time_a_block_of_calls_by_its_mean():
@@ -426,8 +430,8 @@ def test_bench_steps_times_every_step_of_the_fast_path():
     from bench.steps import steps
 
     out = steps(QUICK_REFERENCE, 2)
-    assert list(out["ms_per_theta"]) == ["forward product", "tanh", "F = T a", "loss and r", "da = T^T r",
-                                         "S = 1 - T^2", "backward product", "dW into theta", "the rows' values"]
+    assert list(out["ms_per_theta"]) == ["forward product", "activation", "F = T a", "loss and r", "da = T^T r",
+                                         "S = s'(Z)", "backward product", "dW into theta", "the rows' values"]
     assert all(v > 0 for v in out["ms_per_theta"].values())
     m = QUICK_REFERENCE
     # the products' FLOPs, and the counted FLOPs of one R, are the bench's: 2 n d h each, 3 x forward

@@ -1,4 +1,4 @@
-"""The batched evaluator's two-layer tanh fast path (compile/two_layer.py, issue 7): which models
+"""The batched evaluator's two-layer fast path (compile/two_layer.py, issue 7): which models
 it recognises (and which it must leave to the generic path), and that every row equals
 Problem.point (autograd through the vmapped model: an independent computation of the same
 quantities) to rounding, for points and for the second derivatives of log R."""
@@ -10,7 +10,8 @@ import torch
 from certifier.check import check
 from certifier.compile.batched import BatchedEvaluator
 from certifier.compile.problem import Problem
-from certifier.compile.two_layer import TwoLayerTanh
+from certifier.compile.evaluate import FUNCTIONS
+from certifier.compile.two_layer import ACTIVATIONS, TwoLayer
 from certifier.parse import parse
 
 
@@ -45,7 +46,16 @@ RECOGNISED = {
     "c + sum(a * tanh(b + x @ W))": (C, BIAS, W_DH, A),
     # a parameter the model does not use: its gradient is 0
     "sum(a * tanh(W @ x)) ": (W_HD, A, "  unused : [2] = normal(seed=4)"),
+    # the other activations of the table
+    "sum(a * sigmoid(W @ x))": (W_HD, A),
+    "a @ relu(W @ x + b) + c": (W_HD, BIAS, A, C),
+    "sum(relu(x @ W) * a)": (W_DH, A),
+    "sum(a * exp(x @ W + b))": (W_DH, BIAS, A),
 }
+
+
+def activation_of(model: str) -> str:
+    return next(f for f in ("sigmoid", "relu", "exp", "tanh") if f + "(" in model)
 
 
 def problem(text: str) -> Problem:
@@ -74,7 +84,7 @@ def assert_rows_equal_pointwise(p: Problem, ev: BatchedEvaluator, count: int = 5
 def test_recognised_models_give_problem_points_values(model):
     p = problem(spec(model, "\n".join(RECOGNISED[model])))
     ev = BatchedEvaluator(p)
-    assert ev.path == "two-layer tanh", ev.reason
+    assert ev.path == f"two-layer {activation_of(model)}", ev.reason
     assert_rows_equal_pointwise(p, ev)
     if "unused" in "".join(RECOGNISED[model]):
         (q,) = ev.points(p.theta0[None])
@@ -91,7 +101,9 @@ def test_other_losses_take_the_fast_path_with_the_tables_derivative(loss):
 
 
 NOT_RECOGNISED = {
-    "relu": ("sum(a * relu(W @ x))", (W_HD, A), ""),
+    # an activation whose derivative needs the pre-activation, not only its output
+    "softplus": ("sum(a * softplus(W @ x))", (W_HD, A), ""),
+    "sin": ("sum(a * sin(W @ x))", (W_HD, A), ""),
     "scaled output": ("2 * sum(a * tanh(W @ x))", (W_HD, A), ""),
     "sum with an axis": ("sum(a * tanh(W @ x), axis=0)", (W_HD, A), ""),
     "a from the data": ("sum(a * tanh(W @ x))", (W_HD,), "  a = normal(shape=[16], seed=5)\n"),
@@ -106,7 +118,7 @@ def test_other_models_keep_the_generic_path(key):
     model, params, data = NOT_RECOGNISED[key]
     y = "normal(shape=[12, 2], seed=9)" if key == "two outputs" else "sin(x[:, 0]) + 0.3 * x[:, 1]"
     p = problem(spec(model, "\n".join(params), y=y, data=data))
-    assert TwoLayerTanh.match(p, p.checked) is None
+    assert TwoLayer.match(p, p.checked) is None
     ev = BatchedEvaluator(p)
     assert ev.path == "vmap", ev.reason
     assert_rows_equal_pointwise(p, ev)
@@ -114,13 +126,13 @@ def test_other_models_keep_the_generic_path(key):
 
 def test_a_wrong_fast_path_is_caught_by_the_first_use_check(monkeypatch):
     p = problem(spec("sum(a * tanh(W @ x))", "\n".join((W_HD, A))))
-    real = TwoLayerTanh.forward_backward
+    real = TwoLayer.forward_backward
 
     def wrong(self, th, x, losses_of):
         F, losses, G = real(self, th, x, losses_of)
         return F, losses, G * (1 + 1e-6)
 
-    monkeypatch.setattr(TwoLayerTanh, "forward_backward", wrong)
+    monkeypatch.setattr(TwoLayer, "forward_backward", wrong)
     ev = BatchedEvaluator(p)
     assert ev.path == "vmap"          # the fast path was dropped, the generic one checked and kept
     assert_rows_equal_pointwise(p, ev)
@@ -145,10 +157,47 @@ def test_batch_size_does_not_change_a_fast_rows_values_beyond_rounding():
         assert rel(a.rayleigh, b.rayleigh) <= 1e-13 and rel(a.loss, b.loss) <= 1e-14
 
 
-def test_saturated_units_keep_the_gradient_accurate():
-    """Large weights push tanh to +-1, where 1 - tanh^2 is small: the fast path forms 1 - T^2 per
-    element as autograd's tanh_backward does, so the gradient keeps its accuracy."""
-    p = problem(spec("sum(a * tanh(W @ x))", "  W : [16, 3] = normal(std=8, seed=1)\n" + A))
+@pytest.mark.parametrize("act", ["tanh", "sigmoid"])
+def test_saturated_units_keep_the_gradient_accurate(act):
+    """Large weights push tanh to +-1 (sigmoid to 0 and 1), where the derivative is small: the fast
+    path forms 1 - T^2 (and (1 - T) T) per element as autograd's backward does, so the gradient
+    keeps its accuracy."""
+    p = problem(spec(f"sum(a * {act}(W @ x))", "  W : [16, 3] = normal(std=8, seed=1)\n" + A))
     ev = BatchedEvaluator(p)
-    assert ev.path == "two-layer tanh"
+    assert ev.path == f"two-layer {act}"
     assert_rows_equal_pointwise(p, ev, scale=1.0)
+    # saturated units are there: some derivatives below 1e-8
+    W = p.theta0[:48].reshape(16, 3)
+    T = getattr(torch, act)(p.x @ W.T)
+    assert float((T * (1 - T) if act == "sigmoid" else 1 - T * T).min()) < 1e-8
+
+
+def test_relu_at_a_zero_preactivation_has_autograds_derivative():
+    """A hidden unit with W's row 0 has pre-activation exactly 0 on every sample: relu's backward
+    takes its derivative there as 0 (threshold_backward on the result), and so must the fast path:
+    that row of the gradient is 0 in both."""
+    p = problem(spec("sum(a * relu(W @ x))", "\n".join((W_HD, A))))
+    ev = BatchedEvaluator(p)
+    assert ev.path == "two-layer relu"
+    theta = p.theta0.clone()
+    theta[:3] = 0.0                         # W's first row
+    (q,) = ev.points(theta[None])
+    ref = p.point(theta)
+    assert float(ref.grad[:3].abs().max()) == 0.0 and float(q.grad[:3].abs().max()) == 0.0
+    assert float((q.grad - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+    assert rel(q.rayleigh, ref.rayleigh) <= 1e-12
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_each_activations_derivative_is_autograds_bitwise(act):
+    """The table's s'(Z), formed from the output T in T's memory, is the derivative autograd forms
+    for the generic path, to the last bit: saturated, zero and negative pre-activations included."""
+    Z = torch.cat([torch.linspace(-40, 40, 801, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                   torch.randn(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
+    Zg = Z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(FUNCTIONS[act](Zg).sum(), Zg)
+    T = Z.clone()
+    spec_ = ACTIVATIONS[act]
+    spec_.apply_(T)
+    assert torch.equal(T, FUNCTIONS[act](Z))
+    assert torch.equal(spec_.derivative(T), expected)

@@ -17,9 +17,10 @@ batch (a population loss in closed form, a Python model vmap cannot trace, or a 
 Memory: a batch keeps the autograd activations of B thetas. The activations of one theta are
 measured once (saved_tensors_hooks) and the batch is cut into chunks that fit MEMORY bytes.
 
-Two-layer tanh networks (sum(a * tanh(W @ x)) and its variants, compile/two_layer.py) take a fast
-path: the forward and the backward written out as batched matrix products with two elementwise
-passes (tanh, 1 - tanh^2) instead of autograd's graph of the vmapped model; the loss and its
+Two-layer networks (sum(a * tanh(W @ x)) and its variants, with tanh, sigmoid, relu or exp;
+compile/two_layer.py) take a fast path: the forward and the backward written out as batched
+matrix products with two elementwise passes (s and s', for tanh 1 - tanh^2) instead of
+autograd's graph of the vmapped model; the loss and its
 derivative in F stay the table's. The first-use check covers it, and a mismatch turns it off
 (the generic path is then checked in its turn). `path` says which path a batch takes.
 """
@@ -33,7 +34,7 @@ from torch.func import vmap
 
 from .model import model_outputs
 from .problem import Point
-from .two_layer import TwoLayerTanh
+from .two_layer import TwoLayer
 
 MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
 MAX_CHUNK = 64           # chunks were slower in bench/ once the activations left the CPU caches
@@ -55,7 +56,7 @@ class BatchedEvaluator:
 
     dtype: float64 (the default, the engine's) or float32 (bench/ only: R is then an estimate with
     relative errors around 1e-6, which the rounding-noise rules of the engine do not account for).
-    fast=False keeps the generic path for a model the two-layer tanh fast path recognises (bench/)."""
+    fast=False keeps the generic path for a model the two-layer fast path recognises (bench/)."""
 
     def __init__(self, problem, dtype: torch.dtype | None = None, memory: int = MEMORY, fast: bool = True):
         self.problem = problem
@@ -66,7 +67,7 @@ class BatchedEvaluator:
         self._chunk: int | None = None
         self.reason = ""                        # why batching is off, when it is
         self._batched = None
-        self._fast: TwoLayerTanh | None = None   # the two-layer tanh fast path, when the model is one
+        self._fast: TwoLayer | None = None   # the two-layer fast path, when the model is one
         # the loss, ||g||_D^2 and the per-sample losses of every row at once (loss functions
         # vmapped over the rows; row by row where vmap cannot take them, found at the first use)
         loss = problem.loss_def
@@ -87,7 +88,7 @@ class BatchedEvaluator:
                 outputs = model_outputs(_Cast(problem, self.dtype), problem.checked)
                 self.x, self.y = problem.x.to(self.dtype), problem.y.to(self.dtype)
             self._batched = vmap(outputs, in_dims=(0, None))
-            self._fast = TwoLayerTanh.match(problem, problem.checked) if fast else None
+            self._fast = TwoLayer.match(problem, problem.checked) if fast else None
         except Exception as exc:   # noqa: BLE001 - any failure means: evaluate point by point
             self._checked, self.reason = False, f"{type(exc).__name__}: {exc}"
 
@@ -100,11 +101,11 @@ class BatchedEvaluator:
 
     @property
     def path(self) -> str:
-        """'two-layer tanh' (the fast path), 'vmap' (the model vmapped over theta) or 'loop' (one
-        Problem.point per theta)."""
+        """'two-layer tanh' (the fast path, named by its activation: 'two-layer relu', ...), 'vmap'
+        (the model vmapped over theta) or 'loop' (one Problem.point per theta)."""
         if not self.batched:
             return "loop"
-        return "two-layer tanh" if self._fast is not None else "vmap"
+        return f"two-layer {self._fast.activation}" if self._fast is not None else "vmap"
 
     def chunk_size(self) -> int:
         """How many thetas one batch evaluates (from the measured activations of one theta; on the

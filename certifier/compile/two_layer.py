@@ -1,28 +1,32 @@
-"""A fast path of the batched evaluator for two-layer tanh networks (issue 7).
+"""A fast path of the batched evaluator for two-layer networks (issue 7).
 
 Recognised models (the spec's own `model f(x) = ...`, never a Python module):
 
-    sum(a * tanh(W @ x))   sum(tanh(W @ x) * a)   a @ tanh(W @ x)
+    sum(a * s(W @ x))   sum(s(W @ x) * a)   a @ s(W @ x)
 
-with `x @ W` (W of shape [d, h]) in place of `W @ x` (W of shape [h, d]), an optional bias
-`W @ x + b` (b of shape [h]) and an optional scalar `+ c`; a, W, b, c parameters, x the model's
-argument, data x of shape [n, d], one output per sample. Anything else returns None from `match`
-and the evaluator keeps its generic path (the model vmapped over theta).
+for an activation s of the table ACTIVATIONS (tanh, sigmoid, relu, exp), with `x @ W` (W of
+shape [d, h]) in place of `W @ x` (W of shape [h, d]), an optional bias `W @ x + b` (b of shape
+[h]) and an optional scalar `+ c`; a, W, b, c parameters, x the model's argument, data x of shape
+[n, d], one output per sample. Anything else returns None from `match` and the evaluator keeps
+its generic path (the model vmapped over theta).
 
 Why a fast path: on the reference network (width 1024, d = 32, n = 256) the generic path spends
 most of its time in elementwise passes over the [B, n, h] hidden activations: tanh, tanh_backward,
 `a * .` forward and backward, the sums. Here, for B thetas at once,
 
-    forward    Z = x W^T (one batched product), T = tanh(Z) in place, F = T a (matrix-vector)
+    forward    Z = x W^T (one batched product), T = s(Z) in place, F = T a (matrix-vector)
     loss       r = d(sum_b L_b)/dF by autograd on F alone ([B, n], any loss of the table)
-    backward   da = T^T r, db = a * ((1 - T^2)^T r), dc = sum r,
-               dW = a * (x^T diag(r) (1 - T^2))^T  (one batched product, K = n)
+    backward   da = T^T r, S = s'(Z) from T, db = a * (S^T r), dc = sum r,
+               dW = a * (x^T diag(r) S)^T  (one batched product, K = n)
 
-so the only passes over [B, n, h] are tanh and 1 - T^2 (one addcmul, in place); `a * .`, the
-sums and tanh_backward become matrix-vector products or disappear. The per-element derivative
-1 - tanh^2 is the one autograd's tanh_backward uses; only the summation order differs from the
-generic path (rows agree with Problem.point to about 1e-15; the evaluator's first-use check
-still compares with Problem.point and falls back on any difference beyond 1e-9).
+so the only passes over [B, n, h] are s and s' (both in place);
+`a * .`, the sums and the activation's backward become matrix-vector products or disappear.
+Each activation declares, in ACTIVATIONS, its forward in place and its derivative from its own
+output T, formed by autograd's backward kernel of that function (tanh_backward's 1 - T^2,
+sigmoid_backward's (1 - T) T, relu's threshold_backward, exp's T), in place; only the summation
+order differs from the generic path (rows agree with Problem.point to about 1e-15; the evaluator's first-use
+check still compares with Problem.point and falls back on any difference beyond 1e-9). An
+activation whose derivative needs Z (softplus, sin, cos, abs, log, sqrt) keeps the generic path.
 
 Second derivatives (log R and its gradient) use `outputs`, the same forward written with
 differentiable operations (a matrix-vector product in place of `a * .` and the sum), and
@@ -31,10 +35,48 @@ autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ..parse.ast import Expr
+from .evaluate import FUNCTIONS
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation s of the fast path: `apply_(Z)` overwrites Z with s(Z); `derivative(T)`
+    returns s'(Z) from T = s(Z) (and may overwrite T: the path has no further use of it). The
+    differentiable s, for second derivatives, is the language's own (compile/evaluate.py)."""
+    apply_: Callable[[torch.Tensor], torch.Tensor]
+    derivative: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _ones_like(T: torch.Tensor) -> torch.Tensor:
+    return torch.ones((), dtype=T.dtype, device=T.device).expand_as(T)
+
+
+def _tanh_derivative(T: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.tanh_backward.grad_input(_ones_like(T), T, grad_input=T)          # 1 - T^2
+
+
+def _sigmoid_derivative(T: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.sigmoid_backward.grad_input(_ones_like(T), T, grad_input=T)       # (1 - T) T
+
+
+def _relu_derivative(T: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.threshold_backward.grad_input(_ones_like(T), T, 0.0, grad_input=T)   # T > 0
+
+
+# s'(Z) is autograd's own backward kernel of s, on the output T with an incoming gradient of 1, in
+# T's memory: the derivative autograd forms for the generic path, bitwise (saturated units
+# included: tanh_backward's 1 - T^2 and sigmoid_backward's (1 - T) T keep their digits).
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(torch.Tensor.tanh_, _tanh_derivative),
+    "sigmoid": Activation(torch.Tensor.sigmoid_, _sigmoid_derivative),
+    "relu": Activation(torch.Tensor.relu_, _relu_derivative),     # 0 where T = 0, as autograd
+    "exp": Activation(torch.Tensor.exp_, lambda T: T),              # exp's backward: grad * result
+}
 
 
 def _name(e: Expr) -> str | None:
@@ -64,18 +106,23 @@ def _no_mark(step: str) -> None:
 
 
 @dataclass
-class TwoLayerTanh:
-    """F_b(x_i) = sum_j a_bj tanh((W_b x_i)_j + b_bj) + c_b for B parameter vectors theta_b."""
+class TwoLayer:
+    """F_b(x_i) = sum_j a_bj s((W_b x_i)_j + b_bj) + c_b for B parameter vectors theta_b."""
 
     slices: dict[str, slice]      # parameter role ('W', 'a', 'b', 'c') -> its slice of theta
     h: int
     d: int
     w_first: bool                 # W @ x (W [h, d]); False: x @ W (W [d, h])
     unused: tuple[slice, ...] = ()   # parameters the model does not use (their gradient is 0)
+    activation: str = "tanh"      # a key of ACTIVATIONS
+
+    @property
+    def _act(self) -> Activation:
+        return ACTIVATIONS[self.activation]
 
     # --------------------------------------------------------------------------------------
     @classmethod
-    def match(cls, problem, checked) -> "TwoLayerTanh | None":
+    def match(cls, problem, checked) -> "TwoLayer | None":
         """The fast path for this problem's model, or None when the model is not of the form."""
         if getattr(checked, "model_module", None) is not None or getattr(problem, "_closed_form", None) is not None:
             return None
@@ -103,9 +150,10 @@ class TwoLayerTanh:
         if a is None or len(shapes[a]) != 1:
             return None
         h = shapes[a][0]
-        pre = _plain_call(hidden, "tanh")
-        if pre is None:
+        act = next((f for f in ACTIVATIONS if _plain_call(hidden, f) is not None), None)
+        if act is None:
             return None
+        pre = _plain_call(hidden, act)
         pre, b = _split_add(pre, {k for k in params if shapes[k] == (h,)})
         if pre.op != "matmul" or len(pre.args) != 2:
             return None
@@ -127,11 +175,11 @@ class TwoLayerTanh:
             i += size
         unused = tuple(offsets[name] for name in problem.names if name not in used)
         return cls({role: offsets[name] for role, name in roles.items() if name is not None}, int(h), int(d), w_first,
-                   unused)
+                   unused, act)
 
     def chunk(self, n: int, itemsize: int, memory: int, most: int) -> int:
-        """Thetas per batch: the hidden activations [n, h] of one theta three times (tanh and 1 - tanh^2
-        are in place; matrix products and copies around them) within `memory` bytes. On the
+        """Thetas per batch: the hidden activations [n, h] of one theta three times (s and s' are in
+        place; matrix products and copies around them) within `memory` bytes. On the
         reference network (n = 256, h = 1024, 64 MiB) that is 10; bench/ measured B = 8 to 12 best
         on 2 threads (about 8 % above B = 4), B = 16 slower, and no difference on one thread."""
         return int(max(1, min(most, memory // (3 * n * self.h * itemsize + 1))))
@@ -152,7 +200,7 @@ class TwoLayerTanh:
         Z = torch.matmul(x, W)
         if b is not None:
             Z = Z + b.unsqueeze(1)
-        F = torch.bmm(a.unsqueeze(1), torch.tanh(Z).transpose(1, 2)).squeeze(1)
+        F = torch.bmm(a.unsqueeze(1), FUNCTIONS[self.activation](Z).transpose(1, 2)).squeeze(1)
         return F + c if c is not None else F
 
     @torch.no_grad()
@@ -168,8 +216,9 @@ class TwoLayerTanh:
         if b is not None:
             T += b.unsqueeze(1)
         mark("forward product")
-        T.tanh_()
-        mark("tanh")
+        act = self._act
+        act.apply_(T)
+        mark("activation")
         F = torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1)   # [B, n]
         if c is not None:
             F += c
@@ -186,8 +235,8 @@ class TwoLayerTanh:
         if c is not None:
             G[:, self.slices["c"]] = r.sum(dim=1, keepdim=True)
         mark("da = T^T r")
-        S = torch.addcmul(torch.ones((), dtype=T.dtype, device=T.device), T, T, value=-1.0, out=T)  # 1 - T^2
-        mark("S = 1 - T^2")
+        S = act.derivative(T)                                        # s'(Z), in T's memory
+        mark("S = s'(Z)")
         if b is not None:
             G[:, self.slices["b"]] = torch.bmm(r.unsqueeze(1), S).squeeze(1) * a
         xr = x.T.unsqueeze(0) * r.unsqueeze(1)                       # [B, d, n]: x^T diag(r)
