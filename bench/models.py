@@ -11,7 +11,7 @@ class Model:
     n: int
     d: int
     h: int
-    activation: str = "tanh"   # of the two-layer net: tanh, sigmoid, relu (the MLP is tanh)
+    activation: str = "tanh"   # of the two-layer net: a function of compile/two_layer.py's table (the MLP is tanh)
 
     def spec(self) -> str:
         d, h, n = self.d, self.h, self.n

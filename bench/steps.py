@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from certifier.compile.two_layer import ACTIVATIONS
+
 from .models import QUICK_REFERENCE, REFERENCE
 from .run import perturbed, problem_of
 
@@ -71,8 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="the small network of python -m bench --quick")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    ap.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "relu", "exp"),
-                    help="the hidden layer's activation (default tanh, the reference network)")
+    ap.add_argument("--activation", default="tanh", choices=sorted(set(ACTIVATIONS) - {"sqrt", "log"}),
+                    help="the hidden layer's activation (default tanh, the reference network; not sqrt "
+                         "or log, whose W @ x would need a positive bias)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = QUICK_REFERENCE if args.quick else REFERENCE

@@ -51,11 +51,20 @@ RECOGNISED = {
     "a @ relu(W @ x + b) + c": (W_HD, BIAS, A, C),
     "sum(relu(x @ W) * a)": (W_DH, A),
     "sum(a * exp(x @ W + b))": (W_DH, BIAS, A),
+    # derivatives from the pre-activation Z, kept beside T
+    "sum(a * softplus(W @ x))": (W_HD, A),
+    "a @ sin(W @ x + b) + c": (W_HD, BIAS, A, C),
+    "sum(cos(x @ W) * a)": (W_DH, A),
+    "sum(a * abs(W @ x))": (W_HD, A),
+    # a positive pre-activation for sqrt and log: a bias of 10 (abs(W @ x) stays below it here)
+    "sum(a * sqrt(W @ x + b))": (W_HD, "  b : [16] = 10.0 + 0.3 * normal(seed=3)", A),
+    "sum(a * log(W @ x + b))": (W_HD, "  b : [16] = 10.0 + 0.3 * normal(seed=3)", A),
 }
 
 
 def activation_of(model: str) -> str:
-    return next(f for f in ("sigmoid", "relu", "exp", "tanh") if f + "(" in model)
+    return next(f for f in ("sigmoid", "relu", "exp", "softplus", "sin", "cos", "abs", "sqrt", "log", "tanh")
+                if f + "(" in model)
 
 
 def problem(text: str) -> Problem:
@@ -101,9 +110,9 @@ def test_other_losses_take_the_fast_path_with_the_tables_derivative(loss):
 
 
 NOT_RECOGNISED = {
-    # an activation whose derivative needs the pre-activation, not only its output
-    "softplus": ("sum(a * softplus(W @ x))", (W_HD, A), ""),
-    "sin": ("sum(a * sin(W @ x))", (W_HD, A), ""),
+    # an activation of activations, a power
+    "tanh of sigmoid": ("sum(a * tanh(sigmoid(W @ x)))", (W_HD, A), ""),
+    "square": ("sum(a * (W @ x) ** 2)", (W_HD, A), ""),
     "scaled output": ("2 * sum(a * tanh(W @ x))", (W_HD, A), ""),
     "sum with an axis": ("sum(a * tanh(W @ x), axis=0)", (W_HD, A), ""),
     "a from the data": ("sum(a * tanh(W @ x))", (W_HD,), "  a = normal(shape=[16], seed=5)\n"),
@@ -194,10 +203,22 @@ def test_each_activations_derivative_is_autograds_bitwise(act):
     for the generic path, to the last bit: saturated, zero and negative pre-activations included."""
     Z = torch.cat([torch.linspace(-40, 40, 801, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
                    torch.randn(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
+    if act in ("sqrt", "log"):
+        Z = Z.abs() + 1e-3                    # their domain
     Zg = Z.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(FUNCTIONS[act](Zg).sum(), Zg)
-    T = Z.clone()
-    spec_ = ACTIVATIONS[act]
-    spec_.apply_(T)
-    assert torch.equal(T, FUNCTIONS[act](Z))
-    assert torch.equal(spec_.derivative(T), expected)
+    entry = ACTIVATIONS[act]
+    if entry.from_output:
+        T = Z.clone()
+        entry.apply_(T)
+        assert torch.equal(T, FUNCTIONS[act](Z))
+        assert torch.equal(entry.derivative(T), expected)
+    else:
+        assert torch.equal(entry.derivative(Z.clone()), expected)
+
+
+def test_the_table_covers_the_languages_elementwise_functions():
+    """Every function the shape checker types as elementwise has a fast-path entry."""
+    from certifier.check.shapes import _ELEMENTWISE, SHAPE_RULES
+
+    assert set(ACTIVATIONS) == {k for k, rule in SHAPE_RULES.items() if rule is _ELEMENTWISE}

@@ -17,10 +17,10 @@ batch (a population loss in closed form, a Python model vmap cannot trace, or a 
 Memory: a batch keeps the autograd activations of B thetas. The activations of one theta are
 measured once (saved_tensors_hooks) and the batch is cut into chunks that fit MEMORY bytes.
 
-Two-layer networks (sum(a * tanh(W @ x)) and its variants, with tanh, sigmoid, relu or exp;
-compile/two_layer.py) take a fast path: the forward and the backward written out as batched
-matrix products with two elementwise passes (s and s', for tanh 1 - tanh^2) instead of
-autograd's graph of the vmapped model; the loss and its
+Two-layer networks (sum(a * tanh(W @ x)) and its variants, with any elementwise function of the
+language in place of tanh; compile/two_layer.py) take a fast path: the forward and the backward
+written out as batched matrix products with two elementwise passes (s and s', for tanh
+1 - tanh^2) instead of autograd's graph of the vmapped model; the loss and its
 derivative in F stay the table's. The first-use check covers it, and a mismatch turns it off
 (the generic path is then checked in its turn). `path` says which path a batch takes.
 """

@@ -4,7 +4,8 @@ Recognised models (the spec's own `model f(x) = ...`, never a Python module):
 
     sum(a * s(W @ x))   sum(s(W @ x) * a)   a @ s(W @ x)
 
-for an activation s of the table ACTIVATIONS (tanh, sigmoid, relu, exp), with `x @ W` (W of
+for an activation s of the table ACTIVATIONS (every elementwise function of the language: tanh,
+sigmoid, relu, softplus, exp, log, sin, cos, sqrt, abs), with `x @ W` (W of
 shape [d, h]) in place of `W @ x` (W of shape [h, d]), an optional bias `W @ x + b` (b of shape
 [h]) and an optional scalar `+ c`; a, W, b, c parameters, x the model's argument, data x of shape
 [n, d], one output per sample. Anything else returns None from `match` and the evaluator keeps
@@ -14,19 +15,20 @@ Why a fast path: on the reference network (width 1024, d = 32, n = 256) the gene
 most of its time in elementwise passes over the [B, n, h] hidden activations: tanh, tanh_backward,
 `a * .` forward and backward, the sums. Here, for B thetas at once,
 
-    forward    Z = x W^T (one batched product), T = s(Z) in place, F = T a (matrix-vector)
+    forward    Z = x W^T (one batched product), T = s(Z), F = T a (matrix-vector)
     loss       r = d(sum_b L_b)/dF by autograd on F alone ([B, n], any loss of the table)
-    backward   da = T^T r, S = s'(Z) from T, db = a * (S^T r), dc = sum r,
+    backward   da = T^T r, S = s'(Z) (from T or Z), db = a * (S^T r), dc = sum r,
                dW = a * (x^T diag(r) S)^T  (one batched product, K = n)
 
-so the only passes over [B, n, h] are s and s' (both in place);
+so the only passes over [B, n, h] are s and s' (in place);
 `a * .`, the sums and the activation's backward become matrix-vector products or disappear.
-Each activation declares, in ACTIVATIONS, its forward in place and its derivative from its own
-output T, formed by autograd's backward kernel of that function (tanh_backward's 1 - T^2,
-sigmoid_backward's (1 - T) T, relu's threshold_backward, exp's T), in place; only the summation
-order differs from the generic path (rows agree with Problem.point to about 1e-15; the evaluator's first-use
-check still compares with Problem.point and falls back on any difference beyond 1e-9). An
-activation whose derivative needs Z (softplus, sin, cos, abs, log, sqrt) keeps the generic path.
+Each activation declares, in ACTIVATIONS, its forward and its derivative as autograd forms it
+(tanh_backward's 1 - T^2, sigmoid_backward's (1 - T) T, relu's threshold_backward, exp's T,
+softplus_backward, cos Z for sin, ...), in place: from the output T where autograd saves the
+output, from Z (kept beside T, which doubles the memory of a batch) where it saves the input.
+Only the summation order differs from the generic path (rows agree with Problem.point to about
+1e-15; the evaluator's first-use check still compares with Problem.point and falls back on any
+difference beyond 1e-9).
 
 Second derivatives (log R and its gradient) use `outputs`, the same forward written with
 differentiable operations (a matrix-vector product in place of `a * .` and the sum), and
@@ -45,37 +47,44 @@ from .evaluate import FUNCTIONS
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation s of the fast path: `apply_(Z)` overwrites Z with s(Z); `derivative(T)`
-    returns s'(Z) from T = s(Z) (and may overwrite T: the path has no further use of it). The
-    differentiable s, for second derivatives, is the language's own (compile/evaluate.py)."""
-    apply_: Callable[[torch.Tensor], torch.Tensor]
+    """An activation s of the fast path and its derivative, formed as autograd's backward of s
+    forms it with an incoming gradient of 1 (so the fast path's s' is autograd's, bitwise).
+
+    from_output: `apply_(Z)` overwrites Z with T = s(Z) and `derivative(T)` overwrites T with
+    s'(Z) (tanh, sigmoid, relu, exp, sqrt: autograd saves their result). Otherwise (softplus,
+    sin, cos, abs, log: autograd saves the input) T = s(Z) is a new tensor and `derivative(Z)`
+    overwrites Z. The differentiable s, for second derivatives, is the language's own
+    (compile/evaluate.py)."""
     derivative: Callable[[torch.Tensor], torch.Tensor]
+    apply_: Callable[[torch.Tensor], torch.Tensor] | None = None    # None: s' needs Z, keep it
+
+    @property
+    def from_output(self) -> bool:
+        return self.apply_ is not None
 
 
 def _ones_like(T: torch.Tensor) -> torch.Tensor:
     return torch.ones((), dtype=T.dtype, device=T.device).expand_as(T)
 
 
-def _tanh_derivative(T: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.tanh_backward.grad_input(_ones_like(T), T, grad_input=T)          # 1 - T^2
+def _backward_kernel(op, *args):
+    """s' in place by autograd's own backward kernel `op(grad, saved, *args)`, grad = 1."""
+    return lambda t: op(_ones_like(t), t, *args, grad_input=t)
 
 
-def _sigmoid_derivative(T: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.sigmoid_backward.grad_input(_ones_like(T), T, grad_input=T)       # (1 - T) T
-
-
-def _relu_derivative(T: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.threshold_backward.grad_input(_ones_like(T), T, 0.0, grad_input=T)   # T > 0
-
-
-# s'(Z) is autograd's own backward kernel of s, on the output T with an incoming gradient of 1, in
-# T's memory: the derivative autograd forms for the generic path, bitwise (saturated units
-# included: tanh_backward's 1 - T^2 and sigmoid_backward's (1 - T) T keep their digits).
+# Each entry: autograd's derivative formula of the function, on what autograd saves for it.
 ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation(torch.Tensor.tanh_, _tanh_derivative),
-    "sigmoid": Activation(torch.Tensor.sigmoid_, _sigmoid_derivative),
-    "relu": Activation(torch.Tensor.relu_, _relu_derivative),     # 0 where T = 0, as autograd
-    "exp": Activation(torch.Tensor.exp_, lambda T: T),              # exp's backward: grad * result
+    "tanh": Activation(_backward_kernel(torch.ops.aten.tanh_backward.grad_input), torch.Tensor.tanh_),   # 1 - T^2
+    "sigmoid": Activation(_backward_kernel(torch.ops.aten.sigmoid_backward.grad_input), torch.Tensor.sigmoid_),  # (1 - T) T
+    "relu": Activation(_backward_kernel(torch.ops.aten.threshold_backward.grad_input, 0.0), torch.Tensor.relu_),  # T > 0
+    "exp": Activation(lambda T: T, torch.Tensor.exp_),                           # grad * result
+    "sqrt": Activation(lambda T: T.mul_(2.0).reciprocal_(), torch.Tensor.sqrt_),  # grad / (2 result)
+    # softplus with the language's beta = 1, threshold = 20 (torch's defaults, compile/evaluate.py)
+    "softplus": Activation(_backward_kernel(torch.ops.aten.softplus_backward.grad_input, 1.0, 20.0)),
+    "sin": Activation(torch.Tensor.cos_),                                        # grad * cos(Z)
+    "cos": Activation(lambda Z: Z.sin_().neg_()),                                 # grad * -sin(Z)
+    "abs": Activation(torch.Tensor.sgn_),                                         # grad * sgn(Z)
+    "log": Activation(torch.Tensor.reciprocal_),                                  # grad / Z
 }
 
 
@@ -179,10 +188,12 @@ class TwoLayer:
 
     def chunk(self, n: int, itemsize: int, memory: int, most: int) -> int:
         """Thetas per batch: the hidden activations [n, h] of one theta three times (s and s' are in
-        place; matrix products and copies around them) within `memory` bytes. On the
-        reference network (n = 256, h = 1024, 64 MiB) that is 10; bench/ measured B = 8 to 12 best
-        on 2 threads (about 8 % above B = 4), B = 16 slower, and no difference on one thread."""
-        return int(max(1, min(most, memory // (3 * n * self.h * itemsize + 1))))
+        place; matrix products and copies around them), four times where Z is kept beside T, within
+        `memory` bytes. On the reference network (n = 256, h = 1024, 64 MiB) that is 10 (8 with Z
+        kept); bench/ measured B = 8 to 12 best on 2 threads (about 8 % above B = 4), B = 16
+        slower, and no difference on one thread."""
+        copies = 3 if self._act.from_output else 4
+        return int(max(1, min(most, memory // (copies * n * self.h * itemsize + 1))))
 
     # --------------------------------------------------------------------------------------
     def _parts(self, th: torch.Tensor):
@@ -212,12 +223,12 @@ class TwoLayer:
         mark = mark or _no_mark
         B = th.shape[0]
         W, a, b, c = self._parts(th)
-        T = torch.matmul(x, W)                                      # [B, n, h]
+        Z = torch.matmul(x, W)                                      # [B, n, h]
         if b is not None:
-            T += b.unsqueeze(1)
+            Z += b.unsqueeze(1)
         mark("forward product")
         act = self._act
-        act.apply_(T)
+        T = act.apply_(Z) if act.from_output else FUNCTIONS[self.activation](Z)
         mark("activation")
         F = torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1)   # [B, n]
         if c is not None:
@@ -235,7 +246,7 @@ class TwoLayer:
         if c is not None:
             G[:, self.slices["c"]] = r.sum(dim=1, keepdim=True)
         mark("da = T^T r")
-        S = act.derivative(T)                                        # s'(Z), in T's memory
+        S = act.derivative(T if act.from_output else Z)             # s'(Z), in place
         mark("S = s'(Z)")
         if b is not None:
             G[:, self.slices["b"]] = torch.bmm(r.unsqueeze(1), S).squeeze(1) * a
