@@ -4,6 +4,8 @@ Problem.point (autograd through the vmapped model: an independent computation of
 quantities) to rounding, for points and for the second derivatives of log R."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -46,6 +48,11 @@ RECOGNISED = {
     "c + sum(a * tanh(b + x @ W))": (C, BIAS, W_DH, A),
     # a parameter the model does not use: its gradient is 0
     "sum(a * tanh(W @ x)) ": (W_HD, A, "  unused : [2] = normal(seed=4)"),
+    # a constant scale of the output layer (the NTK parameterisation), with and without + c
+    "a @ tanh(W @ x) / sqrt(16)": (W_HD, A),
+    "sum(a * tanh(W @ x + b)) / 4 + c": (W_HD, BIAS, A, C),
+    "2 * sum(a * tanh(x @ W))": (W_DH, A),
+    "c + a @ relu(W @ x) * (1 / sqrt(16))": (C, W_HD, A),
     # the other activations of the table
     "sum(a * sigmoid(W @ x))": (W_HD, A),
     "a @ relu(W @ x + b) + c": (W_HD, BIAS, A, C),
@@ -63,8 +70,8 @@ RECOGNISED = {
 
 
 def activation_of(model: str) -> str:
-    return next(f for f in ("sigmoid", "relu", "exp", "softplus", "sin", "cos", "abs", "sqrt", "log", "tanh")
-                if f + "(" in model)
+    """The function applied to W @ x (or x @ W) in the model's text."""
+    return re.search(r"(\w+)\([^()]*(?:W @ x|x @ W)", model).group(1)
 
 
 def problem(text: str) -> Problem:
@@ -113,7 +120,8 @@ NOT_RECOGNISED = {
     # an activation of activations, a power
     "tanh of sigmoid": ("sum(a * tanh(sigmoid(W @ x)))", (W_HD, A), ""),
     "square": ("sum(a * (W @ x) ** 2)", (W_HD, A), ""),
-    "scaled output": ("2 * sum(a * tanh(W @ x))", (W_HD, A), ""),
+    "scaled by a parameter": ("k * sum(a * tanh(W @ x))", (W_HD, A, "  k : [] = 2.0"), ""),
+    "scaled inside the sum": ("sum(2 * a * tanh(W @ x))", (W_HD, A), ""),
     "sum with an axis": ("sum(a * tanh(W @ x), axis=0)", (W_HD, A), ""),
     "a from the data": ("sum(a * tanh(W @ x))", (W_HD,), "  a = normal(shape=[16], seed=5)\n"),
     "two outputs": ("A @ tanh(W @ x)", (W_HD, "  A : [2, 16] = normal(seed=2)"), ""),

@@ -7,7 +7,8 @@ Recognised models (the spec's own `model f(x) = ...`, never a Python module):
 for an activation s of the table ACTIVATIONS (every elementwise function of the language: tanh,
 sigmoid, relu, softplus, exp, log, sin, cos, sqrt, abs), with `x @ W` (W of
 shape [d, h]) in place of `W @ x` (W of shape [h, d]), an optional bias `W @ x + b` (b of shape
-[h]) and an optional scalar `+ c`; a, W, b, c parameters, x the model's argument, data x of shape
+[h]), an optional constant scale of the output layer (`/ sqrt(h)`, `/ 16`, `2 * ...`: the NTK
+parameterisation) and an optional scalar `+ c`; a, W, b, c parameters, x the model's argument, data x of shape
 [n, d], one output per sample. Anything else returns None from `match` and the evaluator keeps
 its generic path (the model vmapped over theta).
 
@@ -42,7 +43,7 @@ from typing import Callable
 import torch
 
 from ..parse.ast import Expr
-from .evaluate import FUNCTIONS
+from .evaluate import FUNCTIONS, evaluate, is_constant
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,18 @@ def _split_add(e: Expr, names: set[str]) -> tuple[Expr, str | None]:
     return e, None
 
 
+def _split_scale(e: Expr) -> tuple[Expr, str | None, float]:
+    """e = core / k, core * k or k * core with k a constant expression -> (core, 'div' | 'mul', k);
+    else (e, None, 1.0). k is evaluated as the model's evaluator evaluates it."""
+    if e.op in ("div", "mul") and len(e.args) == 2:
+        left, right = e.args
+        if is_constant(right) and not is_constant(left):
+            return left, e.op, float(evaluate(right, {}))
+        if e.op == "mul" and is_constant(left) and not is_constant(right):
+            return right, "mul", float(evaluate(left, {}))
+    return e, None, 1.0
+
+
 def _no_mark(step: str) -> None:
     """forward_backward's default: no timing."""
 
@@ -124,6 +137,7 @@ class TwoLayer:
     w_first: bool                 # W @ x (W [h, d]); False: x @ W (W [d, h])
     unused: tuple[slice, ...] = ()   # parameters the model does not use (their gradient is 0)
     activation: str = "tanh"      # a key of ACTIVATIONS
+    scale: tuple[str, float] | None = None   # ('div', k): F = (T a) / k + c; ('mul', k): k (T a) + c
 
     @property
     def _act(self) -> Activation:
@@ -145,6 +159,7 @@ class TwoLayer:
         shapes = dict(zip(problem.names, problem.shapes))
         params = {k for k in shapes if k != arg}
         core, c = _split_add(model.body, {k for k in params if shapes[k] == ()})
+        core, scale_op, k = _split_scale(core)
         # the output layer: sum(a * H), sum(H * a) or a @ H
         a = hidden = None
         inner = _plain_call(core, "sum")
@@ -184,7 +199,7 @@ class TwoLayer:
             i += size
         unused = tuple(offsets[name] for name in problem.names if name not in used)
         return cls({role: offsets[name] for role, name in roles.items() if name is not None}, int(h), int(d), w_first,
-                   unused, act)
+                   unused, act, (scale_op, k) if scale_op else None)
 
     def chunk(self, n: int, itemsize: int, memory: int, most: int) -> int:
         """Thetas per batch: the hidden activations [n, h] of one theta three times (s and s' are in
@@ -211,8 +226,16 @@ class TwoLayer:
         Z = torch.matmul(x, W)
         if b is not None:
             Z = Z + b.unsqueeze(1)
-        F = torch.bmm(a.unsqueeze(1), FUNCTIONS[self.activation](Z).transpose(1, 2)).squeeze(1)
+        F = self._scaled(torch.bmm(a.unsqueeze(1), FUNCTIONS[self.activation](Z).transpose(1, 2)).squeeze(1))
         return F + c if c is not None else F
+
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        """t / k or t * k as the model writes its scale: F from T a, and the chain rule's r / k,
+        r k (autograd's backward of a division by a constant is grad / k)."""
+        if self.scale is None:
+            return t
+        op, k = self.scale
+        return t / k if op == "div" else t * k
 
     @torch.no_grad()
     def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
@@ -230,7 +253,7 @@ class TwoLayer:
         act = self._act
         T = act.apply_(Z) if act.from_output else FUNCTIONS[self.activation](Z)
         mark("activation")
-        F = torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1)   # [B, n]
+        F = self._scaled(torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1))   # [B, n]
         if c is not None:
             F += c
         mark("F = T a")
@@ -238,13 +261,15 @@ class TwoLayer:
             Fl = F.detach().requires_grad_(True)
             losses = losses_of(Fl)
             (r,) = torch.autograd.grad(losses.sum(), Fl)
+        rc = r                                                       # dL/dc
+        r = self._scaled(r)                                          # dL/d(T a)
         mark("loss and r")
         G = torch.empty_like(th)
         for s in self.unused:
             G[:, s] = 0.0
         G[:, self.slices["a"]] = torch.bmm(r.unsqueeze(1), T).squeeze(1)
         if c is not None:
-            G[:, self.slices["c"]] = r.sum(dim=1, keepdim=True)
+            G[:, self.slices["c"]] = rc.sum(dim=1, keepdim=True)
         mark("da = T^T r")
         S = act.derivative(T if act.from_output else Z)             # s'(Z), in place
         mark("S = s'(Z)")
