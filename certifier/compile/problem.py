@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import jacrev, vmap
+from torch.func import vmap
 
 from ..check.checked import Checked
 from ..compose.losses import LOSSES, Loss
@@ -155,13 +155,6 @@ class Problem:
         from .kernel import lambda_min
 
         return lambda_min(self, theta, method)
-
-    def kernel_lambda_min_and_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
-        th = theta.detach().requires_grad_(True)
-        J = jacrev(self.outputs)(th).reshape(self.n * self.k, self.m)
-        lam = torch.linalg.eigvalsh((J @ J.T) / self.n)[0]
-        (dg,) = torch.autograd.grad(lam, th)
-        return float(lam), dg.detach()
 
     # smoothness ---------------------------------------------------------------
     def hessian_top_eigenvalue(self, theta: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
