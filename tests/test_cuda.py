@@ -42,6 +42,30 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
+def activation_spec(act: str) -> str:
+    """A two-layer network with activation `act` (a bias of 6 keeps sqrt and log in their domain)."""
+    return ('spec "activation"\ndata {\n  x = normal(shape=[24, 3], seed=0)\n  y = sin(x[:, 0])\n}\n'
+            "params {\n  W : [32, 3] = normal(std=0.4, seed=1)\n  b : [32] = 6.0 + 0.1 * normal(seed=3)\n"
+            f"  a : [32] = normal(std=0.2, seed=2)\n}}\nmodel f(x) = sum(a * {act}(W @ x + b)) / sqrt(32)\n"
+            "loss least_squares\nregion ball(center=init, radius=auto)\nmethod sampled(samples=64, seed=0)\n"
+            "certify rate(floor=0, horizon=100)\n")
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "exp", "sqrt", "softplus", "sin", "cos", "abs", "log"])
+def test_every_activation_of_the_fast_path_on_the_gpu(act):
+    """Each activation's in-place derivative kernel (autograd's backward ops with grad_input=) runs
+    on the GPU and gives the CPU's rows."""
+    checked = check(parse(activation_spec(act), "<activation>"))
+    cpu, gpu = Problem(checked, "cpu"), Problem(checked, "cuda")
+    ev_cpu, ev_gpu = BatchedEvaluator(cpu), BatchedEvaluator(gpu)
+    assert ev_gpu.path == ev_cpu.path == f"two-layer {act}", ev_gpu.reason
+    thetas = cpu.theta0 + 0.05 * torch.randn(4, cpu.m, generator=torch.Generator().manual_seed(1),
+                                              dtype=torch.float64)
+    for q_cpu, q_gpu in zip(ev_cpu.points(thetas), ev_gpu.points(thetas.to("cuda"))):
+        assert rel(q_gpu.loss, q_cpu.loss) <= 1e-12 and rel(q_gpu.rayleigh, q_cpu.rayleigh) <= 1e-10
+        assert float((q_gpu.grad.cpu() - q_cpu.grad).norm()) <= 1e-10 * float(q_cpu.grad.norm())
+
+
 @pytest.mark.parametrize("path, path_kind", [(TWO_LAYER, "two-layer tanh"), (SOFTMAX, "vmap")],
                          ids=["fast-path", "generic"])
 def test_batched_evaluator_on_the_gpu_gives_the_cpus_rows(path, path_kind):
