@@ -113,7 +113,8 @@ def _split_add(e: Expr, names: set[str]) -> tuple[Expr, str | None]:
 
 def _split_scale(e: Expr) -> tuple[Expr, str | None, float]:
     """e = core / k, core * k or k * core with k a constant expression -> (core, 'div' | 'mul', k);
-    else (e, None, 1.0). k is evaluated as the model's evaluator evaluates it."""
+    else (e, None, 1.0). k is evaluated as the model's evaluator evaluates it (a number: the model
+    admits no lists, E109, so a constant expression there is a scalar)."""
     if e.op in ("div", "mul") and len(e.args) == 2:
         left, right = e.args
         if is_constant(right) and not is_constant(left):
