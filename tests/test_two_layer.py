@@ -230,3 +230,29 @@ def test_the_table_covers_the_languages_elementwise_functions():
     from certifier.check.shapes import _ELEMENTWISE, SHAPE_RULES
 
     assert set(ACTIVATIONS) == {k for k, rule in SHAPE_RULES.items() if rule is _ELEMENTWISE}
+
+
+@pytest.mark.parametrize("model", ["sum(a * tanh(W @ x))", "a @ relu(W @ x + b) + c", "sum(a * softplus(x @ W))"])
+def test_the_evaluators_one_theta_point_is_problem_points(model):
+    """BatchedEvaluator.point (the sequential descent from theta0 calls it) takes the fast path once
+    the first-use check has passed: Problem.point's values to rounding."""
+    params = {"sum(a * tanh(W @ x))": (W_HD, A), "a @ relu(W @ x + b) + c": (W_HD, BIAS, A, C),
+              "sum(a * softplus(x @ W))": (W_DH, A)}[model]
+    p = problem(spec(model, "\n".join(params)))
+    ev = BatchedEvaluator(p)
+    gen = torch.Generator().manual_seed(3)
+    for theta in p.theta0 + 0.3 * torch.randn(4, p.m, generator=gen, dtype=torch.float64):
+        q, ref = ev.point(theta), p.point(theta)
+        assert rel(q.loss, ref.loss) <= 1e-12 and rel(q.rayleigh, ref.rayleigh) <= 1e-12
+        assert rel(q.grad_sqnorm, ref.grad_sqnorm) <= 1e-12 and rel(q.sample_max, ref.sample_max) <= 1e-12
+        assert float((q.grad - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+    assert ev.path.startswith("two-layer ")
+
+
+def test_the_evaluators_one_theta_point_off_the_fast_path_is_problem_point_itself():
+    p = problem(spec("sum(a * tanh(V @ tanh(W @ x)))", "\n".join((W_HD, "  V : [16, 16] = normal(std=0.25, seed=6)", A))))
+    ev = BatchedEvaluator(p)
+    q, ref = ev.point(p.theta0), p.point(p.theta0)
+    assert ev.path == "vmap"
+    assert (q.loss, q.rayleigh, q.grad_sqnorm, q.sample_max) == (ref.loss, ref.rayleigh, ref.grad_sqnorm, ref.sample_max)
+    assert torch.equal(q.grad, ref.grad)

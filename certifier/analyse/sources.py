@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..compile.batched import evaluator
 from ..compile.problem import Problem
 from .records import Records
 
@@ -25,11 +26,14 @@ class Context:
 def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, region, steps: int,
                ctx: Context, records: Records, source: str = "trajectory") -> int:
     """Gradient descent from `start`, recording R at every iterate while it stays in the region
-    (region None: unconstrained, recorded by distance from center). Returns steps taken."""
+    (region None: unconstrained, recorded by distance from center). Returns steps taken. Each step
+    is the batched evaluator's one-theta point (Problem.point's values; the two-layer fast path
+    where it applies: this descent is sequential, so its per-call cost is the whole cost)."""
+    point = evaluator(problem).point
     theta, eta = start.clone(), ctx.eta
     prev, stalled = None, 0
     for k in range(steps):
-        p = problem.point(theta)
+        p = point(theta)
         ctx.advance(1)
         stalled = stalled + 1 if prev is not None and prev[0] - p.loss <= 1e-15 * p.loss else 0
         if stalled >= 100:

@@ -127,6 +127,22 @@ class BatchedEvaluator:
             out.extend(self._points(chunk))
         return out
 
+    def point(self, theta: torch.Tensor) -> Point:
+        """One theta, Problem.point's values. On the fast path (once the first-use check has passed)
+        by its written-out forward and backward with the loss functions called on the one row, not
+        vmapped over rows: 0.20 against 0.30 ms a call for Problem.point on the two-layer example
+        specs (one thread), which the sequential descent from theta0 calls thousands of times.
+        Elsewhere Problem.point itself (its batch-of-one overhead would make ours slower)."""
+        if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
+            return self.problem.point(theta)
+        loss = self.problem.loss_def
+        th = self._as_batch(theta)
+        F, L, G = self._fast.forward_backward(th, self.x, lambda F: loss.value(F[0], self.y).reshape(1))
+        Fd, g = F[0], G[0]
+        gnorm, gsq = float(loss.grad_sqnorm(Fd, self.y, L[0])), float(g @ g)
+        return Point(float(L[0]), gsq / gnorm if gnorm > 0 else math.inf, g, gsq,
+                     float(loss.per_sample(Fd, self.y).max()))
+
     def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
         thetas = self._as_batch(thetas)
         if not self.batched:
