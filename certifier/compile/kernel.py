@@ -2,10 +2,10 @@
 
 - formed: J by n k vector-Jacobian products through one forward pass (torch.autograd.grad with
   is_grads_batched, vectorised in chunks so that memory stays bounded), K = J J^T / n,
-  torch.linalg.eigvalsh. Memory n k m for J. (torch.func.jacrev gives the same J bitwise, 7 %
-  faster on the reference network of bench/, but its first call imports torch._dynamo: 0.74 s
-  of a 5.6 s `certify specs/two_layer_tanh.rq`, on every run of a spec whose search uses the
-  tangent kernel.)
+  torch.linalg.eigvalsh. Memory n k m for J. (torch.func.jacrev gives the same J bitwise and is
+  faster on the reference network of bench/, 7 % at n k = 256 and 20 to 40 % at 512, where
+  `auto` takes Lanczos; but its first call imports torch._dynamo: 0.74 s of a 5.6 s
+  `certify specs/two_layer_tanh.rq`, on every run of a spec whose search uses the kernel.)
 - lanczos: scipy.sparse.linalg.eigsh (ARPACK, implicitly restarted Lanczos) on the operator
   u -> J (J^T u) / n, never forming J or K. J^T u is a backward pass through one saved forward
   pass; J w is a backward pass through that backward pass (linear in u, so its vector-Jacobian
@@ -25,7 +25,7 @@ import torch
 
 JACOBIAN_MEMORY = 2**30        # bytes of J (n k x m float64) above which `auto` uses Lanczos
 LANCZOS_FROM = 512             # n k from which `auto` uses Lanczos (the measured crossover)
-ACTIVATIONS = 256 * 2**20      # bytes of vmapped activations per jacrev chunk
+ACTIVATIONS = 256 * 2**20      # bytes of batched backward activations per chunk of J's rows
 LANCZOS_TOL = 1e-10            # ARPACK's relative residual tolerance
 LANCZOS_NCV = 64               # Lanczos basis size (more: fewer restarts, more memory)
 SMALL = 8                      # n k at most this: K from n k products, then eigvalsh
