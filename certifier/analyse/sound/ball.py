@@ -276,6 +276,11 @@ def _gh(x: BNode, P: int, shape: tuple):
 
 
 def _combine_S(a: BNode, b: BNode, shape: tuple, same: bool) -> dict:
+    """S of an entrywise combination of a and b broadcast to `shape`. A block in both operands keeps
+    an axis only when `same`: the two operands are ONE node read at the same index (a * a, a + a),
+    so that entry e depends on the slice of a_e alone; two different nodes may share entries of the
+    block (W and W[0] + W, W and tanh(W)), and then no axis is kept. Callers that read one node at
+    two different index maps (W @ W) must not pass same=True (see _matmul)."""
     Sa, Sb = _bcast_S(a, shape), _bcast_S(b, shape)
     out = {}
     for p in a.deps | b.deps:
@@ -560,7 +565,9 @@ def _matmul(bm, a: BNode, b: BNode) -> BNode:
         raise BallNotSupported(f"a matrix product too large for the ball rule ({shape})")
     # magnitudes and bounds on the expanded product
     g, h = _mul_bounds(bm, A, Bm, shape)
-    S = _combine_S(A, Bm, shape, same)
+    S = _combine_S(A, Bm, shape, False)
+    if same:
+        S.update(_matmul_same_S(A, Bm, shape, nd, a_vec and b_vec))
     prod = BNode(Iv(np.zeros(shape)), Iv(np.zeros(shape)), g, h, S, a.deps | b.deps, nd + 1)
     gs, hs, S = _reduce(bm, prod, nd)      # the contracted axis k
     shape2 = gs.shape[1:]
@@ -578,6 +585,21 @@ def _matmul(bm, a: BNode, b: BNode) -> BNode:
     node = BNode(v, c, np.ascontiguousarray(np.broadcast_to(gs, (bm.P,) + v.shape)),
                  np.ascontiguousarray(np.broadcast_to(hs, (bm.P, bm.P) + v.shape)), S, a.deps | b.deps, out_nd)
     return bm.finish(node, v, c)
+
+
+def _matmul_same_S(A: BNode, Bm: BNode, shape: tuple, nd: int, vec: bool) -> dict:
+    """S of the expanded product A[..., i, k, 1] * B[..., 1, k, j] when both factors are ONE node a
+    (W @ W, v @ v). The entry (..., i, k, j) depends on the slices of a at (..., i, k) and at
+    (..., k, j): the same node at two different index maps, so along i the entries share a[k, j],
+    along j they share a[i, k], and along k the terms k = j and k' = i share a[i, j] (W @ W is not a
+    sum of disjoint terms). An axis u is kept only when it is the SAME axis w of a in both index maps
+    and w is in S_a: two entries that differ along u then read a at indices that differ along w, in
+    either factor, hence disjoint slices. Those axes are the leading (batch) axes 1 .. nd-2, and, for
+    a vector dotted with itself (v @ v = sum_k v_k^2), the contracted axis nd (k is axis 1 of v in
+    both factors)."""
+    keep = set(range(1, nd - 1)) | ({nd} if vec else set())
+    both = _combine_S(A, Bm, shape, True)
+    return {p: axes & keep for p, axes in both.items() if p in A.deps and p in Bm.deps}
 
 
 def _insert_axis(x: BNode, pos: int) -> BNode:
