@@ -30,6 +30,7 @@ CODES: dict[str, tuple[str, str]] = {
     "E203": ("non-finite data", "Loaded or generated data contains NaN or infinite values."),
     "E204": ("missing array", "A data or parameter file lacks an array the spec needs."),
     "E205": ("size limit", "The problem is larger than the configured limits."),
+    "E206": ("initial loss out of range", "L(theta0), its gradient or R(theta0) is not a finite double at this scale."),
     "E301": ("python code not allowed", "The spec imports Python code; certify runs it only with --allow-python."),
     "E302": ("python model failed", "The Python model cannot be imported, built or run on the data."),
     "E303": ("model parameters mismatch", "The parameters given for a torch model do not fit the module."),

@@ -138,6 +138,19 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "per data array); certify refuses it before allocating memory.",
              "params { W : [100000, 10000] = normal() }",
              "use a smaller problem, or raise the limit with --max-params N."),
+    "E206": ("The analysis starts from theta0, and there the loss L(theta0), its gradient, "
+             "R(theta0) = ||grad L||^2 / ||g||_D^2 or the loss's bound G(L0) <= ||g||_D^2 is not a "
+             "finite float64 number: the data or the initial parameters are so large that the loss "
+             "overflows (least squares: targets or outputs around 1e154 and beyond give L = inf). "
+             "R itself is computed in scaled form, so a finite L with an overflowing ||grad L||^2 is "
+             "fine; a loss that is not finite is not. The message gives the largest |target| and "
+             "|F(theta0)|.",
+             "data { x = normal(shape=[32, 4], seed=0)\n  y = 2e200 * x[:, 0] }\nloss least_squares\n"
+             "# spec.rq:8:6: error[E206]: the initial loss L(theta0) = inf is not finite (the largest "
+             "|target| is ...)",
+             "rescale the data or the initial parameters (divide the targets by a power of ten): the "
+             "rate is scale-invariant for least squares with a linear model, and a certificate at a "
+             "sane scale says the same."),
     "E301": ("The spec imports Python code (model torch(\"package.module:Net\")), and certify "
              "runs imported code only when asked to with --allow-python: importing a module "
              "executes it.",

@@ -95,6 +95,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     samples, seed = int(method.get("samples", 4096)), int(method.get("seed", 0))
 
     p0 = problem.point(problem.theta0)
+    problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
     L0, R0 = p0.loss, p0.rayleigh
     noise = max(NOISE * L0, getattr(problem, "loss_rounding", 0.0))   # a closed form's own level
     floor_eff = max(floor, noise)

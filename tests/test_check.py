@@ -573,6 +573,27 @@ def test_E205_data_generator():
         "  = hint: use smaller shapes: the limit keeps certify from running out of memory")
 
 
+def test_E206_initial_loss_not_finite():
+    """Raised where the analysis starts (L at theta0), not by check: the spec is well formed."""
+    from certifier.pipeline import run_text
+
+    source = spec(data="data {\n  x = normal(shape=[8, 3], seed=0)\n  y = 2e200 * x[:, 0]\n}\n",
+                  extra="region ball(center=init, radius=auto)\nmethod sampled(samples=16, seed=0)\n"
+                        "certify rate(floor=0, horizon=1)\n")
+    run(source)                                   # check accepts it
+    with pytest.raises(SpecError) as info:
+        run_text(source, "spec.rq")
+    (d,) = info.value.diagnostics
+    assert render_text(d, source) == (
+        "spec.rq:10:6: error[E206]: the initial loss L(theta0) = inf is not finite (the largest |target| "
+        "is 4.65e+200 and the largest |F(theta0)| is 0.431)\n"
+        "   |\n"
+        "10 | loss least_squares\n"
+        "   |      ^^^^^^^^^^^^^\n"
+        "  = hint: rescale the data or the initial parameters (e.g. divide the targets by a power of ten): "
+        "L(theta0), its gradient and ||grad L||^2 / ||g||_D^2 must be finite float64 numbers")
+
+
 def test_every_check_code_has_a_test():
     tested = {name.split("_")[1] for name in globals() if name.startswith("test_E")}
     wanted = {c for c in CODES if c != "E001"}

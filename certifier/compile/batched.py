@@ -33,7 +33,7 @@ import torch
 from torch.func import vmap
 
 from .model import model_outputs
-from .problem import Point
+from .problem import Point, gnorm_factors, log_rayleigh, plain_quotient, rayleigh_quotient
 from .two_layer import TwoLayer
 
 MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
@@ -140,8 +140,8 @@ class BatchedEvaluator:
         F, L, G = self._fast.forward_backward(th, self.x, lambda F: loss.value(F[0], self.y).reshape(1))
         Fd, g = F[0], G[0]
         gnorm, gsq = float(loss.grad_sqnorm(Fd, self.y, L[0])), float(g @ g)
-        return Point(float(L[0]), gsq / gnorm if gnorm > 0 else math.inf, g, gsq,
-                     float(loss.per_sample(Fd, self.y).max()))
+        R = rayleigh_quotient(g, gsq, gnorm, lambda: gnorm_factors(loss, Fd, self.y, L[0]))
+        return Point(float(L[0]), R, g, gsq, float(loss.per_sample(Fd, self.y).max()))
 
     def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
         thetas = self._as_batch(thetas)
@@ -191,9 +191,12 @@ class BatchedEvaluator:
             th = thetas.detach().requires_grad_(True)
             F, L = self._forward(th)
             (G,) = torch.autograd.grad(L.sum(), th)
-        L = L.detach()
-        gnorm, gsq, smax = self._row_facts(F.detach(), L, G)
-        return [Point(Lb, gs / gn if gn > 0 else math.inf, G[b], gs, sm)
+        L, Fd = L.detach(), F.detach()
+        gnorm, gsq, smax = self._row_facts(Fd, L, G)
+        loss = self.problem.loss_def
+        # Problem.point's quotient: the plain gs / gn, scaled where it over- or underflows
+        return [Point(Lb, rayleigh_quotient(G[b], gs, gn, lambda b=b: gnorm_factors(loss, Fd[b], self.y, L[b])),
+                      G[b], gs, sm)
                 for b, (Lb, gn, gs, sm) in enumerate(zip(L.tolist(), gnorm, gsq, smax))]
 
     def _log_rayleigh(self, thetas: torch.Tensor):
@@ -205,7 +208,13 @@ class BatchedEvaluator:
             gnorm = self._row_grad_sqnorm(F, self.y, L)
         else:
             gnorm = torch.stack([loss.grad_sqnorm(F[b], self.y, L[b]) for b in range(F.shape[0])])
-        logs = torch.log(torch.linalg.vecdot(G, G)) - torch.log(gnorm)
+        gg = torch.linalg.vecdot(G, G)
+        logs = torch.log(gg) - torch.log(gnorm)
+        bad = [b for b, (gs, gn) in enumerate(zip(gg.detach().tolist(), gnorm.detach().tolist()))
+               if not plain_quotient(gs, gn, G[b])]
+        if bad:   # rows whose ||grad L||^2 or ||g||_D^2 over- or underflows: Problem's scaled log R
+            logs = torch.stack([log_rayleigh(G[b], gnorm[b], lambda b=b: gnorm_factors(loss, F[b], self.y, L[b]))
+                                if b in bad else logs[b] for b in range(G.shape[0])])
         (D,) = torch.autograd.grad(logs.sum(), th)
         _, _, smax = self._row_facts(F.detach(), L.detach(), D)
         return [(Lb, lr, D[b], sm) for b, (Lb, lr, sm) in enumerate(zip(L.detach().tolist(), logs.detach().tolist(), smax))]

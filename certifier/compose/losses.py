@@ -5,6 +5,10 @@
   constants need);
 - grad_sqnorm(F, y, L): ||g||_D^2, the squared L2(D) norm of the functional gradient g, so that
   R = ||grad L||^2 / ||g||_D^2 exactly;
+- grad_sqnorm_scaled(F, y, L) (optional): (a, t) with ||g||_D^2 = a t^2, both finite wherever L
+  is, for a loss whose ||g||_D^2 can overflow (or underflow) while L is a finite double: R is then
+  formed from it in scaled form (compile/problem.py, rayleigh_quotient). None: ||g||_D^2 is
+  bounded (logistic, cross-entropy);
 - floor_g(L, M): a lower bound G(L) <= ||g||_D^2 valid wherever per-sample losses are <= M,
   from which every desingularizer's KL constant follows:
       phi'(L) ||grad L||^2 = phi'(L) R ||g||_D^2 >= R phi'(L) G(L);
@@ -35,6 +39,8 @@ class Loss:
     inequality: str                            # the KL fact, in words
     needs_sample_bound: bool = False           # G uses M, the max per-sample loss over the region
     targets: str = "real"                      # 'real', 'pm1' (labels +-1), 'class' (class indices or one-hot)
+    # (a, t) with ||g||_D^2 = a t^2, finite wherever L is (None: grad_sqnorm never overflows)
+    grad_sqnorm_scaled: Callable | None = None
 
     def constant(self, M: float = math.inf) -> float:
         """c = phi'(L) G(L) for the natural phi (constant in L by construction)."""
@@ -60,6 +66,7 @@ LEAST_SQUARES = Loss(
     per_sample=_ls_per_sample,
     grad_sqnorm=lambda F, y, L: 4.0 * L,
     floor_g=lambda L, M: 4.0 * L,
+    grad_sqnorm_scaled=lambda F, y, L: (4.0, L ** 0.5),     # 4 L = 4 (sqrt L)^2
     natural="log", natural_params={},
     inequality="||g||_D^2 = 4 L exactly, so phi = log gives phi'(L) ||g||_D^2 = 4",
 )
@@ -147,12 +154,21 @@ def _exp_per_sample(F, y):
     return torch.exp(-_flat(y * F)).sum(dim=1)
 
 
+def _exp_grad_sqnorm_scaled(F, y, L):
+    """mean_i sum_k l_ik^2 = a t^2 with t = max l_ik: finite while the l_ik are (their squares
+    overflow from l = 1.3e154 on)."""
+    l = torch.exp(-_flat(y * F))
+    t = l.max()
+    return ((l / t) ** 2).sum(dim=1).mean(), t
+
+
 EXPONENTIAL = Loss(
     name="exponential",
     value=lambda F, y: _exp_per_sample(F, y).mean(),
     per_sample=_exp_per_sample,
     grad_sqnorm=lambda F, y, L: (torch.exp(-2 * _flat(y * F))).sum(dim=1).mean(),
     floor_g=lambda L, M: L * L,
+    grad_sqnorm_scaled=_exp_grad_sqnorm_scaled,
     natural="power", natural_params={"alpha": 1.0},
     inequality="|g_i| = l_i, so ||g||_D^2 = mean l_i^2 >= L^2; phi = -1/u gives phi'(L) ||g||_D^2 >= 1",
     targets="pm1",

@@ -103,6 +103,7 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
     budget = int(method.get("boxes", 2000))
     seed = int(method.get("seed", 0))
     p0 = problem.point(problem.theta0)
+    problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
     noise = NOISE * p0.loss
     timing: dict = {}
     notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
