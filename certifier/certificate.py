@@ -164,7 +164,8 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
     phi = _phi_of(result)
 
     eligible = [i for i in range(len(records.value))
-                if records.distance[i] <= radius * (1 + 1e-12) and records.loss[i] >= floor_eff]
+                if records.distance[i] <= radius * (1 + 1e-12)
+                and floor_eff <= records.loss[i] <= L0 * (1 + 1e-12)]   # the sublevel set, as Records
     roles: dict[int, list[str]] = {}
     for src in dict.fromkeys(records.source):
         idx = sorted((i for i in eligible if records.source[i] == src and i in records.thetas),
@@ -211,7 +212,9 @@ def build(result, spec_path: str, source: str, allow_python: bool = False, devic
         **header(result, spec_path, source, allow_python),
         "numbers": {"L0": L0, "mu": _finite(result.mu), "c": loss.get("constant"),
                     "K": _finite(rate.get("kl_constant")) if "kl_constant" in rate else None,
-                    "floor": floor, "floor_effective": floor_eff, "sample_bound": _finite(M),
+                    "floor": floor, "floor_effective": floor_eff,
+                    "floor_claimed": loss.get("effective_floor") if loss.get("effective_floor") is not None
+                    else floor, "sample_bound": _finite(M),
                     "radius": radius, "region": result.region.get("kind"),
                     "rho": _finite(result.region.get("path_length_bound")), "horizon": rate.get("horizon")},
         "rate": {"parameters": rate_params, "formula": rate.get("formula"), "curve": rate.get("curve") or []},
@@ -388,7 +391,7 @@ def _check_numbers(cert: dict, ctx: Context) -> None:
     evidence = cert["evidence"]
     points = [e for e in evidence if e.get("kind") in ("sampled-point", "kernel-point")]
     inside = [e for e in points if e.get("distance", math.inf) <= n["radius"] * (1 + 1e-12)
-              and e.get("loss", -1) >= n.get("floor_effective", n["floor"])]
+              and n.get("floor_effective", n["floor"]) <= e.get("loss", -1) <= n["L0"] * (1 + 1e-12)]
     mu = n.get("mu")
     if mu is not None:
         marked = [e for e in points if "mu" in (e.get("roles") or [])]
@@ -403,8 +406,11 @@ def _check_numbers(cert: dict, ctx: Context) -> None:
     if rate is not None:
         if not close(getattr(rate, "initial", None), n["L0"]):
             ctx.reject("rate: its L0 is not the recomputed L0")
-        if not close(getattr(rate, "floor", None), n["floor"]):
-            ctx.reject("rate: its floor is not the spec's floor")
+        # the rate is claimed down to the spec's floor, or to the higher effective floor the
+        # sampled points reached (never below the spec's floor)
+        claimed = n.get("floor_claimed", n["floor"])
+        if not (claimed is not None and claimed >= n["floor"] and close(getattr(rate, "floor", None), claimed)):
+            ctx.reject("rate: its floor is neither the spec's floor nor an effective floor above it")
         if hasattr(rate, "K") and n.get("K") is not None and not close(rate.K, n["K"]):
             ctx.reject(f"rate: K = {rate.K!r} is not the certificate's K = {n['K']!r}")
         if hasattr(rate, "K"):

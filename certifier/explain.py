@@ -33,7 +33,8 @@ class Explanation:
 
 # Why a result is not `certified` (Result.failing_region.kind), plus `certified` itself (the
 # rule of SARIF notes and GitHub notices) and `internal-error` (a bug in certify).
-FAILING_KINDS = ("critical-point", "confinement", "no-radius", "singular-kernel", "unsampled-levels",
+FAILING_KINDS = ("critical-point", "confinement", "region-too-large", "no-radius", "singular-kernel",
+                 "unsampled-levels",
                  "no-kl-constant", "step-size", "witness", "budget", "interrupted")
 OTHER_KINDS = ("certified", "internal-error")
 
@@ -177,10 +178,13 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
     "critical-point": (
         "critical point above the floor",
         "R is about 0 at a point of the region whose loss is above the floor: the flow can stall.",
-        "At a sampled point of the region the Rayleigh quotient R itself (not a lower bound on "
-        "it) is about zero while the loss is above the floor. Gradient flow can stall at such a "
-        "point, so no rate down to the floor can hold on this region: the claim is refuted. The "
-        "usual cause is a loss that cannot reach the floor (non-realizable data).",
+        "At a point the flow from theta0 meets, the Rayleigh quotient R itself (not a lower bound "
+        "on it) is about zero while the loss is above the floor: a point of the descent from "
+        "theta0 (sampled mode), or a point verified in the sublevel set {L <= L(theta0)} (sound "
+        "mode), or a proof that min L exceeds the floor. Gradient flow can stall there, so no rate "
+        "down to the floor holds: the claim is refuted. The usual cause is a loss that cannot reach "
+        "the floor (non-realizable data). A near-critical point the flow is not known to meet is "
+        "no refutation (see region-too-large).",
         "Failure: critical-point\n  R = 1.2e-17 (about 0) at a point 0.41 from theta0 where "
         "L = 0.3127 is above the floor 0",
         "certify a floor above the smallest loss seen (certify rate(floor=...)), shrink the "
@@ -190,9 +194,27 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "The path-length bound rho exceeds the fixed radius r: the flow may leave the region.",
         "With the estimated mu, the gradient-flow path from theta0 is only known to be shorter "
         "than rho; when rho is larger than the region's fixed radius r, the flow may leave the "
-        "region before the rate applies, and the claim on this region is refuted.",
+        "region before the rate applies. The claim is refuted when the witness descent from "
+        "theta0 does leave the region with the loss above the floor; otherwise the result is "
+        "inconclusive (no certificate of this kind exists on this region, but nothing shows the "
+        "flow leaves it). In the sound mode a verified point with R below the mu confinement "
+        "needs gives the same inconclusive result.",
         "region ball(center=init, radius=0.1)\n# rho = 2.24 > r = 0.1",
         "use radius=auto, a radius of at least rho, or certify a floor."),
+    "region-too-large": (
+        "near-critical point off the flow's path",
+        "A point of the region has R about 0 above the floor, but the flow from theta0 is not "
+        "known to meet it.",
+        "The search found a point of the region where R is about zero while the loss is above the "
+        "floor, but not on the descent from theta0 (sampled mode), or not proved inside the "
+        "sublevel set {L <= L(theta0)} (sound mode). Gradient flow never increases L, and the "
+        "descent from theta0 did not come near it, so it is no counterexample: no positive mu "
+        "holds on a region that contains it, and the result is inconclusive. A ReLU network's "
+        "dead units, far from theta0, are a typical case.",
+        "Failure: region-too-large\n  R = 3e-19 (about 0) at a point 2.1 from theta0 where "
+        "L = 0.93, off the descent from theta0",
+        "use a smaller region (below the point's distance from theta0, radius=auto does this), or "
+        "certify a floor."),
     "no-radius": (
         "no self-consistent radius",
         "radius=auto found no radius r with rho(r) <= r.",

@@ -27,7 +27,9 @@ from .report.result import MuSource, Result
 
 NOISE = 1e-16          # losses below NOISE * L0 are rounding noise (docs/theory.md, section 6)
 ZERO_MU = 1e-9         # K below ZERO_MU * K(theta0) is read as "no positive mu"
-WITNESS_STEPS = 20000  # budget of the witness descent
+WITNESS_STEPS = 20000  # step block of the descent from theta0; the witness's budget when it only shows
+DESCENT_STEPS = 5 * WITNESS_STEPS   # the descent from theta0 goes on while each block gains a decade
+WITNESS_MAX_STEPS = 10 * WITNESS_STEPS   # the witness of a bound runs to the horizon or the floor, up to this
 SMOOTHNESS_POINTS = 8  # points of U where the Hessian's top eigenvalue is measured (step mode)
 SAMPLED_DOWN_TO = 1e-12  # a rate to floor 0 needs sampled points with L <= this * L0
 
@@ -103,7 +105,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
     eta = 0.5 / beta0 if beta0 > 0 else 1.0
     budget = Budget(samples)
-    records = Records()
+    records = Records(ceiling=L0)   # the flow never climbs above L(theta0)
     timing = {}
     # what is known if --budget or Ctrl-C stops the run early (the CLI reports it as partial)
     reporter.partial = lambda: {
@@ -118,7 +120,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     # witness's budget: the estimate only speaks for loss levels that were sampled.
     with reporter.phase("descent from theta0", total=WITNESS_STEPS) as advance:
         ctx = Context(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor, executor=executor)
-        initial_trajectory(problem, records, WITNESS_STEPS, ctx)
+        initial_trajectory(problem, records, WITNESS_STEPS, ctx, extend_to=DESCENT_STEPS)
     timing["initial_trajectory"] = time.perf_counter() - t_start
 
     comp = choose(loss, checked.desingularizer.name, dict(checked.desingularizer.options),
@@ -153,7 +155,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     t1 = time.perf_counter()
     # if the descent from theta0 never reached the levels the claim is about, growing the region
     # cannot support it: search once, for a critical point to report
-    reached = min(records.loss, default=L0) <= max(floor, SAMPLED_DOWN_TO * L0)
+    reached = records.lowest_loss(math.inf) <= max(floor, SAMPLED_DOWN_TO * L0)
     if auto:
         k_path = kl_constant(records, math.inf, floor_eff, loss, phi, to_zero=floor == 0)[0]
         start = 1.01 * max(rho_of(k_path) if math.isfinite(rho_of(k_path)) else 0.0,
@@ -173,18 +175,22 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     mu, mu_arg = records.minimum(radius, floor_eff)
     vanishing = vanishing_exponent(loss_profile(records, radius, floor_eff, loss, phi)) if floor == 0 else None
     beta_u = smoothness.get(radius)
+    # The estimate speaks only for the levels that were sampled: the rate is claimed down to the
+    # lowest loss the search reached in the region (never to a level below every sampled point).
+    floor_claim = max(floor_eff, records.lowest_loss(radius))
 
     # --- verdict before the witness --------------------------------------------------------
     findings = Findings(L0=L0, R0=R0, K=K, K0=K0, mu=mu, rho=rho, radius=radius, found=found, auto=auto,
-                        lowest_sampled=min(records.loss, default=L0), sampled_target=max(floor, SAMPLED_DOWN_TO * L0),
-                        floor=floor, floor_eff=floor_eff, history=history, records=records,
+                        lowest_sampled=records.lowest_loss(math.inf),
+                        sampled_target=max(floor, SAMPLED_DOWN_TO * L0),
+                        floor=floor, floor_eff=floor_eff, floor_claim=floor_claim, history=history, records=records,
                         zero=ZERO_MU, step=step, smoothness=beta_u,
                         claim_span=checked.claim.span, region_span=region_choice.span,
                         method_span=checked.method.span, vanishing=vanishing)
     verdict, failing, notes = judge(findings)
     rate = None
     if verdict == "certified" and L0 > floor:
-        rate = Rate(phi, K, L0, floor, step, beta_u)
+        rate = Rate(phi, K, L0, floor_claim, step, beta_u)
     bound = rate.bound if rate is not None else ((lambda t: L0) if L0 <= floor else None)
 
     # --- witness ------------------------------------------------------------------------------
@@ -192,11 +198,13 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     w_eta = step if step is not None else (0.25 / beta0 if beta0 > 0 else 0.1)
     w_horizon = horizon * (w_eta if step is not None else 1.0)   # with a step, the horizon counts steps
     w_bound = (lambda t: bound(t / w_eta)) if (step is not None and bound is not None) else bound
-    # with no bound to check (a refuted or inconclusive claim) the witness is only shown: keep it short
-    w_steps = WITNESS_STEPS if bound is not None else WITNESS_STEPS // 10
-    with reporter.phase("witness descent", total=w_steps) as advance:
+    # a bound is checked up to the claim's horizon, or until the descent reaches the floor; with no
+    # bound to check (a refuted or inconclusive claim) the witness is only shown: keep it short
+    w_steps = WITNESS_MAX_STEPS if bound is not None else \
+        WITNESS_STEPS if failing is not None and failing.kind == "confinement" else WITNESS_STEPS // 10
+    with reporter.phase("witness descent", total=min(w_steps, math.ceil(w_horizon / w_eta))) as advance:
         witness = run_witness(problem, w_eta, w_horizon, w_bound, noise, region, w_steps, advance,
-                              floor=floor, restart=step is None)
+                              floor=floor_claim if rate is not None else floor, restart=step is None)
     timing["witness"] = time.perf_counter() - t2
     verdict, failing, more = judge(findings, witness=witness, verdict=verdict, failing=failing)
     notes += more
@@ -220,7 +228,8 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
         method={"name": "sampled", "samples": samples, "seed": seed, "evaluations": records.count(),
                 "step": eta, "smoothness_at_theta0": beta0},
         loss={"name": loss.name, "initial": L0, "constant": c, "floor": floor,
-              "inequality": loss.inequality, "minimum_seen": min(records.loss, default=L0),
+              "effective_floor": rate.floor if rate else None,
+              "inequality": loss.inequality, "minimum_seen": min(records.lowest_loss(math.inf), L0),
               "sample_bound": M if loss.needs_sample_bound else None},
         desingularizer={"name": phi.name, "requested": checked.desingularizer.name, "params": phi.params,
                         "phi": phi.phi_text, "reason": comp.reason},
@@ -237,7 +246,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
               "times_to_fraction": rate.times_to_fraction() if rate else {},
               "horizon": horizon, "unit": "steps k" if step is not None else "gradient-flow time t",
               "step": step, "smoothness": beta_u,
-              "profile": _profile(records, radius, floor_eff, loss, phi, L0, floor, comp.exponent, rate)
+              "profile": _profile(records, radius, floor_eff, loss, phi, L0, rate.floor, comp.exponent, rate)
               if rate else {"exponent": comp.exponent, "bands": comp.profile, "times_to_fraction": {}},
               "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product " + (
                   "(mean over the data)" if problem.population is None else

@@ -30,8 +30,11 @@ region box(center=init, halfwidth=0.3)
 method interval(boxes=200, seed=0)
 certify rate(floor=0.00204, horizon=10)
 """
-# the same with a lower floor and a smaller box: a verified point refutes confinement
-REFUTED = SPEC.replace("halfwidth=0.3", "halfwidth=0.25").replace("floor=0.00204", "floor=0.000815")
+# a linear model on data it cannot fit: a verified point proves min L >= 0.196 above the floor 0.01
+# (a refutation by a point on a region too small for confinement is only inconclusive: the flow need
+# not meet it)
+REFUTED = (SPEC.replace("y = tanh(0.7 * x[:, 0])", "y = [0.3, 0.8]").replace("tanh(w * x[0])", "w * x[0]")
+           .replace("floor=0.00204", "floor=0.01"))
 
 
 class _Counter:
@@ -146,12 +149,12 @@ def test_check_replays_without_search(sound, capsys):
 def test_refuted_sound_certificate_is_verified(sound):
     folder, _ = sound
     c = _load(folder / "r.json")
-    assert c["verdict"] == "refuted" and c["failing_kind"] == "confinement"
+    assert c["verdict"] == "refuted" and c["failing_kind"] == "critical-point"
     assert [e["kind"] for e in c["evidence"]] == ["sound-proof", "sound-refutation"]
     report = verify(str(folder / "r.json"))
     assert report.ok, report.problems
-    # a point moved away from the refuting one (R is larger at theta0) no longer refutes
-    c["evidence"][1]["theta"] = [float(0.9).hex()]
+    # a point moved out of the region (box [0.6, 1.2]) no longer refutes
+    c["evidence"][1]["theta"] = [float(2.0).hex()]
     _save(folder / "r.json", c)
     assert "sound-refutation: the point does not verify" in _problems(folder / "r.json")
 
@@ -289,3 +292,13 @@ def test_functions_option_accepts_margin_or_arb_only():
         d = info.value.diagnostics[0]
         assert d.code == "E109" and d.message.startswith("functions must be margin or arb")
         assert hint is None or hint in d.hint
+
+
+def test_a_point_below_the_needed_mu_is_no_refutation():
+    """On a box too small for confinement a verified point with R below the mu confinement needs
+    shows only that no certificate of this kind exists there: the flow from theta0 need not meet
+    it, so the verdict is inconclusive (it used to be refuted)."""
+    text = SPEC.replace("halfwidth=0.3", "halfwidth=0.25").replace("floor=0.00204", "floor=0.000815")
+    result = run_text(text, "c.rq")
+    assert result.verdict == "inconclusive" and result.failing_region.kind == "confinement"
+    assert "no counterexample to the rate itself" in result.failing_region.message

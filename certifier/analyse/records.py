@@ -1,5 +1,10 @@
 """Every evaluated point of the search: its distance from the center, L, and a value that
-bounds R there from above (R itself) or from below in all directions (lambda_min of K)."""
+bounds R there from above (R itself) or from below in all directions (lambda_min of K).
+
+Gradient flow never increases L, so the flow from theta0 lives in the sublevel set
+{L <= L(theta0)} (docs/theory.md, section 7): with `ceiling` set to L(theta0), records above it
+take no part in mu, the profile or a refutation. `path` counts the first records, those of the
+descent from theta0: the only points that the search saw the flow reach."""
 from __future__ import annotations
 
 import math
@@ -28,6 +33,8 @@ class Records:
     source: list[str] = field(default_factory=list)
     sample_max: list[float] = field(default_factory=list)   # largest per-sample loss at the point
     thetas: dict[int, torch.Tensor] = field(default_factory=dict)  # kept for the lowest points only
+    ceiling: float = math.inf   # L(theta0): the flow never climbs above it
+    path: int = 0               # records [0, path) lie on the descent from theta0
 
     def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None,
             sample_max: float = math.nan):
@@ -38,7 +45,8 @@ class Records:
         self.loss.append(loss)
         self.value.append(value)
         self.source.append(source)
-        if theta is not None:
+        # a point above the ceiling is never evidence: keeping its theta could evict one that is
+        if theta is not None and loss <= self.ceiling * (1 + 1e-12):
             self.thetas[len(self.value) - 1] = theta.detach().clone()
             if len(self.thetas) > 256:  # keep the 128 lowest
                 keep = sorted(self.thetas, key=lambda i: self.value[i])[:128]
@@ -48,8 +56,9 @@ class Records:
         return len(self.value) if source is None else sum(1 for s in self.source if s == source)
 
     def _eligible(self, radius: float, floor: float):
+        top = self.ceiling * (1 + 1e-12)
         for i, (d, L) in enumerate(zip(self.distance, self.loss)):
-            if d <= radius * (1 + 1e-12) and L >= floor:
+            if d <= radius * (1 + 1e-12) and floor <= L <= top:
                 yield i
 
     def minimum(self, radius: float, floor: float, source: str | None = None,
@@ -71,10 +80,19 @@ class Records:
 
     def max_sample_loss(self, radius: float) -> float:
         """Largest per-sample loss seen within `radius` (an estimate of its sup over the region)."""
-        values = [m for d, m in zip(self.distance, self.sample_max) if d <= radius * (1 + 1e-12)]
+        top = self.ceiling * (1 + 1e-12)
+        values = [m for d, L, m in zip(self.distance, self.loss, self.sample_max)
+                  if d <= radius * (1 + 1e-12) and L <= top]
         return max((m for m in values if math.isfinite(m)), default=math.nan)
 
-    def lowest(self, radius: float, floor: float, count: int, exact: bool = False) -> list[int]:
+    def lowest(self, radius: float, floor: float, count: int, exact: bool = False,
+               on_path: bool = False) -> list[int]:
+        """The `count` records of smallest value; `on_path`: only those of the descent from theta0."""
         idx = sorted((i for i in self._eligible(radius, floor)
-                      if not (exact and self.source[i] in LOWER_BOUNDS)), key=lambda i: self.value[i])
+                      if not (exact and self.source[i] in LOWER_BOUNDS) and not (on_path and i >= self.path)),
+                     key=lambda i: self.value[i])
         return idx[:count]
+
+    def lowest_loss(self, radius: float) -> float:
+        """The smallest loss of any record within `radius` (and in the sublevel set)."""
+        return min((self.loss[i] for i in self._eligible(radius, 0.0)), default=math.inf)

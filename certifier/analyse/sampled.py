@@ -78,9 +78,11 @@ def search_region(problem: Problem, region, records: Records, budget: Budget, ct
         run(units.kernel_points, torch.stack(low + list(region.sample(ctx.gen, 8))), region)
 
 
-def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Context) -> None:
-    """The unconstrained descent from theta0: the path the real flow takes."""
-    trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records)
+def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Context, extend_to: int = 0) -> None:
+    """The unconstrained descent from theta0: the path the real flow takes (records [0, path));
+    extend_to: see sources.trajectory."""
+    trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records, extend_to=extend_to)
+    records.path = records.count()
     if problem.kernel_applicable():
         low = [records.thetas[i] for i in records.lowest(float("inf"), 0.0, 4) if i in records.thetas]
         for theta in [problem.theta0] + low:

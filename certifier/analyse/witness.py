@@ -18,9 +18,10 @@ def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[f
     the step if the loss ever increases (the step was too long to follow the flow).
 
     It stops at the horizon, at the step budget, when the bound falls below the noise level,
-    when the loss is below the floor and the bound has reached it (nothing is left to check),
-    or, when there is no bound, once the loss has stalled (no relative decrease above 1e-15 in
-    100 steps). Leaving the region counts only while the loss is above the floor.
+    when the loss is at or below the floor (`settled_at`: the descent's loss never increases and
+    the bound never falls below the floor, so nothing is left to check), or, when there is no
+    bound, once the loss has stalled (no relative decrease above 1e-15 in 100 steps). Leaving the
+    region counts only while the loss is above the floor.
     With restart=False (a step size given by the spec) the step is never changed."""
     for _attempt in range(4 if restart else 0):
         w = _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor)
@@ -37,7 +38,7 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
     steps = min(max_steps, int(math.ceil(horizon / eta)))
     keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
     curve, path, max_dist = [], 0.0, 0.0
-    checked_until, violation, left_at, prev = 0.0, None, None, math.inf
+    checked_until, violation, left_at, prev, settled_at = 0.0, None, None, math.inf, None
     stalled = 0
     k = 0
     for k in range(steps + 1):
@@ -67,7 +68,10 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
                 if not curve or curve[-1][0] != t:
                     curve.append([t, p.loss])
                 break
-        settled = bound is not None and floor > 0 and p.loss <= floor and bound(t) <= floor
+        # strict: the loss never increased, so once at the floor it stays below the bound (>= floor)
+        settled = bound is not None and floor > 0 and p.loss <= floor and (strict or bound(t) <= floor)
+        if settled:
+            settled_at = t
         # a stall ends the run only when there is no bound left to compare with
         if p.loss < noise or settled or (stalled >= 100 and (bound is None or bound(t) < noise)):
             if not curve or curve[-1][0] != t:
@@ -78,4 +82,4 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
         theta = theta - step
     return Witness(method="gradient descent", step=eta, steps=k, time=k * eta, curve=curve,
                    max_distance=max_dist, path_length=path, checked_until=checked_until,
-                   violation=violation, left_region_at=left_at)
+                   violation=violation, left_region_at=left_at, settled_at=settled_at, horizon=horizon)

@@ -37,6 +37,8 @@ class Findings:
     region_span: object
     method_span: object
     vanishing: float | None = None   # floor 0: the bands' KL constants fall like L^vanishing toward 0
+    floor_claim: float | None = None  # the level a rate is claimed down to: the floor, or the lowest
+                                      # loss sampled in the region if that is higher
 
 
 def span_dict(span):
@@ -46,9 +48,20 @@ def span_dict(span):
 
 
 def failing_points(records: Records, radius: float, floor: float, count: int,
-                   exact: bool = False) -> list[FailingPoint]:
-    return [FailingPoint(records.distance[i], records.loss[i], records.value[i], records.source[i])
-            for i in records.lowest(radius, floor, count, exact)]
+                   exact: bool = False, on_path: bool = False) -> list[FailingPoint]:
+    return [FailingPoint(records.distance[i], records.loss[i], records.value[i],
+                         "descent from theta0" if i < records.path and records.source[i] == "trajectory"
+                         else records.source[i])
+            for i in records.lowest(radius, floor, count, exact, on_path)]
+
+
+def nice_down(value: float) -> str:
+    """A round number a little below value, for suggestions."""
+    if value <= 0:
+        return "0"
+    exp = math.floor(math.log10(value))
+    mant = math.floor(value * 0.9 / 10**exp * 10) / 10
+    return f"{mant * 10**exp:.3g}" if mant > 0 else f"{value * 0.5:.3g}"
 
 
 def nice_up(value: float) -> str:
@@ -75,23 +88,41 @@ def _before(f: Findings):
     if f.L0 <= f.floor:
         notes.append("the initial loss is already at or below the floor")
         return "certified", None, notes
-    if f.floor == 0:
-        notes.append(f"nothing was sampled below the rounding-noise level {f.floor_eff:.2g}: "
-                     "the rate extrapolates below it")
+    exact_min, _ = f.records.minimum(f.radius, f.floor_eff, exact=True)
+    min_loss = f.records.lowest_loss(math.inf)
+    on_path = failing_points(f.records, math.inf, f.floor_eff, 5, exact=True, on_path=True)   # the flow's own path
+    path_min = on_path[0].rayleigh if on_path else math.inf
+    if not (path_min > f.zero * f.R0):
+        # a counterexample the flow meets, whatever the desingularizer: the descent from theta0 itself
+        # reached a near-critical point above the floor (a power desingularizer can still give K > 0
+        # there, since phi' grows without bound as L -> 0)
+        pt = on_path
+        return "refuted", FailingRegion(
+            kind="critical-point",
+            message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 that the "
+                     f"descent from theta0 reached, where L = {pt[0].loss:.4g} is above the floor {f.floor:g}: "
+                     f"gradient flow can stall there, so no rate to the floor holds"),
+            suggestion=(f"the loss may not reach {f.floor:g}: certify a floor above the smallest loss seen "
+                        f"(e.g. certify rate(floor={nice_up(min_loss)})), or widen the model"),
+            points=pt, span=claim_span or region_span,
+            numbers={"mu": path_min, "smallest_loss_seen": min_loss}), notes
     if not (f.K > f.zero * f.K0):
-        exact_min, _ = f.records.minimum(f.radius, f.floor_eff, exact=True)
-        min_loss = min(f.records.loss, default=f.L0)
         if not (exact_min > f.zero * f.R0):
+            # a near-critical point of the sublevel set that the descent from theta0 did not reach:
+            # a reason the region is too large for one constant, not a counterexample to the rate
             pt = failing_points(f.records, f.radius, f.floor_eff, 5, exact=True)
-            return "refuted", FailingRegion(
-                kind="critical-point",
-                message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 where "
-                         f"L = {pt[0].loss:.4g} is above the floor {f.floor:g}: gradient flow can stall there, "
-                         f"so no rate to the floor holds on this region"),
-                suggestion=(f"the loss may not reach {f.floor:g}: certify a floor above the smallest loss seen "
-                            f"(e.g. certify rate(floor={nice_up(min_loss)})), shrink the region, or widen the model"),
-                points=pt, span=claim_span or region_span,
-                numbers={"mu": exact_min, "smallest_loss_seen": min_loss}), notes
+            return "inconclusive", FailingRegion(
+                kind="region-too-large",
+                message=(f"R = {pt[0].rayleigh:.3g} (about 0) at a point {pt[0].distance:.3g} from theta0 found by "
+                         f"the {pt[0].source} search, with L = {pt[0].loss:.4g} <= L(theta0) above the floor "
+                         f"{f.floor:g}; the descent from theta0 did not go there (its smallest R was "
+                         f"{path_min:.3g}), so the point refutes no rate from theta0, but it leaves no positive "
+                         f"mu on a region that holds it"),
+                suggestion=(f"a smaller region: radius below {nice_down(pt[0].distance)} "
+                            f"(e.g. region ball(center=init, radius={nice_down(pt[0].distance)})), or a floor"),
+                points=pt, span=region_span or claim_span,
+                numbers={"mu": exact_min, "smallest_R_on_descent": path_min, "distance": pt[0].distance,
+                         "smallest_loss_seen": min_loss}), notes
         pt = failing_points(f.records, f.radius, f.floor_eff, 3)
         if f.vanishing is not None:
             return "inconclusive", FailingRegion(
@@ -133,10 +164,11 @@ def _before(f: Findings):
             points=[], span=claim_span, numbers={"step": f.step, "smoothness": f.smoothness}), notes
     if not f.found:
         if not f.auto:
-            return "refuted", FailingRegion(
+            # rho > r alone does not show that the flow leaves: only the witness leaving refutes
+            return "inconclusive", FailingRegion(
                 kind="confinement",
                 message=(f"the path-length bound rho = {f.rho:.4g} exceeds the region's radius r = {f.radius:.4g}: "
-                         f"the flow may leave the region before the rate applies"),
+                         f"the estimate cannot show that the flow stays in the region"),
                 suggestion="use radius=auto, a radius of at least rho, or a floor",
                 points=failing_points(f.records, f.radius, f.floor_eff, 3), span=region_span,
                 numbers={"path_length_bound": f.rho, "radius": f.radius, "mu": f.mu, "kl_constant": f.K}), notes
@@ -147,6 +179,10 @@ def _before(f: Findings):
             suggestion="certify a floor > 0, start closer to a solution, or widen the model",
             points=failing_points(f.records, f.radius, f.floor_eff, 3), span=region_span,
             numbers={"path_length_bound": f.rho, "radius": f.radius, "mu": f.mu, "kl_constant": f.K}), notes
+    if f.floor_claim is not None and f.floor_claim > f.floor:
+        notes.append(f"the rate is claimed down to {f.floor_claim:.3g} (the effective floor: the lowest loss "
+                     f"the search reached in the region, or the rounding-noise level), not to the floor "
+                     f"{f.floor:g}: nothing was sampled below it")
     return "certified", None, notes
 
 
@@ -162,19 +198,44 @@ def _after(f: Findings, witness: Witness, verdict: str, failing):
                      f"above the bound {v['bound']:.6g}: the estimated rate is too optimistic"),
             suggestion="raise samples=, shrink the region, or certify a floor",
             points=[], span=span_dict(f.method_span), numbers=dict(v)), notes
-    if verdict == "certified" and witness.left_region_at is not None:
+    leaves = witness.left_region_at is not None
+    if leaves and (verdict == "certified" or (failing is not None and failing.kind == "confinement")):
+        confinement = verdict != "certified"
+        rho = (f" (the path-length bound rho = {f.rho:.4g} exceeds r = {f.radius:.4g} as well)"
+               if confinement else "")
         return "refuted", FailingRegion(
-            kind="witness", message=f"gradient descent from theta0 leaves the region at t = {witness.left_region_at:.4g}",
+            kind="confinement" if confinement else "witness",
+            message=(f"gradient descent from theta0 leaves the region (r = {f.radius:.4g}) at "
+                     f"{unit} = {_at(witness, witness.left_region_at, f.step):.4g} with the loss still above the "
+                     f"floor{rho}: the flow is not confined to the region"),
             suggestion="enlarge the region or use radius=auto", points=[], span=span_dict(f.region_span),
-            numbers={"t": witness.left_region_at, "max_distance": witness.max_distance, "radius": f.radius}), notes
-    if verdict == "certified" and witness.checked_until < witness.time:
-        notes.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}; after that "
-                     f"the bound is below the rounding-noise level")
-    elif verdict == "certified" and witness.steps >= 0 and witness.time < witness.checked_until + 1e-12 \
-            and witness.curve and witness.curve[-1][1] > f.floor_eff and witness.violation is None:
-        notes.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g} "
-                     f"(its step budget)")
+            numbers={**(failing.numbers if failing is not None else {}), "t": witness.left_region_at,
+                     "max_distance": witness.max_distance, "radius": f.radius}), notes
+    if verdict == "certified":
+        notes.append(witness_coverage(witness, f.step))
     return verdict, failing, notes
+
+
+def _at(witness: Witness, t: float, step) -> float:
+    return t / witness.step if step is not None else t
+
+
+def witness_coverage(witness: Witness, step=None) -> str:
+    """What the witness's comparison covered, in words (for the notes of a certified result)."""
+    unit = "k" if step is not None else "t"
+    if witness.settled_at is not None:
+        return (f"the witness descent reached the floor at {unit} = {_at(witness, witness.settled_at, step):.4g} "
+                f"and its loss never rose: the bound held along it at every time")
+    if witness.horizon is not None and witness.time >= witness.horizon * (1 - 1e-12):
+        return (f"the witness compared bound and loss up to the horizon {unit} = "
+                f"{_at(witness, witness.horizon, step):.4g}")
+    if witness.checked_until < witness.time:
+        return (f"the witness compared bound and loss up to {unit} = "
+                f"{_at(witness, witness.checked_until, step):.4g}; after that the bound is below the "
+                f"rounding-noise level")
+    horizon = f" of the horizon {_at(witness, witness.horizon, step):.4g}" if witness.horizon else ""
+    return (f"the witness compared bound and loss up to {unit} = {_at(witness, witness.checked_until, step):.4g}"
+            f"{horizon} only (its budget of {witness.steps} steps): the bound is unchecked beyond")
 
 
 def _unsampled(f: Findings, claim_span, notes):

@@ -72,6 +72,7 @@ def run_exit_code(outcomes: list[Outcome], fail_on: str = "inconclusive") -> int
 # --- locating things in the spec ------------------------------------------------------------------
 
 _KEYWORD_FOR_KIND = {"critical-point": "certify", "confinement": "region", "no-radius": "region",
+                     "region-too-large": "region",
                      "singular-kernel": "region", "witness": "method", "budget": "method",
                      "interrupted": "method", "certified": "certify"}
 

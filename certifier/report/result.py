@@ -32,7 +32,7 @@ class FailingPoint:
 
 @dataclass
 class FailingRegion:
-    kind: str            # 'critical-point' | 'confinement' | 'witness' | 'no-radius'
+    kind: str            # 'critical-point' | 'confinement' | 'region-too-large' | 'witness' | 'no-radius'
     message: str
     suggestion: str
     points: list[FailingPoint] = field(default_factory=list)
@@ -52,6 +52,9 @@ class Witness:
     checked_until: float             # last time at which bound and witness were compared
     violation: dict | None = None    # {'t':, 'loss':, 'bound':} when the bound is violated
     left_region_at: float | None = None
+    settled_at: float | None = None  # the loss reached the (effective) floor here: L is non-increasing
+                                     # along the descent, so the bound holds at every later time
+    horizon: float | None = None     # the time the witness was asked to cover (the claim's horizon)
 
 
 @dataclass

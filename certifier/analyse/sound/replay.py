@@ -368,13 +368,14 @@ def verify_refutation(entry: dict, ctx: Context) -> None:
         ctx.reject("sound-refutation: the point does not verify (interval evaluation there does not show it in "
                    f"the region with L >= floor and R < {st['needed_lower']!r}, the mu confinement needs)")
         return
-    decisive = bool(out.get("claim_false")) or out["rayleigh_upper"] <= ZERO_MU * (ctx.r0 or math.inf)
-    if ctx.cert.get("failing_kind") == "critical-point" and not decisive:
-        ctx.reject(f"sound-refutation: a critical-point refutation needs R <= {ZERO_MU:g} R(theta0) there "
-                   f"(or a proof that min L > floor); R <= {out['rayleigh_upper']!r}")
-        return
-    if st["auto"] and not decisive:
-        ctx.reject("sound-refutation: with radius=auto only a critical-point refutation is a verdict")
+    # only a counterexample the flow can meet is a verdict: a proof that min L > floor, or a
+    # near-critical point in the sublevel set {L <= L(theta0)}
+    decisive = bool(out.get("claim_false")) or (out["rayleigh_upper"] <= ZERO_MU * (ctx.r0 or math.inf)
+                                                and out["loss_upper"] <= st["L0_lo"])
+    if not decisive:
+        ctx.reject(f"sound-refutation: a refutation needs R <= {ZERO_MU:g} R(theta0) at a point proved in the "
+                   f"sublevel set L <= L(theta0) (or a proof that min L > floor); there R <= "
+                   f"{out['rayleigh_upper']!r} and L <= {out['loss_upper']!r}")
         return
     st["refutations"] += 1
 

@@ -44,6 +44,11 @@ RULE_TEXT = {
 }
 
 
+class SoundnessViolation(RuntimeError):
+    """An independent check contradicts a proved bound: a proof was wrong, which is a bug in
+    certify (the CLI reports it as an internal error, exit 4, never as a verdict)."""
+
+
 def _span(span):
     if span is None:
         return None
@@ -216,7 +221,7 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
                         "status": outcome.status})
         if outcome.status == "proven" or not auto:
             break
-        if outcome.status == "refuted" and _decisive(outcome.failing_points[0], p0.rayleigh):
+        if outcome.status == "refuted" and _decisive(outcome.failing_points[0], p0.rayleigh, float(enc0.L.lo)):
             break      # a near-critical point (or min L above the floor) refutes every larger radius too
         # mu(r) only falls as r grows while the mu needed falls like 1/r^2: climb as the sampled
         # mode does (docs/theory.md section 4), at most doubling
@@ -240,19 +245,28 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
                                              f"radius {radius:.6g} after outward rounding"),
                 suggestion="enlarge the region slightly", points=[], span=_span(region_choice.span),
                 numbers={"path_length_bound": rho, "radius": radius, "mu": mu_value})
-    elif outcome.status == "refuted" and auto and not _decisive(outcome.failing_points[0], p0.rayleigh):
+    elif outcome.status == "refuted" and auto and not _decisive(outcome.failing_points[0], p0.rayleigh,
+                                                                float(enc0.L.lo)):
         failing = FailingRegion(
             kind="no-radius", message=(f"no radius with a proved mu and rho(r) <= r after {len(history)} tries "
                                        f"(last r = {radius:.4g}: {outcome.message})"),
             suggestion="use a fixed radius or halfwidth, certify a floor, or start closer to a solution",
             points=[], span=_span(region_choice.span), numbers={"radius": radius})
     elif outcome.status == "refuted":
-        verdict = "refuted"
         pt = outcome.failing_points[0]
         r0 = p0.rayleigh
         critical = pt["rayleigh_upper"] <= ZERO_MU * r0
         claim_false = bool(pt.get("claim_false"))
-        if claim_false:
+        # a counterexample is a proved stationary point the flow can meet: in the sublevel set
+        # {L <= L(theta0)} (docs/theory.md, section 7); a point with R below the mu confinement needs
+        # refutes only this kind of certificate, so the verdict is then inconclusive
+        outside = critical and not claim_false and not pt["loss_upper"] <= float(enc0.L.lo)
+        verdict = "refuted" if _decisive(pt, r0, float(enc0.L.lo)) else "inconclusive"
+        if outside:
+            message = (f"R <= {pt['rayleigh_upper']:.3g} (about 0) at a point {pt['distance']:.4g} from theta0 where "
+                       f"L <= {pt['loss_upper']:.6g} is not proved below L(theta0) >= {float(enc0.L.lo):.6g}: the "
+                       f"flow from theta0 need not go there, but no positive mu holds on a region that holds it")
+        elif claim_false:
             message = (f"at a point {pt['distance']:.4g} from theta0, L >= {pt['loss_lower']:.6g} and "
                        f"R <= {pt['rayleigh_upper']:.3g}; for this affine model that proves min L >= "
                        f"{pt['min_loss_lower']:.6g} > floor {floor:g}: the loss never reaches the floor")
@@ -263,11 +277,14 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
         else:
             message = (f"R <= {pt['rayleigh_upper']:.4g} at a point {pt['distance']:.4g} from theta0 with "
                        f"L >= {pt['loss_lower']:.6g} (verified), below mu = {pt['needed_mu']:.4g} that confinement "
-                       f"needs (rho <= {radius:g}): no certificate of this kind exists on this region")
+                       f"needs (rho <= {radius:g}): no certificate of this kind exists on this region (the "
+                       f"point is no counterexample to the rate itself)")
         failing = FailingRegion(
-            kind="critical-point" if (critical or claim_false) else "confinement", message=message,
+            kind=("region-too-large" if outside else
+                  "critical-point" if (critical or claim_false) else "confinement"), message=message,
             suggestion=(f"certify a floor above the minimum loss (e.g. floor={_nice_up(pt['loss_upper'])}), "
-                        f"or shrink the region") if (critical or claim_false) else
+                        f"or shrink the region") if (critical or claim_false) and not outside else
+                       f"a smaller region (below {pt['distance']:.3g} from theta0), or a floor" if outside else
                        "shrink the region, start closer to a solution, or certify a floor",
             points=[FailingPoint(pt["distance"], pt["loss_lower"], pt["rayleigh_upper"], "interval-verified")],
             span=_span(checked.claim.span if critical or claim_false else region_choice.span),
@@ -288,8 +305,7 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
         witness = run_witness(problem, w_eta, horizon, bound, noise, region, WITNESS_STEPS, advance, floor=floor)
     timing["witness"] = time.perf_counter() - t2
     if verdict == "certified" and (witness.violation is not None or witness.left_region_at is not None):
-        extra.append("WARNING: the witness descent disagrees with the proved rate (it follows gradient "
-                     "descent with a finite step, not the flow; see docs/theory.md section 7)")
+        extra.append(_recheck(problem, witness, bound, noise, region, floor, beta0, outcome, checked.spec.path))
     if witness.checked_until < horizon and bound is not None:
         extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
     evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
@@ -300,10 +316,34 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
                   extra_notes=extra, evidence=evidence)
 
 
-def _decisive(point: dict, r0: float) -> bool:
-    """A refutation that holds for every larger region: a near-critical point above the floor, or a
-    proof that min L exceeds the floor."""
-    return bool(point.get("claim_false")) or point["rayleigh_upper"] <= ZERO_MU * r0
+def _recheck(problem, witness, bound, noise, region, floor, beta0, outcome, path) -> str:
+    """The witness contradicts a proved rate. Gradient descent with step eta decreases L by a factor
+    (1 - beta eta / 2) less per unit time than the flow at worst (docs/theory.md, section 4), so the
+    disagreement is checked again with an eighth of the step, against the flow bound at the time
+    slowed by 2 beta0 eta (a generous allowance). If that descent contradicts the bound too, the
+    proof is wrong: SoundnessViolation. Otherwise a note says what the finer descent showed."""
+    eta = witness.step / 8
+    t_bad = witness.violation["t"] if witness.violation is not None else witness.left_region_at
+    slow = max(0.0, 1.0 - 2.0 * beta0 * eta) if beta0 > 0 else 1.0
+    fine = run_witness(problem, eta, 1.25 * t_bad + eta, lambda t: bound(t * slow), noise, region,
+                       int(math.ceil((1.25 * t_bad + eta) / eta)), floor=floor, restart=False)
+    if fine.violation is None and fine.left_region_at is None:
+        return (f"the witness descent (step {witness.step:.3g}) disagreed with the proved rate at t = {t_bad:.4g}; "
+                f"descent with step {eta:.3g} agrees with it there (finite-step drift, not the flow)")
+    rules = ", ".join(sorted((outcome.rules_used or {}).keys())) if outcome else "none"
+    what = (f"L = {fine.violation['loss']:.6g} above the proved bound {fine.violation['bound']:.6g} at t = "
+            f"{fine.violation['t']:.4g}" if fine.violation is not None else
+            f"it leaves the proved region at t = {fine.left_region_at:.4g}")
+    raise SoundnessViolation(
+        f"{path}: gradient descent from theta0 contradicts a sound certificate ({what}; step {eta:.3g}), so a "
+        f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
+
+
+def _decisive(point: dict, r0: float, L0_lower: float) -> bool:
+    """A refutation that holds for every larger region: a proof that min L exceeds the floor, or a
+    near-critical point above the floor in the sublevel set {L <= L(theta0)} (L0_lower <= L(theta0))."""
+    return bool(point.get("claim_false")) or (point["rayleigh_upper"] <= ZERO_MU * r0
+                                              and point["loss_upper"] <= L0_lower)
 
 
 def _auto_start(model: IntervalModel, floor: float, L0_up: float) -> float:
