@@ -298,11 +298,12 @@ def naive(problem, reps: int) -> dict:
 
 def search_units(problem, model: Model, reps: int, quick: bool) -> dict:
     """Records per second of the engine's units (analyse/units.py) against the one-at-a-time
-    sources (analyse/sources.py) they replace, on the same points."""
-    from certifier.analyse import sources, units
+    sources (bench/serial.py) they replace, on the same points."""
+    from bench import serial as sources
+    from certifier.analyse import units
     from certifier.analyse.records import Records
     from certifier.analyse.regions import Ball
-    from certifier.analyse.sources import Context
+    from certifier.analyse.trajectory import SearchContext
 
     region = Ball(problem.theta0, 0.05 * float(problem.theta0.norm()))
     gen = torch.Generator().manual_seed(0)
@@ -311,7 +312,7 @@ def search_units(problem, model: Model, reps: int, quick: bool) -> dict:
     p0 = problem.point(problem.theta0)
     eta = 0.5 / max(problem.hessian_top_eigenvalue(problem.theta0, iterations=10), 1e-12)
     noise = 1e-16 * p0.loss
-    ctx = Context(gen=gen, eta=eta, noise=noise, advance=lambda n=1: None, floor=0.0)
+    ctx = SearchContext(gen=gen, eta=eta, noise=noise, advance=lambda n=1: None, floor=0.0)
     adv = starts[: 2 if quick else 4]
     pts = region.sample(gen, 16 if quick else 64)
     fns = {"trajectories": lambda: units.trajectories(problem, starts, region.center, region, steps, eta, noise, 0.0),

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 
 import torch

@@ -32,12 +32,12 @@ def sampled_search(problem, executor, samples: int) -> tuple[float, list]:
     from certifier.analyse.records import Records
     from certifier.analyse.regions import Ball
     from certifier.analyse.sampled import Budget, search_region
-    from certifier.analyse.sources import Context
+    from certifier.analyse.trajectory import SearchContext
 
     p0 = problem.point(problem.theta0)
     region = Ball(problem.theta0, 0.05 * float(problem.theta0.norm()))
     records = Records()
-    ctx = Context(gen=torch.Generator().manual_seed(0), eta=0.5 / problem.hessian_top_eigenvalue(problem.theta0),
+    ctx = SearchContext(gen=torch.Generator().manual_seed(0), eta=0.5 / problem.hessian_top_eigenvalue(problem.theta0),
                   noise=1e-16 * p0.loss, advance=lambda n=1: None, floor=0.0, executor=executor)
     t0 = time.perf_counter()
     search_region(problem, region, records, Budget(samples), ctx, 0.0)

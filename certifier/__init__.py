@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def certify(path_or_text: str, **options):
     """Run one spec, given as a path to an .rq file or as the spec's text.
 
-    Returns a Result (certifier.report.result) whose fields are those of the JSON output and
+    Returns a Result (certifier.result) whose fields are those of the JSON output and
     whose `bound(t)` evaluates the rate; raises certifier.diagnostics.SpecError for a bad spec.
     Keyword options are those of certifier.pipeline.RunOptions (max_params, device, threads,
     workers, scheduler). workers=N evaluates the sampled engine's batches and the sound mode's

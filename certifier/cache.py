@@ -15,10 +15,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from .check.files import base_dir
+from .diagnostics import SpecError
+from .language.ast import DataFrom, ParamsFrom
+from .language.torch_modules import module_file
+from .parse import parse
 from .report.json import clean
 from .report.load import rate_parameters, result_from_dict
-from .report.result import Result
+from .result import Result
+from .version import __version__
 
 CACHE_DIR = ".certify_cache"
 FORMAT = 1
@@ -40,10 +45,6 @@ def sha256_file(path: str | os.PathLike) -> str:
 def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> list[tuple[str, Path]] | None:
     """(name as written in the spec, path) of every file the spec loads, in spec order; None when
     that cannot be known without running it (a syntax error, a missing file)."""
-    from .check.files import base_dir
-    from .diagnostics import SpecError
-    from .parse import parse
-    from .parse.ast import DataFrom, ParamsFrom
 
     try:
         spec = parse(source, spec_path)
@@ -62,7 +63,6 @@ def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> lis
         out.append((name, path))
     target = getattr(spec.model, "target", None)
     if target is not None and allow_python:
-        from .compile.torch_model import module_file
 
         path = module_file(target)
         if path is None:

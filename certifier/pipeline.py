@@ -9,27 +9,24 @@ from pathlib import Path
 import torch
 
 from . import check as _check_stage
+from .analyse.levels import DESCENT_STEPS, NOISE, WITNESS_MAX_STEPS, WITNESS_STEPS, ZERO_MU
+from .analyse.parallel import connect, make_executor
 from .analyse.records import Records
 from .analyse.regions import Ball, Box
 from .analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
-from .analyse.sources import Context
-from .analyse.parallel import make_executor
+from .analyse.trajectory import SearchContext
 from .analyse.witness import run_witness
 from .compile.problem import Problem
 from .compose.composition import choose, kl_constant, loss_profile, piecewise_time, vanishing_exponent
 from .compose.confinement import find_radius, path_length_bound
 from .compose.rate import FRACTIONS, Rate
+from .compose.sound import analyse_sound
 from .compose.verdicts import Findings, judge
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
 from .progress import NullReporter
-from .report.result import MuSource, Result
+from .result import MuSource, Result
 
-NOISE = 1e-16          # losses below NOISE * L0 are rounding noise (docs/theory.md, section 6)
-ZERO_MU = 1e-9         # K below ZERO_MU * K(theta0) is read as "no positive mu"
-WITNESS_STEPS = 20000  # step block of the descent from theta0; the witness's budget when it only shows
-DESCENT_STEPS = 5 * WITNESS_STEPS   # the descent from theta0 goes on while each block gains a decade
-WITNESS_MAX_STEPS = 10 * WITNESS_STEPS   # the witness of a bound runs to the horizon or the floor, up to this
 SMOOTHNESS_POINTS = 8  # points of U where the Hessian's top eigenvalue is measured (step mode)
 SAMPLED_DOWN_TO = 1e-12  # a rate to floor 0 needs sampled points with L <= this * L0
 
@@ -59,7 +56,7 @@ def run_file(path: str, options: RunOptions | None = None) -> Result:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError([Diagnostic("E003", "the spec file is not valid UTF-8 text", None,
-                                    "certify reads .rq spec files written in UTF-8", path)])
+                                    "certify reads .rq spec files written in UTF-8", path)]) from None
     return run_text(text, path, options)
 
 
@@ -68,7 +65,6 @@ def analyse(checked, options: RunOptions) -> Result:
     if checked.method.name == "interval":      # the sound mode: see _analyse_sound at the end
         return _analyse_sound(checked, options)
     t_start = time.perf_counter()
-    reporter = options.reporter
     problem = Problem(checked, options.device)
     # Small products gain nothing from intra-op threads and lose much to oversubscription.
     torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
@@ -119,7 +115,7 @@ def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t
     # The descent from theta0 runs until it reaches the floor (or the noise level), up to the
     # witness's budget: the estimate only speaks for loss levels that were sampled.
     with reporter.phase("descent from theta0", total=WITNESS_STEPS) as advance:
-        ctx = Context(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor, executor=executor)
+        ctx = SearchContext(gen=gen, eta=eta, noise=noise, advance=advance, floor=floor, executor=executor)
         initial_trajectory(problem, records, WITNESS_STEPS, ctx, extend_to=DESCENT_STEPS)
     timing["initial_trajectory"] = time.perf_counter() - t_start
 
@@ -297,7 +293,23 @@ def _smoothness(problem: Problem, records: Records, region, floor: float, seed: 
 # --- method interval: the sound mode ------------------------------------------------------------
 def _analyse_sound(checked, options: RunOptions) -> Result:
     """`method interval(boxes=, seed=)`: a Result with sound=True whose `certified` verdict is a
-    theorem (certifier/analyse/sound/verdict.py; docs/theory.md section 10). The proof is
+    theorem (certifier/compose/sound.py; docs/theory.md section 10). The proof is
     certifier.analyse.sound.engine.bound_mu; rho and the rate use outward rounding."""
-    from .analyse.sound.verdict import analyse_sound
     return analyse_sound(checked, options)
+
+
+def environment_problem(device: str = "cpu", scheduler: str | None = None) -> str | None:
+    """Why --device or --scheduler cannot be used on this machine (a usage error, exit 2), or None.
+    The scheduler is reached once here, before any spec runs."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--device cuda: no CUDA device is available (use --device cpu)"
+    if scheduler:
+
+        try:
+            connect(scheduler).close()
+        except RuntimeError as exc:
+            return str(exc)
+    return None

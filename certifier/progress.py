@@ -16,8 +16,8 @@ stderr console; `make_reporter(enabled)` picks between them.
 from __future__ import annotations
 
 import sys
-import time
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -51,8 +51,7 @@ class RichReporter:
         self._lock = threading.RLock()
 
     def _new_progress(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                   TextColumn, TimeElapsedColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         return Progress(
             SpinnerColumn(),

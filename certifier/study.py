@@ -22,13 +22,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import _positive_float, _positive_int
+from . import check as check_stage
+from .analyse.levels import NOISE
+from .analyse.witness import run_witness
+from .arguments import build_parser as certify_parser
+from .arguments import expand_specs
+from .arguments import positive_float as _positive_float
+from .arguments import positive_int as _positive_int
+from .compile.problem import Problem
+from .diagnostics import render_text as render_diagnostic
+from .parse import parse
+from .pipeline import environment_problem
+from .runs import cache_for as _cache_for
+from .runs import run_one
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
 DEFAULT_STEPS = 20000
-NOISE = 1e-16
 TITLE = "Over-parameterization exponentially slows down gradient descent"
 FORMATS = ("text", "json")
 
@@ -106,10 +117,6 @@ def descend(path: str, source: str, result, steps: int, allow_python: bool, devi
     certified result is compared along it."""
     import torch
 
-    from . import check as check_stage
-    from .analyse.witness import run_witness
-    from .compile.problem import Problem
-    from .parse import parse
 
     checked = check_stage.check(parse(source, path), allow_python=allow_python)
     problem = Problem(checked, device)
@@ -300,9 +307,6 @@ def table_json(entries: list[Entry]) -> str:
 # --- main -------------------------------------------------------------------------------------------
 
 def main_study(argv: list[str]) -> int:
-    from .cli import _cache_for, environment_problem, expand_specs, run_one
-    from .diagnostics import render_text as render_diagnostic
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -323,7 +327,6 @@ def main_study(argv: list[str]) -> int:
             return EXIT_USAGE
     specs, _ = expand_specs(args.specs)
     # the options of a plain `certify SPEC` run (every default of its parser), with ours on top
-    from .cli import build_parser as certify_parser
 
     run_args = certify_parser().parse_args([])
     for name in ("budget", "quiet", "device", "allow_python", "debug", "no_cache", "cache_dir"):

@@ -81,19 +81,20 @@ from __future__ import annotations
 import math
 import random
 
+import arb_oracle as oracle
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from arb_oracle import Undefined, all_inside
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.func import hessian, jacrev, vmap
 
-import arb_oracle as oracle
-from arb_oracle import Undefined, all_inside
 from certifier import check
 from certifier.analyse.sound.ball import BallModel
-from certifier.compile.evaluate import evaluate
 from certifier.compile.interval import IntervalModel
 from certifier.compile.problem import Problem
+from certifier.language.evaluate import evaluate
 from certifier.parse import parse
 from certifier.pipeline import run_text
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from certifier import cli
 from certifier.cache import Cache, key_material, key_of
-from certifier.certificate import VERIFIERS, evidence_digest, verify
+from certifier.certificate import VERIFIERS, evidence_digest
 
 SPEC = """\
 spec "tiny realizable linear model"
@@ -64,10 +63,11 @@ def test_cache_hit_gives_the_same_result_and_bound(capsys, tiny):
     assert len(entries) == 1
     # the cached Result rebuilds bound(t) exactly
     from certifier import pipeline
-    from certifier.cli import _cache_options
+    from certifier.arguments import build_parser
+    from certifier.runs import cache_options
 
     fresh = pipeline.run_file("tiny.rq")
-    opts = _cache_options(cli.build_parser().parse_args(["tiny.rq"]))
+    opts = cache_options(build_parser().parse_args(["tiny.rq"]))
     opts["spec_path"] = "tiny.rq"
     material = key_material("tiny.rq", SPEC, opts)
     assert entries[0].name == key_of(material) + ".json"
@@ -240,14 +240,14 @@ def test_check_rejects_a_changed_value_of_r_at_a_point_far_above_the_noise(cert,
 
 
 def test_point_tolerance_is_the_rounding_level_of_r():
-    from certifier.certificate import R_ROUNDING, TOLERANCE, Context
+    from certifier.certificate.base import R_ROUNDING, TOLERANCE, VerifyContext
 
-    ctx = Context({}, None, {"L0": 2.0}, None, None)
+    ctx = VerifyContext({}, None, {"L0": 2.0}, None, None)
     assert ctx.point_tolerance(2.0) == ctx.point_tolerance(2e-6) == TOLERANCE   # 64 u sqrt(1e6) < 1e-9
     assert ctx.point_tolerance(2e-16) == pytest.approx(R_ROUNDING * 1e8) == pytest.approx(7.1e-7, rel=1e-2)
     assert ctx.point_tolerance(0.0) == ctx.point_tolerance(None) == TOLERANCE
     # a population in closed form: a tenth of its noise level loss_rounding, relative to L
-    population = Context({}, type("P", (), {"loss_rounding": 2e-14})(), {"L0": 2.0}, None, None)
+    population = VerifyContext({}, type("P", (), {"loss_rounding": 2e-14})(), {"L0": 2.0}, None, None)
     assert population.point_tolerance(2e-10) == pytest.approx(1e-5)
     assert population.point_tolerance(2.0) == TOLERANCE
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from certifier.check import Checked, check
 from certifier.check.shapes import SHAPE_RULES
-from certifier.compile.evaluate import FUNCTIONS, OPERATORS
 from certifier.diagnostics import CODES, SpecError, render_text
+from certifier.language.evaluate import FUNCTIONS, OPERATORS
 from certifier.parse import parse
 
 DATA = """\
@@ -737,8 +737,8 @@ def test_shape_rules_agree_with_evaluate(text):
 
     from certifier.check.expressions import Walker
     from certifier.check.names import Scope
-    from certifier.compile.evaluate import evaluate
     from certifier.diagnostics import Collector
+    from certifier.language.evaluate import evaluate
 
     expr = parse(f"model f(x) = {text}\n").model.body
     collector = Collector("t")

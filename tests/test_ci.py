@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certifier import cli, pipeline
-from certifier.diagnostics import CODES, Diagnostic, Span, SpecError
+from certifier.diagnostics import CODES, Diagnostic, Span
 from certifier.explain import EXPLANATIONS, FAILING_KINDS, OTHER_KINDS, lookup
 from certifier.progress import BudgetExceeded, DeadlineReporter
 from certifier.report.github import command, escape_data, escape_property, render_github

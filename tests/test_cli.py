@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 import certifier
-from certifier import cli, pipeline
+from certifier import cli, pipeline, runs
 from certifier.diagnostics import Diagnostic, Span, SpecError
 from certifier.progress import DeadlineReporter, NullReporter, RichReporter, make_reporter
 from certifier.report.json import field_order
@@ -326,7 +326,7 @@ def test_unreachable_scheduler_is_a_usage_error_before_any_spec_runs(capsys, mon
 
     monkeypatch.setattr(parallel, "CONNECT_TIMEOUT", 1)
     ran = []
-    monkeypatch.setattr(cli, "run_one", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(runs, "run_one", lambda *a, **k: ran.append(a))
     code, out, err = run(capsys, "specs/two_layer_floor.rq", "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and out == "" and ran == []
     assert err.startswith("certify: error: cannot reach the dask scheduler at 'tcp://127.0.0.1:1' within 1 s (")

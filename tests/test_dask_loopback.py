@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_sound import spec_text
+from test_sound_parallel import untimed
 
 from certifier import pipeline
 from certifier.analyse import parallel
 from certifier.report.json import to_json
-from test_sound_parallel import untimed
-from test_sound import spec_text
 
 distributed = pytest.importorskip("dask.distributed")
 

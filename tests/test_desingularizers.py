@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 from scipy.special import lambertw
 
-from certifier.compose.desingularizers import make, w0_exp
 from certifier.compose.rate import Rate
+from certifier.language.desingularizers import make, w0_exp
 
 PHIS = [make("log"), make("power", alpha=2 / 3), make("power", alpha=0.75), make("power", alpha=1.0),
         make("lambert")]

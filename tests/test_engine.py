@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import oracles
 import pytest
 
-import oracles
 from certifier.pipeline import run_file, run_text
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"

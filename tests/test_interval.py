@@ -8,18 +8,19 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import arb_oracle as oracle
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-import arb_oracle as oracle
 from arb_oracle import Undefined, all_inside, arb, inside
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from certifier.check.shapes import SHAPE_RULES
 from certifier.compile import interval as I
 from certifier.compile import rounding as rd
-from certifier.compile.evaluate import FUNCTIONS, OPERATORS
+from certifier.language.ast import Expr
+from certifier.language.evaluate import FUNCTIONS, OPERATORS
 from certifier.parse import parse
-from certifier.parse.ast import Expr
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -319,7 +320,7 @@ def test_model_families_are_enclosed_and_rules_hold_many(name, seed, width, floo
 
 
 def _check_family(name, seed, width, floor):
-    from certifier.analyse.sound.rules import RuleContext, RULES, subspace_facts
+    from certifier.analyse.sound.rules import RULES, RuleContext, subspace_facts
     rng = np.random.default_rng(seed)
     body, params, x, y, out_shape = _family(name, rng)
     model = I.IntervalModel(fake_checked(body, params, x, y, out_shape=out_shape))

@@ -6,13 +6,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import oracles
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import oracles
-from certifier.compose.losses import LOSSES, _bounded_kl
+from certifier.language.losses import LOSSES, _bounded_kl
 from certifier.pipeline import run_file, run_text
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from certifier.diagnostics import Span, SpecError, render_text
+from certifier.language.ast import DataBlock, DataFrom, ParamsBlock, ParamsFrom
 from certifier.parse import parse
-from certifier.parse.ast import DataBlock, DataFrom, ParamsBlock, ParamsFrom
 
 FULL = """\
 spec "two-layer tanh"   # a title

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 
+from bench import serial as sources
 from certifier import cli, pipeline
-from certifier.analyse import sources, units
+from certifier.analyse import units
 from certifier.analyse.records import Records
 from certifier.analyse.regions import Ball, Box
 from certifier.analyse.sampled import Budget, search_region
-from certifier.analyse.sources import Context
+from certifier.analyse.trajectory import SearchContext
 from certifier.check import check
+from certifier.compile import kernel
 from certifier.compile.batched import BatchedEvaluator
 from certifier.compile.kernel import lambda_min, lambda_min_formed, lambda_min_lanczos
 from certifier.compile.problem import Problem
@@ -187,7 +189,7 @@ def test_float32_evaluator_is_an_estimate_of_the_float64_one():
 # --- the search units against the one-at-a-time sources -------------------------------------------
 
 def old_search_region(problem, region, records, budget, ctx, floor):
-    """search_region as it was before batching (analyse/sources.py, one point at a time)."""
+    """search_region as it was before batching (bench/serial.py, one point at a time)."""
     center = region.center
     for start in region.sample(ctx.gen, budget.starts):
         sources.trajectory(problem, start, center, region, budget.trajectory_steps, ctx, records)
@@ -216,7 +218,7 @@ def test_batched_search_gives_the_records_of_the_old_search(name, make, samples)
     out = []
     for search in (old_search_region, search_region):
         records = Records()
-        ctx = Context(gen=torch.Generator().manual_seed(3), eta=eta, noise=1e-16 * L0, advance=lambda n=1: None)
+        ctx = SearchContext(gen=torch.Generator().manual_seed(3), eta=eta, noise=1e-16 * L0, advance=lambda n=1: None)
         search(p, region, records, budget, ctx, 1e-16 * L0)
         out.append(records)
     old, new = out
@@ -259,13 +261,13 @@ def test_blocks_keep_every_theta_that_records_keeps():
 def test_lanczos_lambda_min_equals_eigvalsh(n, d, h, k, seed):
     p = problem_of(net(n=n, d=d, h=h, k=k, seed=seed))
     theta = p.theta0 + 0.2 * torch.randn(p.m, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    J = p.jacobian(theta)
+    J = kernel.jacobian(p, theta)
     exact = float(torch.linalg.eigvalsh(J @ J.T / p.n)[0])
     lam, products = lambda_min_lanczos(p, theta)
     assert lam == pytest.approx(exact, rel=1e-8, abs=1e-12 * float(torch.linalg.eigvalsh(J @ J.T / p.n)[-1]))
     assert products >= 1
     assert lambda_min_formed(p, theta) == pytest.approx(exact, rel=1e-12)
-    assert p.kernel_lambda_min(theta, method="lanczos") == pytest.approx(exact, rel=1e-8)
+    assert kernel.lambda_min(p, theta, method="lanczos") == pytest.approx(exact, rel=1e-8)
 
 
 def test_auto_uses_lanczos_when_the_jacobian_would_not_fit(monkeypatch):
@@ -355,7 +357,7 @@ def test_cli_passes_workers_and_scheduler(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "run_file", fake_run_file)
     # the CLI reaches the scheduler once before any spec runs (an unreachable one is exit 2):
     # taken as reachable here, the options are what is checked
-    monkeypatch.setattr(cli, "environment_problem", lambda device="cpu", scheduler=None: None)
+    monkeypatch.setattr(pipeline, "environment_problem", lambda device="cpu", scheduler=None: None)
     cli.main([str(SMALL), "--workers", "3", "--scheduler", "tcp://127.0.0.1:1", "--quiet", "--no-cache"])
     assert seen[0].workers == 3 and seen[0].scheduler == "tcp://127.0.0.1:1"
     assert cli.main([str(SMALL), "--workers", "0"]) == 2
@@ -376,7 +378,8 @@ def test_cuda_without_a_device_is_a_clear_error(capsys):
 
 def test_bench_naive_kernel_quotient_equals_the_engines():
     from bench.models import Model
-    from bench.run import naive, problem_of as bench_problem, slope
+    from bench.run import naive, slope
+    from bench.run import problem_of as bench_problem
 
     for kind in ("two_layer", "mlp3"):
         model = Model("tiny", kind, n=6, d=3, h=8)

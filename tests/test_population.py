@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import single_neuron_oracle as oracle
 import torch
 
-import single_neuron_oracle as oracle
 from certifier.check import check
 from certifier.compile.population import arccos_gram
 from certifier.compile.problem import Problem

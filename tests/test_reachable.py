@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import oracles
 import pytest
 
-import oracles
 from certifier import cli
 from certifier.analyse.records import Records
-from certifier.analyse.sound import verdict as sound_verdict
+from certifier.compose import sound as sound_verdict
 from certifier.pipeline import run_text
 
 LINEAR = """

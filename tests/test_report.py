@@ -17,8 +17,8 @@ from rich.console import Console
 
 from certifier.diagnostics import Diagnostic, Span
 from certifier.report.json import error_json, field_order, to_json
-from certifier.report.result import FailingPoint, FailingRegion, MuSource, Result, Witness
 from certifier.report.text import ESTIMATE_LABEL, render_text
+from certifier.result import FailingPoint, FailingRegion, MuSource, Result, Witness
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("CERTIFY_UPDATE_SNAPSHOTS") == "1"
@@ -521,7 +521,7 @@ def test_error_json():
 def test_output_doc_names_every_field():
     import dataclasses
 
-    from certifier.report.result import EXIT_CODES
+    from certifier.result import EXIT_CODES
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "output.md").read_text(encoding="utf-8")
     names = set(field_order())

@@ -12,9 +12,9 @@ import torch
 
 from certifier.analyse.records import Records
 from certifier.compose.composition import choose, fit_exponent, kl_constant, loss_profile, vanishing_exponent
-from certifier.compose.desingularizers import LOG
-from certifier.compose.losses import LEAST_SQUARES
 from certifier.compose.verdicts import Findings, judge
+from certifier.language.desingularizers import LOG
+from certifier.language.losses import LEAST_SQUARES
 from certifier.pipeline import RunOptions, run_file
 
 ROOT = Path(__file__).resolve().parent.parent

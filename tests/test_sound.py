@@ -7,18 +7,19 @@ import json
 import math
 from pathlib import Path
 
+import arb_oracle as oracle
 import numpy as np
+import oracles
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
-import arb_oracle as oracle
-import oracles
 from certifier import check
 from certifier.analyse.regions import Ball, Box
 from certifier.analyse.sound.engine import bound_mu
-from certifier.analyse.sound.verdict import needed_mu, needed_mu_lower, rho_upper
 from certifier.compile.problem import Problem
+from certifier.compose.sound import needed_mu, needed_mu_lower, rho_upper
 from certifier.diagnostics import SpecError
 from certifier.parse import parse
 from certifier.pipeline import run_file, run_text

@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_sound import problem_of, spec_text
 
 from certifier.analyse.parallel import PoolExecutor
 from certifier.analyse.regions import Box
@@ -19,7 +21,6 @@ from certifier.analyse.sound.engine import bound_mu
 from certifier.analyse.sound.rules import Bound
 from certifier.pipeline import RunOptions, run_text
 from certifier.report.json import to_json
-from test_sound import problem_of, spec_text
 
 
 # --- rounds against an oracle ----------------------------------------------------------------------

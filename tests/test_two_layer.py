@@ -12,8 +12,8 @@ import torch
 from certifier.check import check
 from certifier.compile.batched import BatchedEvaluator
 from certifier.compile.problem import Problem
-from certifier.compile.evaluate import FUNCTIONS
 from certifier.compile.two_layer import ACTIVATIONS, TwoLayer
+from certifier.language.evaluate import FUNCTIONS
 from certifier.parse import parse
 
 

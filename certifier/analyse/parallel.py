@@ -31,6 +31,9 @@ import time
 
 import torch
 
+from ..compile.batched import evaluator
+from ..compile.problem import Problem
+
 CONNECT_TIMEOUT = 10   # seconds to reach a dask scheduler
 WAIT = 0.01   # seconds between polls (and --budget deadline checks) while waiting for workers
 
@@ -52,7 +55,7 @@ def _to_cpu(value):
         return value.detach().cpu()
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
-    if hasattr(value, "center") and isinstance(getattr(value, "center"), torch.Tensor):   # Ball, Box
+    if hasattr(value, "center") and isinstance(value.center, torch.Tensor):   # Ball, Box
         import copy
 
         out = copy.copy(value)
@@ -66,7 +69,7 @@ def _to_device(value, device):
         return value.to(device)
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
-    if hasattr(value, "center") and isinstance(getattr(value, "center"), torch.Tensor):
+    if hasattr(value, "center") and isinstance(value.center, torch.Tensor):
         import copy
 
         out = copy.copy(value)
@@ -91,7 +94,6 @@ def _problem(key: str, payload: bytes, device: str, threads: int | None):
     with _LOCK:
         problem = _PROBLEMS.get(key)
         if problem is None:
-            from ..compile.problem import Problem
 
             if threads:
                 torch.set_num_threads(threads)
@@ -234,7 +236,6 @@ def rows_per_unit(problem) -> int:
     of the number of workers, so that every run evaluates the same batches. Row values depend
     on the batch a row is in (at the rounding level: the batch size changes the shapes of the
     matrix products), so the same batches are what makes N workers give one process's numbers."""
-    from ..compile.batched import evaluator
 
     ev = evaluator(problem)
     if not ev.batched:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-
 # Sources whose value is a lower bound on R at the point (valid in every direction), not R itself.
 LOWER_BOUNDS = frozenset({"tangent-kernel"})
 

@@ -2,8 +2,9 @@
 
 Sources (docs/theory.md, section 6): (a) gradient-descent trajectories from theta0 and from
 random points of U; (b) adversarial descent on R inside U; (c) where the data are finite and
-m >= n k, lambda_min of the tangent kernel at the sampled points where R was lowest; plus random points of U. mu(r) is the minimum over every record
-within distance r of theta0 whose loss is at least the floor.
+m >= n k, lambda_min of the tangent kernel at the sampled points where R was lowest; plus
+random points of U. mu(r) is the minimum over every record within distance r of theta0 whose
+loss is at least the floor.
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..compile.kernel import lambda_min as kernel_lambda_min
 from ..compile.problem import Problem
 from . import units
 from .parallel import LocalExecutor, rows_per_unit, split
 from .records import Records
-from .sources import Context, trajectory
+from .trajectory import SearchContext, trajectory
 from .units import flush
 
 SOURCE_TEXT = {
@@ -47,13 +49,13 @@ class Budget:
         return max(8, self.samples // 8)
 
 
-def search_region(problem: Problem, region, records: Records, budget: Budget, ctx: Context,
+def search_region(problem: Problem, region, records: Records, budget: Budget, ctx: SearchContext,
                   floor: float) -> None:
     """Add the records of one search of `region` (a Ball or Box around theta0).
 
     The searches of each source run as batches (analyse/units.py: trajectories advance together,
     points are evaluated in batches) in units of rows_per_unit searches, which ctx.executor runs
-    here or in workers; the records are added in the order of sources.py's one-at-a-time loops,
+    here or in workers; the records are added in the order of bench/serial.py's one-at-a-time loops,
     whatever ran where."""
     center = region.center
     ex = ctx.executor or LocalExecutor()
@@ -78,15 +80,15 @@ def search_region(problem: Problem, region, records: Records, budget: Budget, ct
         run(units.kernel_points, torch.stack(low + list(region.sample(ctx.gen, 8))), region)
 
 
-def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Context, extend_to: int = 0) -> None:
+def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: SearchContext, extend_to: int = 0) -> None:
     """The unconstrained descent from theta0: the path the real flow takes (records [0, path));
-    extend_to: see sources.trajectory."""
+    extend_to: see trajectory.trajectory."""
     trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records, extend_to=extend_to)
     records.path = records.count()
     if problem.kernel_applicable():
         low = [records.thetas[i] for i in records.lowest(float("inf"), 0.0, 4) if i in records.thetas]
         for theta in [problem.theta0] + low:
-            lam = problem.kernel_lambda_min(theta)
+            lam = kernel_lambda_min(problem, theta)
             p = problem.point(theta)
             records.add("tangent-kernel", float((theta - problem.theta0).norm()), p.loss, lam, theta,
                         p.sample_max)

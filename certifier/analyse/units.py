@@ -1,13 +1,13 @@
 """The sampled engine's sources, batched: units of work that evaluate many points at once.
 
 Each unit is a function unit(problem, ..., advance) -> list[Block] that runs one or more of the
-searches of sources.py *together*: the trajectories of a group of starts advance as one batch
+searches of bench/serial.py *together*: the trajectories of a group of starts advance as one batch
 (one batched evaluation per step for all that are still running), so do the adversarial
 descents, and random and tangent-kernel points are evaluated in batches
-(compile/batched.py). The logic of each search is that of sources.py, step for step.
+(compile/batched.py). The logic of each search is that of bench/serial.py (and analyse/trajectory.py), step for step.
 
 A unit does not touch the shared Records: it returns one Block per search, the records in the
-order sources.py would have added them, and the caller adds the blocks in order (flush). So a
+order bench/serial.py would have added them, and the caller adds the blocks in order (flush). So a
 unit can run in this process or in a worker (analyse/parallel.py) with the same result. (Which
 searches share a unit is decided by the problem alone, parallel.rows_per_unit: the values of a
 row can differ in the last bits with the size of the batch it is evaluated in.)
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compile.batched import evaluator
+from ..compile.kernel import lambda_min as kernel_lambda_min
 from .records import Records
 
 KEEP_LOWEST = 256     # Records keeps the 128 lowest thetas when it prunes, and at most 128 are added after
@@ -96,7 +97,7 @@ def flush(blocks: list[Block], records: Records) -> None:
 
 def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, steps: int, eta0: float,
                  noise: float, floor: float, advance=_noop, source: str = "trajectory") -> list[Block]:
-    """sources.trajectory from every start, advanced together (one batched evaluation per step)."""
+    """serial.trajectory from every start, advanced together (one batched evaluation per step)."""
     ev = evaluator(problem)
     count = len(starts)
     blocks = [Block() for _ in range(count)]
@@ -151,7 +152,7 @@ class _Descent:
 
 def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: float, floor: float,
                 advance=_noop) -> list[Block]:
-    """sources.adversarial from every start, advanced together: each round evaluates, for every
+    """serial.adversarial from every start, advanced together: each round evaluates, for every
     descent still running, its current candidate (or its start) in one batch."""
     ev = evaluator(problem)
     scale = region.inner_radius
@@ -160,7 +161,7 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
     blocks = [Block() for _ in runs]
 
     def begin(r: _Descent, block: Block) -> None:
-        """The top of iteration r.i of sources.adversarial: record, stop, or propose a step."""
+        """The top of iteration r.i of serial.adversarial: record, stop, or propose a step."""
         if r.i >= iterations:
             r.done = True
             return
@@ -212,13 +213,13 @@ def random_points(problem, thetas: torch.Tensor, region, advance=_noop) -> list[
 
 
 def kernel_points(problem, thetas: torch.Tensor, region, advance=_noop) -> list[Block]:
-    """lambda_min(K_theta) at the given points (sources.kernel_points)."""
+    """lambda_min(K_theta) at the given points (serial.kernel_points)."""
     block = Block()
     if not len(thetas):
         return [block]
     lams = []
     for theta in thetas:
-        lams.append(problem.kernel_lambda_min(theta))
+        lams.append(kernel_lambda_min(problem, theta))
         advance(1)
     for theta, lam, p in zip(thetas, lams, evaluator(problem).points(thetas)):
         block.evaluations += 1

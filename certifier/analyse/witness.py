@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..compile.problem import Problem
-from ..report.result import Witness
+from ..result import Witness
 
 
 def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[float], float] | None,

@@ -2,16 +2,17 @@
 parameters materialised), or SpecError with every diagnostic found in the file."""
 from __future__ import annotations
 
-from ..diagnostics import Collector, Span, SpecError
-from ..parse.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
+from ..diagnostics import Collector, Span
+from ..language.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
-from .targets import check_targets
 from .names import KEYWORDS
 from .options import check_choice
 from .params import Params, check_params
-from .population import check_population, check_target
+from .population import HINT, check_population, check_target
+from .targets import check_targets
+from .torch_model import check_model_import
 
 __all__ = ["Checked", "Choice", "check"]
 
@@ -106,12 +107,10 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
     data = check_data(spec, collector, max_elements) if spec.data is not None else Data()
     module = None
     if isinstance(spec.model, ModelImport) and data.population is not None:
-        from .population import HINT
 
         collector.error("E112", "a Python model has no closed-form population loss", spec.model.span, HINT)
         return None
     if isinstance(spec.model, ModelImport):   # model torch("pkg.mod:Net"): parameters from the module
-        from .torch_model import check_model_import
 
         params, output, module = check_model_import(spec, collector, data, allow_python, max_params)
     else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..diagnostics import Span
-from ..parse.ast import Expr, Spec
+from ..language.ast import Expr, Spec
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Checked:
     params: dict[str, np.ndarray]      # initial parameters theta_0, in declaration (or file) order
     param_spans: dict[str, Span]       # the name in params { }, or the path string of params from
     output_shape: tuple[int, ...]      # per-sample model output, == y.shape[1:]: () or (k,)
-    loss: Choice                       # name in compose.losses.LOSSES
+    loss: Choice                       # name in language.losses.LOSSES
     region: Choice                     # 'ball' {center:'init', radius: float|'auto'} | 'box' {center:'init', halfwidth: float}
     method: Choice                     # 'sampled' {samples: int, seed: int}
     desingularizer: Choice             # 'auto' | 'log' (no options)

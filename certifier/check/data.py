@@ -8,14 +8,15 @@ from pathlib import PurePath
 import numpy as np
 import torch
 
-from ..compile.evaluate import CONSTANTS
 from ..diagnostics import Collector, Span
-from ..parse.ast import DataBlock, DataDist, DataFrom, Spec
+from ..language.ast import DataBlock, DataDist, DataFrom, Spec
+from ..language.evaluate import CONSTANTS
 from . import files
 from .expressions import Walker
 from .generators import GeneratorCalls, materialise
-from .names import Scope
+from .names import Scope, did_you_mean, join
 from .shapes import Shape, show
+from .values import number
 
 LIMIT_HINT = "use a smaller data set: the limit keeps certify from running out of memory"
 
@@ -132,8 +133,6 @@ MAX_DIMENSION = 10**5
 
 def _population(spec: Spec, stmt: DataDist, collector: Collector, max_elements: int) -> Data:
     """`data gaussian(d=5) { constants }`: x ~ N(0, I_d), y from the `target` statement."""
-    from .names import did_you_mean, join
-    from .values import number
 
     data = _block(spec, stmt, collector, max_elements, population=True)
     data.spans["x"] = data.spans["y"] = stmt.name_span

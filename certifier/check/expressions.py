@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..compile.evaluate import FUNCTION_KEYWORDS, FUNCTIONS
-from ..compile.generators import GENERATORS
 from ..diagnostics import Collector, Span
-from ..parse.ast import Expr
+from ..language.ast import Expr
+from ..language.evaluate import FUNCTION_KEYWORDS, FUNCTIONS
+from ..language.generators import GENERATORS
 from .names import Scope, did_you_mean, join, listing
 from .shapes import SHAPE_RULES, Shape, ShapeError, index_shape, show, size
 

@@ -14,7 +14,6 @@ import numpy.lib.format as npformat
 
 from .names import listing
 
-
 NPZ_HINT = "write it with numpy.savez(path, name=array, ...)"
 NPY_HINT = "write it with numpy.save(path, array)"
 CSV_HINT = "a CSV file holds rows of numbers separated by commas, after an optional header row"

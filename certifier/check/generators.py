@@ -1,16 +1,16 @@
 """Generator calls (normal, uniform, zeros, ones) in data and params blocks: their keywords are
 checked during the walk, and `materialise` evaluates an expression holding them (and list
-literals) by replacing each with a precomputed array before calling compile.evaluate."""
+literals) by replacing each with a precomputed array before calling language.evaluate."""
 from __future__ import annotations
 
 import dataclasses
 
 import torch
 
-from ..compile.evaluate import DTYPE, evaluate
-from ..compile.generators import GENERATORS, generate
 from ..diagnostics import Collector
-from ..parse.ast import Expr
+from ..language.ast import Expr
+from ..language.evaluate import DTYPE, evaluate
+from ..language.generators import GENERATORS, generate
 from .expressions import keyword_span, spanning
 from .names import did_you_mean, join, listing
 from .shapes import Shape, show
@@ -108,7 +108,7 @@ def shape_list(value: Expr, collector: Collector, source: str, what: str) -> Sha
 
 
 def materialise(e: Expr, env: dict[str, torch.Tensor], calls: GeneratorCalls) -> torch.Tensor:
-    """Evaluate e (checked) with compile.evaluate, after replacing each generator call and list
+    """Evaluate e (checked) with language.evaluate, after replacing each generator call and list
     literal by a fresh name bound to its array."""
     local = dict(env)
 

@@ -3,12 +3,12 @@ per-sample output shape (check.targets matches it with y and the loss)."""
 from __future__ import annotations
 
 from ..diagnostics import Collector
-from ..parse.ast import Spec
+from ..language.ast import Spec
 from .data import Data
 from .expressions import Walker
 from .names import Scope
 from .params import Params
-from .shapes import Shape, show
+from .shapes import Shape
 
 
 def check_model(spec: Spec, collector: Collector, data: Data, params: Params) -> Shape | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from ..compile.evaluate import CONSTANTS
 from ..diagnostics import Collector
-from ..parse.ast import Expr
+from ..language.ast import Expr
+from ..language.evaluate import CONSTANTS
 from .shapes import Shape
 
 # Reserved words of the language: they cannot name data arrays, parameters or the model.

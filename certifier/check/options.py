@@ -4,9 +4,9 @@ Each is `name` or `name(keyword=value, ...)`; values are numeric constant expres
 bare names `auto` / `init` where the table allows them."""
 from __future__ import annotations
 
-from ..compose.losses import LOSSES
 from ..diagnostics import Collector
-from ..parse.ast import Call
+from ..language.ast import Call
+from ..language.losses import LOSSES
 from .checked import Choice
 from .expressions import spanning
 from .names import did_you_mean, join, listing

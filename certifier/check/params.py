@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compile.evaluate import CONSTANTS
 from ..diagnostics import Collector, Span
-from ..parse.ast import ParamDecl, ParamsBlock, ParamsFrom, Spec
+from ..language.ast import ParamDecl, ParamsBlock, ParamsFrom, Spec
+from ..language.evaluate import CONSTANTS
 from . import files
 from .data import keyword_span, nonfinite
 from .expressions import Walker

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compile.evaluate import DTYPE, evaluate
 from ..diagnostics import Collector
-from ..parse.ast import Expr, Model, Spec
+from ..language.ast import Expr, Model, Spec
+from ..language.evaluate import DTYPE, evaluate
 from .data import Data, Population
 from .expressions import Walker
 from .names import Scope

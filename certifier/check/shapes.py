@@ -1,6 +1,6 @@
 """The shape rule table: operator or function name -> shape rule.
 
-It mirrors certifier.compile.evaluate (FUNCTIONS and OPERATORS have exactly these keys; a test
+It mirrors certifier.language.evaluate (FUNCTIONS and OPERATORS have exactly these keys; a test
 checks it). A rule takes the operand shapes (tuples of ints) and the integer keyword arguments
 and returns the result shape, or raises ShapeError. Shapes follow torch (= numpy) semantics:
 for the model they are per-sample shapes, for data blocks whole-array shapes.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compose.losses import LOSSES
 from ..diagnostics import Collector
-from ..parse.ast import Spec
+from ..language.ast import Spec
+from ..language.losses import LOSSES
 from .shapes import show
 
 

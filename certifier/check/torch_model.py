@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..diagnostics import Collector
-from ..parse.ast import ParamsBlock, ParamsFrom, Spec
+from ..language.ast import ParamsBlock, ParamsFrom, Spec
+from ..language.torch_modules import ModelProblem, build_module, load_weights, split_target
 from . import files
 from .data import Data, keyword_span, nonfinite
 from .params import LIMIT_HINT, Params
@@ -20,7 +21,6 @@ KINDS = ("torch",)
 def check_model_import(spec: Spec, collector: Collector, data: Data, allow_python: bool,
                        max_params: int):
     """(Params, per-sample output shape or None, the module or None)."""
-    from ..compile.torch_model import ModelProblem, build_module, load_weights, split_target
 
     m = spec.model
     params = Params()

@@ -1,12 +1,12 @@
 """Constant expressions: `512`, `1/sqrt(512)`, `2*pi`. Checked with the same walk as every other
-expression, then evaluated with compile.evaluate; range checks report E109 at the value."""
+expression, then evaluated with language.evaluate; range checks report E109 at the value."""
 from __future__ import annotations
 
 import math
 
-from ..compile.evaluate import evaluate
 from ..diagnostics import Collector
-from ..parse.ast import Expr
+from ..language.ast import Expr
+from ..language.evaluate import evaluate
 from .expressions import Walker, integer_literal
 from .names import Scope
 from .shapes import show

@@ -1,6 +1,6 @@
 """The interval rule table: expression operator or function -> enclosure rule (the sound mode).
 
-It mirrors certifier.compile.evaluate (INTERVAL_RULES has exactly the keys of OPERATORS and
+It mirrors certifier.language.evaluate (INTERVAL_RULES has exactly the keys of OPERATORS and
 FUNCTIONS; a test checks it) and computes, over a box of parameters, enclosures of the model's
 value AND of its derivative in theta, by interval forward mode: every rule maps
 (value interval, derivative interval) pairs (`Dual`) to such a pair.
@@ -29,10 +29,21 @@ from typing import Callable
 import numpy as np
 
 from ..diagnostics import Diagnostic
-from ..parse.ast import Expr
-from .evaluate import CONSTANTS, constant_int
-from .rounding import (ETA, INF, check_environment, down, gamma, nonneg_matmul_upper,
-                       nonneg_sum_upper, point_bounds, sanitize, sum_bounds, up)
+from ..language.ast import Expr
+from ..language.evaluate import CONSTANTS, constant_int
+from .rounding import (
+    ETA,
+    INF,
+    check_environment,
+    down,
+    gamma,
+    nonneg_matmul_upper,
+    nonneg_sum_upper,
+    point_bounds,
+    sanitize,
+    sum_bounds,
+    up,
+)
 
 MAX_POW = 64   # integer exponents up to this are evaluated by repeated multiplication
 POINT_CHUNK = 256   # forward mode at a point: parameter directions per pass (IntervalModel)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .batched import evaluator
+
 JACOBIAN_MEMORY = 2**30        # bytes of J (n k x m float64) above which `auto` uses Lanczos
 LANCZOS_FROM = 512             # n k from which `auto` uses Lanczos (the measured crossover)
 ACTIVATIONS = 256 * 2**20      # bytes of batched backward activations per chunk of J's rows
@@ -54,7 +56,6 @@ def jacobian(problem, theta: torch.Tensor) -> torch.Tensor:
 def jacobian_chunk(problem) -> int | None:
     """Rows of J per vmapped chunk: activations of one backward pass ~ those of one theta in
     the batched evaluator (compile/batched.py measures them). None: all at once."""
-    from .batched import evaluator
 
     nk = problem.n * problem.k
     try:

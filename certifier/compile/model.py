@@ -2,15 +2,17 @@
 of the flat parameter vector theta and the whole batch x.
 
 Two kinds: the spec's own `model f(x) = expr` (evaluated per sample, vectorised with vmap) and
-a Python module, `model torch("package.module:Name")` (compile/torch_model.py, called through
-torch.func.functional_call). Problem's methods (point, jacobian, ...) work on either.
+a Python module, `model torch("package.module:Name")` (language/torch_modules.py loads it,
+compile/torch_model.py runs it through torch.func.functional_call). Problem's methods (point,
+grad, ...) and compile/kernel.py work on either.
 """
 from __future__ import annotations
 
 import torch
 from torch.func import vmap
 
-from .evaluate import evaluate
+from ..language.evaluate import evaluate
+from .torch_model import torch_outputs
 
 
 def ast_outputs(problem, checked):
@@ -29,7 +31,6 @@ def model_outputs(problem, checked):
     """outputs(theta, x) for the checked spec's model, whichever its kind."""
     module = getattr(checked, "model_module", None)
     if module is not None:
-        from .torch_model import torch_outputs
 
         return torch_outputs(problem, module, checked.output_shape)
     return ast_outputs(problem, checked)

@@ -33,7 +33,7 @@ import math
 import numpy as np
 import torch
 
-from .evaluate import CONSTANTS, evaluate
+from ..language.evaluate import CONSTANTS, evaluate
 
 TWO_PI = 2.0 * math.pi
 SERIES_BELOW = 0.25   # J(t) by its Taylor series below this angle (relative error < 1e-14)

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from ..check.checked import Checked
-from ..compose.losses import LOSSES, Loss
-from .evaluate import DTYPE, evaluate
+from ..diagnostics import Diagnostic, SpecError
+from ..language.evaluate import DTYPE
+from ..language.losses import LOSSES, Loss
 from .model import model_outputs
+from .population import population_loss, rounding_level
 
 
 @dataclass
@@ -116,8 +117,7 @@ def initial_loss_check(checked: Checked, p0: Point, problem: "Problem | None" = 
     """E206 at the loss statement when the analysis cannot start from theta0 at this scale: L(theta0),
     grad L(theta0) or R(theta0) is not a finite double, or the loss's bound G(L0) <= ||g||_D^2 (with
     its natural desingularizer's phi'(L0) G(L0), the KL constant's factor at theta0) overflows.
-    Both analysis modes call it on their first point (pipeline._analyse_sampled, sound/verdict.py)."""
-    from ..diagnostics import Diagnostic, SpecError
+    Both analysis modes call it on their first point (pipeline._analyse_sampled, compose/sound.py)."""
 
     loss = LOSSES[checked.loss.name]
     L0, R0 = p0.loss, p0.rayleigh
@@ -178,7 +178,6 @@ class Problem:
         self._closed_form = None
         self.loss_rounding = 0.0   # absolute rounding level of L (pipeline: losses below it are noise)
         if self.population is not None:
-            from .population import population_loss, rounding_level
 
             self._closed_form = population_loss(self, checked)
             self.loss_rounding = rounding_level(self, checked)
@@ -272,20 +271,6 @@ class Problem:
         if self.population is not None:
             return False
         return self.m >= self.n * self.k and self.n * self.k <= limit
-
-    def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
-        """J [n k, m], by vector-Jacobian products in chunks of bounded memory (compile/kernel.py)."""
-        from .kernel import jacobian
-
-        return jacobian(self, theta)
-
-    def kernel_lambda_min(self, theta: torch.Tensor, method: str = "auto") -> float:
-        """lambda_min of K_theta = J J^T / n, a lower bound on R(theta) in every direction.
-        method 'formed' (eigvalsh of K), 'lanczos' (kernel-vector products, J never formed) or
-        'auto': formed for n k < 512 while J fits in memory, Lanczos beyond (compile/kernel.py)."""
-        from .kernel import lambda_min
-
-        return lambda_min(self, theta, method)
 
     # smoothness ---------------------------------------------------------------
     def hessian_top_eigenvalue(self, theta: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:

@@ -42,8 +42,8 @@ from typing import Callable
 
 import torch
 
-from ..parse.ast import Expr
-from .evaluate import FUNCTIONS, evaluate, is_constant
+from ..language.ast import Expr
+from ..language.evaluate import FUNCTIONS, evaluate, is_constant
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Activation:
     s'(Z) (tanh, sigmoid, relu, exp, sqrt: autograd saves their result). Otherwise (softplus,
     sin, cos, abs, log: autograd saves the input) T = s(Z) is a new tensor and `derivative(Z)`
     overwrites Z. The differentiable s, for second derivatives, is the language's own
-    (compile/evaluate.py)."""
+    (language/evaluate.py)."""
     derivative: Callable[[torch.Tensor], torch.Tensor]
     apply_: Callable[[torch.Tensor], torch.Tensor] | None = None    # None: s' needs Z, keep it
 
@@ -80,7 +80,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation(_backward_kernel(torch.ops.aten.threshold_backward.grad_input, 0.0), torch.Tensor.relu_),  # T > 0
     "exp": Activation(lambda T: T, torch.Tensor.exp_),                           # grad * result
     "sqrt": Activation(lambda T: T.mul_(2.0).reciprocal_(), torch.Tensor.sqrt_),  # grad / (2 result)
-    # softplus with the language's beta = 1, threshold = 20 (torch's defaults, compile/evaluate.py)
+    # softplus with the language's beta = 1, threshold = 20 (torch's defaults, language/evaluate.py)
     "softplus": Activation(_backward_kernel(torch.ops.aten.softplus_backward.grad_input, 1.0, 20.0)),
     "sin": Activation(torch.Tensor.cos_),                                        # grad * cos(Z)
     "cos": Activation(lambda Z: Z.sin_().neg_()),                                 # grad * -sin(Z)

@@ -2,7 +2,7 @@
 
 For a desingularizer phi, every record (a point with L and R, or a lower bound on R) gives
     phi'(L) ||grad L||^2 = phi'(L) R ||g||_D^2 >= R phi'(L) G(L),
-with G(L) <= ||g||_D^2 the loss's declared lower bound (compose.losses). The KL constant K of
+with G(L) <= ||g||_D^2 the loss's declared lower bound (language.losses). The KL constant K of
 the region is the minimum of R phi'(L) G(L) over the records; for the loss's natural phi,
 phi'(L) G(L) = c is constant and K = c mu with mu = min R.
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..analyse.records import Records
-from .desingularizers import Desingularizer, make
-from .losses import Loss
+from ..language.desingularizers import Desingularizer, make
+from ..language.losses import Loss
 
 BANDS_PER_DECADE = 2
 POWER_SLOPE = 0.1      # a fitted profile exponent above this means "R falls with L"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .desingularizers import Desingularizer
+from ..language.desingularizers import Desingularizer
 
 
 def path_length_bound(phi: Desingularizer, K: float, initial: float, floor: float,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .desingularizers import Desingularizer
+from ..language.desingularizers import Desingularizer
 
 FRACTIONS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 

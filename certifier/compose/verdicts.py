@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..analyse.records import Records
-from ..report.result import FailingPoint, FailingRegion, Witness
+from ..result import FailingPoint, FailingRegion, Witness
 
 
 @dataclass

@@ -8,8 +8,22 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError
-from .ast import (Assign, Call, DataBlock, DataDist, DataFrom, Expr, Keyword, Model, ModelImport,
-                  ParamDecl, ParamsBlock, ParamsFrom, Spec, Target)
+from ..language.ast import (
+    Assign,
+    Call,
+    DataBlock,
+    DataDist,
+    DataFrom,
+    Expr,
+    Keyword,
+    Model,
+    ModelImport,
+    ParamDecl,
+    ParamsBlock,
+    ParamsFrom,
+    Spec,
+    Target,
+)
 
 
 def grammar_path() -> Path:
@@ -41,7 +55,7 @@ def _unquote(tok: Token) -> str:
         return pyast.literal_eval(str(tok))
     except (ValueError, SyntaxError) as exc:
         raise SpecError([Diagnostic("E001", f"invalid string {str(tok)}: {exc}", _tspan(tok),
-                                    "escape a backslash as \\\\, or use forward slashes in paths")])
+                                    "escape a backslash as \\\\, or use forward slashes in paths")]) from None
 
 
 _BINARY = ("add", "sub", "mul", "div", "matmul", "pow")
@@ -269,7 +283,7 @@ def parse(source: str, path: str = "<spec>") -> Spec:
         if isinstance(inner, SpecError):
             for d in inner.diagnostics:
                 d.path = path
-            raise inner
+            raise inner from None
         raise
     spec = Spec(path=path, source=source)
     seen: dict[str, Span] = {}

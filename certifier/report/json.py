@@ -14,7 +14,7 @@ import math
 from typing import Any, Iterable
 
 from ..diagnostics import Diagnostic
-from .result import Result
+from ..result import Result
 
 
 def field_order() -> list[str]:

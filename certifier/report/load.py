@@ -13,8 +13,10 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+from ..compose.rate import Rate
 from ..diagnostics import Diagnostic, Span
-from .result import FailingPoint, FailingRegion, MuSource, Result, Witness
+from ..language import desingularizers as D
+from ..result import FailingPoint, FailingRegion, MuSource, Result, Witness
 
 
 def _phi_to_dict(phi) -> dict:
@@ -49,8 +51,6 @@ def rate_parameters(result: Result) -> dict | None:
 
 
 def _make_phi(spec: dict):
-    from ..compose import desingularizers as D
-
     make = getattr(D, "make", None)
     if make is not None:
         return make(spec["name"], **spec.get("params", {}))
@@ -61,7 +61,6 @@ def rate_from_parameters(params: dict | None):
     """The compose.rate.Rate described by rate_parameters() (None for other kinds)."""
     if not params or params.get("kind") != "rate":
         return None
-    from ..compose.rate import Rate
 
     kwargs = {}
     for name, value in params["fields"].items():

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostic, Span
-from .result import Result
+from ..result import Result
 
 EXIT_INTERNAL = 4
 PRECEDENCE = (EXIT_INTERNAL, 2, 1, 3, 0)     # the first code present is the run's exit code

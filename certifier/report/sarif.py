@@ -21,9 +21,9 @@ import os
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from .. import __version__
 from ..diagnostics import CODES, Diagnostic, Span
 from ..explain import EXPLANATIONS, FAILING_KINDS, OTHER_KINDS
+from ..version import __version__
 from .outcome import Outcome, outcome_span, span_text
 from .text import num
 

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .result import Result
+from ..diagnostics import render_text as render_diagnostic
+from ..result import Result
 
 ESTIMATE_LABEL = "ESTIMATE (not a proof)"
 SOUND_LABEL = "sound"
@@ -533,7 +534,6 @@ def _failure(result: Result, console: Console) -> None:
 def _diagnostics(result: Result, console: Console, source: str | None) -> None:
     if not result.diagnostics:
         return
-    from ..diagnostics import render_text as render_diagnostic
 
     _heading(console, "Diagnostics")
     for d in result.diagnostics:

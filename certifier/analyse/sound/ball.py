@@ -34,13 +34,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compile.evaluate import CONSTANTS
-from ...compile.interval import (INTERVAL_RULES, Dual, IntervalModel, Iv, NotSupported, _expand,
-                                 _subscript, _unimodal_s1ms, _sigmoid_iv, iv_mag, iv_mig, mid_rad,
-                                 monotone, point_bounds)
-from ...compile.rounding import INF, down, nonneg_sum_upper, up
-from ...parse.ast import Expr
+from ...compile.interval import (
+    INTERVAL_RULES,
+    Dual,
+    IntervalModel,
+    Iv,
+    NotSupported,
+    _expand,
+    _sigmoid_iv,
+    _subscript,
+    _unimodal_s1ms,
+    iv_mag,
+    iv_mig,
+    mid_rad,
+    monotone,
+    point_bounds,
+)
+from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, up
+from ...language.ast import Expr
+from ...language.evaluate import CONSTANTS
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down
+from .rules import Bound
 
 TANH2 = float(up(4.0 / (3.0 * math.sqrt(3.0)) * (1 + 1e-15)))     # sup |tanh''| = 4 / (3 sqrt 3)
 SIGMOID2 = float(up(1.0 / (6.0 * math.sqrt(3.0)) * (1 + 1e-15)))  # sup |sigmoid''| = 1 / (6 sqrt 3)
@@ -180,7 +194,6 @@ class BallModel:
 
 def ball_rule(model: IntervalModel, ball_model: BallModel, center: np.ndarray, radius: float):
     """rules.Bound for the whole ball B(center, radius): lambda_min(K) >= ((s_c - D - Lip_J r)_+)^2 / n."""
-    from .rules import Bound
 
     rows, cols = model.n * model.k, model.m
     if rows > cols or rows == 0:
@@ -205,7 +218,6 @@ _CENTERS: dict = {}      # (model data, center, elementary mode) -> (sigma_c, dn
 def center_sigma(model: IntervalModel, center: np.ndarray):
     """(a lower bound on sigma_min(J(c)), an upper bound on the norm of the enclosure's radius, info)
     from the interval Jacobian at the center (chunked forward mode; the most expensive step)."""
-    from ...compile.rounding import elementary_mode
 
     key = (id(model.checked), np.asarray(center, dtype=np.float64).tobytes(), elementary_mode())
     hit = _CENTERS.get(key)

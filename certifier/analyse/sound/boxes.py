@@ -22,6 +22,7 @@ import torch
 
 from ...compile.interval import IntervalModel, mid_rad
 from ...compile.rounding import elementary
+from .region import SoundRegion, verify_point
 from .rules import Bound, RuleContext, best_bound, subspace_facts
 
 
@@ -62,14 +63,12 @@ class Session:
     def __init__(self, problem, spec: BoxSpec, model: IntervalModel | None = None, ctx: RuleContext | None = None):
         from types import SimpleNamespace
 
-        from .engine import _Region
-
         self.problem = problem
         self.spec = spec
         self.model = model if model is not None else IntervalModel(problem.checked)
         self.ctx = ctx if ctx is not None else RuleContext(self.model, spec.floor, subspace_facts(self.model),
                                                            dict(self.model.blocks))
-        self.reg = _Region(SimpleNamespace(kind=spec.kind, center=spec.center, radius=spec.size,
+        self.reg = SoundRegion(SimpleNamespace(kind=spec.kind, center=spec.center, radius=spec.size,
                                            halfwidth=spec.size))
 
 
@@ -99,8 +98,6 @@ def evaluate_boxes(problem, spec: BoxSpec, boxes: list, advance=None, ses: Sessi
 
 
 def _evaluate(ses: Session, nid: int, lo: np.ndarray, hi: np.ndarray) -> BoxResult:
-    from .engine import verify_point
-
     spec, reg, model = ses.spec, ses.reg, ses.model
     if reg.outside(lo, hi):
         return BoxResult("dropped", "outside the ball")

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, NotSupported, enclose, iv_mag
-from ...compile.rounding import down, elementary_mode, nonneg_sum_lower, sqnorm_upper, up
+from ...compile.interval import IntervalModel, NotSupported, enclose
+from ...compile.rounding import elementary_mode
 from ...progress import NullReporter
 from .ball import BallModel, ball_rule
 from .bnb import BranchAndBound, Node, _jsonable, box_dict
 from .boxes import BoxSpec, Session, evaluate_boxes
+from .region import SoundRegion, _numpy, verify_point
 from .rules import RuleContext, subspace_facts
 
 MEMORY_LIMIT = 2 * 2**30        # bytes: refuse boxes whose forward-mode arrays would exceed this
@@ -50,7 +51,7 @@ class SoundOutcome:
     bnb_seconds: float = 0.0          # time spent in branch and bound (boxes per second = boxes / this)
     rules_used: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
-    # for certificates (replay.py): the split tree with exact boxes, and the refuting point
+    # for certificates (certificate/sound.py): the split tree with exact boxes, and the refuting point
     tree: dict | None = field(default=None, repr=False)
     refutation_theta: np.ndarray | None = field(default=None, repr=False)
 
@@ -61,46 +62,6 @@ class SoundOutcome:
                 "min_rayleigh_seen": self.min_rayleigh_seen, "rules_used": self.rules_used,
                 "facts": self.facts, "failing_boxes": self.failing_boxes,
                 "failing_points": self.failing_points, "proof": self.proof}
-
-
-def _numpy(t) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().numpy().astype(np.float64)
-    return np.asarray(t, dtype=np.float64)
-
-
-class _Region:
-    """The region as boxes: box [c - h, c + h] or the bounding box of a ball, widened outward."""
-
-    def __init__(self, region):
-        self.kind = region.kind
-        self.center = _numpy(region.center)
-        self.size = float(region.radius if self.kind == "ball" else region.halfwidth)
-        self.lo = down(self.center - self.size)
-        self.hi = up(self.center + self.size)
-
-    def contains(self, theta: np.ndarray) -> bool:
-        """Verified membership of a double point."""
-        d = np.maximum(np.abs(down(theta - self.center)), np.abs(up(theta - self.center)))
-        if self.kind == "box":
-            return bool(np.all(d <= self.size))
-        return bool(float(sqnorm_upper(d)) <= float(down(self.size * self.size)))
-
-    def outside(self, lo: np.ndarray, hi: np.ndarray) -> bool:
-        """True when the box [lo, hi] has no point of the ball (box regions: never)."""
-        if self.kind != "ball":
-            return False
-        gap = np.maximum(np.maximum(down(lo - self.center), down(self.center - hi)), 0.0)
-        dist_sq = float(nonneg_sum_lower(np.maximum(down(gap * gap), 0.0)))
-        return dist_sq > float(up(self.size * self.size))
-
-    def project(self, theta: np.ndarray) -> np.ndarray:
-        if self.kind == "box":
-            return np.clip(theta, up(self.center - self.size), down(self.center + self.size))
-        d = theta - self.center
-        norm = float(np.linalg.norm(d))
-        limit = self.size * (1 - 1e-12)
-        return theta if norm <= limit else self.center + d * (limit / norm)
 
 
 def _estimate_memory(model: IntervalModel) -> int:
@@ -159,7 +120,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         return SoundOutcome("unresolved", None, None, message=f"{exc.message}: not supported in the sound mode",
                             seconds=time.perf_counter() - t0)
     too_large = size_problem(model)
-    reg = _Region(region)
+    reg = SoundRegion(region)
     ball_model = BallModel(model) if reg.kind == "ball" and (model.m > BALL_FROM or too_large) else None
     use_ball = ball_model is not None and ball_model.unsupported is None
     if too_large and not use_ball:
@@ -313,8 +274,8 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         **common)
 
 
-def split_tree(bnb: BranchAndBound, reg: _Region) -> dict:
-    """The cover as an exact split tree (for certificates, replay.py): the root box, every split
+def split_tree(bnb: BranchAndBound, reg: SoundRegion) -> dict:
+    """The cover as an exact split tree (for certificates, certificate/sound.py): the root box, every split
     (path, coordinate, point) and every leaf (path, node); a path is the string of child indices
     ('0' lower half, '1' upper half) from the root."""
     splits, leaves = [], []
@@ -344,38 +305,7 @@ def _refuted(seen, facts, rules_used, evaluated, elapsed, proof=None) -> SoundOu
         rules_used=rules_used, facts=facts)
 
 
-def verify_point(model: IntervalModel, reg: _Region, theta: np.ndarray, floor: float,
-                 needed: float, subspace=None) -> dict | None:
-    """Interval evaluation at a double point: in the region, L >= floor, R < needed? Returns the
-    verified numbers, or None.
-
-    For an affine model with lambda_min(Sigma) >= lam > 0 it also bounds the minimum loss from
-    below: L - L* = d^T Sigma d and ||grad L||^2 = 4 d^T Sigma^2 d >= 4 lam (L - L*), so
-    L* >= L - ||grad L||^2 / (4 lam). When that exceeds the floor, the loss never reaches the
-    floor along any trajectory: the claim itself is false."""
-    theta = np.asarray(theta, dtype=np.float64)
-    if not reg.contains(theta):
-        return None
-    enc = model.at_point(theta, True)
-    L_lo, L_hi = float(enc.L.lo), float(enc.L.hi)
-    if not (L_lo >= floor and L_lo > 0):
-        return None
-    gsq_hi = float(sqnorm_upper(iv_mag(enc.grad)))
-    r_hi = float(up(gsq_hi / down(4.0 * L_lo)))
-    if not r_hi < needed:
-        return None
-    out = {"distance": float(np.linalg.norm(theta - reg.center)), "loss_lower": L_lo, "loss_upper": L_hi,
-           "grad_sqnorm_upper": gsq_hi, "rayleigh_upper": r_hi, "needed_mu": needed}
-    if subspace is not None and subspace.lam > 0:
-        lstar_lower = float(down(L_lo - float(up(gsq_hi / down(4.0 * subspace.lam)))))
-        out["min_loss_lower"] = lstar_lower
-        out["claim_false"] = bool(lstar_lower > floor)
-    if theta.size <= 64:
-        out["theta"] = theta.tolist()
-    return out
-
-
-def _descent_candidates(problem, reg: _Region, floor: float):
+def _descent_candidates(problem, reg: SoundRegion, floor: float):
     """Points of gradient descent from theta0 (projected onto the region), where R is usually
     smallest (docs/theory.md section 6)."""
     theta = torch.as_tensor(reg.center, dtype=torch.float64).clone()

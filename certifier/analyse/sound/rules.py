@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...compile.interval import BoxEnclosure, IntervalModel, Iv, iv_mig, iv_matmul, mid_rad
+from ...compile.interval import BoxEnclosure, IntervalModel, Iv, iv_matmul, iv_mig, mid_rad
 from ...compile.rounding import down, nonneg_sum_lower, up
 from .linalg import gram_lower, lambda_min_lower, nonneg_norm2_upper, sqrt_down, symmetrize
 

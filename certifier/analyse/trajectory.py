@@ -1,9 +1,8 @@
-"""Search sources of the sampled engine. Each evaluates R (or lambda_min of K) at points of
-the region and adds them to the records. docs/theory.md, section 6, says why each exists:
-uniform points alone were 1000x too optimistic on a real network."""
+"""The one-trajectory search of the sampled engine (gradient descent from a start, recording R
+along it) and the context every search shares. The batched searches are analyse/units.py; the
+one-point-at-a-time references they replace are bench/serial.py."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +13,7 @@ from .records import Records
 
 
 @dataclass
-class Context:
+class SearchContext:
     gen: torch.Generator
     eta: float          # gradient step for trajectories (about 0.5 / beta)
     noise: float        # losses below this are rounding noise; such points are not used
@@ -24,7 +23,7 @@ class Context:
 
 
 def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, region, steps: int,
-               ctx: Context, records: Records, source: str = "trajectory", extend_to: int = 0) -> int:
+               ctx: SearchContext, records: Records, source: str = "trajectory", extend_to: int = 0) -> int:
     """Gradient descent from `start`, recording R at every iterate while it stays in the region
     (region None: unconstrained, recorded by distance from center). Returns steps taken. Each step
     is the batched evaluator's one-theta point (Problem.point's values; the two-layer fast path
@@ -62,45 +61,3 @@ def trajectory(problem: Problem, start: torch.Tensor, center: torch.Tensor, regi
             block_start = p.loss
         prev = (p.loss, theta, p.grad)
         theta = theta - eta * p.grad
-
-
-def adversarial(problem: Problem, start: torch.Tensor, region, iterations: int, ctx: Context,
-                records: Records) -> None:
-    """Projected normalised descent on log R inside the region and above the floor: a step that
-    lands below the floor is halved until it does not (R is only needed where L >= floor)."""
-    theta = region.project(start.clone())
-    scale = region.inner_radius
-    lowest = max(ctx.floor, ctx.noise)
-    L, log_r, d, smax = problem.log_rayleigh_and_grad(theta)
-    for i in range(iterations):
-        ctx.advance(1)
-        records.add("adversarial", region.distance(theta), L, math.exp(log_r), theta, smax)
-        norm = float(d.norm())
-        if not math.isfinite(norm) or norm == 0.0 or L < lowest:
-            return
-        step = 0.05 * scale * (0.01 ** (i / max(1, iterations - 1)))
-        for _ in range(8):
-            candidate = region.project(theta - step * d / norm)
-            cL, c_log_r, c_d, c_smax = problem.log_rayleigh_and_grad(candidate)
-            if cL >= lowest:
-                break
-            step *= 0.5
-        else:
-            return
-        theta, L, log_r, d, smax = candidate, cL, c_log_r, c_d, c_smax
-
-
-def random_points(problem: Problem, region, count: int, ctx: Context, records: Records) -> None:
-    for theta in region.sample(ctx.gen, count):
-        p = problem.point(theta)
-        ctx.advance(1)
-        records.add("random", region.distance(theta), p.loss, p.rayleigh, theta, p.sample_max)
-
-
-def kernel_points(problem: Problem, thetas: list[torch.Tensor], region, ctx: Context, records: Records) -> None:
-    """lambda_min(K_theta) at the given points: a lower bound on R there, whatever the residual."""
-    for theta in thetas:
-        lam = problem.kernel_lambda_min(theta)
-        ctx.advance(1)
-        p = problem.point(theta)
-        records.add("tangent-kernel", region.distance(theta), p.loss, lam, theta, p.sample_max)

@@ -16,24 +16,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, NotSupported
-from ...compile.problem import Problem, problem_device
-from ...compile.rounding import down, elementary, up
-from ...compose.verdicts import nice_up as _nice_up
-from ...diagnostics import Diagnostic, SpecError
-from ...report.result import FailingPoint, FailingRegion, MuSource, Result
-from ..parallel import make_executor
-from ..regions import Ball, Box
-from ..witness import run_witness
-from .engine import SoundOutcome, ball_applicable, bound_mu, size_problem
-from .linalg import sqrt_down, sqrt_up
-from .replay import SoundEvidence
+from ..analyse.levels import NOISE, WITNESS_STEPS, ZERO_MU
+from ..analyse.parallel import make_executor
+from ..analyse.regions import Ball, Box
+from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size_problem
+from ..analyse.sound.evidence import SoundEvidence
+from ..analyse.sound.linalg import sqrt_down, sqrt_up
+from ..analyse.witness import run_witness
+from ..compile.interval import IntervalModel, NotSupported
+from ..compile.problem import Problem, problem_device
+from ..compile.rounding import down, elementary, up
+from ..diagnostics import Diagnostic, SpecError
+from ..result import FailingPoint, FailingRegion, MuSource, Result
+from .rate import FRACTIONS
+from .verdicts import nice_up as _nice_up
 
-WITNESS_STEPS = 20000
-NOISE = 1e-16
-ZERO_MU = 1e-9
 RADIUS_TRIES = 6
-FRACTIONS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 RULE_TEXT = {
     "subspace": "affine model: R >= lambda_min(Sigma) (1 - L*/L) with L* bounded above",
     "spectrum": "lambda_min of the tangent kernel by Weyl on an interval Jacobian",

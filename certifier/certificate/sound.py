@@ -32,11 +32,17 @@ recorded formula and curve. A refutation is re-verified by interval evaluation a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from types import SimpleNamespace
 
-from ...certificate import (FORMAT, CertificateError, Context, evidence_digest, register_builder,
-                            register_final_check, register_verifier, sha256_text)
+from ..analyse.sound.ball import BallModel, ball_rule
+from ..analyse.sound.bnb import _jsonable
+from ..analyse.sound.evidence import SoundEvidence
+from ..analyse.sound.region import SoundRegion, verify_point
+from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
+from ..compile.interval import IntervalModel, NotSupported
+from ..compile.rounding import elementary
+from ..compose.sound import ZERO_MU, _rate, needed_mu_lower, rho_upper
+from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
         "region and each leaf's rule was re-run on its box (or the ball rule on the whole ball), and mu, rho "
@@ -44,23 +50,6 @@ NOTE = ("a valid sound certificate is a proof for the model and data as stored: 
 NOTE_REFUTED = ("a valid sound refutation: the recorded point, re-verified by interval evaluation, lies in the "
                 "region with L >= floor and R below the mu that confinement needs there (docs/theory.md 10.1)")
 RELATIVE = 1e-9          # a re-run rule may differ from the recorded bound by this much (other BLAS)
-
-
-@dataclass
-class SoundEvidence:
-    """What a sound run keeps for its certificate (Result._records)."""
-
-    region: str                       # 'box' | 'ball'
-    radius: float | None              # None: no region was needed (L0 <= floor)
-    floor: float
-    horizon: float
-    functions: str                    # 'margin' | 'arb'
-    L0_upper: float
-    L0_lower: float
-    outcome: object | None = None     # engine.SoundOutcome of the final radius
-    mu: float | None = None
-    rho: float | None = None
-    refute_below: float | None = None
 
 
 def hx(x) -> str:
@@ -87,13 +76,7 @@ def _unhexes(values, m: int):
 
 # --- emit -----------------------------------------------------------------------------------------
 
-@register_builder("interval")
 def build_sound(result, spec_path: str, source: str, allow_python: bool = False, device: str = "cpu") -> dict:
-    from ... import __version__
-    from ...certificate import _loaded
-    from .bnb import _jsonable
-    from .verdict import _rate
-
     ev = result._records
     if not isinstance(ev, SoundEvidence):
         raise CertificateError("the result has no evidence (it was not computed in this run)")
@@ -140,10 +123,8 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
         evidence.append({"kind": "sound-refutation", "theta": _hexes(outcome.refutation_theta),
                          **{k: point[k] for k in ("distance", "loss_lower", "loss_upper", "rayleigh_upper",
                                                   "needed_mu", "min_loss_lower", "claim_false") if k in point}})
-    f = result.failing_region
     loss = result.loss or {}
     radius = ev.radius if ev.radius is not None else 0.0
-    from ...certificate import header  # certificate.py imports this module
     return {
         **header(result, spec_path, source, allow_python),
         "numbers": {"L0": float(loss["initial"]), "L0_upper": ev.L0_upper, "mu": ev.mu, "floor": ev.floor,
@@ -158,7 +139,7 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
 
 # --- check ----------------------------------------------------------------------------------------
 
-def _state(ctx: Context) -> dict:
+def _state(ctx: VerifyContext) -> dict:
     """The replay's shared state (built once per check from the spec and the sound-proof entry)."""
     st = ctx.state.get("sound")
     if st is not None:
@@ -178,13 +159,7 @@ def _state(ctx: Context) -> dict:
     return st
 
 
-def _setup(st: dict, proof: dict, ctx: Context) -> None:
-    from ...compile.interval import IntervalModel, NotSupported
-    from ...compile.rounding import elementary
-    from .engine import _Region
-    from .rules import RuleContext, subspace_facts
-    from .verdict import needed_mu_lower
-
+def _setup(st: dict, proof: dict, ctx: VerifyContext) -> None:
     checked = ctx.problem.checked
     method, claim, region = checked.method, checked.claim.options, checked.region
     if method.name != "interval":
@@ -222,27 +197,23 @@ def _setup(st: dict, proof: dict, ctx: Context) -> None:
     if not (radius > 0 and math.isfinite(radius)):
         ctx.reject(f"sound-proof: radius {radius!r} is not a positive number")
         return
-    reg = _Region(SimpleNamespace(kind=region.name, center=model.theta0, radius=radius, halfwidth=radius))
+    reg = SoundRegion(SimpleNamespace(kind=region.name, center=model.theta0, radius=radius, halfwidth=radius))
     with elementary(functions):
         rctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     st.update(radius=radius, reg=reg, rctx=rctx,
               needed_lower=needed_mu_lower(st["L0_lo"], floor, radius), ok=True)
 
 
-@register_verifier("sound-proof")
-def verify_proof(entry: dict, ctx: Context) -> None:
+def verify_proof(entry: dict, ctx: VerifyContext) -> None:
     """The region, floor and functions against the spec; builds the replay's model (its numbers are
     checked by check_sound after every leaf)."""
     _state(ctx)
 
 
-@register_verifier("sound-leaf")
-def verify_leaf(entry: dict, ctx: Context) -> None:
+def verify_leaf(entry: dict, ctx: VerifyContext) -> None:
     """Re-run the leaf's rule on its box (or re-check why it was dropped)."""
     import numpy as np
 
-    from ...compile.rounding import elementary
-    from .rules import RULES
 
     st = _state(ctx)
     if not st["ok"]:
@@ -308,11 +279,8 @@ def verify_leaf(entry: dict, ctx: Context) -> None:
         ctx.reject(f"{name}: its readable value {entry.get('value')!r} is not its bound {recorded!r}")
 
 
-@register_verifier("sound-ball")
-def verify_ball(entry: dict, ctx: Context) -> None:
+def verify_ball(entry: dict, ctx: VerifyContext) -> None:
     """Re-run the ball rule (ball.py) on the whole ball B(theta0, radius)."""
-    from ...compile.rounding import elementary
-    from .ball import BallModel, ball_rule
 
     st = _state(ctx)
     if not st["ok"]:
@@ -343,12 +311,8 @@ def verify_ball(entry: dict, ctx: Context) -> None:
         ctx.reject(f"sound-ball: the ball rule re-run gives {value!r}, below the recorded bound {recorded!r}")
 
 
-@register_verifier("sound-refutation")
-def verify_refutation(entry: dict, ctx: Context) -> None:
+def verify_refutation(entry: dict, ctx: VerifyContext) -> None:
     """Re-verify the refuting point by interval evaluation."""
-    from ...compile.rounding import elementary
-    from .engine import verify_point
-    from .verdict import ZERO_MU
 
     st = _state(ctx)
     if not st["ok"]:
@@ -380,10 +344,8 @@ def verify_refutation(entry: dict, ctx: Context) -> None:
     st["refutations"] += 1
 
 
-@register_final_check("interval")
-def check_sound(cert: dict, ctx: Context) -> None:
+def check_sound(cert: dict, ctx: VerifyContext) -> None:
     """The proof's numbers: coverage by the split tree, mu, rho, the rate; or the refutation."""
-    from .verdict import _rate, rho_upper
 
     st = _state(ctx)
     ctx.state["note"] = NOTE
@@ -471,13 +433,13 @@ def check_sound(cert: dict, ctx: Context) -> None:
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt['formula']!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt["curve"]:
         ctx.reject("rate: the recorded curve is not the rebuilt bound max(L0_upper exp(-4 mu t), floor)")
-    ctx.state["summary"] = (f"the ball rule re-run on the whole ball, no search" if proof.get("ball") else
+    ctx.state["summary"] = ("the ball rule re-run on the whole ball, no search" if proof.get("ball") else
                             f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
                             f"no search")
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
 
 
-def _check_cover(st: dict, proof: dict, ctx: Context) -> None:
+def _check_cover(st: dict, proof: dict, ctx: VerifyContext) -> None:
     """The leaves are exactly the leaves of the split tree rooted at the region's box."""
     import numpy as np
 
@@ -538,3 +500,6 @@ def _check_cover(st: dict, proof: dict, ctx: Context) -> None:
     unused = sorted(set(splits) - used)
     if unused:
         ctx.reject(f"sound-proof: the split at path {unused[0]!r} is not on the tree ({len(unused)} such)")
+
+
+VERIFIERS = {"sound-proof": verify_proof, "sound-leaf": verify_leaf, "sound-ball": verify_ball, "sound-refutation": verify_refutation}

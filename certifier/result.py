@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from ..diagnostics import Diagnostic
+from .diagnostics import Diagnostic
 
 VERDICTS = ("certified", "refuted", "inconclusive", "error")
 EXIT_CODES = {"certified": 0, "refuted": 1, "error": 2, "inconclusive": 3}

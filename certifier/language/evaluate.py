@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..parse.ast import Expr
+from .ast import Expr
 
 DTYPE = torch.float64
 

@@ -1,0 +1,21 @@
+"""What a sound run keeps of its proof, for its certificate (certifier/certificate/sound.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SoundEvidence:
+    """What a sound run keeps for its certificate (Result._records)."""
+
+    region: str                       # 'box' | 'ball'
+    radius: float | None              # None: no region was needed (L0 <= floor)
+    floor: float
+    horizon: float
+    functions: str                    # 'margin' | 'arb'
+    L0_upper: float
+    L0_lower: float
+    outcome: object | None = None     # engine.SoundOutcome of the final radius
+    mu: float | None = None
+    rho: float | None = None
+    refute_below: float | None = None

@@ -1,0 +1,152 @@
+"""One spec's run from the command line, shared by `certify` and `certify study`: the cache, the
+budget, progress, partial results and --emit (the commands are certifier/cli.py and study.py,
+their options certifier/arguments.py)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import pipeline
+from .arguments import err
+from .cache import CACHE_DIR, Cache, key_material
+from .certificate import CertificateError, emit
+from .diagnostics import Diagnostic, SpecError
+from .parse import parse
+from .progress import BudgetExceeded, make_reporter, with_deadline
+from .report.outcome import Outcome, statement_span
+from .result import FailingRegion, Result
+
+
+def read_source(path: str) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return data.decode("utf-8", errors="replace")
+
+
+class Interrupted(Exception):
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+
+def _partial(reporter) -> dict | None:
+    """What the pipeline knew when it stopped (it sets reporter.partial), or None."""
+    try:
+        return reporter.partial()
+    except Exception:   # no callback yet (stopped before the loss was computed) or a broken state
+        return None
+
+
+def partial_result(path: str, source: str | None, kind: str, message: str, suggestion: str,
+                   seconds: float, reporter=None, partial: dict | None = None):
+    """An inconclusive Result for a run that stopped early (budget, Ctrl-C) before the engine
+    could build one: the title, the phase that was running and the phases that completed."""
+    title = Path(path).stem
+    if source is not None:
+        try:
+            title = parse(source, path).title or title
+        except SpecError:
+            pass
+    span = statement_span(source, "method") or statement_span(source, "model")
+    notes = ["partial result: the analysis stopped before any verdict; nothing is certified"]
+    completed = list(getattr(reporter, "completed", []) or [])
+    if completed:
+        notes.append("phases completed: " + ", ".join(completed))
+    partial = partial or {}
+    if partial.get("smallest_R_so_far") is not None:
+        notes.append(f"the smallest R found before stopping was {partial['smallest_R_so_far']:.4g} at "
+                     f"{partial['points']} points (sampled: an upper estimate of inf R, not a bound)")
+    return Result(
+        spec=path, title=title, verdict="inconclusive", sound=False, method={}, loss=partial.get("loss", {}),
+        desingularizer={}, mu=None, mu_source=None, mu_sources=[], region={}, rate={}, witness=None,
+        failing_region=FailingRegion(
+            kind=kind, message=message, suggestion=suggestion, points=[],
+            span=None if span is None else {"line": span.line, "column": span.column,
+                                            "end_line": span.end_line, "end_column": span.end_column},
+            numbers={"seconds": seconds}),
+        diagnostics=[], problem=partial.get("problem", {}), timing={"total": seconds}, notes=notes)
+
+
+def cache_options(args) -> dict:
+    return {"device": args.device, "threads": None, "max_params": args.max_params,
+            "allow_python": bool(args.allow_python), "spec_path": None}
+
+
+def run_one(path: str, args, cache) -> Outcome:
+    t0 = time.perf_counter()
+    try:
+        source = read_source(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        err(f"certify: error: cannot read '{path}': {reason}")
+        code = "E201" if isinstance(exc, FileNotFoundError) else "E202"
+        return Outcome(path, diagnostics=[Diagnostic(code, f"cannot read '{path}': {reason}", path=path)],
+                       seconds=time.perf_counter() - t0)
+
+    material = None
+    if cache is not None:
+        options = cache_options(args)
+        options["spec_path"] = path
+        material = key_material(path, source, options)
+        if material is not None and args.emit is None:
+            hit = cache.load(material)
+            if hit is not None:
+                hit.notes = list(hit.notes) + ["read from the cache (.certify_cache/); run with --no-cache to recompute"]
+                return Outcome(path, result=hit, source=source, seconds=time.perf_counter() - t0, cached=True)
+
+    deadline = time.monotonic() + args.budget if args.budget is not None else None
+    reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
+    options = pipeline.RunOptions(reporter=reporter, device=args.device)
+    # fields the pipeline may not have yet are set only when it has them
+    for name, value in (("deadline", deadline), ("allow_python", bool(args.allow_python)),
+                        ("workers", args.workers), ("scheduler", args.scheduler)):
+        if hasattr(options, name):
+            setattr(options, name, value)
+    if args.max_params is not None:
+        options.max_params = args.max_params
+    try:
+        result = pipeline.run_file(path, options)
+    except SpecError as exc:
+        return Outcome(path, diagnostics=exc.diagnostics, source=source, seconds=time.perf_counter() - t0)
+    except BudgetExceeded as exc:
+        seconds = time.perf_counter() - t0
+        where = f" during '{exc.phase}'" if exc.phase else ""
+        result = partial_result(path, source, "budget",
+                                f"the budget of {args.budget:g} s ran out{where}",
+                                "raise --budget, lower samples= in the method statement, or shrink the problem",
+                                seconds, reporter, _partial(reporter))
+        return Outcome(path, result=result, source=source, seconds=seconds)
+    except KeyboardInterrupt:
+        seconds = time.perf_counter() - t0
+        phase = reporter.stopped_in or reporter.current
+        where = f" during '{phase}'" if phase else ""
+        result = partial_result(path, source, "interrupted", f"interrupted{where} after {seconds:.3g} s",
+                                "run certify again and let it finish (or give it a --budget)", seconds, reporter,
+                                _partial(reporter))
+        raise Interrupted(Outcome(path, result=result, source=source, seconds=seconds)) from None
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = f"{type(exc).__name__}: {exc}".rstrip().rstrip(":")
+        err(f"certify: internal error: {message}")
+        err("please report this; rerun with --debug for the traceback")
+        return Outcome(path, source=source, seconds=time.perf_counter() - t0, internal=message)
+    outcome = Outcome(path, result=result, source=source, seconds=time.perf_counter() - t0)
+    if cache is not None and material is not None:
+        cache.store(material, result)
+    if args.emit is not None:
+        _emit(result, path, source, args)
+    return outcome
+
+
+def _emit(result, path: str, source: str, args) -> None:
+    try:
+        emit(result, path, source, args.emit, allow_python=bool(args.allow_python), device=args.device)
+    except CertificateError as exc:
+        err(f"certify: error: --emit: {exc}")
+
+
+def cache_for(args):
+    if args.no_cache:
+        return None
+    return Cache(args.cache_dir or os.environ.get("CERTIFY_CACHE_DIR") or CACHE_DIR)
