@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import arb_oracle as oracle
 import numpy as np
 import oracles
 import pytest
+from helpers import SPECS, problem_of, spec_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
@@ -18,26 +18,11 @@ from scipy.integrate import solve_ivp
 from certifier import check
 from certifier.analyse.regions import Ball, Box
 from certifier.analyse.sound.engine import bound_mu
-from certifier.compile.problem import Problem
 from certifier.compose.sound import needed_mu, needed_mu_lower, rho_upper
 from certifier.diagnostics import SpecError
 from certifier.parse import parse
 from certifier.pipeline import run_file, run_text
 from certifier.report.json import to_json
-
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-
-
-def spec_text(name: str, **replace) -> str:
-    text = (SPECS / name).read_text(encoding="utf-8")
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    return text
-
-
-def problem_of(text: str, path: str = "t.rq") -> Problem:
-    return Problem(check.check(parse(text, path)))
 
 
 # --- confinement arithmetic ----------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import problem_of, spec_text, untimed
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_sound import problem_of, spec_text
 
 from certifier.analyse.parallel import PoolExecutor
 from certifier.analyse.regions import Box
@@ -126,13 +126,3 @@ def test_dask_scheduler_gives_the_sound_verdict_of_one_process():
     assert (many.verdict, many.mu, many.method["boxes_evaluated"]) == \
         (one.verdict, one.mu, one.method["boxes_evaluated"])
     assert untimed(json.loads(to_json(many))) == untimed(json.loads(to_json(one)))
-
-
-def untimed(value):
-    """The JSON document without its wall-clock figures."""
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items()
-                if k not in ("timing", "seconds", "bnb_seconds", "boxes_per_second")}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
