@@ -15,22 +15,42 @@ from arb_oracle import Undefined, all_inside, arb, inside
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from certifier.analyse.sound import ball as ball_domain
 from certifier.check.shapes import SHAPE_RULES
 from certifier.compile import interval as I
 from certifier.compile import rounding as rd
+from certifier.compile.two_layer import ACTIVATIONS
 from certifier.language.ast import Expr
 from certifier.language.evaluate import FUNCTIONS, OPERATORS
+from certifier.language.primitives import ELEMENTWISE, FUNCTION_KEYWORDS, FUNCTION_NAMES, OPERATOR_NAMES, PRIMITIVES
 from certifier.parse import parse
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the tables ---------------------------------------------------------------------------------------
-def test_rule_tables_have_the_evaluate_keys():
-    keys = set(OPERATORS) | set(FUNCTIONS)
+def test_every_interpretation_has_a_rule_for_every_primitive():
+    assert set(OPERATORS) == set(OPERATOR_NAMES) and set(FUNCTIONS) == set(FUNCTION_NAMES)
+    keys = set(PRIMITIVES)
     assert set(I.INTERVAL_RULES) == keys
     assert set(I.DEGREE_RULES) == keys
     assert set(SHAPE_RULES) == keys
+    # the ball domain: a rule for every operator, none for a function without a Lipschitz derivative
+    assert set(ball_domain.OPERATORS) == set(OPERATOR_NAMES)
+    assert set(ball_domain.CALLS) <= {n for n in FUNCTION_NAMES if PRIMITIVES[n].lipschitz_derivative}
+    # the two-layer fast path takes every elementwise function as its activation
+    assert set(ACTIVATIONS) == set(ELEMENTWISE)
+
+
+def test_flags_derive_the_tables_as_they_were_written():
+    """The derived entries are those the tables listed by hand before the registry."""
+    assert ELEMENTWISE == ("tanh", "relu", "sigmoid", "softplus", "exp", "log", "sin", "cos", "sqrt", "abs")
+    assert FUNCTION_KEYWORDS == {f: ("axis",) for f in ("sum", "mean", "softmax", "logsumexp")}
+    assert {n for n, r in I.DEGREE_RULES.items() if r is I._deg_linear} == {"add", "sub", "neg", "sum", "mean"}
+    assert ball_domain._WITHOUT_BALL_RULE == "relu, abs, softmax or logsumexp"
+    x = Expr("name", attrs={"id": "x"})
+    assert I.degree(Expr("call", (x,), {"func": "tanh"}), {"x"}) == I.NONLINEAR
+    assert I.degree(Expr("call", (x,), {"func": "sum"}), {"x"}) == I.AFFINE
 
 
 def test_unknown_operator_is_a_diagnostic_at_its_span():

@@ -9,8 +9,9 @@ from typing import Callable
 
 from ..diagnostics import Collector, Span
 from ..language.ast import Expr
-from ..language.evaluate import FUNCTION_KEYWORDS, FUNCTIONS
+from ..language.evaluate import FUNCTIONS
 from ..language.generators import GENERATORS
+from ..language.primitives import FUNCTION_KEYWORDS
 from .names import Scope, did_you_mean, join, listing
 from .shapes import SHAPE_RULES, Shape, ShapeError, index_shape, show, size
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..language.primitives import ELEMENTWISE, PRIMITIVES
+
 Shape = tuple[int, ...]
 
 
@@ -118,35 +120,20 @@ class Rule:
 
 _ELEMENTWISE = Rule(_same, 1)
 
-# The table. Keys: evaluate.OPERATORS and evaluate.FUNCTIONS, exactly.
+# The table. Keys: the primitives of language/primitives.py, exactly.
 SHAPE_RULES: dict[str, Rule] = {
     # operators
-    "add": Rule(_binary("+"), 2),
-    "sub": Rule(_binary("-"), 2),
-    "mul": Rule(_binary("*"), 2),
-    "div": Rule(_binary("/"), 2),
-    "pow": Rule(_binary("**"), 2),
+    **{name: Rule(_binary(PRIMITIVES[name].symbol), 2) for name in ("add", "sub", "mul", "div", "pow")},
     "matmul": Rule(_matmul, 2),
     "neg": Rule(_same, 1),
-    # functions
-    "tanh": _ELEMENTWISE,
-    "relu": _ELEMENTWISE,
-    "sigmoid": _ELEMENTWISE,
-    "softplus": _ELEMENTWISE,
-    "exp": _ELEMENTWISE,
-    "log": _ELEMENTWISE,
-    "sin": _ELEMENTWISE,
-    "cos": _ELEMENTWISE,
-    "sqrt": _ELEMENTWISE,
-    "abs": _ELEMENTWISE,
+    # functions: every elementwise one keeps its shape
+    **{name: _ELEMENTWISE for name in ELEMENTWISE},
     "sum": Rule(_reduction, 1),
     "mean": Rule(_reduction, 1),
     "softmax": Rule(_softmax, 1),
     "logsumexp": Rule(_logsumexp, 1),
 }
 
-OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@",
-                    "neg": "-"}
 
 
 def index_shape(shape: Shape, subscripts: list[int | tuple[int | None, int | None]]) -> Shape:

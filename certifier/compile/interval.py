@@ -30,7 +30,8 @@ import numpy as np
 
 from ..diagnostics import Diagnostic
 from ..language.ast import Expr
-from ..language.evaluate import CONSTANTS, constant_int
+from ..language.evaluate import CONSTANTS, constant_int, subscript
+from ..language.primitives import PRIMITIVES
 from .rounding import (
     ETA,
     INF,
@@ -255,7 +256,7 @@ class Dual:
             self.d = Iv(np.broadcast_to(self.d.lo, shape), np.broadcast_to(self.d.hi, shape))
 
 
-def _expand(x: Dual, nd: int) -> Dual:
+def expand_axis(x: Dual, nd: int) -> Dual:
     """Insert per-sample axes of length 1 (after the batch axis) up to nd dimensions, as
     broadcasting of per-sample shapes does."""
     k = nd - x.nd
@@ -288,7 +289,7 @@ def _chain(a: Dual, v: Iv, fprime: Callable[[], Iv]) -> Dual:
 def _binary(fn):
     def rule(a: Dual, b: Dual) -> Dual:
         nd = max(a.nd, b.nd)
-        return fn(_expand(a, nd), _expand(b, nd), nd)
+        return fn(expand_axis(a, nd), expand_axis(b, nd), nd)
     return rule
 
 
@@ -371,7 +372,7 @@ def _pow(a: Dual, b: Dual) -> Dual:
     n = _integer_exponent(b)
     if n is not None:
         nd = max(a.nd, b.nd)
-        a = _expand(a, nd)
+        a = expand_axis(a, nd)
         if n < 0:
             return _div(Dual(Iv(np.ones((1,) * (nd + 1))), None, nd), _pow(a, _const(-n)))
         v = iv_ipow(a.v, n)
@@ -400,7 +401,7 @@ def _matmul(a: Dual, b: Dual) -> Dual:
         b = Dual(b.v.map(lambda z: z[..., :, None]),
                  None if b.d is None else b.d.map(lambda z: z[..., :, None]), 2)
     nd = max(a.nd, b.nd)
-    a, b = _expand(a, nd), _expand(b, nd)
+    a, b = expand_axis(a, nd), expand_axis(b, nd)
     v = iv_matmul(a.v, b.v)
     d = None
     if a.d is not None:
@@ -444,7 +445,7 @@ def _abs(a: Dual) -> Dual:
     return _chain(a, v, lambda: Iv(lo, hi))
 
 
-def _sigmoid_iv(x: Iv) -> Iv:
+def sigmoid_iv(x: Iv) -> Iv:
     """1 / (1 + exp(-x)), increasing: bounds from exp bounds at the endpoints."""
     e_lo_at_hi, _ = point_bounds("exp", -x.hi)     # exp(-hi) from below
     _, e_hi_at_lo = point_bounds("exp", -x.lo)     # exp(-lo) from above
@@ -455,7 +456,7 @@ def _sigmoid_iv(x: Iv) -> Iv:
     return Iv(np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0))
 
 
-def _unimodal_s1ms(s: Iv) -> Iv:
+def unimodal_s1ms(s: Iv) -> Iv:
     """{s (1 - s) : s in [lo, hi]} for 0 <= lo <= hi <= 1: concave, maximum 1/4 at s = 1/2."""
     def lower(z):
         return down(z * down(1.0 - z))
@@ -469,8 +470,8 @@ def _unimodal_s1ms(s: Iv) -> Iv:
 
 
 def _sigmoid(a: Dual) -> Dual:
-    s = _sigmoid_iv(a.v)
-    return _chain(a, s, lambda: _unimodal_s1ms(s))
+    s = sigmoid_iv(a.v)
+    return _chain(a, s, lambda: unimodal_s1ms(s))
 
 
 def _softplus(a: Dual) -> Dual:
@@ -483,7 +484,7 @@ def _softplus(a: Dual) -> Dual:
     lo = np.where(a.v.lo > 20.0, np.minimum(lo, a.v.lo), lo)
     hi = np.where(a.v.hi > 20.0, np.maximum(hi, a.v.hi), hi)
     lo = np.maximum(lo, 0.0)
-    return _chain(a, _iv(lo, hi), lambda: _sigmoid_iv(a.v))
+    return _chain(a, _iv(lo, hi), lambda: sigmoid_iv(a.v))
 
 
 def _exp(a: Dual) -> Dual:
@@ -643,7 +644,7 @@ def _softmax(x: Dual, axis=-1) -> Dual:
     return Dual(s, iv_mul(s, iv_sub(x.d, mean_d)), x.nd)
 
 
-# The table. Keys: evaluate.OPERATORS and evaluate.FUNCTIONS, exactly.
+# The table. Keys: the primitives of language/primitives.py, exactly.
 INTERVAL_RULES: dict[str, Callable[..., Dual]] = {
     # operators
     "add": _add,
@@ -674,13 +675,6 @@ INTERVAL_RULES: dict[str, Callable[..., Dual]] = {
 # a rule here is reported by `enclose` as "not supported in the sound mode" at its span.
 
 
-def _subscript(e: Expr):
-    if e.op == "slice":
-        lo, hi = (None if a.op == "none" else constant_int(a) for a in e.args)
-        return slice(lo, hi)
-    return constant_int(e)
-
-
 def enclose(e: Expr, env: dict[str, Dual]) -> Dual:
     """Enclosure of an expression; names are looked up in env, then CONSTANTS."""
     op = e.op
@@ -693,7 +687,7 @@ def enclose(e: Expr, env: dict[str, Dual]) -> Dual:
         return _const(CONSTANTS[name])
     if op == "index":
         x = enclose(e.args[0], env)
-        subs = tuple(_subscript(s) for s in e.args[1:])
+        subs = tuple(subscript(s) for s in e.args[1:])
         drop = sum(1 for s in subs if not isinstance(s, slice))
         v = x.v.map(lambda z: z[(slice(None),) + subs])
         d = None if x.d is None else x.d.map(lambda z: z[(slice(None), slice(None)) + subs])
@@ -734,14 +728,12 @@ def _deg_nonlinear(*ds, **kw):
     return CONST if max(ds) == CONST else NONLINEAR
 
 
-# Keys: evaluate.OPERATORS and evaluate.FUNCTIONS, exactly. `pow` is decided in `degree`
-# (x ** 1 is affine, x ** 0 constant).
+# Keys: the primitives, exactly: linear ones keep the degree, products and quotients have their
+# own rules, every other primitive is nonlinear. `pow` is decided in `degree` (x ** 1 is affine,
+# x ** 0 constant).
 DEGREE_RULES: dict[str, Callable[..., int]] = {
-    "add": _deg_linear, "sub": _deg_linear, "neg": _deg_linear,
-    "mul": _deg_product, "matmul": _deg_product, "div": _deg_div, "pow": _deg_nonlinear,
-    "sum": _deg_linear, "mean": _deg_linear,
-    **{f: _deg_nonlinear for f in ("tanh", "relu", "sigmoid", "softplus", "exp", "log", "sin",
-                                   "cos", "sqrt", "abs", "softmax", "logsumexp")},
+    **{name: _deg_linear if p.linear else _deg_nonlinear for name, p in PRIMITIVES.items()},
+    "mul": _deg_product, "matmul": _deg_product, "div": _deg_div,
 }
 
 # (the same test checks these keys; an unknown key counts as NONLINEAR, which is always safe)

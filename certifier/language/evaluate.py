@@ -1,4 +1,4 @@
-"""The evaluate rule table: expression operator or function -> torch implementation.
+"""The evaluate rule table: each primitive of language/primitives.py -> its torch implementation.
 
 One table per analysis (JAX-interpreter style): shapes live in certifier.check.shapes,
 interval enclosures in the sound engine. All evaluation is in the dtype of the inputs
@@ -62,10 +62,6 @@ OPERATORS: dict[str, Callable] = {
     "neg": torch.neg,
 }
 
-# Keyword arguments each function accepts (they must be constant integers).
-FUNCTION_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "sum": ("axis",), "mean": ("axis",), "softmax": ("axis",), "logsumexp": ("axis",),
-}
 
 
 def constant_int(e: Expr) -> int:
@@ -75,7 +71,8 @@ def constant_int(e: Expr) -> int:
     return int(e.attrs["value"])
 
 
-def _subscript(e: Expr):
+def subscript(e: Expr):
+    """An index expression's subscript: an int or a slice of constant ints."""
     if e.op == "slice":
         lo, hi = (None if a.op == "none" else constant_int(a) for a in e.args)
         return slice(lo, hi)
@@ -94,7 +91,7 @@ def evaluate(e: Expr, env: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.tensor(CONSTANTS[name], dtype=DTYPE)
     if op == "index":
         value = evaluate(e.args[0], env)
-        return value[tuple(_subscript(s) for s in e.args[1:])]
+        return value[tuple(subscript(s) for s in e.args[1:])]
     if op == "call":
         fn = FUNCTIONS[e.attrs["func"]]
         args = [evaluate(a, env) for a in e.args]

@@ -40,19 +40,19 @@ from ...compile.interval import (
     IntervalModel,
     Iv,
     NotSupported,
-    _expand,
-    _sigmoid_iv,
-    _subscript,
-    _unimodal_s1ms,
+    expand_axis,
     iv_mag,
     iv_mig,
     mid_rad,
     monotone,
     point_bounds,
+    sigmoid_iv,
+    unimodal_s1ms,
 )
 from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, up
 from ...language.ast import Expr
-from ...language.evaluate import CONSTANTS
+from ...language.evaluate import CONSTANTS, subscript
+from ...language.primitives import FUNCTION_NAMES
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down
 from .rules import Bound
 
@@ -113,7 +113,7 @@ class BallModel:
     def _check(self, e: Expr) -> None:
         if e.op == "call" and e.attrs["func"] not in CALLS:
             raise BallNotSupported(f"the function '{e.attrs['func']}' (the ball rule needs a model with a "
-                                   "Lipschitz Jacobian: no relu, abs, softmax or logsumexp)", e)
+                                   f"Lipschitz Jacobian: no {_WITHOUT_BALL_RULE})", e)
         for a in e.args:
             self._check(a)
 
@@ -148,12 +148,12 @@ class BallModel:
             return _const_node(np.array(CONSTANTS[name], dtype=np.float64).reshape(1), 0)
         if op == "index":
             x = self._eval(e.args[0])
-            subs = tuple(_subscript(s) for s in e.args[1:])
+            subs = tuple(subscript(s) for s in e.args[1:])
             return _index(x, subs)
         if op == "call":
             func = e.attrs["func"]
             args = [self._eval(a) for a in e.args]
-            kwargs = {k: int(_subscript(v)) for k, v in e.kwargs.items()}
+            kwargs = {k: int(subscript(v)) for k, v in e.kwargs.items()}
             return CALLS[func](self, *args, **kwargs)
         if op == "pow":
             return _pow(self, self._eval(e.args[0]), self._eval(e.args[1]), e)
@@ -257,12 +257,12 @@ def _value_nd(name: str, *args: BNode, **kwargs) -> tuple[Iv, Iv, int]:
 
 
 def _align(x: BNode, nd: int) -> BNode:
-    """Insert per-sample axes of length 1 after the batch axis (as interval._expand)."""
+    """Insert per-sample axes of length 1 after the batch axis (as interval.expand_axis)."""
     k = nd - x.nd
     if k <= 0:
         return x
-    d = _expand(Dual(x.v, None, x.nd), nd)
-    dc = _expand(Dual(x.c, None, x.nd), nd)
+    d = expand_axis(Dual(x.v, None, x.nd), nd)
+    dc = expand_axis(Dual(x.c, None, x.nd), nd)
     g = None if x.g is None else np.expand_dims(x.g, tuple(range(2, 2 + k)))
     h = None if x.h is None else np.expand_dims(x.h, tuple(range(3, 3 + k)))
     S = {p: frozenset(a + k if a >= 1 else a for a in axes) for p, axes in x.S.items()}
@@ -378,8 +378,8 @@ def _tanh(bm, a):
 
 def _sigmoid(bm, a):
     v, c = _value("sigmoid", a)
-    s = _sigmoid_iv(a.v)
-    F1 = _unimodal_s1ms(s).hi                            # s (1 - s) <= 1/4
+    s = sigmoid_iv(a.v)
+    F1 = unimodal_s1ms(s).hi                            # s (1 - s) <= 1/4
     one_minus_2s = np.maximum(np.abs(_u(1.0 - down(2.0 * s.lo))), np.abs(down(1.0 - up(2.0 * s.hi))))
     F2 = np.minimum(SIGMOID2, _umul(F1, _u(one_minus_2s)))
     return _chain(bm, a, v, c, F1, F2)
@@ -387,8 +387,8 @@ def _sigmoid(bm, a):
 
 def _softplus(bm, a):
     v, c = _value("softplus", a)
-    s = _sigmoid_iv(a.v)                                 # softplus' = sigmoid, softplus'' = s (1 - s)
-    return _chain(bm, a, v, c, s.hi, _unimodal_s1ms(s).hi)
+    s = sigmoid_iv(a.v)                                 # softplus' = sigmoid, softplus'' = s (1 - s)
+    return _chain(bm, a, v, c, s.hi, unimodal_s1ms(s).hi)
 
 
 def _exp(bm, a):
@@ -624,12 +624,8 @@ def _insert_axis(x: BNode, pos: int) -> BNode:
     return BNode(v, c, g, h, S, x.deps, x.nd + 1)
 
 
-def _unsupported(name):
-    def rule(bm, *args, **kwargs):
-        raise BallNotSupported(f"the function '{name}'")
-    return rule
-
-
 OPERATORS = {"add": _add, "sub": _sub, "mul": _mul, "div": _div, "pow": None, "matmul": _matmul, "neg": _neg}
 CALLS = {"tanh": _tanh, "sigmoid": _sigmoid, "softplus": _softplus, "exp": _exp, "log": _log, "sin": _sin,
          "cos": _cos, "sqrt": _sqrt, "sum": _sum, "mean": _mean}
+# a function without a Lipschitz derivative can have no ball rule (tests/test_interval.py checks)
+_WITHOUT_BALL_RULE = " or ".join(", ".join(n for n in FUNCTION_NAMES if n not in CALLS).rsplit(", ", 1))
