@@ -115,7 +115,7 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
-        rate, _ = _rate(ev.L0_upper, ev.mu, ev.floor, ev.horizon)
+        rate, _ = _rate(ev.L0_upper, ev.mu, ev.floor, ev.horizon, float((result.loss or {})["constant"]))
         formula, curve = rate["formula"], rate["curve"]
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
@@ -428,7 +428,7 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         same = False
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
-    rebuilt, _ = _rate(L0_up, mu, st["floor"], st["horizon"])
+    rebuilt, _ = _rate(L0_up, mu, st["floor"], st["horizon"], st["model"].g_factor)
     if rate.get("formula") != rebuilt["formula"]:
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt['formula']!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt["curve"]:

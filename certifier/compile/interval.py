@@ -31,6 +31,7 @@ import numpy as np
 from ..diagnostics import Diagnostic
 from ..language.ast import Expr
 from ..language.evaluate import CONSTANTS, constant_int, subscript
+from ..language.losses import LOSSES
 from ..language.primitives import PRIMITIVES
 from .rounding import (
     ETA,
@@ -781,12 +782,17 @@ class BoxEnclosure:
 
 
 class IntervalModel:
-    """The checked spec's model and least-squares loss as interval functions of theta."""
+    """The checked spec's model and loss as interval functions of theta (a loss of the table with an
+    exact ||g||_D^2 = k L: least squares)."""
 
     def __init__(self, checked):
         check_environment()
-        if checked.loss.name != "least_squares":
-            raise NotSupported(f"the loss '{checked.loss.name}' (the sound mode handles least_squares)", None)
+        loss = LOSSES[checked.loss.name]
+        if loss.exact_g is None:
+            sound = ", ".join(n for n, l in LOSSES.items() if l.exact_g is not None)
+            raise NotSupported(f"the loss '{checked.loss.name}' (the sound mode handles {sound})", None)
+        self.loss = loss
+        self.g_factor = float(loss.exact_g)    # ||g||_D^2 = g_factor L (language/losses.py)
         model = getattr(checked.spec, "model", None)
         if model is None or not isinstance(getattr(model, "body", None), Expr):
             raise NotSupported("a model that is not a spec expression (e.g. a Python model)", None)

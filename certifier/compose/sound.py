@@ -27,6 +27,7 @@ from ..compile.interval import IntervalModel, NotSupported
 from ..compile.problem import Problem, problem_device
 from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError
+from ..language.losses import LOSSES
 from ..result import FailingPoint, FailingRegion, MuSource, Result
 from .rate import FRACTIONS
 from .verdicts import nice_up as _nice_up
@@ -100,6 +101,8 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
     reporter = options.reporter
     problem = Problem(checked, problem_device(checked, options.device))
     torch.set_num_threads(options.threads or 1)
+    # the loss table's facts: ||g||_D^2 = c L exactly, and its natural desingularizer (log)
+    c, phi = problem.loss_def.exact_g, problem.loss_def.natural_phi()
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
     horizon = float(claim.get("horizon", 1e4))
@@ -131,11 +134,11 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
                     "elementary_functions": FUNCTIONS_TEXT[functions],
                     "status": outcome.status if outcome else None,
                     "message": outcome.message if outcome else None},
-            loss={"name": problem.loss_def.name, "initial": p0.loss, "initial_upper": L0_up, "constant": 4.0,
+            loss={"name": problem.loss_def.name, "initial": p0.loss, "initial_upper": L0_up, "constant": c,
                   "floor": floor, "inequality": "||g||_D^2 = 4 l (exact), so with phi = log: phi'(l) ||g||_D^2 = 4",
                   "minimum_seen": None},
-            desingularizer={"name": "log", "requested": checked.desingularizer.name, "params": {},
-                            "phi": "phi(u) = log(u)"},
+            desingularizer={"name": phi.name, "requested": checked.desingularizer.name, "params": phi.params,
+                            "phi": phi.phi_text},
             mu=mu if mu is not None and math.isfinite(mu) else None,
             mu_source=_weakest_rule(outcome) if outcome and mu is not None else None,
             mu_sources=sources,
@@ -166,7 +169,8 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
                 unsupported = ("E105", exc.message, exc.expr.span, "rewrite the expression with the supported "
                                "operations, or use method sampled(...)")
             elif "loss" in exc.message:
-                unsupported = ("E106", exc.message, checked.loss.span, "use loss least_squares with method interval")
+                sound = " or ".join(n for n, loss in LOSSES.items() if loss.exact_g is not None)
+                unsupported = ("E106", exc.message, checked.loss.span, f"use loss {sound} with method interval")
             else:
                 unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
     if unsupported is None and size_problem(model) and not ball_applicable(model, region_choice.name):
@@ -236,7 +240,7 @@ def _analyse_sound(checked, options, functions: str, executor) -> Result:
         rho = rho_upper(L0_up, floor, mu_value)
         if rho <= radius:
             verdict = "certified"
-            rate, bound = _rate(L0_up, mu_value, floor, horizon)
+            rate, bound = _rate(L0_up, mu_value, floor, horizon, c)
         else:
             failing = FailingRegion(
                 kind="confinement", message=(f"mu = {mu_value:.6g} is proved, but rho = {rho:.6g} exceeds the "
@@ -348,17 +352,17 @@ def _auto_start(model: IntervalModel, floor: float, L0_up: float) -> float:
     """A starting radius (heuristic): no radius below rho(R(theta0)) can pass, since mu(r) <= R(theta0)."""
     enc = model.at_point(model.theta0, True)
     gsq = float(np.sum(np.maximum(np.abs(enc.grad.lo), np.abs(enc.grad.hi)) ** 2))
-    r_up = gsq / max(float(enc.L.lo) * 4.0, 1e-300) * (1 + 1e-9)
+    r_up = gsq / max(float(enc.L.lo) * model.g_factor, 1e-300) * (1 + 1e-9)
     return max(1.01 * rho_upper(L0_up, floor, r_up), 1e-8 * (1 + float(np.linalg.norm(model.theta0))))
 
 
-def _rate(L0_up: float, mu: float, floor: float, horizon: float):
-    """The proved bound L(t) <= max(L0_up exp(-4 mu t), floor) (its numbers are upper bounds up to
-    the rounding of exp in the curve, a relative 1e-15)."""
+def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float):
+    """The proved bound L(t) <= max(L0_up exp(-c mu t), floor), c the loss's exact ||g||_D^2 / L (its
+    numbers are upper bounds up to the rounding of exp in the curve, a relative 1e-15)."""
     def bound(t: float) -> float:
         if t <= 0:
             return L0_up
-        v = L0_up * math.exp(-4.0 * mu * t) * (1 + 1e-12) if -4.0 * mu * t > -745 else 0.0
+        v = L0_up * math.exp(-c * mu * t) * (1 + 1e-12) if -c * mu * t > -745 else 0.0
         return max(v, floor)
 
     def time_to(level: float):
@@ -366,9 +370,9 @@ def _rate(L0_up: float, mu: float, floor: float, horizon: float):
             return 0.0
         if level < floor or level <= 0:
             return None
-        return math.log(L0_up / level) / (4.0 * mu) * (1 + 1e-12)
+        return math.log(L0_up / level) / (c * mu) * (1 + 1e-12)
 
-    core = f"{L0_up!r} * exp(-4 * {mu!r} * t)"
+    core = f"{L0_up!r} * exp(-{c:g} * {mu!r} * t)"
     formula = f"L(t) <= max({core}, {floor!r})" if floor > 0 else f"L(t) <= {core}"
     ts = [0.0] + list(np.logspace(math.log10(horizon) - 6, math.log10(horizon), 61))
     rate = {"formula": formula, "curve": [[float(t), bound(t)] for t in ts],

@@ -41,6 +41,10 @@ class Loss:
     targets: str = "real"                      # 'real', 'pm1' (labels +-1), 'class' (class indices or one-hot)
     # (a, t) with ||g||_D^2 = a t^2, finite wherever L is (None: grad_sqnorm never overflows)
     grad_sqnorm_scaled: Callable | None = None
+    # k with ||g||_D^2 = k L for every F: the fact the sound mode (method interval) proves with, so
+    # R = ||grad L||^2 / (k L) and, with the natural phi, L(t) <= L0 exp(-k mu t). None: the sound
+    # mode does not take this loss yet
+    exact_g: float | None = None
 
     def constant(self, M: float = math.inf) -> float:
         """c = phi'(L) G(L) for the natural phi (constant in L by construction)."""
@@ -69,6 +73,7 @@ LEAST_SQUARES = Loss(
     grad_sqnorm_scaled=lambda F, y, L: (4.0, L ** 0.5),     # 4 L = 4 (sqrt L)^2
     natural="log", natural_params={},
     inequality="||g||_D^2 = 4 L exactly, so phi = log gives phi'(L) ||g||_D^2 = 4",
+    exact_g=4.0,
 )
 
 

@@ -66,12 +66,13 @@ def verify_point(model: IntervalModel, reg: SoundRegion, theta: np.ndarray, floo
     if not (L_lo >= floor and L_lo > 0):
         return None
     gsq_hi = float(sqnorm_upper(iv_mag(enc.grad)))
-    r_hi = float(up(gsq_hi / down(4.0 * L_lo)))
+    r_hi = float(up(gsq_hi / down(model.g_factor * L_lo)))
     if not r_hi < needed:
         return None
     out = {"distance": float(np.linalg.norm(theta - reg.center)), "loss_lower": L_lo, "loss_upper": L_hi,
            "grad_sqnorm_upper": gsq_hi, "rayleigh_upper": r_hi, "needed_mu": needed}
     if subspace is not None and subspace.lam > 0:
+        # least squares on an affine model: ||grad L||^2 = 4 d^T Sigma^2 d (the docstring's 4)
         lstar_lower = float(down(L_lo - float(up(gsq_hi / down(4.0 * subspace.lam)))))
         out["min_loss_lower"] = lstar_lower
         out["claim_false"] = bool(lstar_lower > floor)

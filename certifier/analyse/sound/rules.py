@@ -65,7 +65,7 @@ def rule_direct(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
         return None
     mig = iv_mig(enc.grad)
     num = float(nonneg_sum_lower(np.maximum(down(mig * mig), 0.0)))
-    den = float(up(4.0 * L_hi))
+    den = float(up(ctx.model.g_factor * L_hi))
     value = _div_down(num, den)
     return Bound("direct", value, "min ||grad L||^2 / max 4L over the box",
                  {"grad_sqnorm_lower": num, "loss_upper": L_hi})
