@@ -20,7 +20,7 @@ from .compile.problem import Problem
 from .compose.composition import choose, kl_constant, loss_profile, piecewise_time, vanishing_exponent
 from .compose.confinement import find_radius, path_length_bound
 from .compose.rate import FRACTIONS, Rate
-from .compose.sound import analyse_sound
+from .compose.sound import certify_sound
 from .compose.verdicts import Findings, judge
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
@@ -47,7 +47,7 @@ def run_text(source: str, path: str = "<string>", options: RunOptions | None = N
     options = options or RunOptions()
     spec = parse(source, path)
     checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python)
-    return analyse(checked, options)
+    return certify_checked(checked, options)
 
 
 def run_file(path: str, options: RunOptions | None = None) -> Result:
@@ -60,20 +60,12 @@ def run_file(path: str, options: RunOptions | None = None) -> Result:
     return run_text(text, path, options)
 
 
-def analyse(checked, options: RunOptions) -> Result:
+def certify_checked(checked, options: RunOptions) -> Result:
+    """A checked spec's Result, by the engine its method statement names (sampled or interval)."""
     check_device(options.device)
-    if checked.method.name == "interval":      # the sound mode: see _analyse_sound at the end
-        return _analyse_sound(checked, options)
-    t_start = time.perf_counter()
-    problem = Problem(checked, options.device)
-    # Small products gain nothing from intra-op threads and lose much to oversubscription.
-    torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
-                                              torch.get_num_threads()))
-    executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
-    try:
-        return _analyse_sampled(checked, options, problem, executor, t_start)
-    finally:
-        executor.close()
+    if checked.method.name == "interval":
+        return _certify_sound(checked, options)
+    return _certify_sampled(checked, options)
 
 
 def check_device(device: str) -> None:
@@ -83,7 +75,20 @@ def check_device(device: str) -> None:
                            f"use device='cpu')")
 
 
-def _analyse_sampled(checked, options: RunOptions, problem: Problem, executor, t_start: float) -> Result:
+def _certify_sampled(checked, options: RunOptions) -> Result:
+    t_start = time.perf_counter()
+    problem = Problem(checked, options.device)
+    # Small products gain nothing from intra-op threads and lose much to oversubscription.
+    torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
+                                              torch.get_num_threads()))
+    executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
+    try:
+        return _sampled_result(checked, options, problem, executor, t_start)
+    finally:
+        executor.close()
+
+
+def _sampled_result(checked, options: RunOptions, problem: Problem, executor, t_start: float) -> Result:
     reporter = options.reporter
     loss = problem.loss_def
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
@@ -291,11 +296,11 @@ def _smoothness(problem: Problem, records: Records, region, floor: float, seed: 
 
 
 # --- method interval: the sound mode ------------------------------------------------------------
-def _analyse_sound(checked, options: RunOptions) -> Result:
+def _certify_sound(checked, options: RunOptions) -> Result:
     """`method interval(boxes=, seed=)`: a Result with sound=True whose `certified` verdict is a
     theorem (certifier/compose/sound.py; docs/theory.md section 10). The proof is
     certifier.analyse.sound.engine.bound_mu; rho and the rate use outward rounding."""
-    return analyse_sound(checked, options)
+    return certify_sound(checked, options)
 
 
 def environment_problem(device: str = "cpu", scheduler: str | None = None) -> str | None:

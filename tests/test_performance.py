@@ -35,7 +35,7 @@ SAMPLED_SPECS = sorted(p for p in (ROOT / "specs").glob("*.rq")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """As pipeline.analyse does for small problems (intra-op threads only slow them down)."""
+    """As pipeline.certify_checked does for small problems (intra-op threads only slow them down)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

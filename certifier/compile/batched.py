@@ -130,9 +130,10 @@ class BatchedEvaluator:
     def point(self, theta: torch.Tensor) -> Point:
         """One theta, Problem.point's values. On the fast path (once the first-use check has passed)
         by its written-out forward and backward with the loss functions called on the one row, not
-        vmapped over rows: 0.20 against 0.30 ms a call for Problem.point on the two-layer example
-        specs (one thread), which the sequential descent from theta0 calls thousands of times.
-        Elsewhere Problem.point itself (its batch-of-one overhead would make ours slower)."""
+        vmapped over rows: faster than Problem.point on the two-layer example specs, and the
+        sequential descent from theta0 calls it thousands of times (docs/performance.md, "The
+        descent from θ0 on the fast path"). Elsewhere Problem.point itself (its batch-of-one
+        overhead would make ours slower)."""
         if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
             return self.problem.point(theta)
         loss = self.problem.loss_def
@@ -180,8 +181,8 @@ class BatchedEvaluator:
         else:
             gnorm = [float(loss.grad_sqnorm(Fd[b], self.y, L[b])) for b in range(Fd.shape[0])]
             smax = [float(loss.per_sample(Fd[b], self.y).max()) for b in range(Fd.shape[0])]
-        # g . g row by row, as Problem.point (one BLAS dot each: no [B, m] temporary, 3x faster
-        # than vecdot on the bench's batches)
+        # g . g row by row, as Problem.point (one BLAS dot each: no [B, m] temporary; faster than
+        # vecdot on the bench's batches, docs/performance.md)
         return gnorm, [float(g @ g) for g in G], smax
 
     def _points(self, thetas: torch.Tensor) -> list[Point]:

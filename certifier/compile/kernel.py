@@ -13,10 +13,10 @@
 
 Which is faster depends on how many products Lanczos needs (the small eigenvalues of a tangent
 kernel are clustered) against the n k batched products and the O((n k)^3) eigvalsh of forming.
-On the two-layer reference network of bench/ (m = 33792, quiet 2-core machine, tolerance 1e-10)
-Lanczos took 220 products either way: 1.8 s against 1.2 s formed at n k = 256, 3.4 s against
-5.6 s at n k = 512 (docs/performance.md). So `auto` forms the kernel up to n k < LANCZOS_FROM and
-while J fits in JACOBIAN_MEMORY bytes, and uses Lanczos beyond.
+On the two-layer reference network of bench/ Lanczos needs about 220 products and overtakes
+forming near n k = 512 (the timings: docs/performance.md, "λ_min of the tangent kernel"). So
+`auto` forms the kernel up to n k < LANCZOS_FROM and while J fits in JACOBIAN_MEMORY bytes, and
+uses Lanczos beyond.
 """
 from __future__ import annotations
 

@@ -205,9 +205,8 @@ class TwoLayer:
     def chunk(self, n: int, itemsize: int, memory: int, most: int) -> int:
         """Thetas per batch: the hidden activations [n, h] of one theta three times (s and s' are in
         place; matrix products and copies around them), four times where Z is kept beside T, within
-        `memory` bytes. On the reference network (n = 256, h = 1024, 64 MiB) that is 10 (8 with Z
-        kept); bench/ measured B = 8 to 12 best on 2 threads (about 8 % above B = 4), B = 16
-        slower, and no difference on one thread."""
+        `memory` bytes: 10 on the reference network (n = 256, h = 1024, 64 MiB), 8 with Z kept,
+        near the best batch bench/ measured (docs/performance.md, "Batch size of the fast path")."""
         copies = 3 if self._act.from_output else 4
         return int(max(1, min(most, memory // (copies * n * self.h * itemsize + 1))))
 

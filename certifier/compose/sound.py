@@ -83,7 +83,7 @@ FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.
                   "arb": "python-flint arb ball arithmetic (rigorous; docs/theory.md section 10)"}
 
 
-def analyse_sound(checked, options) -> Result:
+def certify_sound(checked, options) -> Result:
     """The sound run, with elementary functions evaluated as `functions=` says (margin or arb)."""
     functions = str(checked.method.options.get("functions") or "margin")
     # --workers / --scheduler: the boxes of each branch-and-bound round (analyse/parallel.py)
@@ -91,12 +91,12 @@ def analyse_sound(checked, options) -> Result:
                              options.threads or 1)
     try:
         with elementary(functions):
-            return _analyse_sound(checked, options, functions, executor)
+            return _certify_sound(checked, options, functions, executor)
     finally:
         executor.close()
 
 
-def _analyse_sound(checked, options, functions: str, executor) -> Result:
+def _certify_sound(checked, options, functions: str, executor) -> Result:
     t_start = time.perf_counter()
     reporter = options.reporter
     problem = Problem(checked, problem_device(checked, options.device))
