@@ -15,7 +15,7 @@ import torch
 from certifier import check, cli
 from certifier.analyse.sound.ball import BallModel
 from certifier.certificate import evidence_digest, verify
-from certifier.compile.interval import IntervalModel
+from certifier.compile.interval_model import IntervalModel
 from certifier.compile.kernel import jacobian
 from certifier.compile.problem import Problem
 from certifier.parse import parse

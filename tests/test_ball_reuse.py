@@ -92,7 +92,7 @@ from torch.func import hessian, jacrev, vmap
 
 from certifier import check
 from certifier.analyse.sound.ball import BallModel
-from certifier.compile.interval import IntervalModel
+from certifier.compile.interval_model import IntervalModel
 from certifier.compile.problem import Problem
 from certifier.language.evaluate import evaluate
 from certifier.parse import parse

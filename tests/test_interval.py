@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 
 from certifier.analyse.sound import ball as ball_domain
 from certifier.check.shapes import SHAPE_RULES
+from certifier.compile import degree as DEG
 from certifier.compile import interval as I
+from certifier.compile import interval_model as IM
+from certifier.compile import iv as IV
 from certifier.compile import rounding as rd
 from certifier.compile.two_layer import ACTIVATIONS
 from certifier.language.ast import Expr
@@ -33,7 +36,7 @@ def test_every_interpretation_has_a_rule_for_every_primitive():
     assert set(OPERATORS) == set(OPERATOR_NAMES) and set(FUNCTIONS) == set(FUNCTION_NAMES)
     keys = set(PRIMITIVES)
     assert set(I.INTERVAL_RULES) == keys
-    assert set(I.DEGREE_RULES) == keys
+    assert set(DEG.DEGREE_RULES) == keys
     assert set(SHAPE_RULES) == keys
     # the ball domain: a rule for every operator, none for a function without a Lipschitz derivative
     assert set(ball_domain.OPERATORS) == set(OPERATOR_NAMES)
@@ -46,11 +49,11 @@ def test_flags_derive_the_tables_as_they_were_written():
     """The derived entries are those the tables listed by hand before the registry."""
     assert ELEMENTWISE == ("tanh", "relu", "sigmoid", "softplus", "exp", "log", "sin", "cos", "sqrt", "abs")
     assert FUNCTION_KEYWORDS == {f: ("axis",) for f in ("sum", "mean", "softmax", "logsumexp")}
-    assert {n for n, r in I.DEGREE_RULES.items() if r is I._deg_linear} == {"add", "sub", "neg", "sum", "mean"}
+    assert {n for n, r in DEG.DEGREE_RULES.items() if r is DEG._deg_linear} == {"add", "sub", "neg", "sum", "mean"}
     assert ball_domain._WITHOUT_BALL_RULE == "relu, abs, softmax or logsumexp"
     x = Expr("name", attrs={"id": "x"})
-    assert I.degree(Expr("call", (x,), {"func": "tanh"}), {"x"}) == I.NONLINEAR
-    assert I.degree(Expr("call", (x,), {"func": "sum"}), {"x"}) == I.AFFINE
+    assert DEG.degree(Expr("call", (x,), {"func": "tanh"}), {"x"}) == DEG.NONLINEAR
+    assert DEG.degree(Expr("call", (x,), {"func": "sum"}), {"x"}) == DEG.AFFINE
 
 
 def test_unknown_operator_is_a_diagnostic_at_its_span():
@@ -134,12 +137,12 @@ def test_arb_mode_agrees():
 def _rand_iv(rng, shape, scale=3.0, point=False):
     a = rng.standard_normal(shape) * scale
     if point:
-        return I.Iv(a)
+        return IV.Iv(a)
     b = a + np.abs(rng.standard_normal(shape)) * rng.choice([0.0, 1e-12, 0.1, 2.0], size=shape)
-    return I.Iv(a, b)
+    return IV.Iv(a, b)
 
 
-def _sample(iv: I.Iv, rng):
+def _sample(iv: IV.Iv, rng):
     t = rng.random(iv.shape)
     pts = iv.lo + t * (iv.hi - iv.lo)
     return np.clip(pts, iv.lo, iv.hi)
@@ -151,10 +154,10 @@ def test_elementwise_interval_ops(op):
     for trial in range(40):
         a = _rand_iv(rng, (6,), point=trial % 5 == 0)
         b = _rand_iv(rng, (6,), point=trial % 7 == 0)
-        fn = {"add": lambda: I.iv_add(a, b), "sub": lambda: I.iv_sub(a, b), "mul": lambda: I.iv_mul(a, b),
-              "div": lambda: I.iv_div(a, b), "square": lambda: I.iv_square(a),
-              "ipow3": lambda: I.iv_ipow(a, 3), "ipow4": lambda: I.iv_ipow(a, 4),
-              "recip": lambda: I.iv_recip(a)}[op]
+        fn = {"add": lambda: IV.iv_add(a, b), "sub": lambda: IV.iv_sub(a, b), "mul": lambda: IV.iv_mul(a, b),
+              "div": lambda: IV.iv_div(a, b), "square": lambda: IV.iv_square(a),
+              "ipow3": lambda: IV.iv_ipow(a, 3), "ipow4": lambda: IV.iv_ipow(a, 4),
+              "recip": lambda: IV.iv_recip(a)}[op]
         out = fn()
         for _ in range(20):
             xa, xb = _sample(a, rng), _sample(b, rng)
@@ -178,7 +181,7 @@ def test_interval_matmul_contains_exact_products():
     for trial in range(20):
         A = _rand_iv(rng, (3, 5), point=trial % 3 == 0)
         B = _rand_iv(rng, (5, 2), point=trial % 4 == 0)
-        C = I.iv_matmul(A, B)
+        C = IV.iv_matmul(A, B)
         for _ in range(10):
             a, b = _sample(A, rng), _sample(B, rng)
             exact = np.array([[sum((arb(float(a[i, k])) * arb(float(b[k, j])) for k in range(5)), arb(0))
@@ -277,7 +280,7 @@ def _check_expression(expr, seed, width):
     body = _call("sum", e) if kind == "v" else e
     rng = np.random.default_rng(seed)
     params = {"w": rng.standard_normal(3), "b": rng.standard_normal(())}
-    model = I.IntervalModel(fake_checked(body, params, X3, np.zeros(2)))
+    model = IM.IntervalModel(fake_checked(body, params, X3, np.zeros(2)))
     theta0 = model.theta0
     lo, hi = rd.down(theta0 - width), rd.up(theta0 + width)
     F, J = model.outputs(lo, hi)
@@ -343,7 +346,7 @@ def _check_family(name, seed, width, floor):
     from certifier.analyse.sound.rules import RULES, RuleContext, subspace_facts
     rng = np.random.default_rng(seed)
     body, params, x, y, out_shape = _family(name, rng)
-    model = I.IntervalModel(fake_checked(body, params, x, y, out_shape=out_shape))
+    model = IM.IntervalModel(fake_checked(body, params, x, y, out_shape=out_shape))
     ctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     lo, hi = rd.down(model.theta0 - width), rd.up(model.theta0 + width)
     enc = model.over_box(lo, hi)

@@ -12,7 +12,7 @@ import pytest
 
 from certifier import cli
 from certifier.certificate import VERIFIERS, CertificateError, build, evidence_digest, verify
-from certifier.compile.interval import IntervalModel
+from certifier.compile.interval_model import IntervalModel
 from certifier.pipeline import run_text
 
 # one weight, two points: near the minimiser w = 0.7 the direct rule is weak, so branch and bound

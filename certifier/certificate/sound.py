@@ -39,7 +39,8 @@ from ..analyse.sound.bnb import _jsonable
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.region import SoundRegion, verify_point
 from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
-from ..compile.interval import IntervalModel, NotSupported
+from ..compile.interval import NotSupported
+from ..compile.interval_model import IntervalModel
 from ..compile.rounding import elementary
 from ..compose.sound import ZERO_MU, _rate, needed_mu_lower, rho_upper
 from .base import CertificateError, VerifyContext, evidence_digest, header

@@ -23,7 +23,8 @@ from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.linalg import sqrt_down, sqrt_up
 from ..analyse.witness import run_witness
-from ..compile.interval import IntervalModel, NotSupported
+from ..compile.interval import NotSupported
+from ..compile.interval_model import IntervalModel
 from ..compile.problem import Problem, problem_device
 from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError

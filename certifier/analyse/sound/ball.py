@@ -34,22 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compile.interval import (
-    INTERVAL_RULES,
-    Dual,
-    IntervalModel,
-    Iv,
-    NotSupported,
-    expand_axis,
-    iv_mag,
-    iv_mig,
-    mid_rad,
-    monotone,
-    point_bounds,
-    sigmoid_iv,
-    unimodal_s1ms,
-)
-from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, up
+from ...compile.interval import INTERVAL_RULES, Dual, NotSupported, expand_axis, sigmoid_iv, unimodal_s1ms
+from ...compile.interval_model import IntervalModel
+from ...compile.iv import Iv, iv_mag, iv_mig, mid_rad, monotone
+from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, point_bounds, up
 from ...language.ast import Expr
 from ...language.evaluate import CONSTANTS, subscript
 from ...language.primitives import FUNCTION_NAMES

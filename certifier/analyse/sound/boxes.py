@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, mid_rad
+from ...compile.interval_model import IntervalModel
+from ...compile.iv import mid_rad
 from ...compile.rounding import elementary
 from .region import SoundRegion, verify_point
 from .rules import Bound, RuleContext, best_bound, subspace_facts

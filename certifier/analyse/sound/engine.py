@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, NotSupported, enclose
+from ...compile.interval import NotSupported, enclose
+from ...compile.interval_model import IntervalModel
 from ...compile.rounding import elementary_mode
 from ...progress import NullReporter
 from .ball import BallModel, ball_rule

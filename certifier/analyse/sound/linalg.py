@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...compile.interval import Iv, iv_mag, iv_matmul, iv_sub, mid_rad
+from ...compile.iv import Iv, iv_mag, iv_matmul, iv_sub, mid_rad
 from ...compile.rounding import INF, down, nonneg_matmul_upper, sqnorm_upper, up
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...compile.interval import IntervalModel, iv_mag
+from ...compile.interval_model import IntervalModel
+from ...compile.iv import iv_mag
 from ...compile.rounding import down, nonneg_sum_lower, sqnorm_upper, up
 
 

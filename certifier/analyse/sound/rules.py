@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...compile.interval import BoxEnclosure, IntervalModel, Iv, iv_matmul, iv_mig, mid_rad
+from ...compile.interval_model import BoxEnclosure, IntervalModel
+from ...compile.iv import Iv, iv_matmul, iv_mig, mid_rad
 from ...compile.rounding import down, nonneg_sum_lower, up
 from .linalg import gram_lower, lambda_min_lower, nonneg_norm2_upper, sqrt_down, symmetrize
 

@@ -1,0 +1,183 @@
+"""The checked spec's model and loss as interval functions of theta over boxes and at points
+(IntervalModel, BoxEnclosure): the forward rules of compile/interval.py applied to the model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..language.ast import Expr
+from ..language.losses import LOSSES
+from .degree import AFFINE, degree
+from .interval import Dual, NotSupported, enclose
+from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_square, iv_sub, iv_sum
+from .rounding import (
+    check_environment,
+    down,
+    up,
+)
+
+POINT_CHUNK = 256   # forward mode at a point: parameter directions per pass (IntervalModel)
+
+
+# --- the compiled model over boxes ---------------------------------------------------------------------
+@dataclass
+class BoxEnclosure:
+    """Enclosures over one box of parameters (all sound)."""
+
+    lo: np.ndarray            # the box
+    hi: np.ndarray
+    center: np.ndarray        # a double point in the box
+    F: Iv                     # outputs [n, k]
+    J: Iv | None              # Jacobian [n k, m] (row (i, j) = d F(x_i)_j / d theta)
+    r: Iv                     # residual F - y [n, k]
+    L: Iv                     # loss (scalar arrays)
+    grad: Iv | None           # grad L [m]
+    F_center: Iv              # outputs at the center
+    L_center: Iv
+
+
+class IntervalModel:
+    """The checked spec's model and loss as interval functions of theta (a loss of the table with an
+    exact ||g||_D^2 = k L: least squares)."""
+
+    def __init__(self, checked):
+        check_environment()
+        loss = LOSSES[checked.loss.name]
+        if loss.exact_g is None:
+            sound = ", ".join(n for n, l in LOSSES.items() if l.exact_g is not None)
+            raise NotSupported(f"the loss '{checked.loss.name}' (the sound mode handles {sound})", None)
+        self.loss = loss
+        self.g_factor = float(loss.exact_g)    # ||g||_D^2 = g_factor L (language/losses.py)
+        model = getattr(checked.spec, "model", None)
+        if model is None or not isinstance(getattr(model, "body", None), Expr):
+            raise NotSupported("a model that is not a spec expression (e.g. a Python model)", None)
+        self.checked = checked
+        self.names = list(checked.params)
+        self.shapes = [tuple(np.shape(checked.params[k])) for k in self.names]
+        self.sizes = [int(np.prod(s)) if s else 1 for s in self.shapes]
+        self.offsets = list(np.cumsum([0] + self.sizes[:-1]))
+        self.m = int(sum(self.sizes))
+        self.theta0 = np.concatenate([np.asarray(checked.params[k], dtype=np.float64).reshape(-1)
+                                      for k in self.names]) if self.names else np.zeros(0)
+        self.x = np.asarray(checked.x, dtype=np.float64)
+        self.y = np.asarray(checked.y, dtype=np.float64)
+        self.n = int(self.x.shape[0])
+        self.out_shape = tuple(checked.output_shape)
+        self.k = int(np.prod(self.out_shape)) if self.out_shape else 1
+        self.constants = {k: np.asarray(v, dtype=np.float64) for k, v in checked.constants.items()}
+        self.body = checked.spec.model.body
+        self.arg = checked.spec.model.arg
+        self.yk = self.y.reshape(self.n, self.k)
+        self.affine = degree(self.body, set(self.names)) <= AFFINE
+        self.blocks = {name: (int(o), int(o) + s) for name, o, s in zip(self.names, self.offsets, self.sizes)}
+        self.outputs(self.theta0, None, False)      # raises NotSupported (with its span) now, not mid-search
+
+    # environment ---------------------------------------------------------------------------
+    def _env(self, lo: np.ndarray, hi: np.ndarray, derivatives: bool) -> dict[str, Dual]:
+        env: dict[str, Dual] = {}
+        for name, value in self.constants.items():
+            env[name] = Dual(Iv(value[None]), None, value.ndim)
+        point = lo is hi
+        for name, shape, off, size in zip(self.names, self.shapes, self.offsets, self.sizes):
+            plo = lo[off:off + size].reshape((1,) + shape)
+            v = Iv(plo) if point else Iv(plo, hi[off:off + size].reshape((1,) + shape))
+            d = None
+            if derivatives:
+                eye = np.zeros((self.m, size))
+                eye[off + np.arange(size), np.arange(size)] = 1.0
+                d = Iv(eye.reshape((self.m, 1) + shape))
+            env[name] = Dual(v, d, len(shape))
+        env[self.arg] = Dual(Iv(self.x), None, self.x.ndim - 1)
+        return env
+
+    def outputs(self, lo: np.ndarray, hi: np.ndarray | None = None,
+                derivatives: bool = True) -> tuple[Iv, Iv | None]:
+        """(F [n, k], J [n k, m] or None) over the box [lo, hi] (hi None: the point lo)."""
+        hi = lo if hi is None else hi
+        if derivatives and lo is hi and self.m > POINT_CHUNK:
+            return self._outputs_chunked(lo)
+        out = enclose(self.body, self._env(lo, hi, derivatives))
+        vshape = (self.n,) + self.out_shape
+        F = Iv(np.broadcast_to(out.v.lo, vshape).reshape(self.n, self.k),
+               np.broadcast_to(out.v.hi, vshape).reshape(self.n, self.k))
+        if not derivatives:
+            return F, None
+        if out.d is None:
+            J = Iv(np.zeros((self.n * self.k, self.m)))
+        else:
+            dshape = (self.m,) + vshape
+            dlo = np.broadcast_to(out.d.lo, dshape).reshape(self.m, self.n * self.k)
+            dhi = np.broadcast_to(out.d.hi, dshape).reshape(self.m, self.n * self.k)
+            J = Iv(np.ascontiguousarray(dlo.T), np.ascontiguousarray(dhi.T))
+        return F, J
+
+    def _outputs_chunked(self, theta: np.ndarray) -> tuple[Iv, Iv]:
+        """(F, J) at a point by forward mode over POINT_CHUNK parameter directions at a time (the
+        same enclosures, in bounded memory: wide models have m in the thousands)."""
+        vshape = (self.n,) + self.out_shape
+        F, los, his = None, [], []
+        for start in range(0, self.m, POINT_CHUNK):
+            stop = min(self.m, start + POINT_CHUNK)
+            env = self._env(theta, theta, False)
+            for name, shape, off, size in zip(self.names, self.shapes, self.offsets, self.sizes):
+                a, b = max(off, start), min(off + size, stop)
+                if a < b:
+                    eye = np.zeros((stop - start, size))
+                    idx = np.arange(a, b)
+                    eye[idx - start, idx - off] = 1.0
+                    env[name] = Dual(env[name].v, Iv(eye.reshape((stop - start, 1) + shape)), len(shape))
+            out = enclose(self.body, env)
+            if F is None:
+                F = Iv(np.broadcast_to(out.v.lo, vshape).reshape(self.n, self.k),
+                       np.broadcast_to(out.v.hi, vshape).reshape(self.n, self.k))
+            P = stop - start
+            if out.d is None:
+                los.append(np.zeros((self.n * self.k, P)))
+                his.append(los[-1])
+            else:
+                los.append(np.broadcast_to(out.d.lo, (P,) + vshape).reshape(P, -1).T)
+                his.append(np.broadcast_to(out.d.hi, (P,) + vshape).reshape(P, -1).T)
+        return F, Iv(np.ascontiguousarray(np.concatenate(los, axis=1)),
+                     np.ascontiguousarray(np.concatenate(his, axis=1)))
+
+    def loss_of(self, F: Iv) -> tuple[Iv, Iv]:
+        """(r = F - y, L = mean_i sum_j r_ij^2)."""
+        r = iv_sub(F, Iv(self.yk))
+        sq = iv_square(r)
+        total = iv_sum(sq, None)
+        return r, iv_of(np.maximum(down(total.lo / self.n), 0.0), up(total.hi / self.n))
+
+    def grad_of(self, J: Iv, r: Iv) -> Iv:
+        """grad L = (2 / n) J^T r (exact factor 2; division by n rounded outward)."""
+        JT = Iv(J.lo.T, J.hi.T) if not J.point else Iv(J.lo.T)
+        g = iv_matmul(JT, Iv(r.lo.reshape(-1), r.hi.reshape(-1)) if not r.point else Iv(r.lo.reshape(-1)))
+        return iv_of(down(2.0 * g.lo / self.n), up(2.0 * g.hi / self.n))
+
+    def at_point(self, theta: np.ndarray, derivatives: bool = True) -> BoxEnclosure:
+        theta = np.asarray(theta, dtype=np.float64)
+        F, J = self.outputs(theta, None, derivatives)
+        r, L = self.loss_of(F)
+        grad = self.grad_of(J, r) if J is not None else None
+        return BoxEnclosure(theta, theta, theta, F, J, r, L, grad, F, L)
+
+    def over_box(self, lo: np.ndarray, hi: np.ndarray) -> BoxEnclosure:
+        """Enclosures over [lo, hi]: the naive forward-mode enclosure of F intersected with the
+        mean-value form F(c) + J(box)(box - c); L likewise with L(c) + grad L(box).(box - c)."""
+        c = np.minimum(np.maximum(0.5 * lo + 0.5 * hi, lo), hi)
+        F, J = self.outputs(lo, hi, True)
+        Fc, _ = self.outputs(c, None, False)
+        delta = Iv(down(lo - c), up(hi - c))                 # theta - c
+        Fmv = iv_add(Fc, Iv(*(z.reshape(self.n, self.k) for z in _lohi(iv_matmul(J, delta)))))
+        F = iv_intersect(F, Fmv)
+        r, L = self.loss_of(F)
+        grad = self.grad_of(J, r)
+        _, Lc = self.loss_of(Fc)
+        dot = iv_sum(iv_mul(grad, delta), None)
+        Lmv = iv_add(Lc, dot)
+        L = iv_intersect(L, Iv(np.maximum(Lmv.lo, 0.0), Lmv.hi))
+        return BoxEnclosure(lo, hi, c, F, J, r, L, grad, Fc, Lc)
+
+
+def _lohi(a: Iv):
+    return a.lo, a.hi
