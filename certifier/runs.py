@@ -96,12 +96,9 @@ def run_one(path: str, args, cache) -> Outcome:
 
     deadline = time.monotonic() + args.budget if args.budget is not None else None
     reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
-    options = pipeline.RunOptions(reporter=reporter, device=args.device)
-    # fields the pipeline may not have yet are set only when it has them
-    for name, value in (("deadline", deadline), ("allow_python", bool(args.allow_python)),
-                        ("workers", args.workers), ("scheduler", args.scheduler)):
-        if hasattr(options, name):
-            setattr(options, name, value)
+    options = pipeline.RunOptions(reporter=reporter, device=args.device, deadline=deadline,
+                                  allow_python=bool(args.allow_python), workers=args.workers,
+                                  scheduler=args.scheduler)
     if args.max_params is not None:
         options.max_params = args.max_params
     try:

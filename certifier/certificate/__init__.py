@@ -12,11 +12,11 @@ that gave μ and the one that gave K are marked by their `roles`) and the witnes
 `check` re-parses the spec, compares the hashes, recomputes L0 and L, R (or the kernel's
 λ_min) at every evidence point (1e-9 relative), recomputes ρ and checks ρ ≤ r, rebuilds the rate
 and compares its curve, and checks that the verdict follows from these numbers. Evidence is
-verified by the table VERIFIERS, keyed by kind, to which other methods add their kinds
-(each method's module lists its own). Re-verifying a sampled certificate re-checks its numbers; it does not
-turn the estimate into a proof: a point the search never visited can still have a smaller R.
+verified by the table VERIFIERS, keyed by kind, merged from each method's module (sampled.py,
+sound.py). Re-verifying a sampled certificate re-checks its numbers; it does not turn the
+estimate into a proof: a point the search never visited can still have a smaller R.
 
-A `method interval` result (the sound mode) has its own builder and final check, registered by
+A `method interval` result (the sound mode) has its own builder and final check, listed by
 method name (BUILDERS, FINAL_CHECKS) from certifier/certificate/sound.py: its evidence is the
 proof's split tree and leaves, and `check` replays the proof without search.
 """
