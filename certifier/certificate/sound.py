@@ -42,7 +42,8 @@ from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
 from ..compile.interval import NotSupported
 from ..compile.interval_model import IntervalModel
 from ..compile.rounding import elementary
-from ..compose.sound import ZERO_MU, _rate, needed_mu_lower, rho_upper
+from ..compose.rate import proved_rate
+from ..compose.sound import ZERO_MU, needed_mu_lower, rho_upper
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
@@ -116,8 +117,8 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
-        rate, _ = _rate(ev.L0_upper, ev.mu, ev.floor, ev.horizon, float((result.loss or {})["constant"]))
-        formula, curve = rate["formula"], rate["curve"]
+        rate = proved_rate(ev.L0_upper, ev.mu, ev.floor, float((result.loss or {})["constant"]))
+        formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
         proof.update(refutation=True, needed=hx(ev.refute_below))
@@ -429,10 +430,10 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         same = False
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
-    rebuilt, _ = _rate(L0_up, mu, st["floor"], st["horizon"], st["model"].g_factor)
-    if rate.get("formula") != rebuilt["formula"]:
-        ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt['formula']!r}")
-    if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt["curve"]:
+    rebuilt = proved_rate(L0_up, mu, st["floor"], st["model"].g_factor)
+    if rate.get("formula") != rebuilt.formula():
+        ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
+    if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):
         ctx.reject("rate: the recorded curve is not the rebuilt bound max(L0_upper exp(-4 mu t), floor)")
     ctx.state["summary"] = ("the ball rule re-run on the whole ball, no search" if proof.get("ball") else
                             f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "

@@ -1,7 +1,12 @@
 """The composition rule, written once: if phi'(L) ||grad L||^2 >= K on the region, then
     gradient flow:      L(t)   <= max(phi^-1(phi(L0) - K t), floor)
     gradient descent:   L_k    <= max(phi^-1(phi(L0) - k eta (1 - beta eta / 2) K), floor)
-(docs/theory.md, sections 3 and 4b). `speed` is the phi-decrease per unit of `unit`."""
+(docs/theory.md, sections 3 and 4b). `speed` is the phi-decrease per unit of `unit`.
+
+With `outward` (the sound mode) every number is rounded so that it stays a bound: the
+phi-decrease s = speed * t down, phi^-1 and the gaps of phi evaluated in arb and rounded up, so
+bound(t) >= the exact phi^-1(phi(L0) - K t) and time_to(level) >= the exact time, for the
+exact reals K and L0 given (themselves a proved lower and upper bound)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..language.desingularizers import Desingularizer
+from ..compile.rounding import down, up
+from ..language.desingularizers import LOG, Desingularizer
 
 FRACTIONS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
@@ -22,12 +28,17 @@ class Rate:
     floor: float      # epsilon >= 0: nothing is claimed below it
     step: float | None = None       # eta for gradient descent; None for gradient flow
     smoothness: float | None = None  # beta, with eta <= 1/beta
+    outward: bool = False            # every number a bound (the sound mode): see the module's docstring
+    K_text: str | None = None        # K as the formula shows it (e.g. "4 * mu" with mu's digits)
 
     @property
     def speed(self) -> float:
         """phi-decrease per unit time (flow) or per step (descent)."""
         if self.step is None:
             return self.K
+        if self.outward:   # eta (1 - beta eta / 2) K, each operation rounded down
+            half = float(up(up(self.smoothness * self.step) / 2))
+            return float(down(down(self.step * down(1 - half)) * self.K))
         return self.step * (1 - self.smoothness * self.step / 2) * self.K
 
     @property
@@ -39,6 +50,8 @@ class Rate:
         below it (L is non-increasing), hence the max with the floor."""
         if t <= 0:
             return self.initial
+        if self.outward:
+            return max(self.phi.descend_up(self.initial, float(down(self.speed * t))), self.floor)
         return max(self.phi.descend(self.initial, self.speed * t), self.floor)
 
     def time_to(self, level: float) -> float | None:
@@ -47,14 +60,19 @@ class Rate:
             return 0.0
         if level < self.floor or level <= 0:
             return None
-        value = self.phi.gap(self.initial, level) / self.speed
+        if self.outward:
+            value = float(up(self.phi.gap_up(self.initial, level) / self.speed))
+        else:
+            value = self.phi.gap(self.initial, level) / self.speed
         return float(math.ceil(value)) if self.step is not None else value
 
     def formula(self) -> str:
         var = "t" if self.step is None else "k"
-        core = self.phi.formula(self.initial, self.speed).replace("* t", f"* {var}")
+        core = self.phi.formula(self.initial, self.speed, self.outward,
+                                 self.K_text if self.step is None else None).replace("* t", f"* {var}")
         left = "L(t)" if self.step is None else "L_k"
-        return f"{left} <= max({core}, {self.floor:.6g})" if self.floor > 0 else f"{left} <= {core}"
+        floor = repr(self.floor) if self.outward else f"{self.floor:.6g}"
+        return f"{left} <= max({core}, {floor})" if self.floor > 0 else f"{left} <= {core}"
 
     def asymptotic(self) -> str:
         text = self.phi.asymptotic(self.speed)
@@ -66,3 +84,9 @@ class Rate:
 
     def times_to_fraction(self) -> dict[str, float | None]:
         return {f"{f:.0e}".replace("e-0", "e-"): self.time_to(f * self.initial) for f in FRACTIONS}
+
+
+def proved_rate(L0_up: float, mu: float, floor: float, c: float) -> Rate:
+    """The sound mode's bound L(t) <= max(L0_up exp(-c mu t), floor), c the loss's exact
+    ||g||_D^2 / L: phi = log with K = c mu rounded down, every number rounded outward."""
+    return Rate(LOG, float(down(c * mu)), L0_up, floor, outward=True, K_text=f"{c:g} * {mu!r}")

@@ -30,7 +30,7 @@ from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError
 from ..language.losses import LOSSES
 from ..result import FailingPoint, FailingRegion, MuSource, Result
-from .rate import FRACTIONS
+from .rate import proved_rate
 from .verdicts import nice_up as _nice_up
 
 RADIUS_TRIES = 6
@@ -358,29 +358,10 @@ def _auto_start(model: IntervalModel, floor: float, L0_up: float) -> float:
 
 
 def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float):
-    """The proved bound L(t) <= max(L0_up exp(-c mu t), floor), c the loss's exact ||g||_D^2 / L (its
-    numbers are upper bounds up to the rounding of exp in the curve, a relative 1e-15)."""
-    def bound(t: float) -> float:
-        if t <= 0:
-            return L0_up
-        v = L0_up * math.exp(-c * mu * t) * (1 + 1e-12) if -c * mu * t > -745 else 0.0
-        return max(v, floor)
-
-    def time_to(level: float):
-        if level >= L0_up:
-            return 0.0
-        if level < floor or level <= 0:
-            return None
-        return math.log(L0_up / level) / (c * mu) * (1 + 1e-12)
-
-    core = f"{L0_up!r} * exp(-{c:g} * {mu!r} * t)"
-    formula = f"L(t) <= max({core}, {floor!r})" if floor > 0 else f"L(t) <= {core}"
-    ts = [0.0] + list(np.logspace(math.log10(horizon) - 6, math.log10(horizon), 61))
-    rate = {"formula": formula, "curve": [[float(t), bound(t)] for t in ts],
-            "times_to_fraction": {f"{f:.0e}".replace("e-0", "e-"): time_to(f * L0_up) for f in FRACTIONS},
+    rate = proved_rate(L0_up, mu, floor, c)
+    return {"formula": rate.formula(), "curve": rate.curve(horizon), "times_to_fraction": rate.times_to_fraction(),
             "horizon": horizon, "time": "gradient-flow time t",
-            "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}
-    return rate, bound
+            "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}, rate.bound
 
 
 def _weakest_rule(outcome: SoundOutcome) -> str | None:

@@ -7,6 +7,7 @@ L(theta_t) <= phi^-1(phi(L0) - K t) while the flow stays in the region.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -38,6 +39,24 @@ class Desingularizer:
             return 0.0
         return min(RULES[self.name].descend(start, s, **self.params), start)   # never up by rounding
 
+    # outward rounding (the sound mode): upper bounds for the exact reals given, by arb ----------
+    def descend_up(self, start: float, s: float) -> float:
+        """A float >= phi^-1(phi(start) - s) for the exact reals start > 0 and s >= 0."""
+        if s <= 0:
+            return start
+        if s == math.inf:
+            return 0.0
+        with _arb() as arb:
+            value = RULES[self.name].arb_descend(arb(start), arb(s), **self.params)
+            return min(_float_up(value), start)   # phi^-1(phi(start) - s) <= start for s >= 0
+
+    def gap_up(self, high: float, low: float) -> float:
+        """A float >= phi(high) - phi(low) for the exact reals high >= low > 0."""
+        if high == low:
+            return 0.0
+        with _arb() as arb:
+            return _float_up(RULES[self.name].arb_gap(arb(high), arb(low), **self.params))
+
     def path_integral(self, low: float, high: float) -> float:
         """int_low^high sqrt(phi'(u)) du (infinite when it diverges)."""
         if high <= low:
@@ -49,8 +68,11 @@ class Desingularizer:
     def phi_text(self) -> str:
         return RULES[self.name].text(**self.params)
 
-    def formula(self, L0: float, K: float) -> str:
-        return RULES[self.name].formula(L0, K, **self.params)
+    def formula(self, L0: float, K: float, exact: bool = False, K_text: str | None = None) -> str:
+        """The bound phi^-1(phi(L0) - K t) as text: numbers to 6 digits, or `exact` (repr, the
+        doubles the sound mode computed with); K_text replaces K's number (e.g. "4 * mu")."""
+        number = repr if exact else (lambda x: f"{x:.6g}")
+        return RULES[self.name].formula(L0, K_text or number(K), number, **self.params)
 
     def asymptotic(self, K: float) -> str:
         return RULES[self.name].asymptotic(K, **self.params)
@@ -70,8 +92,16 @@ class _Log:
         return start * math.exp(-s) if s < 745 + math.log(max(start, 1e-300)) else 0.0
 
     @staticmethod
-    def formula(L0, K):
-        return f"{L0:.6g} * exp(-{K:.6g} * t)"
+    def arb_descend(start, s):
+        return start * (-s).exp()
+
+    @staticmethod
+    def arb_gap(high, low):
+        return (high / low).log()
+
+    @staticmethod
+    def formula(L0, K, number):
+        return f"{number(L0)} * exp(-{K} * t)"
 
     @staticmethod
     def asymptotic(K):
@@ -117,9 +147,19 @@ class _Power:
         return f"phi(u) = -u^(1-2a)/(2a-1), a = {alpha:.4g}" if alpha != 1 else "phi(u) = -1/u (a = 1)"
 
     @staticmethod
-    def formula(L0, K, alpha):
+    def arb_descend(start, s, alpha):
+        q = 2 * _exact(alpha) - 1
+        return (start ** (-q) + q * s) ** (-1 / q)
+
+    @staticmethod
+    def arb_gap(high, low, alpha):
+        q = 2 * _exact(alpha) - 1
+        return (low ** (-q) - high ** (-q)) / q
+
+    @staticmethod
+    def formula(L0, K, number, alpha):
         q = 2 * alpha - 1
-        return f"({L0:.6g}^(-{q:.4g}) + {q:.4g} * {K:.6g} * t)^(-{1 / q:.4g})"
+        return f"({number(L0)}^(-{q:.4g}) + {q:.4g} * {K} * t)^(-{1 / q:.4g})"
 
     @staticmethod
     def asymptotic(K, alpha):
@@ -181,14 +221,56 @@ class _Lambert:
         return "phi(u) = log(e^u - 1) - 1/(e^u - 1)"
 
     @staticmethod
-    def formula(L0, K):
+    def arb_phi(u):
+        e = u.expm1()
+        return e.log() - 1 / e
+
+    @staticmethod
+    def arb_descend(start, s):
+        # phi(L) = phi(start) - s  <=>  L = log(1 + 1/W0(e^x)), x = s - phi(start); arb's W0 is rigorous
+        w = (s - _Lambert.arb_phi(start)).exp().lambertw()
+        return (1 + 1 / w).log()
+
+    @staticmethod
+    def arb_gap(high, low):
+        return _Lambert.arb_phi(high) - _Lambert.arb_phi(low)
+
+    @staticmethod
+    def formula(L0, K, number):
         c0 = _Lambert.phi(L0)
         sign = "-" if c0 >= 0 else "+"
-        return f"log(1 + 1/W0(exp({K:.6g} * t {sign} {abs(c0):.6g})))"
+        return f"log(1 + 1/W0(exp({K} * t {sign} {number(abs(c0))})))"
 
     @staticmethod
     def asymptotic(K):
         return f"L ~ 1/({K:.3g} t)"
+
+
+@contextlib.contextmanager
+def _arb():
+    """python-flint's arb at 128 bits (a ball that contains the exact value: no libm trusted)."""
+    import flint
+
+    old = flint.ctx.prec
+    flint.ctx.prec = 128
+    try:
+        yield flint.arb
+    finally:
+        flint.ctx.prec = old
+
+
+def _float_up(value) -> float:
+    """A double >= every point of the arb ball `value` (inf when it is not finite)."""
+    hi = float(value.upper())
+    if math.isnan(hi):
+        return math.inf
+    return float(np.nextafter(hi, math.inf))   # float() rounds the endpoint to nearest
+
+
+def _exact(x: float):
+    import flint
+
+    return flint.arb(x)
 
 
 RULES = {"log": _Log, "power": _Power, "lambert": _Lambert}
