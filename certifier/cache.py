@@ -64,7 +64,7 @@ def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> lis
     target = getattr(spec.model, "target", None)
     if target is not None and allow_python:
 
-        path = module_file(target)
+        path = module_file(target, base_dir(spec_path))
         if path is None:
             return None
         out.append((f"python:{target.split(':')[0]}", Path(path)))

@@ -47,7 +47,7 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
                         "or save the weights and write params from \"weights.pt\"")
         return params, None, None
     try:
-        module = build_module(m.target)
+        module = build_module(m.target, files.base_dir(spec.path))
     except ModelProblem as p:
         collector.error(p.code, p.message, m.target_span, p.hint)
         return params, None, None

@@ -11,8 +11,10 @@ Importing runs the module's code: the check stage does it only with --allow-pyth
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +38,43 @@ def split_target(target: str) -> tuple[str, str]:
     return module, attr
 
 
-def module_file(target: str) -> str | None:
+@contextlib.contextmanager
+def import_path(spec_dir: Path | str | None):
+    """Modules are found in the spec's folder, then the working directory, then sys.path (as
+    `python -m` and pytest users expect); sys.path is restored afterwards."""
+    extra = [str(Path(d).resolve()) for d in (spec_dir, Path.cwd()) if d is not None]
+    extra = [d for i, d in enumerate(extra) if d not in extra[:i]]
+    old = list(sys.path)
+    sys.path[:0] = extra
+    importlib.invalidate_caches()   # a module written since the last import is found
+    try:
+        yield
+    finally:
+        sys.path[:] = old
+
+
+def module_file(target: str, spec_dir: Path | str | None = None) -> str | None:
     """The source file of the target's module (for the cache key); None when unknown. May import
     the parent packages (only called when Python code is allowed)."""
     try:
-        spec = importlib.util.find_spec(split_target(target)[0])
+        with import_path(spec_dir):
+            spec = importlib.util.find_spec(split_target(target)[0])
     except (ImportError, ValueError, ModelProblem):
         return None
     origin = getattr(spec, "origin", None) if spec is not None else None
     return origin if origin and Path(origin).is_file() else None
 
 
-def build_module(target: str) -> torch.nn.Module:
+def build_module(target: str, spec_dir: Path | str | None = None) -> torch.nn.Module:
+    """The target's module, imported from the spec's folder, the working directory or sys.path."""
     module_name, attr = split_target(target)
     try:
-        module = importlib.import_module(module_name)
+        with import_path(spec_dir):
+            module = importlib.import_module(module_name)
     except Exception as exc:
         raise ModelProblem("E302", f"cannot import '{module_name}': {type(exc).__name__}: {exc}",
-                           "the module must be importable from the working directory or PYTHONPATH") from None
+                           "the module must be importable from the spec's folder, the working directory or "
+                           "PYTHONPATH") from None
     obj = module
     for name in attr.split("."):
         if not hasattr(obj, name):
