@@ -77,6 +77,19 @@ def test_cache_hit_gives_the_same_result_and_bound(capsys, tiny):
     assert cached.mu == fresh.mu and cached.witness == fresh.witness
 
 
+def test_a_sound_result_is_cached_with_its_outward_bound(capsys, tiny):
+    spec = Path(__file__).resolve().parents[1] / "specs" / "one_neuron_sound.rq"
+    code1, out1, _ = run(capsys, str(spec), "--format", "json", "--cache-dir", "cache")
+    code2, out2, _ = run(capsys, str(spec), "--format", "json", "--cache-dir", "cache")
+    first, second = json.loads(out1), json.loads(out2)
+    assert code1 == code2 == 0 and first["verdict"] == "certified" and second["sound"] is True
+    assert second["notes"][-1].startswith("read from the cache")
+    assert _without(second, "notes") == _without(first, "notes")
+    (entry,) = (tiny / "cache").glob("*/*.json")
+    fields = json.loads(entry.read_text())["rate"]["fields"]
+    assert fields["outward"] is True and fields["K_text"].startswith("4 * ")
+
+
 def test_same_spec_and_seeds_give_the_same_numbers_twice(capsys, tiny):
     _, out1, _ = run(capsys, "tiny.rq", "--format", "json", "--no-cache")
     _, out2, _ = run(capsys, "tiny.rq", "--format", "json", "--no-cache")

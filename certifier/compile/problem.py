@@ -117,7 +117,7 @@ def initial_loss_check(checked: Checked, p0: Point, problem: "Problem | None" = 
     """E206 at the loss statement when the analysis cannot start from theta0 at this scale: L(theta0),
     grad L(theta0) or R(theta0) is not a finite double, or the loss's bound G(L0) <= ||g||_D^2 (with
     its natural desingularizer's phi'(L0) G(L0), the KL constant's factor at theta0) overflows.
-    Both analysis modes call it on their first point (pipeline._sampled_result, compose/sound.py)."""
+    Both analysis modes call it on their first point (compose/sampled.py, compose/sound.py)."""
 
     loss = LOSSES[checked.loss.name]
     L0, R0 = p0.loss, p0.rayleigh

@@ -1,4 +1,4 @@
-"""`method interval`: the sound run of one spec, from a checked spec to a Result with sound=True.
+"""`method interval`: the sound run of one spec, from a checked spec to its Evidence (sound=True).
 
 The verdict `certified` is a theorem (docs/theory.md section 10): bound_mu proved R >= mu on the
 region above the floor, and rho = (sqrt(L0) - sqrt(floor)) / sqrt(mu), computed with upward
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +28,8 @@ from ..compile.problem import Problem, problem_device
 from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError
 from ..language.losses import LOSSES
-from ..result import FailingPoint, FailingRegion, MuSource, Result
+from ..result import FailingPoint, FailingRegion, MuSource
+from .build import Evidence
 from .rate import proved_rate
 from .verdicts import nice_up as _nice_up
 
@@ -84,8 +84,9 @@ FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.
                   "arb": "python-flint arb ball arithmetic (rigorous; docs/theory.md section 10)"}
 
 
-def certify_sound(checked, options) -> Result:
-    """The sound run, with elementary functions evaluated as `functions=` says (margin or arb)."""
+def certify_sound(checked, options):
+    """The sound run, with elementary functions evaluated as `functions=` says (margin or arb):
+    (the problem, its Evidence)."""
     functions = str(checked.method.options.get("functions") or "margin")
     # --workers / --scheduler: the boxes of each branch-and-bound round (analyse/parallel.py)
     executor = make_executor(checked, options.workers, options.scheduler, problem_device(checked, options.device),
@@ -97,7 +98,7 @@ def certify_sound(checked, options) -> Result:
         executor.close()
 
 
-def _certify_sound(checked, options, functions: str, executor) -> Result:
+def _certify_sound(checked, options, functions: str, executor):
     t_start = time.perf_counter()
     reporter = options.reporter
     problem = Problem(checked, problem_device(checked, options.device))
@@ -120,14 +121,14 @@ def _certify_sound(checked, options, functions: str, executor) -> Result:
                      "numpy); the device was not used")
 
     def result(verdict, sound, *, mu=None, outcome: SoundOutcome | None = None, failing=None, rate=None,
-               bound=None, witness=None, region=None, L0_up=None, extra_notes=(), evidence=None):
+               bound=None, witness=None, radius=None, rho=None, history=(), L0_up=None, extra_notes=(),
+               evidence=None):
         timing["total"] = time.perf_counter() - t_start
         rules = (outcome.rules_used if outcome else {}) or {}
         sources = [MuSource(name, RULE_TEXT.get(name, name), None, count) for name, count in sorted(rules.items())]
         boxes = outcome.boxes_evaluated if outcome else 0
         seconds = outcome.bnb_seconds if outcome else 0.0
-        return Result(
-            spec=checked.spec.path, title=checked.spec.title or Path(checked.spec.path).stem,
+        return problem, Evidence(
             verdict=verdict, sound=sound,
             method={"name": "interval", "boxes": budget, "seed": seed, "functions": functions,
                     "boxes_evaluated": boxes,
@@ -135,22 +136,16 @@ def _certify_sound(checked, options, functions: str, executor) -> Result:
                     "elementary_functions": FUNCTIONS_TEXT[functions],
                     "status": outcome.status if outcome else None,
                     "message": outcome.message if outcome else None},
-            loss={"name": problem.loss_def.name, "initial": p0.loss, "initial_upper": L0_up, "constant": c,
-                  "floor": floor, "inequality": "||g||_D^2 = 4 l (exact), so with phi = log: phi'(l) ||g||_D^2 = 4",
-                  "minimum_seen": None},
-            desingularizer={"name": phi.name, "requested": checked.desingularizer.name, "params": phi.params,
-                            "phi": phi.phi_text},
-            mu=mu if mu is not None and math.isfinite(mu) else None,
-            mu_source=_weakest_rule(outcome) if outcome and mu is not None else None,
-            mu_sources=sources,
-            region=region or {},
+            loss={"initial": p0.loss, "initial_upper": L0_up, "constant": c, "floor": floor,
+                  "inequality": problem.loss_def.inequality, "minimum_seen": None},
+            phi=phi,
+            mu=mu, mu_source=_weakest_rule(outcome) if outcome and mu is not None else None, mu_sources=sources,
+            radius=radius, rho=rho, radius_search=list(history),
             rate=rate or {"formula": None, "curve": [], "times_to_fraction": {}, "horizon": horizon,
                           "time": "gradient-flow time t",
                           "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"},
-            witness=witness, failing_region=failing, diagnostics=[],
-            problem={"parameters": problem.m, "samples": problem.n, "outputs": problem.k},
-            timing=timing, notes=notes + list(extra_notes), proof=_proof(outcome), _bound=bound,
-            _records=evidence)
+            witness=witness, failing=failing,
+            timing=timing, notes=notes + list(extra_notes), proof=_proof(outcome), bound=bound, records=evidence)
 
     # --- what the sound mode covers: anything else is a diagnostic at its span -----------------------
     unsupported = None
@@ -189,15 +184,9 @@ def _certify_sound(checked, options, functions: str, executor) -> Result:
     kind = region_choice.name
     make = (lambda r: Ball(problem.theta0, r)) if kind == "ball" else (lambda r: Box(problem.theta0, r))
 
-    def region_dict(radius, rho, history):
-        return {"kind": kind, "center": "init", "radius": radius, "radius_auto": auto,
-                "halfwidth": radius if kind == "box" else None,
-                "path_length_bound": rho if rho is not None and math.isfinite(rho) else None,
-                "dimension": problem.m, "radius_search": history}
-
     if float(enc0.L.hi) <= floor:
         bound = lambda t: L0_up   # noqa: E731 - L is non-increasing along the flow
-        return result("certified", True, region=region_dict(None, 0.0, []), L0_up=L0_up, bound=bound,
+        return result("certified", True, rho=0.0, L0_up=L0_up, bound=bound,
                       evidence=SoundEvidence(kind, None, floor, horizon, functions, L0_up, float(enc0.L.lo)),
                       extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
                                    "for all t, since L is non-increasing along the flow"])
@@ -315,7 +304,7 @@ def _certify_sound(checked, options, functions: str, executor) -> Result:
                              mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius))
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
-                  region=region_dict(radius, rho if math.isfinite(rho) else None, history), L0_up=L0_up,
+                  radius=radius, rho=rho, history=history, L0_up=L0_up,
                   extra_notes=extra, evidence=evidence)
 
 

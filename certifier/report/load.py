@@ -38,6 +38,8 @@ def rate_parameters(result: Result) -> dict | None:
         fields = {}
         for f in dataclasses.fields(owner):
             value = getattr(owner, f.name)
+            if f.name in ("outward", "K_text") and value == f.default:
+                continue   # the sampled rate's parameters as they were before the sound mode shared Rate
             fields[f.name] = {"desingularizer": _phi_to_dict(value)} if _is_phi(value) else value
         return {"kind": "rate", "fields": fields}
     initial = (result.loss or {}).get("initial")
