@@ -6,11 +6,14 @@ import argparse
 import glob
 import os
 import sys
+import time
 from pathlib import Path
 
 from .version import __version__
 
 EXIT_USAGE = 2
+# about the process's start (this module loads before torch): the first spec's --budget counts from here
+STARTED = time.monotonic()
 def positive_int(text: str) -> int:
     try:
         value = int(text)

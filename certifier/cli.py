@@ -16,14 +16,18 @@ console script and __main__ pass it to sys.exit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 from rich.console import Console
 
-from .arguments import EXIT_USAGE, build_parser, err, expand_specs
+from .arguments import EXIT_USAGE, STARTED, build_parser, err, expand_specs
 from .diagnostics import Diagnostic
 from .diagnostics import render_text as render_diagnostic
 from .explain import known, lookup
@@ -171,7 +175,7 @@ def _explain(ident: str) -> int:
     return 0
 
 
-def _run(args, parser) -> int:
+def _run(args, parser, started: float) -> int:
     if args.explain is not None:
         return _explain(args.explain)
     if not args.specs:
@@ -194,12 +198,12 @@ def _run(args, parser) -> int:
     cache = cache_for(args)
     printer = _Printer(args, multi)
     try:
-        for path, problem in specs:
+        for i, (path, problem) in enumerate(specs):
             if problem is not None:
                 err(f"certify: error: {problem}")
                 printer.add(Outcome(path, diagnostics=[Diagnostic("E201", problem, path=path)]))
                 continue
-            printer.add(run_one(path, args, cache))
+            printer.add(run_one(path, args, cache, started=started if i == 0 else None))
     except Interrupted as stop:
         err("certify: interrupted")
         try:
@@ -218,6 +222,23 @@ def _run(args, parser) -> int:
     return run_exit_code(printer.outcomes, args.fail_on)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a CI job's timeout, `kill`) is handled as Ctrl-C: the partial report, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _silence_stdout() -> None:
     """After a broken pipe (`certify x.rq | head`), send further output (and the flush at exit) nowhere."""
     try:
@@ -228,6 +249,8 @@ def _silence_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the budget of the first spec counts from the process's start when this is the command itself
+    started = STARTED if argv is None else time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         _safe_streams()
@@ -246,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     _safe_streams()
     try:
-        return _run(args, parser)
+        with terminate_as_interrupt():
+            return _run(args, parser, started)
     except KeyboardInterrupt:
         err("certify: interrupted")
         return EXIT_INTERRUPTED

@@ -298,7 +298,7 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "raise --budget, lower samples= in the method statement, or shrink the problem."),
     "interrupted": (
         "run interrupted",
-        "The run was interrupted (Ctrl-C) before the analysis finished.",
+        "The run was interrupted (Ctrl-C or SIGTERM) before the analysis finished.",
         "certify was interrupted while analysing this spec. The report shows what was "
         "available; certify exits with code 130.",
         "^C\n# certify: interrupted",

@@ -15,6 +15,7 @@ stderr console; `make_reporter(enabled)` picks between them.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -106,9 +107,11 @@ def make_reporter(enabled: bool, console=None):
 
 # --- deadlines (certify --budget) and the phase that was running (for partial reports) ----------
 
-class BudgetExceeded(Exception):
-    """Raised by an `advance()` of a DeadlineReporter once time.monotonic() passes its deadline.
-    The pipeline (or, until it does, the CLI) turns it into an inconclusive Result."""
+class BudgetExceeded(BaseException):
+    """Raised by an `advance()` of a DeadlineReporter once time.monotonic() passes its deadline,
+    or by `alarm` at the deadline itself. The CLI turns it into an inconclusive partial Result.
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` fallback in the
+    engines takes it for a failure of the computation it interrupted."""
 
     def __init__(self, phase: str | None, budget: float | None = None):
         self.phase = phase
@@ -166,3 +169,26 @@ def with_deadline(reporter, deadline: float | None, budget: float | None = None)
     if isinstance(reporter, DeadlineReporter) and reporter.deadline == deadline:
         return reporter
     return DeadlineReporter(reporter, deadline, budget)
+
+
+@contextmanager
+def alarm(reporter, deadline: float | None, budget: float | None = None) -> Iterator[None]:
+    """Raise BudgetExceeded in the main thread when time.monotonic() reaches `deadline`, even in a
+    long computation that never calls advance() (a Hessian eigenvalue, one large batch): the
+    exception is raised between two bytecodes, so a single torch call still finishes first. Does
+    nothing off the main thread or without setitimer (the advance() checks remain)."""
+    if deadline is None or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def ring(signum, frame):
+        raise BudgetExceeded(getattr(reporter, "current", None), budget)
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
