@@ -29,6 +29,16 @@ class Interrupted(Exception):
         self.outcome = outcome
 
 
+def _where(phase: str | None, reporter) -> str:
+    """Where a run stopped, for its message: the phase that was running, else the last one that
+    finished, else the start (reading, checking and compiling the spec)."""
+    if phase:
+        return f" during '{phase}'"
+    if reporter.completed:
+        return f" after '{reporter.completed[-1]}'"
+    return " while reading, checking and compiling the spec"
+
+
 def _partial(reporter) -> dict | None:
     """What the pipeline knew when it stopped (it sets reporter.partial), or None."""
     try:
@@ -111,7 +121,7 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
         return Outcome(path, diagnostics=exc.diagnostics, source=source, seconds=time.perf_counter() - t0)
     except BudgetExceeded as exc:
         seconds = time.perf_counter() - t0
-        where = f" during '{exc.phase}'" if exc.phase else ""
+        where = _where(exc.phase, reporter)
         result = partial_result(path, source, "budget",
                                 f"the budget of {args.budget:g} s ran out{where}",
                                 "raise --budget, lower samples= in the method statement, or shrink the problem",
@@ -119,8 +129,7 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
         return Outcome(path, result=result, source=source, seconds=seconds)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - t0
-        phase = reporter.stopped_in or reporter.current
-        where = f" during '{phase}'" if phase else ""
+        where = _where(reporter.stopped_in or reporter.current, reporter)
         result = partial_result(path, source, "interrupted", f"interrupted{where} after {seconds:.3g} s",
                                 "run certify again and let it finish (or give it a --budget)", seconds, reporter,
                                 _partial(reporter))

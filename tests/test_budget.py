@@ -3,6 +3,7 @@ that report no progress; SIGTERM is handled as Ctrl-C. Run as the user runs cert
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,10 @@ def test_budget_ends_within_ten_percent_or_two_seconds(big, tmp_path):
     assert out.returncode == 3
     result = json.loads(out.stdout)
     assert result["verdict"] == "inconclusive" and result["failing_region"]["kind"] == "budget"
-    assert result["failing_region"]["message"].startswith("the budget of 4 s ran out during '")
+    message = result["failing_region"]["message"]
+    # where it stopped depends on the machine's speed; it is always named
+    assert re.fullmatch(r"the budget of 4 s ran out (during '.+'|after '.+'|"
+                        r"while reading, checking and compiling the spec)", message), message
     assert wall <= budget + max(0.1 * budget, 2.0), wall
 
 

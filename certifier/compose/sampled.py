@@ -51,13 +51,15 @@ def _sampled_evidence(checked, options, problem: Problem, executor, t_start: flo
     step = claim.get("step")
     samples, seed = int(method.get("samples", 4096)), int(method.get("seed", 0))
 
-    p0 = problem.point(problem.theta0)
-    problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
+    # a named phase, so that --budget running out here says where (a wide network's Hessian)
+    with reporter.phase("theta0: loss, kernel and step size", total=None):
+        p0 = problem.point(problem.theta0)
+        problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
+        beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
     L0, R0 = p0.loss, p0.rayleigh
     noise = max(NOISE * L0, getattr(problem, "loss_rounding", 0.0))   # a closed form's own level
     floor_eff = max(floor, noise)
     gen = torch.Generator().manual_seed(seed)
-    beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
     eta = 0.5 / beta0 if beta0 > 0 else 1.0
     budget = Budget(samples)
     records = Records(ceiling=L0)   # the flow never climbs above L(theta0)
