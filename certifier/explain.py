@@ -228,7 +228,9 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "The tangent kernel's lambda_min vanished but R itself stayed positive: no mu estimated.",
         "Only the tangent kernel's smallest eigenvalue (a lower bound on R in every direction) "
         "is about zero somewhere in the region; R along the actual residual was positive. The "
-        "lower bound is too weak to estimate a positive mu, so the result is inconclusive.",
+        "lower bound is too weak to estimate a positive mu, so the result was inconclusive. "
+        "Kept for results written by older versions: certify no longer issues it, since lambda_min "
+        "is now reported beside mu (a note and mu_sources) and never sets mu.",
         "Failure: singular-kernel\n  the tangent kernel is nearly singular (lambda_min = 3e-12)",
         "shrink the region, certify a floor, or widen the model."),
     "unsampled-levels": (

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Sources whose value is a lower bound on R at the point (valid in every direction), not R itself.
+# Sources whose value is a lower bound on R at the point (valid in every direction), not R itself:
+# reported beside mu, never used for it (docs/theory.md, section 7).
 LOWER_BOUNDS = frozenset({"tangent-kernel"})
 
 
@@ -60,22 +61,23 @@ class Records:
             if d <= radius * (1 + 1e-12) and floor <= L <= top:
                 yield i
 
-    def minimum(self, radius: float, floor: float, source: str | None = None,
-                exact: bool = False) -> tuple[float, int | None]:
-        """Smallest value within `radius` at loss >= floor; `exact` keeps only records whose value
-        is R itself (not a lower bound on it such as the kernel's lambda_min)."""
+    def minimum(self, radius: float, floor: float, source: str | None = None) -> tuple[float, int | None]:
+        """Smallest R within `radius` at loss >= floor. Records whose value is only a lower bound
+        on R (the kernel's lambda_min, valid in every direction) never set it: they take part
+        only when `source` names them, for the report."""
         best, arg = math.inf, None
         for i in self._eligible(radius, floor):
             if source is not None and self.source[i] != source:
                 continue
-            if exact and self.source[i] in LOWER_BOUNDS:
+            if source is None and self.source[i] in LOWER_BOUNDS:
                 continue
             if self.value[i] < best:
                 best, arg = self.value[i], i
         return best, arg
 
     def eligible(self, radius: float, floor: float) -> list[int]:
-        return list(self._eligible(radius, floor))
+        """The records of R itself within `radius` and in [floor, L(theta0)] (no lower bounds)."""
+        return [i for i in self._eligible(radius, floor) if self.source[i] not in LOWER_BOUNDS]
 
     def max_sample_loss(self, radius: float) -> float:
         """Largest per-sample loss seen within `radius` (an estimate of its sup over the region)."""
@@ -84,11 +86,9 @@ class Records:
                   if d <= radius * (1 + 1e-12) and L <= top]
         return max((m for m in values if math.isfinite(m)), default=math.nan)
 
-    def lowest(self, radius: float, floor: float, count: int, exact: bool = False,
-               on_path: bool = False) -> list[int]:
-        """The `count` records of smallest value; `on_path`: only those of the descent from theta0."""
-        idx = sorted((i for i in self._eligible(radius, floor)
-                      if not (exact and self.source[i] in LOWER_BOUNDS) and not (on_path and i >= self.path)),
+    def lowest(self, radius: float, floor: float, count: int, on_path: bool = False) -> list[int]:
+        """The `count` records of smallest R; `on_path`: only those of the descent from theta0."""
+        idx = sorted((i for i in self.eligible(radius, floor) if not (on_path and i >= self.path)),
                      key=lambda i: self.value[i])
         return idx[:count]
 

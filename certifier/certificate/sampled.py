@@ -45,12 +45,14 @@ def build_sampled(result, spec_path: str, source: str, allow_python: bool = Fals
     M = math.inf if M is None else float(M)
     phi = phi_of(result)
 
-    eligible = [i for i in range(len(records.value))
-                if records.distance[i] <= radius * (1 + 1e-12)
-                and floor_eff <= records.loss[i] <= L0 * (1 + 1e-12)]   # the sublevel set, as Records
+    inside = [i for i in range(len(records.value))
+              if records.distance[i] <= radius * (1 + 1e-12)
+              and floor_eff <= records.loss[i] <= L0 * (1 + 1e-12)]   # the sublevel set, as Records
+    # a kernel lambda_min is kept as evidence but never sets mu or K (it is a lower bound on R)
+    eligible = [i for i in inside if records.source[i] not in LOWER_BOUNDS]
     roles: dict[int, list[str]] = {}
     for src in dict.fromkeys(records.source):
-        idx = sorted((i for i in eligible if records.source[i] == src and i in records.thetas),
+        idx = sorted((i for i in inside if records.source[i] == src and i in records.thetas),
                      key=lambda i: records.value[i])[:PER_SOURCE]
         for i in idx:
             roles.setdefault(i, [])
@@ -181,7 +183,10 @@ def check_numbers(cert: dict, ctx: VerifyContext) -> None:
     n = ctx.numbers
     evidence = cert["evidence"]
     points = [e for e in evidence if e.get("kind") in ("sampled-point", "kernel-point")]
-    inside = [e for e in points if e.get("distance", math.inf) <= n["radius"] * (1 + 1e-12)
+    # only sampled Rayleigh quotients bound mu and K; a kernel point's lambda_min is a lower bound
+    # on R, which the engine reports but never takes as mu
+    inside = [e for e in points if e.get("kind") == "sampled-point"
+              and e.get("distance", math.inf) <= n["radius"] * (1 + 1e-12)
               and n.get("floor_effective", n["floor"]) <= e.get("loss", -1) <= n["L0"] * (1 + 1e-12)]
     mu = n.get("mu")
     if mu is not None:
@@ -238,7 +243,7 @@ def check_numbers(cert: dict, ctx: VerifyContext) -> None:
                 ctx.reject(f"rho = {rho!r} exceeds the radius {n['radius']!r}")
     if cert.get("failing_kind") == "critical-point":
         r0 = ctx.r0 if ctx.r0 is not None else math.inf
-        zero = [e for e in inside if e.get("kind") == "sampled-point" and e.get("rayleigh") is not None
+        zero = [e for e in inside if e.get("rayleigh") is not None
                 and e["rayleigh"] <= ZERO_MU * r0]
         if not zero:
             ctx.reject("a critical-point refutation needs an evidence point inside the region, above the "
