@@ -9,10 +9,9 @@ import torch
 
 from certifier.analyse.records import Records
 from certifier.analyse.trajectory import SearchContext, trajectory
-from certifier.compile.kernel import lambda_min as kernel_lambda_min
 from certifier.compile.problem import Problem
 
-__all__ = ["SearchContext", "adversarial", "kernel_points", "random_points", "trajectory"]
+__all__ = ["SearchContext", "adversarial", "random_points", "trajectory"]
 
 
 def adversarial(problem: Problem, start: torch.Tensor, region, iterations: int, ctx: SearchContext,
@@ -46,12 +45,3 @@ def random_points(problem: Problem, region, count: int, ctx: SearchContext, reco
         p = problem.point(theta)
         ctx.advance(1)
         records.add("random", region.distance(theta), p.loss, p.rayleigh, theta, p.sample_max)
-
-
-def kernel_points(problem: Problem, thetas: list[torch.Tensor], region, ctx: SearchContext, records: Records) -> None:
-    """lambda_min(K_theta) at the given points: a lower bound on R there, whatever the residual."""
-    for theta in thetas:
-        lam = kernel_lambda_min(problem, theta)
-        ctx.advance(1)
-        p = problem.point(theta)
-        records.add("tangent-kernel", region.distance(theta), p.loss, lam, theta, p.sample_max)

@@ -200,9 +200,6 @@ def old_search_region(problem, region, records, budget, ctx, floor):
     for start in adv_starts:
         sources.adversarial(problem, start, region, budget.adversarial_steps, ctx, records)
     sources.random_points(problem, region, budget.random_points, ctx, records)
-    if problem.kernel_applicable():
-        low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, 16) if i in records.thetas]
-        sources.kernel_points(problem, low + list(region.sample(ctx.gen, 8)), region, ctx, records)
 
 
 @pytest.mark.parametrize("name,make,samples", [("two_layer_tanh.rq", "ball", 256),

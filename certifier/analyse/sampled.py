@@ -1,10 +1,12 @@
 """The sampled engine: an ESTIMATE of mu = inf_U R, searched where the minimum lives.
 
-Sources (docs/theory.md, section 6): (a) gradient-descent trajectories from theta0 and from
-random points of U; (b) adversarial descent on R inside U; (c) where the data are finite and
-m >= n k, lambda_min of the tangent kernel at the sampled points where R was lowest; plus
-random points of U. mu(r) is the minimum over every record within distance r of theta0 whose
-loss is at least the floor.
+Sources (docs/theory.md, section 6): (a) the descent from theta0 (the linearised flow with step
+control for least squares, else gradient descent) and gradient-descent trajectories from random
+points of U; (b) adversarial descent on R inside U; (c) random points of U. mu(r) is the minimum
+of R over every record within distance r of theta0 whose loss is between the floor and L(theta0).
+Where the data are finite and m >= n k, lambda_min of the tangent kernel at theta0 and at the
+lowest points of the descent is recorded too: a lower bound on R in every direction, reported
+beside mu, never used for it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from ..compile.problem import Problem
 from . import units
 from .parallel import LocalExecutor, rows_per_unit, split
 from .records import Records
-from .trajectory import SearchContext, trajectory
+from .trajectory import SearchContext, flow_applicable, flow_path, trajectory
 from .units import flush
 
 SOURCE_TEXT = {
@@ -74,16 +76,15 @@ def search_region(problem: Problem, region, records: Records, budget: Budget, ct
     adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
     run(units.adversarial, torch.stack(adv_starts), region, budget.adversarial_steps, ctx.noise, ctx.floor)
     run(units.random_points, region.sample(ctx.gen, budget.random_points), region)
-    if problem.kernel_applicable():
-        # at the sampled points where R was lowest, and at fresh random points
-        low = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, 16) if i in records.thetas]
-        run(units.kernel_points, torch.stack(low + list(region.sample(ctx.gen, 8))), region)
 
 
 def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: SearchContext, extend_to: int = 0) -> None:
     """The unconstrained descent from theta0: the path the real flow takes (records [0, path));
     extend_to: see trajectory.trajectory."""
-    trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records, extend_to=extend_to)
+    if flow_applicable(problem):
+        flow_path(problem, problem.theta0, ctx, records)
+    else:
+        trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records, extend_to=extend_to)
     records.path = records.count()
     if problem.kernel_applicable():
         low = [records.thetas[i] for i in records.lowest(float("inf"), 0.0, 4) if i in records.thetas]
@@ -95,6 +96,5 @@ def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Sear
 
 
 def total_evaluations(problem: Problem, budget: Budget) -> int:
-    kernel = (16 + 8) if problem.kernel_applicable() else 0
     return (budget.starts * (budget.trajectory_steps + budget.adversarial_steps) + budget.random_points
-            + kernel + budget.starts)
+            + budget.starts)

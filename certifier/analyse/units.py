@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compile.batched import evaluator
-from ..compile.kernel import lambda_min as kernel_lambda_min
 from .records import Records
 
 KEEP_LOWEST = 256     # Records keeps the 128 lowest thetas when it prunes, and at most 128 are added after
@@ -209,19 +208,4 @@ def random_points(problem, thetas: torch.Tensor, region, advance=_noop) -> list[
             block.evaluations += 1
             block.add("random", region.distance(theta), p.loss, p.rayleigh, theta, p.sample_max)
         advance(len(thetas))
-    return [block.finish()]
-
-
-def kernel_points(problem, thetas: torch.Tensor, region, advance=_noop) -> list[Block]:
-    """lambda_min(K_theta) at the given points (serial.kernel_points)."""
-    block = Block()
-    if not len(thetas):
-        return [block]
-    lams = []
-    for theta in thetas:
-        lams.append(kernel_lambda_min(problem, theta))
-        advance(1)
-    for theta, lam, p in zip(thetas, lams, evaluator(problem).points(thetas)):
-        block.evaluations += 1
-        block.add("tangent-kernel", region.distance(theta), p.loss, lam, theta, p.sample_max)
     return [block.finish()]

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from ..compile.batched import evaluator
 from ..compile.problem import Problem
 from ..result import Witness
 
@@ -35,6 +36,7 @@ def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[f
 def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor, strict=True):
     theta0 = problem.theta0
     theta = theta0.clone()
+    point = evaluator(problem).point   # Problem.point's values; the two-layer fast path where it applies
     steps = min(max_steps, int(math.ceil(horizon / eta)))
     keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
     curve, path, max_dist = [], 0.0, 0.0
@@ -43,7 +45,7 @@ def _descend(problem, eta, horizon, bound, noise, region, max_steps, advance, to
     k = 0
     for k in range(steps + 1):
         t = k * eta
-        p = problem.point(theta)
+        p = point(theta)
         advance(1)
         if strict and p.loss > prev * (1 + 1e-12):
             return None
