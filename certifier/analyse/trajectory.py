@@ -149,4 +149,3 @@ def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records
                 break
             h *= 0.5
     return taken
-    return taken
