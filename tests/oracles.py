@@ -139,3 +139,42 @@ def two_layer_floor_loss_grad(theta, x, y):
     s = (r[:, None] * (1 - h**2)) * a[None, :]      # d loss / d pre-activation, times n/2
     grad = np.concatenate([(2 / n * s.T @ x).ravel(), 2 / n * s.sum(axis=0), 2 / n * h.T @ r, [2 / n * r.sum()]])
     return float(np.mean(r**2)), grad
+
+
+# --- f(x) = a . tanh(W x + b) and a . relu(W2 relu(W1 x)), least squares, by hand in numpy ----
+def tanh_loss_grad(theta, x, y, width, bias=True):
+    """L = mean((a . tanh(W x + b) - y)^2) and its gradient; theta = [W (width x d), b, a] (no b
+    when bias is False), the order of the spec's params."""
+    d = x.shape[1]
+    W = theta[:width * d].reshape(width, d)
+    rest = theta[width * d:]
+    b, a = (rest[:width], rest[width:]) if bias else (np.zeros(width), rest)
+    h = np.tanh(x @ W.T + b)
+    r = h @ a - y
+    n = len(y)
+    g_out = 2 * r / n
+    ga = h.T @ g_out
+    gz = np.outer(g_out, a) * (1 - h * h)
+    parts = [(gz.T @ x).ravel()] + ([gz.sum(axis=0)] if bias else []) + [ga]
+    return float(np.mean(r * r)), np.concatenate(parts)
+
+
+def relu_mlp_loss_grad(theta, x, y, widths):
+    """L = mean((a . relu(W2 relu(W1 x)) - y)^2) and its gradient; theta = [W1, W2, a]."""
+    h1, h2 = widths
+    d = x.shape[1]
+    W1 = theta[:h1 * d].reshape(h1, d)
+    W2 = theta[h1 * d:h1 * d + h2 * h1].reshape(h2, h1)
+    a = theta[h1 * d + h2 * h1:]
+    z1 = x @ W1.T
+    u1 = np.maximum(z1, 0)
+    z2 = u1 @ W2.T
+    u2 = np.maximum(z2, 0)
+    r = u2 @ a - y
+    g = 2 * r / len(y)
+    ga = u2.T @ g
+    gz2 = np.outer(g, a) * (z2 > 0)
+    gW2 = gz2.T @ u1
+    gz1 = (gz2 @ W2) * (z1 > 0)
+    gW1 = gz1.T @ x
+    return float(np.mean(r * r)), np.concatenate([gW1.ravel(), gW2.ravel(), ga])

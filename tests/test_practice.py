@@ -1,0 +1,90 @@
+"""The practitioners' networks of issue 16 (specs/practice/): the verdict a user should get, and each
+bound compared with independent computations: scipy's solve_ivp on the model written by hand in
+numpy (tests/oracles.py), and plain gradient descent in numpy. The data and theta0 are read from
+the compiled spec (they are inputs, not what is tested)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import oracles
+import pytest
+from helpers import problem_of
+
+from certifier.pipeline import run_file
+
+PRACTICE = Path(__file__).resolve().parents[1] / "specs" / "practice"
+
+
+def inputs(name):
+    path = PRACTICE / f"{name}.rq"
+    problem = problem_of(path.read_text(), str(path))
+    return problem, problem.x.numpy(), problem.y.numpy(), problem.theta0.numpy().copy()
+
+
+def test_tanh_network_on_64_points_is_certified_to_its_floor_above_the_flow():
+    problem, x, y, theta0 = inputs("tanh_64_points")
+    r = run_file(str(PRACTICE / "tanh_64_points.rq"))
+    # mu is R along the sampled residuals, not the kernel's lambda_min (4e-11 here): certified
+    assert r.verdict == "certified" and r.sound is False
+    assert r.mu_source != "tangent-kernel"
+    kernel = next(s for s in r.mu_sources if s.source == "tangent-kernel")
+    assert kernel.minimum < 1e-3 * r.mu
+    L0, g0 = oracles.tanh_loss_grad(theta0, x, y, 64)
+    assert r.loss["initial"] == pytest.approx(L0, rel=1e-12)
+    assert r.mu <= float(g0 @ g0) / (4 * L0) * (1 + 1e-9)      # mu <= R(theta0) = |grad L|^2 / (4 L)
+
+    def lg(th):
+        return oracles.tanh_loss_grad(th, x, y, 64)
+    # up to the time the bound reaches the floor 0.01, and beyond
+    t_floor = next(t for t in np.linspace(0, 2000, 4001) if r.bound(t) <= 0.01 * (1 + 1e-12))
+    ts = np.linspace(0.0, 1.5 * t_floor, 31)
+    flow = oracles.flow_loss(lg, theta0, ts)
+    for t, value in zip(ts, flow):
+        assert value <= r.bound(t) * (1 + 1e-7), (t, value, r.bound(t))
+    eta = r.witness.step
+    steps = int(ts[-1] / eta)
+    descent = oracles.descent_loss(lg, theta0, eta, steps)
+    for k in range(0, steps + 1, max(1, steps // 50)):
+        assert descent[k] <= r.bound(k * eta) * (1 + 1e-7)
+
+
+def test_relu_mlp_is_never_refuted_by_a_point_the_flow_cannot_reach():
+    problem, x, y, theta0 = inputs("relu_mlp")
+    r = run_file(str(PRACTICE / "relu_mlp.rq"))
+    L0 = oracles.relu_mlp_loss_grad(theta0, x, y, (32, 32))[0]
+    assert r.loss["initial"] == pytest.approx(L0, rel=1e-12)
+    if r.verdict == "refuted":
+        # a refutation must be real: the descent from theta0 itself (or the witness) shows it
+        f = r.failing_region
+        assert f.kind in ("critical-point", "confinement", "witness")
+        for p in f.points:
+            assert p.source == "descent from theta0" and p.loss <= L0 * (1 + 1e-12)
+    else:
+        assert r.verdict in ("certified", "inconclusive")
+        for p in (r.failing_region.points if r.failing_region else []):
+            assert p.loss <= L0 * (1 + 1e-12)        # in the sublevel set the flow lives in
+    if r.verdict == "certified":
+        def lg(th):
+            return oracles.relu_mlp_loss_grad(th, x, y, (32, 32))
+        eta = r.witness.step
+        descent = oracles.descent_loss(lg, theta0, eta, 2000)
+        for k in range(0, 2001, 40):
+            assert descent[k] <= r.bound(k * eta) * (1 + 1e-7)
+
+
+@pytest.mark.slow
+def test_wide_tanh_network_on_16_points_is_certified_to_floor_zero_above_the_flow():
+    problem, x, y, theta0 = inputs("wide_tanh_16_points")
+    r = run_file(str(PRACTICE / "wide_tanh_16_points.rq"))
+    assert r.verdict == "certified" and r.loss["floor"] == 0.0
+    assert r.mu_source != "tangent-kernel"
+
+    def lg(th):
+        return oracles.tanh_loss_grad(th, x, y, 2048, bias=False)
+    L0 = lg(theta0)[0]
+    assert r.loss["initial"] == pytest.approx(L0, rel=1e-12)
+    ts = np.linspace(0.0, 60.0, 13)
+    flow = oracles.flow_loss(lg, theta0, ts)
+    for t, value in zip(ts, flow):
+        assert value <= r.bound(t) * (1 + 1e-7), (t, value, r.bound(t))
