@@ -69,6 +69,9 @@ def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParse
                    help="refuse problems with more than N parameters (default: 10^8)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to evaluate the model (default: cpu)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch intra-op threads (default: 1 for small problems, else the faster of 1 and all, "
+                        "measured at the start)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="evaluate the sampled engine's batches and the sound mode's boxes in N local processes "
                         "(same numbers as one)")

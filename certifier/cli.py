@@ -3,7 +3,7 @@
     certify SPEC... [--format text|json|jsonl|sarif|junit|github] [--fail-on inconclusive|refuted]
                     [--budget SECONDS] [--no-cache] [--cache-dir DIR] [--emit CERT.json]
                     [--allow-python] [--quiet] [--max-params N] [--device cpu|cuda] [--debug]
-                    [--workers N] [--scheduler ADDRESS]
+                    [--workers N] [--scheduler ADDRESS] [--threads N]
     certify check CERT.json          re-verify a certificate written by --emit
     certify study SPEC... --plot F   gradient descent beyond the witness, loss curves and bounds (F.png, F.svg)
     certify --explain CODE|KIND      what a diagnostic code or a failing-region kind means

@@ -22,7 +22,7 @@ class RunOptions:
     max_params: int = 10**8          # refuse larger problems before allocating (E205)
     reporter: object = field(default_factory=NullReporter)  # progress on stderr
     device: str = "cpu"
-    threads: int | None = None       # torch intra-op threads; None: 1 for small problems
+    threads: int | None = None       # torch intra-op threads; None: analyse.threads.choose decides
     deadline: float | None = None    # time.monotonic() value: past it, reporter.advance() raises progress.BudgetExceeded
     allow_python: bool = False       # model torch("pkg.mod:Net") imports Python code only when True (E301)
     workers: int = 1                 # sampled batches and sound boxes in this many local processes (analyse/parallel.py)

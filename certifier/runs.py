@@ -110,7 +110,7 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
     deadline = started + args.budget if args.budget is not None else None
     reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
     options = pipeline.RunOptions(reporter=reporter, device=args.device, deadline=deadline,
-                                  allow_python=bool(args.allow_python), workers=args.workers,
+                                  allow_python=bool(args.allow_python), workers=args.workers, threads=args.threads,
                                   scheduler=args.scheduler)
     if args.max_params is not None:
         options.max_params = args.max_params

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import check as check_stage
 from .analyse.levels import NOISE
+from .analyse.threads import choose as choose_threads
 from .analyse.witness import run_witness
 from .arguments import build_parser as certify_parser
 from .arguments import expand_specs
@@ -115,12 +116,11 @@ def late_slope(curve: list[list[float]], noise: float) -> float | None:
 def descend(path: str, source: str, result, steps: int, allow_python: bool, device: str) -> Descent:
     """Gradient descent from theta0 with the witness's step, `steps` steps at most; the bound of a
     certified result is compared along it."""
-    import torch
 
 
     checked = check_stage.check(parse(source, path), allow_python=allow_python)
     problem = Problem(checked, device)
-    torch.set_num_threads(1 if problem.m * max(problem.n, 1) * problem.k < 4_000_000 else torch.get_num_threads())
+    choose_threads(problem)
     L0 = float(problem.loss(problem.theta0))
     noise = max(NOISE * L0, getattr(problem, "loss_rounding", 0.0))
     eta = None

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import check as check_stage
+from ..analyse.threads import choose as choose_threads
 from ..cache import loaded_files, sha256_file
 from ..compile.problem import Problem, problem_device
 from ..compose.confinement import path_length_bound
@@ -62,14 +63,13 @@ def finite(x):
 
 def compile_spec(spec_path: str, source: str, allow_python: bool, device: str):
     """parse -> check -> Problem, with the pipeline's thread rule (so numbers match the run)."""
-    import torch
 
 
     spec = parse(source, spec_path)
     kwargs = {"allow_python": True} if allow_python else {}
     checked = check_stage.check(spec, **kwargs)
     problem = Problem(checked, problem_device(checked, device))
-    torch.set_num_threads(1 if problem.m * problem.n * problem.k < 4_000_000 else torch.get_num_threads())
+    choose_threads(problem)
     return checked, problem
 
 

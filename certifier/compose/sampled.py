@@ -15,6 +15,7 @@ from ..analyse.parallel import make_executor
 from ..analyse.records import Records
 from ..analyse.regions import Ball, Box
 from ..analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
+from ..analyse.threads import choose as choose_threads
 from ..analyse.trajectory import SearchContext
 from ..analyse.witness import run_witness
 from ..compile.problem import Problem
@@ -32,17 +33,16 @@ SAMPLED_DOWN_TO = 1e-12  # a rate to floor 0 needs sampled points with L <= this
 def certify_sampled(checked, options):
     t_start = time.perf_counter()
     problem = Problem(checked, options.device)
-    # Small products gain nothing from intra-op threads and lose much to oversubscription.
-    torch.set_num_threads(options.threads or (1 if problem.m * problem.n * problem.k < 4_000_000 else
-                                              torch.get_num_threads()))
+    _, thread_note = choose_threads(problem, options.threads)
     executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
     try:
-        return problem, _sampled_evidence(checked, options, problem, executor, t_start)
+        return problem, _sampled_evidence(checked, options, problem, executor, t_start, thread_note)
     finally:
         executor.close()
 
 
-def _sampled_evidence(checked, options, problem: Problem, executor, t_start: float) -> Evidence:
+def _sampled_evidence(checked, options, problem: Problem, executor, t_start: float,
+                      thread_note: str | None = None) -> Evidence:
     reporter = options.reporter
     loss = problem.loss_def
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
@@ -165,6 +165,8 @@ def _sampled_evidence(checked, options, problem: Problem, executor, t_start: flo
     timing["witness"] = time.perf_counter() - t2
     verdict, failing, more = judge(findings, witness=witness, verdict=verdict, failing=failing)
     notes += more
+    if thread_note:
+        notes.append(thread_note)
     if verdict != "certified":
         rate = None
         bound = None if L0 > floor else bound

@@ -1,0 +1,56 @@
+"""How many torch intra-op threads a run uses (docs/performance.md, "Threads").
+
+Small products gain nothing from threads and lose much to oversubscription, so they run on one.
+For larger ones the faster of one thread and all of them depends on the machine as it is: on a
+loaded 2-core machine a descent step took 5.7 ms on one thread against 39 ms on two (issue 21),
+on a quiet one 3.2 against 2.4 ms. So the choice is measured at the start of the run, on the step
+the descents repeat thousands of times. Thread counts can change the last bits of reductions, as
+the number of cores always could; verdicts do not depend on them.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..compile.batched import evaluator
+
+SMALL = 4_000_000          # m n k below which one thread is always used
+ALL_THREADS = torch.get_num_threads()   # at import, before any run sets it
+ROUNDS, CALLS = 2, 3
+
+
+def choose(problem, requested: int | None = None) -> tuple[int, str | None]:
+    """Set torch's intra-op threads for `problem`; returns the count and, when it was measured,
+    a note saying what was measured."""
+    n = _choose(problem, requested)
+    threads, note = n if isinstance(n, tuple) else (n, None)
+    torch.set_num_threads(threads)
+    return threads, note
+
+
+def _choose(problem, requested):
+    if requested:
+        return requested
+    if ALL_THREADS == 1 or problem.m * max(problem.n or 1, 1) * problem.k < SMALL:
+        return 1
+    if str(getattr(problem, "device", "cpu")) != "cpu":
+        return ALL_THREADS
+    try:
+        point = evaluator(problem).point
+        theta = problem.theta0
+        best = {1: math.inf, ALL_THREADS: math.inf}
+        for _ in range(ROUNDS):               # interleaved: both counts see the same load
+            for count in best:
+                torch.set_num_threads(count)
+                point(theta)                  # warm-up at this count
+                t0 = time.perf_counter()
+                for _ in range(CALLS):
+                    point(theta)
+                best[count] = min(best[count], (time.perf_counter() - t0) / CALLS)
+    except Exception:                         # the run itself reports a model that cannot be evaluated
+        return ALL_THREADS
+    pick = 1 if best[1] < best[ALL_THREADS] else ALL_THREADS
+    return pick, (f"torch threads: {pick} (one evaluation took {best[1] * 1e3:.3g} ms on 1 thread and "
+                  f"{best[ALL_THREADS] * 1e3:.3g} ms on {ALL_THREADS}, measured at the start; --threads N sets it)")
