@@ -88,3 +88,21 @@ def test_wide_tanh_network_on_16_points_is_certified_to_floor_zero_above_the_flo
     flow = oracles.flow_loss(lg, theta0, ts)
     for t, value in zip(ts, flow):
         assert value <= r.bound(t) * (1 + 1e-7), (t, value, r.bound(t))
+
+
+def test_relu_mlp_in_a_small_ball_is_refuted_only_because_descent_really_leaves_it():
+    problem, x, y, theta0 = inputs("relu_mlp_radius_1")
+    r = run_file(str(PRACTICE / "relu_mlp_radius_1.rq"))
+    assert r.verdict == "refuted" and r.failing_region.kind == "confinement"
+    left = r.witness.left_region_at
+    assert left is not None
+    # plain numpy descent at the witness's step leaves the unit ball then, its loss above the floor 0
+    eta = r.witness.step
+    theta = theta0.copy()
+    for k in range(int(round(left / eta)) + 1):
+        L, g = oracles.relu_mlp_loss_grad(theta, x, y, (32, 32))
+        if np.linalg.norm(theta - theta0) > 1.0:
+            break
+        theta = theta - eta * g
+    assert np.linalg.norm(theta - theta0) > 1.0 and L > 1e-3
+    assert k * eta == pytest.approx(left, rel=1e-9)

@@ -19,7 +19,7 @@ from ..compile.problem import Problem
 from . import units
 from .parallel import LocalExecutor, rows_per_unit, split
 from .records import Records
-from .trajectory import SearchContext, flow_applicable, flow_path, trajectory
+from .trajectory import FLOW_STEPS, SearchContext, flow_applicable, flow_path, trajectory
 from .units import flush
 
 SOURCE_TEXT = {
@@ -82,7 +82,12 @@ def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: Sear
     """The unconstrained descent from theta0: the path the real flow takes (records [0, path));
     extend_to: see trajectory.trajectory."""
     if flow_applicable(problem):
-        flow_path(problem, problem.theta0, ctx, records)
+        end: list = []
+        taken = flow_path(problem, problem.theta0, ctx, records, end=end)
+        if end[1] >= max(ctx.noise, ctx.floor) and taken >= FLOW_STEPS:
+            # the linearised steps stayed short (a model with kinks, such as relu, whose J jumps):
+            # go on by gradient descent from where they stopped
+            trajectory(problem, end[0], problem.theta0, None, steps, ctx, records, extend_to=extend_to)
     else:
         trajectory(problem, problem.theta0, problem.theta0, None, steps, ctx, records, extend_to=extend_to)
     records.path = records.count()

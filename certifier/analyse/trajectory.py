@@ -79,7 +79,8 @@ def flow_applicable(problem: Problem) -> bool:
 
 
 def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records: Records,
-              max_steps: int = FLOW_STEPS, source: str = "trajectory", times: list | None = None) -> int:
+              max_steps: int = FLOW_STEPS, source: str = "trajectory", times: list | None = None,
+              end: list | None = None) -> int:
     """Gradient flow from `start` by exponential steps of its linearisation, recording R at each
     accepted point (docs/theory.md, section 6). Returns the steps taken (accepted and rejected).
 
@@ -92,7 +93,16 @@ def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records
     curvature over the step is small) and L fell; then h doubles, else it halves (a step counts
     when the model is evaluated at its end). A step lowers L
     at most by FLOW_RATIO, so each decade of loss holds several recorded points. `times`, when
-    given, receives the flow time of each recorded point."""
+    given, receives the flow time of each recorded point; `end`, when given, the last accepted
+    theta and its loss."""
+    state = {}
+    taken = _flow(problem, start, ctx, records, max_steps, source, times if times is not None else [], state)
+    if end is not None:
+        end[:] = [state["theta"], state["loss"]]
+    return taken
+
+
+def _flow(problem, start, ctx, records, max_steps, source, times, state):
     point = evaluator(problem).point
     theta = start.detach().clone()
     c = 2.0 / problem.n
@@ -100,7 +110,7 @@ def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records
     p = point(theta)
     r = (problem.outputs(theta).detach() - problem.y).reshape(-1)
     taken, stalled, J, t = 0, 0, None, 0.0
-    times = times if times is not None else []
+    state.update(theta=theta, loss=p.loss)
     records.add(source, float((theta - start).norm()), p.loss, p.rayleigh, theta, p.sample_max)
     times.append(t)
     while taken < max_steps and stalled < 10:
@@ -142,6 +152,7 @@ def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records
                     return taken       # no step lowers L: a critical point, or rounding
                 stalled = stalled + 1 if L_now - q.loss <= 1e-15 * L_now else 0
                 theta, p, r, fresh, t = new, q, r_new, False, t + h
+                state.update(theta=theta, loss=p.loss)
                 records.add(source, float((theta - start).norm()), p.loss, p.rayleigh, theta, p.sample_max)
                 times.append(t)
                 if ok:
