@@ -282,7 +282,9 @@ class Problem:
         (g,) = torch.autograd.grad(self.loss(th), th, create_graph=True)
         lam = 0.0
         for _ in range(iterations):
-            (hv,) = torch.autograd.grad(g, th, v, retain_graph=True)
+            # the scalar g.v, not grad_outputs=v: the same Hv (its backward seeds g with 1.0 * v), and
+            # no import of torch.fx.experimental.symbolic_shapes and sympy (0.44 s) by _make_grads
+            (hv,) = torch.autograd.grad(g @ v, th, retain_graph=True)
             lam = float(hv.norm())
             if lam == 0.0 or not math.isfinite(lam):
                 break
