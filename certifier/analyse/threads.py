@@ -24,19 +24,18 @@ ROUNDS, CALLS = 2, 3
 def choose(problem, requested: int | None = None) -> tuple[int, str | None]:
     """Set torch's intra-op threads for `problem`; returns the count and, when it was measured,
     a note saying what was measured."""
-    n = _choose(problem, requested)
-    threads, note = n if isinstance(n, tuple) else (n, None)
+    threads, note = _choose(problem, requested)
     torch.set_num_threads(threads)
     return threads, note
 
 
-def _choose(problem, requested):
+def _choose(problem, requested) -> tuple[int, str | None]:
     if requested:
-        return requested
+        return requested, None
     if ALL_THREADS == 1 or problem.m * max(problem.n or 1, 1) * problem.k < SMALL:
-        return 1
+        return 1, None
     if str(getattr(problem, "device", "cpu")) != "cpu":
-        return ALL_THREADS
+        return ALL_THREADS, None
     try:
         point = evaluator(problem).point
         theta = problem.theta0
@@ -50,7 +49,7 @@ def _choose(problem, requested):
                     point(theta)
                 best[count] = min(best[count], (time.perf_counter() - t0) / CALLS)
     except Exception:                         # the run itself reports a model that cannot be evaluated
-        return ALL_THREADS
+        return ALL_THREADS, None
     pick = 1 if best[1] < best[ALL_THREADS] else ALL_THREADS
     return pick, (f"torch threads: {pick} (one evaluation took {best[1] * 1e3:.3g} ms on 1 thread and "
                   f"{best[ALL_THREADS] * 1e3:.3g} ms on {ALL_THREADS}, measured at the start; --threads N sets it)")

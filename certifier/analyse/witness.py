@@ -26,7 +26,7 @@ def _stepper(problem: Problem, fast: bool):
     if not fast:
         return problem.point
     ev = evaluator(problem)
-    if ev.path == "loop" or not ev.path.startswith("two-layer"):
+    if not ev.path.startswith("two-layer"):     # elsewhere ev.point is Problem.point itself
         return problem.point
     count, top = [0], [None]
 
