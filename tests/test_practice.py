@@ -106,3 +106,27 @@ def test_relu_mlp_in_a_small_ball_is_refuted_only_because_descent_really_leaves_
         theta = theta - eta * g
     assert np.linalg.norm(theta - theta0) > 1.0 and L > 1e-3
     assert k * eta == pytest.approx(left, rel=1e-9)
+
+
+def test_a_fast_then_slow_profile_is_said_with_its_band_by_band_times():
+    """floor 0 with R small only on the lowest bands: the single-K rate is slow everywhere, the
+    report says the profile (fast to a level, slow below). Times against the closed form of the
+    log desingularizer: (log(top) - log(bottom)) / K on each band."""
+    import math
+
+    from certifier.compose.rate import Rate
+    from certifier.compose.sampled import _fast_then_slow
+    from certifier.language.desingularizers import LOG
+
+    edges = [10.0 ** (-j / 2) for j in range(0, 21)]            # 1 ... 1e-10, half decades
+    bands = [{"low": lo, "high": hi, "kl_constant": 1.0 if lo >= 1e-5 else 1e-4, "points": 3}
+             for hi, lo in zip(edges, edges[1:])]
+    rate = Rate(LOG, 1e-4, 1.0, 1e-10, None, None)
+    times = {"1e-2": math.log(100) / 1.0, "1e-6": math.log(1e5) / 1.0 + math.log(10) / 1e-4}
+    (note,) = _fast_then_slow({"bands": bands, "times_to_fraction": times}, rate)
+    assert "1e-2·L0 by t = 4.605" in note
+    assert f"single-K bound needs t = {math.log(100) / 1e-4:.4g}" in note
+    assert "below L ≈ 1e-05" in note and "1e-6·L0 by t = 2.304e+04" in note
+    # one K on every band: nothing to say
+    flat = [dict(b, kl_constant=1e-4) for b in bands]
+    assert _fast_then_slow({"bands": flat, "times_to_fraction": {"1e-2": math.log(100) / 1e-4}}, rate) == []
