@@ -6,17 +6,26 @@ source of an imported Python model), and the run options that can change the num
 outcome (device, threads, max_params, allow_python). It holds the Result as a dictionary
 (Result.to_dict(), with inf and nan kept) and the rate's parameters, from which bound(t) is
 rebuilt (report.load). Partial results (budget, interrupted) are never stored.
+
+Trust (issue 20): the cache directory may sit in a checked-out tree that others write, and its
+key is a hash of public material, so an entry is believed only when it carries an HMAC-SHA256
+under a key kept outside the repository: $CERTIFY_CACHE_KEY, default ~/.cache/certify/cache-key
+(32 random bytes, created on first use, mode 0600). An entry is read only from a regular file
+(no symlink followed, no FIFO opened for blocking) of at most MAX_ENTRY_BYTES; anything else is a
+miss. A result is stored only when the files it loaded hash the same after the run as before.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
+import stat
 import tempfile
 from pathlib import Path
 
 from .check.files import base_dir
-from .diagnostics import SpecError
 from .language.ast import DataFrom, ParamsFrom
 from .language.torch_modules import module_file
 from .parse import parse
@@ -26,7 +35,8 @@ from .result import Result
 from .version import __version__
 
 CACHE_DIR = ".certify_cache"
-FORMAT = 1
+FORMAT = 2                       # 2: entries carry an HMAC (format 1 entries are never read)
+MAX_ENTRY_BYTES = 32 << 20       # the largest entry read; results are a few hundred KiB
 PARTIAL_KINDS = ("budget", "interrupted")
 
 
@@ -48,7 +58,7 @@ def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> lis
 
     try:
         spec = parse(source, spec_path)
-    except SpecError:
+    except Exception:      # a spec that cannot be parsed is reported by the run, not here
         return None
     names: list[str] = []
     if isinstance(spec.data, DataFrom):
@@ -91,6 +101,54 @@ def key_of(material: dict) -> str:
     return sha256_bytes(json.dumps(material, sort_keys=True).encode("utf-8"))
 
 
+def key_file() -> Path:
+    configured = os.environ.get("CERTIFY_CACHE_KEY")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "certify" / "cache-key"
+
+
+def secret_key(create: bool) -> bytes | None:
+    """The user's cache key; None when there is none and `create` is false, or it cannot be read
+    or made (then the cache is off: nothing is read, nothing written)."""
+    path = key_file()
+    try:
+        data = _read_regular(path, 4096)
+        if data is not None and len(data) >= 32:
+            return data
+        if not create or data is not None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        return _read_regular(path, 4096)
+    except OSError:
+        return None
+
+
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most `limit` bytes, or None (missing, a symlink, a FIFO,
+    a device, too large). O_NONBLOCK: opening a FIFO must not wait for a writer."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = fh.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def _mac(key: bytes, entry: dict) -> str:
+    body = {k: entry[k] for k in ("key", "result", "rate")}
+    return hmac.new(key, json.dumps(body, sort_keys=True, allow_nan=True).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 class Cache:
     def __init__(self, directory: str | os.PathLike = CACHE_DIR):
         self.directory = Path(directory)
@@ -99,10 +157,18 @@ class Cache:
         return self.directory / key[:2] / f"{key}.json"
 
     def load(self, material: dict) -> Result | None:
-        key = key_of(material)
+        """The cached Result, or None: no entry, or one this user's key did not sign."""
+        secret = secret_key(create=False)
+        if secret is None:
+            return None
+        raw = _read_regular(self._path(key_of(material)), MAX_ENTRY_BYTES)
+        if raw is None:
+            return None
         try:
-            entry = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entry = json.loads(raw.decode("utf-8"))
+            if not isinstance(entry, dict) or not hmac.compare_digest(str(entry.get("mac")), _mac(secret, entry)):
+                return None
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         if entry.get("key") != material:
             return None
@@ -121,7 +187,13 @@ class Cache:
             rate = rate_parameters(result)
         except ValueError:
             return False
+        secret = secret_key(create=True)
+        if secret is None:
+            return False
         entry = {"key": material, "result": clean(result.to_dict(), finite=False), "rate": clean(rate, finite=False)}
+        # the MAC is over the entry as it will be read back (a JSON round trip)
+        entry = json.loads(json.dumps(entry, allow_nan=True))
+        entry["mac"] = _mac(secret, entry)
         path = self._path(key_of(material))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

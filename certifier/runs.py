@@ -82,6 +82,12 @@ def cache_options(args) -> dict:
             "allow_python": bool(args.allow_python), "spec_path": None}
 
 
+def options_for_key(args, path: str) -> dict:
+    options = cache_options(args)
+    options["spec_path"] = path
+    return options
+
+
 def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
     """One spec's Outcome. `started` (a time.monotonic() value) is when the budget begins: the
     process's start for the first spec, so that --budget S bounds the wall time a user sees."""
@@ -98,9 +104,7 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
 
     material = None
     if cache is not None:
-        options = cache_options(args)
-        options["spec_path"] = path
-        material = key_material(path, source, options)
+        material = key_material(path, source, options_for_key(args, path))
         if material is not None and args.emit is None:
             hit = cache.load(material)
             if hit is not None:
@@ -142,7 +146,9 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
         err("please report this; rerun with --debug for the traceback")
         return Outcome(path, source=source, seconds=time.perf_counter() - t0, internal=message)
     outcome = Outcome(path, result=result, source=source, seconds=time.perf_counter() - t0)
-    if cache is not None and material is not None:
+    # store only when the files hash as they did before the run (one changed during it: the
+    # result belongs to neither version's key)
+    if cache is not None and material is not None and key_material(path, source, options_for_key(args, path)) == material:
         cache.store(material, result)
     if args.emit is not None:
         _emit(result, path, source, args)

@@ -10,3 +10,5 @@ import pytest
 def _private_certify_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own result cache, so no test reads another's (or a user's) results."""
     monkeypatch.setenv("CERTIFY_CACHE_DIR", str(tmp_path_factory.mktemp("certify_cache")))
+    # and its own cache key, never the user's (~/.cache/certify/cache-key)
+    monkeypatch.setenv("CERTIFY_CACHE_KEY", str(tmp_path_factory.mktemp("certify_key") / "cache-key"))

@@ -1,0 +1,114 @@
+"""The cache believes only what this user's key signed (issue 20): a planted or edited entry is a
+miss, entries are read only from small regular files, and a result whose files changed during the
+run is not stored."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from test_cache_cert import SPEC, write_data
+
+from certifier import cli, pipeline
+from certifier.arguments import build_parser
+from certifier.cache import Cache, key_file, key_material
+from certifier.runs import options_for_key
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, _ = capsys.readouterr()
+    return code, json.loads(out)
+
+
+def setup(tmp_path, monkeypatch, capsys) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.rq").write_text(SPEC)
+    write_data(tmp_path)
+    code, first = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    assert code == 0 and first["verdict"] == "certified"
+    (entry,) = (tmp_path / "cache").glob("*/*.json")
+    return entry
+
+
+def hit(capsys) -> bool:
+    _, doc = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    return any(n.startswith("read from the cache") for n in doc["notes"])
+
+
+def test_a_signed_entry_is_read_and_an_edited_one_is_not(tmp_path, monkeypatch, capsys):
+    entry = setup(tmp_path, monkeypatch, capsys)
+    assert hit(capsys)
+    doc = json.loads(entry.read_text())
+    assert set(doc) == {"key", "result", "rate", "mac"} and len(doc["mac"]) == 64
+    doc["result"]["title"] = "edited"            # the MAC no longer matches
+    entry.write_text(json.dumps(doc))
+    assert not hit(capsys)
+
+
+def test_an_entry_signed_with_another_key_is_a_miss(tmp_path, monkeypatch, capsys):
+    """What a pull request can plant: a well-formed entry under the public key hash, signed with
+    a key that is not this user's."""
+    entry = setup(tmp_path, monkeypatch, capsys)
+    doc = json.loads(entry.read_text())
+    doc["result"]["verdict"] = "refuted"
+    body = json.dumps({k: doc[k] for k in ("key", "result", "rate")}, sort_keys=True, allow_nan=True)
+    doc["mac"] = hmac.new(b"x" * 32, body.encode(), hashlib.sha256).hexdigest()
+    entry.write_text(json.dumps(doc))
+    code, fresh = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    assert code == 0 and fresh["verdict"] == "certified"
+    assert not any(n.startswith("read from the cache") for n in fresh["notes"])
+
+
+def test_the_key_is_private_and_outside_the_repository(tmp_path, monkeypatch, capsys):
+    setup(tmp_path, monkeypatch, capsys)
+    key = key_file()
+    assert key.is_file() and len(key.read_bytes()) == 32
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert tmp_path not in key.parents
+    key.unlink()                                  # no key: nothing is believed
+    assert not hit(capsys)
+
+
+def test_symlinks_fifos_and_huge_entries_are_misses_without_reading_them(tmp_path, monkeypatch, capsys):
+    entry = setup(tmp_path, monkeypatch, capsys)
+    material = key_material("tiny.rq", SPEC, options_for_key(build_parser().parse_args(["tiny.rq"]), "tiny.rq"))
+    assert Cache(tmp_path / "cache").load(material) is not None      # the entry this material names
+    entry.unlink()
+    entry.symlink_to("/dev/zero")
+    t0 = time.perf_counter()
+    assert Cache(tmp_path / "cache").load(material) is None
+    assert time.perf_counter() - t0 < 1.0
+    entry.unlink()
+    os.mkfifo(entry)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(Cache(tmp_path / "cache").load(material)), daemon=True)
+    worker.start()
+    worker.join(5.0)
+    assert done == [None]                          # answered at once, not blocked on the FIFO
+    entry.unlink()
+    with open(entry, "wb") as fh:                  # 33 MiB, sparse: over MAX_ENTRY_BYTES
+        fh.truncate(33 << 20)
+    assert Cache(tmp_path / "cache").load(material) is None
+
+
+def test_a_result_whose_data_changed_during_the_run_is_not_stored(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.rq").write_text(SPEC)
+    write_data(tmp_path)
+    real = pipeline.run_file
+
+    def swapping(path, options=None):
+        result = real(path, options)
+        write_data(tmp_path, scale=np.pi)        # the data file changes before the run ends
+        return result
+
+    monkeypatch.setattr(pipeline, "run_file", swapping)
+    code, _ = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    assert code == 0
+    assert list((tmp_path / "cache").glob("*/*.json")) == []
