@@ -9,6 +9,13 @@ is noticed). For the sampled method the evidence is the lowest points of each so
 region and above the floor (θ stored as its difference from θ0, with L and R there; the point
 that gave μ and the one that gave K are marked by their `roles`) and the witness summary.
 
+A certificate may come from anyone: `check` first reads it as untrusted input (schema.py: a
+regular file of at most 64 MiB, JSON nested at most 32 deep, every field of the type certify
+writes, finite numbers, known names; exit 2 otherwise), imports no Python code of the spec unless
+the user passes --allow-python, and re-derives every claim from the spec and the evidence (the
+floor, horizon, region and a given radius from the spec, a radius=auto from rho and the evidence,
+the verdict and failing kind from the evidence; a floor at or above L0 is reported as vacuous).
+
 `check` re-parses the spec, compares the hashes, recomputes L0 and L, R (or the kernel's
 λ_min) at every evidence point (1e-9 relative), recomputes ρ and checks ρ ≤ r, rebuilds the rate
 and compares its curve, and checks that the verdict follows from these numbers. Evidence is
@@ -22,15 +29,15 @@ proof's split tree and leaves, and `check` replays the proof without search.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
 from ..diagnostics import SpecError
+from ..parse import parse
 from ..report.json import _encode, clean
 from ..report.load import _make_phi, rate_from_parameters
-from . import sampled, sound
+from . import sampled, schema, sound
 from .base import (
     FORMAT,
     NOT_A_PROOF,
@@ -78,50 +85,71 @@ def _resolve_spec(cert_path: str, recorded: str) -> Path | None:
     return None
 
 
-def verify(cert_path: str, device: str = "cpu") -> Report:
-    """Re-verify a certificate. Raises CertificateError when the file is not a certificate."""
+def python_target(spec_path: str, source: str) -> str | None:
+    """The `model torch("mod:Net")` target of the spec, found by parsing only (nothing imported)."""
+    try:
+        spec = parse(source, spec_path)
+    except SpecError:
+        return None            # compile_spec reports it
+    return getattr(spec.model, "target", None)
+
+
+def refuse_python(target: str) -> CertificateError:
+    module = target.split(":")[0]
+    return CertificateError(f"the certified spec's model torch(\"{target}\") imports the Python module "
+                            f"'{module}', which runs its code; certify check does that only with --allow-python "
+                            f"(rerun with --allow-python if you trust '{module}')")
+
+
+# exceptions a verifier may meet on numbers it was handed (an overflow, a singular kernel, torch
+# refusing a tensor): the certificate is rejected with the reason, never a traceback
+_NUMERIC = (ArithmeticError, ValueError, TypeError, KeyError, IndexError, RuntimeError)
+
+
+def _guarded(what: str, call, ctx: VerifyContext) -> None:
+    try:
+        call()
+    except _NUMERIC as exc:
+        ctx.reject(f"{what}: cannot be checked ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def verify(cert_path: str, device: str = "cpu", allow_python: bool = False) -> Report:
+    """Re-verify a certificate. Raises CertificateError when the file is not a certificate (or not
+    a well-formed one), and when it needs Python code that `allow_python` does not allow."""
 
     t0 = time.perf_counter()
-    try:
-        cert = json.loads(Path(cert_path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CertificateError(f"cannot read '{cert_path}': {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise CertificateError(f"'{cert_path}' is not JSON: {exc}") from None
-    if not isinstance(cert, dict) or cert.get("format") != FORMAT:
-        raise CertificateError(f"'{cert_path}' is not a certify certificate ({FORMAT})")
-    report = Report(False, [], verdict=cert.get("verdict"))
-    try:
-        spec_info, numbers, evidence = cert["spec"], cert["numbers"], cert["evidence"]
-        report.spec = spec_info["path"]
-        for key in ("L0", "floor", "radius"):
-            float(numbers[key])
-        if not isinstance(evidence, list) or not isinstance(cert["rate"], dict):
-            raise TypeError
-    except (KeyError, TypeError, ValueError):
-        report.problems.append("the certificate lacks required fields (spec, numbers, rate, evidence)")
-        return report
+    cert = schema.load(cert_path)                 # structure and types, before any use
+    spec_info, numbers, evidence = cert["spec"], cert["numbers"], cert["evidence"]
+    report = Report(False, [], spec=spec_info["path"], verdict=cert["verdict"])
     problems = report.problems
-    if cert.get("evidence_count") != len(evidence):
-        problems.append(f"evidence: {len(evidence)} entries, the certificate says {cert.get('evidence_count')} "
+    if cert["evidence_count"] != len(evidence):
+        problems.append(f"evidence: {len(evidence)} entries, the certificate says {cert['evidence_count']} "
                         "(an entry was removed or added)")
-    if cert.get("evidence_digest") != evidence_digest(evidence):
+    if cert["evidence_digest"] != evidence_digest(evidence):
         problems.append("evidence: its sha256 digest does not match (an entry was changed, removed or added)")
     spec_path = _resolve_spec(cert_path, spec_info["path"])
     if spec_path is None:
         problems.append(f"spec: '{spec_info['path']}' not found")
         return report
-    source = spec_path.read_bytes().decode("utf-8", errors="replace")
-    if sha256_text(source) != spec_info.get("sha256"):
+    source = schema.read_regular(str(spec_path), "spec").decode("utf-8", errors="replace")
+    if sha256_text(source) != spec_info["sha256"]:
         problems.append(f"spec: '{spec_path}' is not the certified spec (its sha256 differs)")
         return report
-    allow_python = bool(cert.get("allow_python"))
+    target = python_target(str(spec_path), source)
+    if target is not None and not allow_python:
+        raise refuse_python(target)
+    # code runs only when both the user (--allow-python) and the certificate's run allowed it
+    python = allow_python and cert["allow_python"]
+    if target is not None and not python:
+        problems.append(f"spec: its model torch(\"{target}\") is Python code, but the certificate was written "
+                        "without --allow-python (certify could not have run it)")
+        return report
     try:
-        files = loaded(str(spec_path), source, allow_python)
+        files = loaded(str(spec_path), source, python)
     except OSError as exc:
         problems.append(f"files: cannot read a file the spec loads: {exc}")
         return report
-    recorded = {f["name"]: f["sha256"] for f in cert.get("files") or []}
+    recorded = {f["name"]: f["sha256"] for f in cert["files"]}
     current = {f["name"]: f["sha256"] for f in files}
     for name in sorted(set(recorded) | set(current)):
         if recorded.get(name) != current.get(name):
@@ -130,43 +158,44 @@ def verify(cert_path: str, device: str = "cpu") -> Report:
     if problems:
         return report
     try:
-        checked, problem = compile_spec(str(spec_path), source, allow_python, device)
+        checked, problem = compile_spec(str(spec_path), source, python, device)
     except SpecError as exc:
         problems.append("spec: " + "; ".join(d.message for d in exc.diagnostics))
+        return report
+    method = cert["method"]["name"]
+    if method != checked.method.name:
+        problems.append(f"method: the certificate's method is '{method}', the spec's is '{checked.method.name}'")
         return report
     p0 = problem.point(problem.theta0)
     if not close(p0.loss, numbers["L0"]):
         problems.append(f"L0 = {p0.loss!r} recomputed, the certificate says {numbers['L0']!r}")
     try:
-        rate = rate_from_parameters((cert["rate"] or {}).get("parameters"))
+        rate = rate_from_parameters(cert["rate"]["parameters"])
     except Exception as exc:
         problems.append(f"rate: cannot rebuild it from its parameters ({type(exc).__name__}: {exc})")
         rate = None
     phi = getattr(rate, "phi", None)
     if phi is None:
-        try:
-            phi = _make_phi({"name": "log", "params": {}})
-        except Exception:
-            phi = None
+        phi = _make_phi({"name": "log", "params": {}})
     ctx = VerifyContext(cert, problem, numbers, rate, phi, r0=p0.rayleigh)
+    ctx.state["p0"] = p0
     for i, entry in enumerate(evidence):
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        verifier = VERIFIERS.get(kind)
+        verifier = VERIFIERS.get(entry["kind"])
         if verifier is None:
-            ctx.reject(f"evidence {i}: unknown kind {kind!r}")
+            ctx.reject(f"evidence {i}: unknown kind {entry['kind']!r}")
             continue
-        verifier(entry, ctx)
-    method = cert.get("method") if isinstance(cert.get("method"), dict) else {}
-    FINAL_CHECKS.get(method.get("name"), sampled.check_numbers)(cert, ctx)
+        _guarded(f"evidence {i} ({entry['kind']})", lambda: verifier(entry, ctx), ctx)
+    _guarded("the certificate's numbers", lambda: FINAL_CHECKS[method](cert, ctx), ctx)
     problems += ctx.problems
     report.points = ctx.checked_points
     report.summary = ctx.state.get("summary")
     report.counts = dict(ctx.state.get("counts") or {})
     report.note = ctx.state.get("note", NOT_A_PROOF)
+    report.vacuous = ctx.state.get("vacuous")
     report.ok = not problems
     report.seconds = time.perf_counter() - t0
     return report
 
 
 __all__ = ["BUILDERS", "FINAL_CHECKS", "FORMAT", "NOT_A_PROOF", "R_ROUNDING", "VERIFIERS", "CertificateError", "Report",
-           "VerifyContext", "build", "emit", "evidence_digest", "verify"]
+           "VerifyContext", "build", "emit", "evidence_digest", "python_target", "verify"]

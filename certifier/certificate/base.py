@@ -98,11 +98,18 @@ def kl_value(loss, phi, L: float, value: float, M: float) -> float | None:
 
 
 def recompute_rho(rate, L0: float, floor: float) -> float | None:
-    """ρ for the rebuilt rate, by compose.confinement.path_length_bound (gradient flow only)."""
+    """ρ for the rebuilt rate, by compose.confinement.path_length_bound; with a step, as
+    compose.sampled does it with the rate's smoothness β (inf when η > 1/β)."""
 
     params = list(inspect.signature(path_length_bound).parameters)
-    if getattr(rate, "step", None) is not None:
-        return None
+    step = getattr(rate, "step", None)
+    if step is not None:
+        beta = getattr(rate, "smoothness", None)
+        if beta is None or not beta > 0:
+            return None
+        if step > 1 / beta:
+            return math.inf
+        return path_length_bound(rate.phi, rate.K, L0, floor, step, beta, last_step=step * math.sqrt(4 * beta * L0))
     if "K" in params:
         return path_length_bound(rate.phi, rate.K, L0, floor)
     return path_length_bound(rate.phi, rate.constant, rate.mu, L0, floor)
@@ -177,3 +184,4 @@ class Report:
     summary: str | None = None     # what was re-verified (default: the count of evidence points)
     counts: dict = field(default_factory=dict)   # work done by the check (e.g. rule evaluations)
     note: str = NOT_A_PROOF        # what a valid certificate means
+    vacuous: str | None = None     # why a valid certificate's claim says nothing (floor >= L0)

@@ -1,4 +1,6 @@
-"""`certify check CERT.json`: re-verify a certificate written by `certify --emit`."""
+"""`certify check CERT.json`: re-verify a certificate written by `certify --emit`. The certificate
+may come from anyone (a pull request): nothing in it is trusted, and no Python code of its spec is
+imported unless the user passes --allow-python."""
 from __future__ import annotations
 
 import sys
@@ -9,15 +11,21 @@ from .base import NOT_A_PROOF, CertificateError
 
 
 def main_check(argv: list[str]) -> int:
-    """`certify check CERT.json [--device cpu|cuda]`: 0 valid, 1 rejected, 2 unreadable/usage."""
+    """`certify check CERT.json [--allow-python] [--device cpu|cuda] [--debug]`: 0 valid, 1 rejected,
+    2 unreadable/malformed certificate or usage, 4 internal error."""
     import argparse
 
     p = argparse.ArgumentParser(prog="certify check",
                                 description="Re-verify a certificate written by certify --emit, "
                                             "without searching. " + NOT_A_PROOF + ".",
-                                epilog="exit codes: 0 valid, 1 rejected, 2 unreadable certificate or usage error")
+                                epilog="exit codes: 0 valid, 1 rejected, 2 unreadable or malformed certificate "
+                                       "or usage error, 4 internal error")
     p.add_argument("certificate", metavar="CERT")
+    p.add_argument("--allow-python", action="store_true",
+                   help="import the Python module of a spec's model torch(\"pkg.mod:Name\"), which runs its code "
+                        "(refused without this flag)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
@@ -27,15 +35,22 @@ def main_check(argv: list[str]) -> int:
         sys.stderr.write(f"certify check: error: {problem}\n")
         return 2
     try:
-        report = verify(args.certificate, args.device)
+        report = verify(args.certificate, args.device, allow_python=args.allow_python)
     except CertificateError as exc:
         sys.stderr.write(f"certify check: error: {exc}\n")
         return 2
+    except Exception as exc:          # a bug in certify, not in the certificate (see certify's exit 4)
+        if args.debug:
+            raise
+        sys.stderr.write(f"certify check: internal error: {type(exc).__name__}: {exc}\n".replace(": \n", "\n"))
+        return 4
     if report.ok:
         summary = report.summary or f"{report.points} evidence points recomputed"
         sys.stdout.write(f"certificate valid: {report.spec}: {report.verdict} "
-                         f"({summary}, {report.seconds:.2f} s)\n"
-                         f"note: {report.note}\n")
+                         f"({summary}, {report.seconds:.2f} s)\n")
+        if report.vacuous:
+            sys.stdout.write(f"VACUOUS: {report.vacuous}\n")
+        sys.stdout.write(f"note: {report.note}\n")
         return 0
     sys.stdout.write(f"certificate REJECTED: {report.spec}\n")
     for problem in report.problems:

@@ -179,15 +179,137 @@ def _verify_witness(entry: dict, ctx: VerifyContext) -> None:
         ctx.reject("witness: the recorded violation has its loss below its bound")
 
 
+# find_radius (compose.confinement) tries first 1.01 max(rho, the descent's reach, 1e-8 (1 + |theta0|)),
+# then climbs by at most max(1.05 rho, 1.25 r) <= 1.25 rho: a radius=auto above AUTO_GROWTH times the
+# largest of rho, the farthest evidence point and that 1e-8 is not one the search can have chosen
+AUTO_GROWTH = 1.25 * 1.01
+REFUTED_KINDS = ("critical-point", "witness", "confinement")
+
+
+def _spec_claims(cert: dict, ctx: VerifyContext) -> None:
+    """The numbers the spec fixes (floor, horizon, region, a given radius, the step, a named
+    desingularizer) and the effective floor, recomputed as the pipeline does."""
+    n, checked = ctx.numbers, ctx.problem.checked
+    claim, region = checked.claim.options, checked.region
+    floor = float(claim.get("floor", 0.0))
+    if n["floor"] != floor:
+        ctx.reject(f"numbers: floor {n['floor']!r}, the spec's floor is {floor!r}")
+    horizon = float(claim.get("horizon", 1e4))
+    if n["horizon"] != horizon:
+        ctx.reject(f"numbers: horizon {n['horizon']!r}, the spec's horizon is {horizon!r}")
+    if n["region"] != region.name:
+        ctx.reject(f"numbers: region '{n['region']}', the spec's region is '{region.name}'")
+    given = region.options.get("radius") if region.name == "ball" else region.options.get("halfwidth")
+    ctx.state["auto"] = given == "auto"
+    if given != "auto" and n["radius"] != float(given):
+        ctx.reject(f"numbers: radius {n['radius']!r}, the spec's is {float(given)!r}")
+    floor_eff = max(floor, NOISE * n["L0"], float(getattr(ctx.problem, "loss_rounding", 0.0) or 0.0))
+    if "floor_effective" in n and not close(n["floor_effective"], floor_eff):
+        ctx.reject(f"numbers: floor_effective {n['floor_effective']!r}, recomputed {floor_eff!r}")
+    ctx.state["floor_eff"] = floor_eff
+    loss = ctx.problem.loss_def
+    if not loss.needs_sample_bound and n.get("sample_bound") is not None:
+        ctx.reject(f"numbers: sample_bound {n['sample_bound']!r}, but the loss {checked.loss.name} uses none")
+    rate = ctx.rate
+    if rate is None:
+        return
+    step = claim.get("step")
+    if (rate.step is None) != (step is None) or (step is not None and rate.step != float(step)):
+        ctx.reject(f"rate: its step {rate.step!r} is not the spec's {step!r}")
+    d = checked.desingularizer
+    if d.name != "auto" and (rate.phi.name != d.name or any(
+            not close(rate.phi.params.get(k), float(v)) for k, v in d.options.items())):
+        ctx.reject(f"rate: its desingularizer {rate.phi.name} {rate.phi.params} is not the spec's {d.name} "
+                   f"{dict(d.options)}")
+    natural = rate.phi.name == loss.natural and rate.phi.params == loss.natural_params
+    c = loss.constant() if natural and not loss.needs_sample_bound else None
+    if "c" in n and not close(n["c"], c):
+        ctx.reject(f"numbers: c = {n['c']!r}, the loss constant of {checked.loss.name} with this "
+                   f"desingularizer is {c!r}")
+
+
+def _verdict_claims(cert: dict, ctx: VerifyContext, points: list, witness: dict | None) -> None:
+    """The verdict and failing kind against the evidence; a floor at or above L0 is vacuous."""
+    n, verdict, kind = ctx.numbers, cert["verdict"], cert["failing_kind"]
+    params = cert["rate"]["parameters"]
+    L0, floor, radius = n["L0"], n["floor"], n["radius"]
+    if cert["sound"]:
+        ctx.reject("a sampled certificate is an estimate: its sound must be false")
+    if verdict != "certified":
+        if params is not None and params["kind"] == "rate":
+            ctx.reject(f"a {verdict} certificate claims no rate, this one has one")
+        if verdict == "inconclusive" and kind is None:
+            ctx.reject("an inconclusive certificate names its failing kind")
+        if verdict == "refuted" and kind not in REFUTED_KINDS:
+            ctx.reject(f"a refuted certificate's failing kind is one of {', '.join(REFUTED_KINDS)}, not {kind!r}")
+        elif verdict == "refuted" and kind != "critical-point" and witness is not None:
+            left = witness.get("left_region_at") is not None
+            if kind == "confinement" and not left:
+                ctx.reject("a confinement refutation needs the witness leaving the region")
+            if kind == "witness" and witness.get("violation") is None and not left:
+                ctx.reject("a witness refutation needs the witness's violation of the bound or its leaving the region")
+        return
+    if kind is not None:
+        ctx.reject(f"a certified certificate has no failing kind ({kind!r})")
+    if L0 <= floor:
+        if not (params is not None and params["kind"] == "constant" and close(params["value"], L0)):
+            ctx.reject("L0 <= floor: the bound of a certified certificate is the constant L0")
+        ctx.state["vacuous"] = (f"the spec's floor {floor!r} is at or above L0 = {L0!r}: the bound "
+                                "L(t) <= max(..., floor) holds from t = 0 and says nothing about convergence")
+        return
+    rate, floor_eff = ctx.rate, ctx.state["floor_eff"]
+    claimed = n.get("floor_claimed", floor)
+    # the rate is claimed down to max(floor_eff, the lowest loss sampled in the region), and every
+    # evidence point inside the region was sampled there
+    inside = [e for e in points if e["distance"] <= radius * (1 + 1e-12) and e["loss"] <= L0 * (1 + 1e-12)]
+    low = max(floor_eff, min((e["loss"] for e in inside if e["loss"] >= floor_eff), default=math.inf))
+    if claimed is None or not claimed < L0:
+        ctx.reject(f"rate: claimed down to {claimed!r}, at or above L0 = {L0!r}: a vacuous claim "
+                   f"(the spec's floor is {floor!r})")
+    elif not (floor_eff * (1 - TOLERANCE) <= claimed <= low * (1 + ctx.point_tolerance(low))):
+        ctx.reject(f"rate: claimed down to {claimed!r}; the evidence gives a floor between {floor_eff!r} "
+                   f"and {low!r}")
+    if rate is not None and hasattr(rate, "K"):
+        p0 = ctx.state.get("p0")
+        k0 = None if p0 is None else kl_value(ctx.problem.loss_def, rate.phi, L0, p0.rayleigh,
+                                              point_M(ctx.problem, p0.sample_max))
+        if k0 is not None and math.isfinite(k0) and not rate.K > ZERO_MU * k0:
+            ctx.reject(f"K = {rate.K!r} is about 0 (at most {ZERO_MU:g} K(theta0) = {ZERO_MU * k0!r}): no rate follows")
+        step, beta = getattr(rate, "step", None), getattr(rate, "smoothness", None)
+        if step is not None and not (beta is not None and step <= 1 / beta):
+            ctx.reject(f"rate: its step {step!r} exceeds 1/beta (beta = {beta!r})")
+    if witness is None:
+        ctx.reject("a certified sampled certificate needs its witness")
+    if ctx.state.get("auto"):
+        reach = max([e["distance"] for e in inside] + [1e-8 * (1 + float(ctx.problem.theta0.norm()))])
+        limit = AUTO_GROWTH * max(n["rho"] if n["rho"] is not None else 0.0, reach) * (1 + TOLERANCE)
+        if not radius <= limit:
+            ctx.reject(f"radius {radius!r} (radius=auto) is larger than the search can have chosen: at most "
+                       f"{AUTO_GROWTH:g} times the largest of rho = {n['rho']!r} and the farthest evidence point "
+                       f"({reach!r}), {limit!r}")
+
+
 def check_numbers(cert: dict, ctx: VerifyContext) -> None:
     n = ctx.numbers
     evidence = cert["evidence"]
-    points = [e for e in evidence if e.get("kind") in ("sampled-point", "kernel-point")]
+    points = [e for e in evidence if e["kind"] in ("sampled-point", "kernel-point")]
+    witnesses = [e for e in evidence if e["kind"] == "witness"]
+    if len(witnesses) > 1:
+        ctx.reject(f"{len(witnesses)} witness entries; a sampled certificate has one")
+    _spec_claims(cert, ctx)
+    _verdict_claims(cert, ctx, points, witnesses[0] if len(witnesses) == 1 else None)
+    floor_eff = ctx.state["floor_eff"]
     # only sampled Rayleigh quotients bound mu and K; a kernel point's lambda_min is a lower bound
     # on R, which the engine reports but never takes as mu
-    inside = [e for e in points if e.get("kind") == "sampled-point"
-              and e.get("distance", math.inf) <= n["radius"] * (1 + 1e-12)
-              and n.get("floor_effective", n["floor"]) <= e.get("loss", -1) <= n["L0"] * (1 + 1e-12)]
+    inside = [e for e in points if e["kind"] == "sampled-point"
+              and e["distance"] <= n["radius"] * (1 + 1e-12)
+              and floor_eff <= e["loss"] <= n["L0"] * (1 + 1e-12)]
+    M = n.get("sample_bound")
+    if M is not None:
+        over = [e for e in points if "sample_max" in e and e["sample_max"] > M * (1 + ctx.point_tolerance(e["loss"]))]
+        if over:
+            ctx.reject(f"numbers: sample_bound {M!r} is below the largest per-sample loss {over[0]['sample_max']!r} "
+                       "of an evidence point")
     mu = n.get("mu")
     if mu is not None:
         marked = [e for e in points if "mu" in (e.get("roles") or [])]

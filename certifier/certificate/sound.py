@@ -365,6 +365,15 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         ctx.reject(f"L0_upper = {L0_up!r} is below the recomputed interval bound {st['L0_up']!r} on L(theta0)")
     if n.get("L0_upper") != L0_up:
         ctx.reject(f"numbers: L0_upper {n.get('L0_upper')!r} is not the proof's {L0_up!r}")
+    if n.get("floor") != st["floor"] or n.get("horizon") != st["horizon"]:
+        ctx.reject(f"numbers: floor {n.get('floor')!r} or horizon {n.get('horizon')!r} is not the spec's "
+                   f"({st['floor']!r}, {st['horizon']!r})")
+    if "radius" in st and n.get("radius") != st["radius"]:
+        ctx.reject(f"numbers: radius {n.get('radius')!r} is not the proof's {st['radius']!r}")
+    kind = cert.get("failing_kind")
+    if verdict in ("certified", "refuted") and kind != {"certified": None, "refuted": "critical-point"}[verdict]:
+        ctx.reject(f"failing kind {kind!r}: a sound certificate is certified (no failing kind) or refuted "
+                   "(critical-point)")
     if verdict == "refuted":
         ctx.state["note"] = NOTE_REFUTED
         if not proof.get("refutation"):
@@ -385,6 +394,8 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         if (rate.get("parameters") or {}).get("kind") != "constant":
             ctx.reject("initial_below_floor: the rate must be the constant L0_upper")
         ctx.state["summary"] = "L(theta0) <= floor re-verified, no search"
+        ctx.state["vacuous"] = (f"the spec's floor {st['floor']!r} is at or above L0 (L0_upper = {L0_up!r}): the "
+                                "bound holds from t = 0 and says nothing about convergence")
         return
     try:
         mu, rho_rec = unhex(proof["mu"]), unhex(proof["rho"])
