@@ -93,8 +93,9 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "region sphere(radius=1)",
              "write region ball(center=init, radius=auto) or region box(center=init, halfwidth=h)."),
     "E109": ("A value is outside its allowed range: a non-positive radius, a zero dimension, "
-             "samples=0, an index that is not an integer constant, or an expression nested too "
-             "deeply.",
+             "samples=0, an index that is not an integer constant, an expression nested more "
+             "than 100 levels deep, an integer literal of over 300 digits, a seed outside "
+             "0 ... 2^63 - 1 or a horizon above 1e15.",
              "region ball(center=init, radius=-1)",
              "use a value in the range the hint gives."),
     "E110": ("The certify statement names a claim certify does not know (rate in this version).",
@@ -158,8 +159,8 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              'model torch("mypkg.nets:Net")\n# spec.rq:12:13: error[E301]: ... needs --allow-python',
              "rerun with certify --allow-python if you trust the module."),
     "E302": ("The Python model cannot be used: the model kind is not torch, the module or "
-             "attribute cannot be imported, calling it raised, it is not a torch.nn.Module, or "
-             "its forward pass on x failed.",
+             "attribute cannot be imported, calling it raised, it is not a torch.nn.Module, "
+             "its forward pass on x failed, or its code called sys.exit().",
              'model torch("mypkg.nets:Nte")   # no attribute Nte',
              "check the \"package.module:Name\" target (the module must be importable from the "
              "working directory or PYTHONPATH) and that Name() builds an nn.Module whose "

@@ -8,6 +8,7 @@ import torch
 
 from . import check as _check_stage
 from .analyse.parallel import connect
+from .check.torch_model import exit_diagnostic
 from .compose.build import build_result
 from .compose.sampled import certify_sampled
 from .compose.sound import certify_sound
@@ -53,7 +54,12 @@ ENGINES = {"sampled": certify_sampled, "interval": certify_sound}
 def certify_checked(checked, options: RunOptions) -> Result:
     """A checked spec's Result, by the engine its method statement names (sampled or interval)."""
     check_device(options.device)
-    return build_result(checked, *ENGINES[checked.method.name](checked, options))
+    try:
+        return build_result(checked, *ENGINES[checked.method.name](checked, options))
+    except SystemExit as exc:   # a torch model's own sys.exit(): E302, not a silent exit 0
+        if getattr(checked, "model_module", None) is None:
+            raise
+        raise SpecError([exit_diagnostic(checked.spec, exc)]) from None
 
 
 def check_device(device: str) -> None:

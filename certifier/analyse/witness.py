@@ -50,6 +50,12 @@ def _stepper(problem: Problem, fast: bool):
     return point
 
 
+def step_count(horizon: float, eta: float, cap: int) -> int:
+    """min(cap, ceil(horizon / eta)), also when the ratio overflows to infinity (or is NaN)."""
+    ratio = horizon / eta
+    return int(math.ceil(ratio)) if ratio < cap else cap
+
+
 def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[float], float] | None,
                 noise: float, region, max_steps: int, advance=lambda n=1: None,
                 tolerance: float = 1e-9, floor: float = 0.0, restart: bool = True) -> Witness:
@@ -86,7 +92,7 @@ def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, adva
              strict=True):
     theta0 = problem.theta0
     theta = theta0.clone()
-    steps = min(max_steps, int(math.ceil(horizon / eta)))
+    steps = step_count(horizon, eta, max_steps)
     keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
     curve, path, max_dist = [], 0.0, 0.0
     checked_until, violation, left_at, prev, settled_at = 0.0, None, None, math.inf, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..diagnostics import Collector, Span
 from ..language.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
+from ..parse.parser import too_deep
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
@@ -56,49 +57,9 @@ def _position(diag) -> tuple[int, int]:
     return (0, 0) if span is None else (span.line, span.column)
 
 
-MAX_DEPTH = 200  # expressions nest at most this deep (every stage walks them recursively)
-
-
-def _expressions(spec: Spec):
-    if isinstance(spec.data, (DataBlock, DataDist)):
-        yield from (a.value for a in spec.data.assigns)
-    if isinstance(spec.data, DataDist):
-        yield from spec.data.args
-        yield from (k.value for k in spec.data.kwargs.values())
-    if spec.target is not None:
-        yield spec.target.body
-    if isinstance(spec.params, ParamsBlock):
-        for d in spec.params.decls:
-            yield from d.shape
-            yield d.init
-    if isinstance(spec.model, Model):
-        yield spec.model.body
-    for call in (spec.loss, spec.region, spec.method, spec.desingularizer, spec.certify):
-        if call is not None:
-            yield from call.args
-            yield from (k.value for k in call.kwargs.values())
-
-
-def _too_deep(spec: Spec, collector: Collector) -> bool:
-    """Refuse absurdly nested expressions up front (checked without recursion)."""
-    found = False
-    for top in _expressions(spec):
-        stack = [(top, 1)]
-        while stack:
-            e, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                collector.error("E109", f"this expression is nested more than {MAX_DEPTH} levels deep",
-                                top.span, "split it into several data statements or simplify it")
-                found = True
-                break
-            stack.extend((a, depth + 1) for a in e.args)
-            stack.extend((v, depth + 1) for v in e.kwargs.values())
-    return found
-
-
 def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
            allow_python: bool = False) -> Checked | None:
-    if _too_deep(spec, collector):
+    if too_deep(spec, collector):   # parse refuses these; a Spec built otherwise may not
         return None
     for statement, hint in REQUIRED.items():
         if getattr(spec, statement) is None and not (statement == "params" and isinstance(spec.model, ModelImport)):

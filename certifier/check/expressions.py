@@ -14,6 +14,7 @@ from ..language.generators import GENERATORS
 from ..language.primitives import FUNCTION_KEYWORDS
 from .names import Scope, did_you_mean, join, listing
 from .shapes import SHAPE_RULES, Shape, ShapeError, index_shape, show, size
+from .shapes import count as count_text
 
 
 def keyword_span(source: str, value: Expr, name: str) -> Span:
@@ -75,7 +76,7 @@ class Walker:
                 span = e.span
                 if e.op == "call" and "shape" in e.kwargs:
                     span = e.kwargs["shape"].span
-                self.error("E205", f"this array would have shape {show(out)}: {count:,} entries, "
+                self.error("E205", f"this array would have shape {show(out)}: {count_text(count)} entries, "
                            f"more than the limit of {self.max_elements:,}", span,
                            "use smaller shapes: the limit keeps certify from running out of memory")
                 return None

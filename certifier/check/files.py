@@ -13,6 +13,7 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from .names import listing
+from .shapes import count as count_text
 
 NPZ_HINT = "write it with numpy.savez(path, name=array, ...)"
 NPY_HINT = "write it with numpy.save(path, array)"
@@ -83,7 +84,7 @@ def check_size(shape: tuple[int, ...] | None, limit: int, what: str, hint: str) 
         return
     count = int(np.prod(shape, dtype=object)) if shape else 1
     if count > limit:
-        raise FileProblem("E205", f"{what} has {count:,} entries, more than the limit of {limit:,}", hint)
+        raise FileProblem("E205", f"{what} has {count_text(count)} entries, more than the limit of {limit:,}", hint)
 
 
 def as_float(array, what: str, name: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from ..language.generators import GENERATORS, generate
 from .expressions import keyword_span, spanning
 from .names import did_you_mean, join, listing
 from .shapes import Shape, show
-from .values import number
+from .values import MAX_SEED, SEED_HINT, number
 
 
 @dataclasses.dataclass
@@ -50,7 +50,8 @@ class GeneratorCalls:
                 continue
             what, hint = _WHAT[key]
             v = number(value, self.collector, self.source, what,
-                       minimum=0 if key in ("std", "seed") else None, integer=key == "seed", hint=hint)
+                       minimum=0 if key in ("std", "seed") else None, integer=key == "seed", hint=hint,
+                       maximum=MAX_SEED if key == "seed" else None)
             if v is None:
                 ok = False
             else:
@@ -89,7 +90,7 @@ _WHAT = {
     "std": ("the standard deviation", "write a number of at least 0, such as std=1/sqrt(512)"),
     "low": ("the lower bound", "write a number, such as low=-1"),
     "high": ("the upper bound", "write a number, such as high=1"),
-    "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
+    "seed": ("the seed", SEED_HINT),
 }
 DIM_HINT = "dimensions are whole numbers of at least 1, as in [512, 3]"
 

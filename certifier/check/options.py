@@ -10,22 +10,23 @@ from ..language.losses import LOSSES
 from .checked import Choice
 from .expressions import spanning
 from .names import did_you_mean, join, listing
-from .values import number
+from .values import MAX_SEED, SEED_HINT, number
 
 REQUIRED = object()
+MAX_HORIZON = 1e15   # below 2^53: with step=, every step count k <= horizon is exact in a double
 
 # statement -> choice -> keyword -> (default, kind). Kinds: init, auto|positive, positive,
-# nonneg, posint, nonnegint.
+# nonneg, posint, seed, horizon, samples, alpha, functions.
 FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     "region": {
         "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
         "box": {"center": ("init", "init"), "halfwidth": (REQUIRED, "positive")},
     },
-    "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "nonnegint")},
-               "interval": {"boxes": (2000, "posint"), "seed": (0, "nonnegint"),
+    "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "seed")},
+               "interval": {"boxes": (2000, "posint"), "seed": (0, "seed"),
                             "functions": ("margin", "functions")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
-    "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "positive"), "step": (None, "positive")}},
+    "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "horizon"), "step": (None, "positive")}},
 }
 
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
@@ -46,13 +47,13 @@ WHAT = {
                   "positive number"),
     "samples": ("samples", "the number of sampled points, such as samples=4096"),
     "boxes": ("boxes", "the budget of boxes the sound interval method may evaluate, such as boxes=2000"),
-    "seed": ("the seed", "seeds are whole numbers 0, 1, 2, ..."),
+    "seed": ("the seed", SEED_HINT),
     "functions": ("functions", "how the sound mode bounds exp, log, tanh, sin, cos, ...: margin (the "
                   "library's result widened by 2^-40 relative, fast) or arb (python-flint's rigorous "
                   "ball arithmetic, slower)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
-                "steps), such as horizon=1e4"),
+                "steps), such as horizon=1e4; at most 1e15"),
     "step": ("the step", "the gradient-descent step size eta, such as step=0.01; leave it out for "
              "gradient flow"),
     "alpha": ("alpha", "the Lojasiewicz exponent: phi'(u) = u^(-2 alpha) with 1/2 < alpha <= 1, "
@@ -154,6 +155,8 @@ def _value(key: str, kind: str, e, collector: Collector, source: str):
                       maximum=10**7)
     if kind == "alpha":
         return number(e, collector, source, what, minimum=0.5, strict=True, maximum=1.0, hint=hint)
-    if kind == "nonnegint":
-        return number(e, collector, source, what, minimum=0, integer=True, hint=hint)
+    if kind == "seed":
+        return number(e, collector, source, what, minimum=0, integer=True, hint=hint, maximum=MAX_SEED)
+    if kind == "horizon":
+        return number(e, collector, source, what, minimum=0, strict=True, hint=hint, maximum=MAX_HORIZON)
     raise KeyError(kind)

@@ -15,7 +15,7 @@ from .data import keyword_span, nonfinite
 from .expressions import Walker
 from .generators import DIM_HINT, GeneratorCalls, materialise
 from .names import KEYWORDS, Scope
-from .shapes import Shape, broadcast, show, size
+from .shapes import Shape, broadcast, count, show, size
 from .values import number
 
 LIMIT_HINT = "raise the limit with --max-params N"
@@ -74,7 +74,7 @@ def _block(spec: Spec, block: ParamsBlock, collector: Collector, max_params: int
             continue
         pending.append((decl, declared, calls))
     if total > max_params:
-        collector.error("E205", f"the parameters have {total:,} entries, more than the limit of "
+        collector.error("E205", f"the parameters have {count(total)} entries, more than the limit of "
                         f"{max_params:,}", keyword_span(block.span, "params"), LIMIT_HINT)
         return params
     for decl, declared, calls in pending:

@@ -7,6 +7,7 @@ for the model they are per-sample shapes, for data blocks whole-array shapes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +27,17 @@ class ShapeError(Exception):
 
 def show(shape: Shape | None) -> str:
     """[512, 3]; [] for a scalar."""
-    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+    return "?" if shape is None else "[" + ", ".join(_dim(d) for d in shape) + "]"
+
+
+def _dim(d) -> str:
+    return str(d) if not isinstance(d, int) or abs(d) < 10**15 else f"~1e{int(math.log10(abs(d)))}"
+
+
+def count(n: int) -> str:
+    """1,234,567; `at least 10^k` for counts of 16 digits or more (Python refuses to print an
+    int of over 4300 digits)."""
+    return f"{n:,}" if abs(n) < 10**15 else f"at least 10^{int(math.log10(abs(n)))}"
 
 
 def size(shape: Shape) -> int:
@@ -69,7 +80,7 @@ def _matmul(shapes: list[Shape], **kw) -> Shape:
     inner_b = b[0] if len(b) == 1 else b[-2]
     if inner_a != inner_b:
         raise ShapeError(f"shape mismatch in '@': {show(a)} @ {show(b)}",
-                         f"the inner dimensions must agree ({inner_a} \u2260 {inner_b})")
+                         f"the inner dimensions must agree ({_dim(inner_a)} \u2260 {_dim(inner_b)})")
     batch = broadcast(a[:-2], b[:-2])
     if batch is None:
         raise ShapeError(f"shape mismatch in '@': {show(a)} @ {show(b)}",
@@ -149,15 +160,15 @@ def index_shape(shape: Shape, subscripts: list[int | tuple[int | None, int | Non
     for k, (sub, dim) in enumerate(zip(subscripts, shape)):
         if isinstance(sub, int):
             if not -dim <= sub < dim:
-                raise ShapeError(f"index {sub} is out of range for a dimension of size {dim}",
-                                 f"indices run from 0 to {dim - 1} (or -{dim} to -1 from the end)",
+                raise ShapeError(f"index {sub} is out of range for a dimension of size {_dim(dim)}",
+                                 f"indices run from 0 to {_dim(dim - 1)} (or -{_dim(dim)} to -1 from the end)",
                                  at=k)
             continue
         start, stop, _ = slice(*sub).indices(dim)
         length = max(0, stop - start)
         if length == 0:
-            raise ShapeError(f"the slice selects nothing from a dimension of size {dim}",
-                             f"slice bounds run from 0 to {dim}; a slice must keep at least one entry",
+            raise ShapeError(f"the slice selects nothing from a dimension of size {_dim(dim)}",
+                             f"slice bounds run from 0 to {_dim(dim)}; a slice must keep at least one entry",
                              at=k)
         out.append(length)
     return tuple(out) + tuple(shape[len(subscripts):])

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..diagnostics import Collector
+from ..diagnostics import Collector, Diagnostic
 from ..language.ast import ParamsBlock, ParamsFrom, Spec
-from ..language.torch_modules import ModelProblem, build_module, load_weights, split_target
+from ..language.torch_modules import EXIT_HINT, ModelProblem, build_module, exit_message, load_weights, split_target
 from . import files
 from .data import Data, keyword_span, nonfinite
 from .params import LIMIT_HINT, Params
@@ -125,6 +125,10 @@ def _output_shape(spec: Spec, collector: Collector, data: Data, module, values):
         with torch.no_grad():
             out = functional_call(module, {k: torch.from_numpy(v) for k, v in values.items()},
                                   (torch.from_numpy(np.asarray(x, dtype=np.float64)),))
+    except SystemExit as exc:
+        collector.error("E302", exit_message(f"the forward pass of '{m.target}'", exc), m.target_span,
+                        EXIT_HINT)
+        return None
     except Exception as exc:
         collector.error("E302", f"the forward pass of '{m.target}' on x (shape {show(x.shape)}) failed: "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
@@ -145,3 +149,10 @@ def _output_shape(spec: Spec, collector: Collector, data: Data, module, values):
                         m.target_span, "check the module and the data")
         return None
     return target[1:]
+
+
+def exit_diagnostic(spec: Spec, exc: SystemExit) -> Diagnostic:
+    """E302 for a torch model that called sys.exit() during the analysis (after the check)."""
+    m = spec.model
+    return Diagnostic("E302", exit_message(f"'{m.target}'", exc, " during the analysis"),
+                      m.target_span, EXIT_HINT, spec.path)

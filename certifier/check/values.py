@@ -12,10 +12,14 @@ from .names import Scope
 from .shapes import show
 
 NUMBER_HINT = "write a number or a constant expression, such as 0.5 or 1/sqrt(512)"
+MAX_SEED = 2**63 - 1   # a signed 64-bit integer: torch.Generator.manual_seed and numpy take it
+SEED_HINT = "seeds are whole numbers 0, 1, 2, ... up to 2^63 - 1 = 9223372036854775807"
 
 
 def fmt(value: float) -> str:
-    if isinstance(value, int) or (math.isfinite(value) and value.is_integer() and abs(value) < 1e16):
+    if isinstance(value, int) and abs(value) >= 10**20:    # a 300-digit literal: its magnitude
+        return f"~1e{int(math.log10(abs(value)))}"
+    if isinstance(value, int) or (math.isfinite(value) and value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return f"{value:g}"
 

@@ -77,7 +77,8 @@ def rayleigh_quotient(grad: torch.Tensor, gsq: float, gnorm: float, factors) -> 
     if not (a > 0 and t > 0):
         return math.inf
     q = g / s
-    return (float(q @ q) / a) * (s / t) ** 2
+    r = s / t
+    return (float(q @ q) / a) * (r * r)     # r * r: inf on overflow, where r ** 2 raises
 
 
 def _log(v):

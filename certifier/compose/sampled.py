@@ -17,7 +17,7 @@ from ..analyse.regions import Ball, Box
 from ..analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
 from ..analyse.threads import choose as choose_threads
 from ..analyse.trajectory import SearchContext
-from ..analyse.witness import run_witness
+from ..analyse.witness import run_witness, step_count
 from ..compile.problem import Problem
 from ..result import MuSource
 from .build import Evidence, finite
@@ -159,7 +159,7 @@ def _sampled_evidence(checked, options, problem: Problem, executor, t_start: flo
     # bound to check (a refuted or inconclusive claim) the witness is only shown: keep it short
     w_steps = WITNESS_MAX_STEPS if bound is not None else \
         WITNESS_STEPS if failing is not None and failing.kind == "confinement" else WITNESS_STEPS // 10
-    with reporter.phase("witness descent", total=min(w_steps, math.ceil(w_horizon / w_eta))) as advance:
+    with reporter.phase("witness descent", total=step_count(w_horizon, w_eta, w_steps)) as advance:
         witness = run_witness(problem, w_eta, w_horizon, w_bound, noise, region, w_steps, advance,
                               floor=floor_claim if rate is not None else floor, restart=step is None)
     timing["witness"] = time.perf_counter() - t2

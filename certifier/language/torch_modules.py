@@ -29,6 +29,25 @@ class ModelProblem(Exception):
         self.code, self.message, self.hint = code, message, hint
 
 
+EXIT_HINT = ("certify imports the module and calls it: it must not call sys.exit() or exit(); keep "
+             "script code under `if __name__ == \"__main__\":`")
+
+
+def exit_message(what: str, exc: SystemExit, when: str = "") -> str:
+    """`importing 'mod' called sys.exit(0)`."""
+    code = "" if exc.code is None else repr(exc.code)
+    return f"{what} called sys.exit({code[:40]}){when}"
+
+
+@contextlib.contextmanager
+def no_exit(what: str):
+    """The module's sys.exit() (a SystemExit, which `except Exception` lets through) becomes E302."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise ModelProblem("E302", exit_message(what, exc), EXIT_HINT) from None
+
+
 def split_target(target: str) -> tuple[str, str]:
     module, sep, attr = target.partition(":")
     names = module.split(".") + attr.split(".")
@@ -59,7 +78,7 @@ def module_file(target: str, spec_dir: Path | str | None = None) -> str | None:
     try:
         with import_path(spec_dir):
             spec = importlib.util.find_spec(split_target(target)[0])
-    except (ImportError, ValueError, ModelProblem):
+    except (ImportError, ValueError, ModelProblem, SystemExit):   # build_module reports it
         return None
     origin = getattr(spec, "origin", None) if spec is not None else None
     return origin if origin and Path(origin).is_file() else None
@@ -69,12 +88,19 @@ def build_module(target: str, spec_dir: Path | str | None = None) -> torch.nn.Mo
     """The target's module, imported from the spec's folder, the working directory or sys.path."""
     module_name, attr = split_target(target)
     try:
-        with import_path(spec_dir):
+        with import_path(spec_dir), no_exit(f"importing '{module_name}'"):
             module = importlib.import_module(module_name)
+    except ModelProblem:
+        raise
     except Exception as exc:
         raise ModelProblem("E302", f"cannot import '{module_name}': {type(exc).__name__}: {exc}",
                            "the module must be importable from the spec's folder, the working directory or "
                            "PYTHONPATH") from None
+    with no_exit(f"building '{target}'"):
+        return _build(module, module_name, attr, target)
+
+
+def _build(module, module_name: str, attr: str, target: str) -> torch.nn.Module:
     obj = module
     for name in attr.split("."):
         if not hasattr(obj, name):

@@ -4,8 +4,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from ..diagnostics import Collector, Diagnostic, Span, SpecError
 from ..language.ast import (
@@ -60,10 +61,14 @@ def _unquote(tok: Token) -> str:
 
 _BINARY = ("add", "sub", "mul", "div", "matmul", "pow")
 
+MAX_DEPTH = 100    # expressions nest at most this deep (later stages walk them recursively)
+MAX_DIGITS = 300   # digits of an integer literal (a double holds at most about 1.8e308)
+
 
 @v_args(meta=True)
-class ToAst(Transformer):
-    """Parse tree -> AST. Any rule without a method here is a bug, and raises."""
+class ToAst(Transformer_NonRecursive):
+    """Parse tree -> AST, without recursion (`x ** x ** ...` may be long). Any rule without a
+    method here is a bug, and raises."""
 
     def __default__(self, data, children, meta):
         raise NotImplementedError(f"no AST rule for grammar rule {data!r}")
@@ -71,7 +76,15 @@ class ToAst(Transformer):
     # expressions -------------------------------------------------------------
     def number(self, meta, c):
         text = str(c[0])
-        value = float(text) if any(ch in text for ch in ".eE") else int(text)
+        if any(ch in text for ch in ".eE"):
+            value = float(text)
+        elif len(text) > MAX_DIGITS:    # before int(): Python refuses over 4300 digits
+            raise SpecError([Diagnostic(
+                "E109", f"this integer has {len(text)} digits, more than {MAX_DIGITS}", _tspan(c[0]),
+                "write large numbers in scientific notation, such as 1e300 (a double holds at most "
+                "about 1.8e308)")])
+        else:
+            value = int(text)
         return Expr("number", attrs={"value": value, "text": text}, span=_span(meta))
 
     def name(self, meta, c):
@@ -274,17 +287,17 @@ def parse(source: str, path: str = "<spec>") -> Spec:
         collector.raise_if_any()
     try:
         statements = ToAst().transform(tree)
-    except RecursionError:
-        collector.error("E109", "the spec nests expressions too deeply to analyse", Span.point(1, 1),
-                        "split the expression into named data arrays or simplify it")
-        collector.raise_if_any()
-    except Exception as exc:  # lark wraps transformer errors
+    except (RecursionError, VisitError) as exc:  # lark wraps transformer errors
         inner = getattr(exc, "orig_exc", exc)
         if isinstance(inner, SpecError):
             for d in inner.diagnostics:
                 d.path = path
             raise inner from None
-        raise
+        if not isinstance(inner, RecursionError):
+            raise
+        collector.error("E109", "the spec nests expressions too deeply to analyse", Span.point(1, 1),
+                        DEPTH_HINT)
+        collector.raise_if_any()
     spec = Spec(path=path, source=source)
     seen: dict[str, Span] = {}
     for st in statements:
@@ -298,8 +311,52 @@ def parse(source: str, path: str = "<spec>") -> Spec:
             spec.title, spec.title_span = node, span
         else:
             setattr(spec, kind, node)
+    too_deep(spec, collector)
     collector.raise_if_any()
     return spec
+
+
+DEPTH_HINT = (f"at most {MAX_DEPTH} levels (parentheses do not count): split it into several data "
+              "statements or simplify it")
+
+
+def expressions(spec: Spec):
+    """Every top-level expression of a spec."""
+    if isinstance(spec.data, (DataBlock, DataDist)):
+        yield from (a.value for a in spec.data.assigns)
+    if isinstance(spec.data, DataDist):
+        yield from spec.data.args
+        yield from (k.value for k in spec.data.kwargs.values())
+    if spec.target is not None:
+        yield spec.target.body
+    if isinstance(spec.params, ParamsBlock):
+        for d in spec.params.decls:
+            yield from d.shape
+            yield d.init
+    if isinstance(spec.model, Model):
+        yield spec.model.body
+    for call in (spec.loss, spec.region, spec.method, spec.desingularizer, spec.certify):
+        if call is not None:
+            yield from call.args
+            yield from (k.value for k in call.kwargs.values())
+
+
+def too_deep(spec: Spec, collector: Collector) -> bool:
+    """E109 at the first sub-expression nested deeper than MAX_DEPTH (walked without recursion)."""
+    found = False
+    for top in expressions(spec):
+        stack = [(top, 1)]
+        while stack:
+            e, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                span = e.span or top.span
+                collector.error("E109", f"this expression is nested deeper than {MAX_DEPTH} levels",
+                                Span.point(span.line, span.column) if span else None, DEPTH_HINT)
+                found = True
+                break
+            stack.extend((a, depth + 1) for a in e.args)
+            stack.extend((v, depth + 1) for v in e.kwargs.values())
+    return found
 
 
 def _keyword(kind: str) -> str:
