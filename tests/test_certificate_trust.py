@@ -13,21 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cache_cert import SPEC  # the tiny spec the certificates are written from
 
 from certifier import cli
 from certifier.certificate import VERIFIERS, evidence_digest, schema
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = """\
-spec "tiny realizable linear model"
-data from "d.npz"
-params { w : [2] = zeros() }
-model f(x) = w @ x
-loss least_squares
-region ball(center=init, radius=auto)
-method sampled(samples=64, seed=0)
-certify rate(floor=0, horizon=100)
-"""
 NET = '''\
 import pathlib
 
