@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from .version import __version__
 EXIT_USAGE = 2
 # about the process's start (this module loads before torch): the first spec's --budget counts from here
 STARTED = time.monotonic()
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -34,37 +37,74 @@ def positive_float(text: str) -> float:
     return value
 
 
+USAGE = """certify [options] SPEC...
+       certify check CERT.json [--device cpu|cuda]
+       certify study SPEC... --plot FILE
+       certify --explain CODE|KIND
+       certify --completion bash|zsh|fish"""
+
+DESCRIPTION = """\
+Certify a gradient-flow convergence rate L(θt) ≤ φ⁻¹(φ(L0) − K·t) (least squares: L0·exp(−4μt))
+for the model, data, loss and region described by .rq specs, or refute it with a counterexample.
+
+commands:
+  certify SPEC...         run the specs (the options below)
+  certify check CERT      re-verify a certificate written by --emit, without a search
+  certify study SPEC...   gradient descent beyond the witness: loss curves against the bounds
+                          (certify study --help)"""
+
+EPILOG = """\
+soundness: the default method, sampled, gives an ESTIMATE (μ found by searching the region, not
+a proof); `method interval(boxes=N)` is the sound mode: μ is proved by interval arithmetic and
+branch and bound, and a certified verdict with sound: true is a theorem (docs/sound.md).
+
+output: with one spec, its full report and a one-line verdict at the end; with several, the
+reports of the specs that did not certify and one line per spec (--report, -q, -v).
+Defaults come from [tool.certify] in pyproject.toml or certify.toml (the nearest above the
+working directory) and ~/.config/certify/config.toml; flags override them (docs/output.md).
+
+exit codes: 0 certified, 1 refuted, 2 spec or usage error, 3 inconclusive, 4 internal error,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); with several specs the worst by 4 > 2 > 1 > 3 > 0;
+--fail-on refuted counts inconclusive as 0 (docs/output.md, "Exit codes")."""
+
+
 def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParser:
-    """The options of `certify SPEC...`; `formats` are the names of --format (the CLI's renderers)."""
-    p = argparse.ArgumentParser(
-        prog="certify",
-        description="Certify a gradient-flow convergence rate L(θt) ≤ L0·exp(−4μt) for the model, "
-                    "data, loss and region described by .rq specs. `certify check CERT.json` "
-                    "re-verifies a certificate written by --emit.",
-        epilog="exit codes: 0 certified, 1 refuted, 2 spec or usage error, 3 inconclusive, "
-               "4 internal error, 130 interrupted; with several specs, the worst: "
-               "4 > 2 > 1 > 3 > 0. In this version μ is a sampled estimate: "
-               "results are labelled ESTIMATE (not a proof).",
-    )
-    p.add_argument("specs", metavar="SPEC", nargs="*",
-                   help="spec files, directories (every *.rq below, sorted) or globs")
+    """The options of `certify SPEC...`; `formats` are the names of --format (the CLI's renderers).
+    Defaults that a configuration file may set are applied by the CLI with set_defaults."""
+    p = argparse.ArgumentParser(prog="certify", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    specs = p.add_argument("specs", metavar="SPEC", nargs="*",
+                           help="spec files, directories (every *.rq below, sorted), globs, or - (stdin)")
+    specs.complete = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}  # shtab: complete files
     p.add_argument("--format", choices=formats, default="text",
                    help="report format on stdout (default: text)")
+    p.add_argument("--report", choices=("full", "failures", "none"), default=None,
+                   help="text reports: full for every spec, only for the specs that did not certify, or "
+                        "none (one line each); default: full for one spec, failures for several")
+    p.add_argument("-o", "--output-file", default=None, metavar="FILE",
+                   help="write the report to FILE (replaced atomically at the end) instead of stdout")
+    p.add_argument("--color", choices=("auto", "always", "never"), default=None,
+                   help="colour in the text report (default auto: on a terminal, unless NO_COLOR is set; "
+                        "FORCE_COLOR forces it)")
     p.add_argument("--fail-on", choices=("inconclusive", "refuted"), default="inconclusive",
                    help="inconclusive (default): refuted exits 1 and inconclusive 3; refuted: "
                         "inconclusive results exit 0")
     p.add_argument("--budget", type=positive_float, default=None, metavar="SECONDS",
                    help="time per spec; when it runs out the verdict is inconclusive")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write .certify_cache/")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="read and write the result cache (.certify_cache/); --no-cache: neither")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where the cache lives (default: $CERTIFY_CACHE_DIR or ./.certify_cache)")
     p.add_argument("--emit", default=None, metavar="CERT",
                    help="write the certificate of the (single) spec to CERT (JSON); see `certify check`")
     p.add_argument("--allow-python", action="store_true",
-                   help="allow model torch(\"package.module:Name\") to import Python code")
+                   help="allow model torch(\"package.module:Name\") to import Python code (never from a "
+                        "project's configuration file)")
     p.add_argument("--explain", default=None, metavar="ID",
                    help="explain a diagnostic code (E103) or a failing-region kind (critical-point)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress display on stderr")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="only the specs that did not certify, one line each; no progress on stderr")
+    p.add_argument("--verbose", "-v", action="store_true", help="the full report of every spec")
     p.add_argument("--max-params", type=positive_int, default=None, metavar="N",
                    help="refuse problems with more than N parameters (default: 10^8)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -78,9 +118,44 @@ def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParse
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="evaluate them on a dask.distributed scheduler, e.g. tcp://host:8786 "
                         "(pip install 'dask[distributed]')")
+    p.add_argument("--isolated", action="store_true", help="ignore every configuration file")
+    p.add_argument("--completion", choices=("bash", "zsh", "fish"), default=None,
+                   help="print a shell completion script (e.g. certify --completion bash > "
+                        "~/.local/share/bash-completion/completions/certify)")
     p.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     p.add_argument("--version", action="version", version=f"certify {__version__}")
     return p
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A completion script generated from `parser` (shtab for bash and zsh; fish by hand from its
+    actions, which shtab does not write), with the subcommands check and study as first words."""
+    if shell == "fish":
+        return _fish_script(parser)
+    import shtab
+
+    return shtab.complete(parser, shell=shell)
+
+
+def _fish_script(parser: argparse.ArgumentParser) -> str:
+    lines = ["# fish completion for certify, generated from its argument parser",
+             "complete -c certify -f -n '__fish_use_subcommand' -a 'check' -d 're-verify a certificate'",
+             "complete -c certify -f -n '__fish_use_subcommand' -a 'study' -d 'loss curves and bounds'",
+             "complete -c certify -F -a '(__fish_complete_suffix .rq)'"]
+    for action in parser._actions:
+        if not action.option_strings:
+            continue
+        parts = ["complete -c certify"]
+        for option in action.option_strings:
+            parts.append(f"-l {option[2:]}" if option.startswith("--") else f"-s {option[1:]}")
+        if action.choices:
+            parts.append("-x -a " + shlex.quote(" ".join(map(str, action.choices))))
+        elif action.nargs != 0:
+            parts.append("-r")
+        if action.help and action.help != argparse.SUPPRESS:
+            parts.append("-d " + shlex.quote(action.help.split(";")[0].split("(")[0].strip()[:60]))
+        lines.append(" ".join(parts))
+    return "\n".join(lines) + "\n"
 
 
 def err(message: str) -> None:

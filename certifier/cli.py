@@ -1,14 +1,17 @@
 """The `certify` command (also `python -m certifier`).
 
-    certify SPEC... [--format text|json|jsonl|sarif|junit|github] [--fail-on inconclusive|refuted]
+    certify SPEC... [--format text|json|jsonl|sarif|junit|github] [--report full|failures|none]
+                    [-q | -v] [-o FILE] [--color auto|always|never] [--fail-on inconclusive|refuted]
                     [--budget SECONDS] [--no-cache] [--cache-dir DIR] [--emit CERT.json]
-                    [--allow-python] [--quiet] [--max-params N] [--device cpu|cuda] [--debug]
-                    [--workers N] [--scheduler ADDRESS] [--threads N]
+                    [--allow-python] [--max-params N] [--device cpu|cuda] [--debug]
+                    [--workers N] [--scheduler ADDRESS] [--threads N] [--isolated]
     certify check CERT.json          re-verify a certificate written by --emit
     certify study SPEC... --plot F   gradient descent beyond the witness, loss curves and bounds (F.png, F.svg)
     certify --explain CODE|KIND      what a diagnostic code or a failing-region kind means
+    certify --completion bash|zsh|fish   a shell completion script
 
-A SPEC is a file, a directory (every *.rq below it, sorted; hidden folders skipped) or a glob.
+A SPEC is a file, a directory (every *.rq below it, sorted; hidden folders skipped), a glob or -
+(stdin). Defaults come from configuration files (certifier/config.py); flags override them.
 Exit codes: 0 certified, 1 refuted, 2 spec or usage error, 3 inconclusive, 4 internal error,
 130 interrupted; over several specs the worst, 4 > 2 > 1 > 3 > 0 (docs/output.md).
 `main(argv)` returns the exit code (it never calls sys.exit), so it can be run in-process; the
@@ -17,28 +20,32 @@ console script and __main__ pass it to sys.exit.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from rich.console import Console
 
-from .arguments import EXIT_USAGE, STARTED, build_parser, err, expand_specs
+from .arguments import EXIT_USAGE, STARTED, build_parser, completion_script, err, expand_specs
+from .config import ConfigError, load_config
 from .diagnostics import Diagnostic
 from .diagnostics import render_text as render_diagnostic
 from .explain import known, lookup
+from .progress import Terminated
 from .report.github import render_github
 from .report.json import _dumps as json_dumps
 from .report.json import outcome_dict, outcomes_json, outcomes_jsonl
 from .report.junit import render_junit
 from .report.outcome import Outcome, run_exit_code
 from .report.sarif import render_sarif
-from .report.summary import render_summary, summary_plain
-from .report.text import render_plain, render_text
+from .report.summary import failed, render_lines, render_summary, row
+from .report.text import render_text
 
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
@@ -52,24 +59,43 @@ def _is_tty(stream) -> bool:
 
 
 PLAIN_WIDTH = 100
+STDIN = "<stdin>"
 
 
-def print_report(result, source: str | None) -> None:
-    """The text report on stdout: coloured, at the terminal's width, on a terminal; otherwise plain
-    text, 100 columns wide, without trailing blanks (stable when piped or captured)."""
-    if _is_tty(sys.stdout):
-        render_text(result, Console(file=sys.stdout, highlight=False), source=source)
+def use_color(choice: str | None, stream) -> bool:
+    """--color (or the config's color): always and never win; auto follows NO_COLOR, then
+    FORCE_COLOR (https://no-color.org, https://force-color.org), then whether `stream` is a terminal."""
+    if choice == "always":
+        return True
+    if choice == "never":
+        return False
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return _is_tty(stream)
+
+
+def draw(stream, color: bool, paint: Callable[[Console], None]) -> None:
+    """Run `paint` on a console over `stream`: coloured at the terminal's width (100 columns off a
+    terminal) with `color`; otherwise plain text without trailing blanks (stable when piped)."""
+    width = None if _is_tty(stream) else PLAIN_WIDTH
+    if color:
+        # explicit settings: rich would otherwise read NO_COLOR / FORCE_COLOR / TERM on its own
+        paint(Console(file=stream, force_terminal=True, no_color=False, highlight=False, width=width,
+                      color_system="auto" if _is_tty(stream) else "standard"))
     else:
-        sys.stdout.write(render_plain(result, PLAIN_WIDTH, source=source))
-    sys.stdout.flush()
+        console = Console(file=io.StringIO(), width=width or Console(file=stream).width, color_system=None,
+                          force_terminal=False, no_color=True, highlight=False, emoji=False, record=True)
+        paint(console)
+        stream.write("\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n")
+    stream.flush()
 
 
-def print_summary(outcomes, fail_on: str) -> None:
-    if _is_tty(sys.stdout):
-        render_summary(outcomes, Console(file=sys.stdout, highlight=False), fail_on)
-    else:
-        sys.stdout.write(summary_plain(outcomes, PLAIN_WIDTH, fail_on))
-    sys.stdout.flush()
+def print_report(result, source: str | None, color: bool | None = None) -> None:
+    """The text report on stdout (see `draw`)."""
+    color = use_color(None, sys.stdout) if color is None else color
+    draw(sys.stdout, color, lambda console: render_text(result, console, source=source))
 
 
 def _write_out(text: str) -> None:
@@ -98,40 +124,72 @@ def _source_for(diag_path: str, spec_path: str, source: str | None) -> str | Non
 
 # --- output: one renderer per format, all with one signature ----------------------------------------
 
+@dataclass
+class View:
+    """What a run prints besides the format: the specs' outcomes so far, whether the command names
+    several specs, --fail-on, which text reports (full | failures | none), colour, --quiet."""
+
+    multi: bool
+    fail_on: str = "inconclusive"
+    report: str = "full"
+    color: bool = False
+    quiet: bool = False
+    outcomes: list = field(default_factory=list)
+    printed: bool = False          # something is on stdout already (a blank line goes before the next)
+
+
 @dataclass(frozen=True)
 class Renderer:
-    """How a format prints: `each(outcome, outcomes, multi)` as each spec completes (streaming
-    formats), `end(outcomes, multi, fail_on)` once all have run. Both write to stdout."""
+    """How a format prints: `each(outcome, view)` as each spec completes (streaming formats),
+    `end(view)` once all have run. Both write to stdout."""
 
-    each: Callable[[Outcome, list, bool], None] | None = None
-    end: Callable[[list, bool, str], None] | None = None
+    each: Callable[[Outcome, View], None] | None = None
+    end: Callable[[View], None] | None = None
 
 
-def _text_each(outcome: Outcome, outcomes: list, multi: bool) -> None:
+def _wants_report(outcome: Outcome, view: View) -> bool:
+    return view.report == "full" or (view.report == "failures" and failed(outcome, view.fail_on))
+
+
+def _text_each(outcome: Outcome, view: View) -> None:
     if outcome.result is not None:
-        if multi and len(outcomes) > 1:
-            _write_out("")
-        print_report(outcome.result, outcome.source)
+        if _wants_report(outcome, view):
+            if view.printed:
+                _write_out("")
+            print_report(outcome.result, outcome.source, view.color)
+            view.printed = True
     elif outcome.internal is None and outcome.source is not None:
         blocks = [render_diagnostic(d, _source_for(d.path, outcome.spec, outcome.source))
                   for d in outcome.diagnostics]
         err("\n\n".join(blocks))
 
 
-def _text_end(outcomes: list, multi: bool, fail_on: str) -> None:
-    if multi:
-        print_summary(outcomes, fail_on)
+def _text_end(view: View) -> None:
+    outcomes = view.outcomes
+    if view.quiet:                     # -q: the specs that did not pass, one line each, nothing else
+        if any(failed(o, view.fail_on) for o in outcomes):
+            draw(sys.stdout, view.color, lambda c: render_lines(outcomes, c, view.fail_on, only_failures=True))
+        return
+    if view.multi:
+        if view.printed:
+            _write_out("")
+        draw(sys.stdout, view.color, lambda c: render_summary(outcomes, c, view.fail_on))
+    elif outcomes and outcomes[0].result is not None:
+        # the verdict again, last, so that it is on screen when the run ends
+        if view.printed:
+            _write_out("")
+        draw(sys.stdout, view.color, lambda c: render_lines(outcomes, c, view.fail_on))
 
 
-def _json_end(outcomes: list, multi: bool, fail_on: str) -> None:
-    if multi:
-        _write_out(outcomes_json(outcomes))
-    elif outcomes:
-        _write_out(json_dumps(outcome_dict(outcomes[0])))
+def _json_end(view: View) -> None:
+    if view.multi:
+        _write_out(outcomes_json(view.outcomes))
+    elif view.outcomes:
+        _write_out(json_dumps(outcome_dict(view.outcomes[0])))
 
 
-def _github_end(outcomes: list, multi: bool, fail_on: str) -> None:
-    text = render_github(outcomes, fail_on)
+def _github_end(view: View) -> None:
+    text = render_github(view.outcomes, view.fail_on)
     if text:
         _write_out(text)
 
@@ -139,30 +197,50 @@ def _github_end(outcomes: list, multi: bool, fail_on: str) -> None:
 RENDERERS: dict[str, Renderer] = {
     "text": Renderer(each=_text_each, end=_text_end),
     "json": Renderer(end=_json_end),
-    "jsonl": Renderer(each=lambda outcome, outcomes, multi: _write_out(outcomes_jsonl([outcome]))),
-    "sarif": Renderer(end=lambda outcomes, multi, fail_on: _write_out(render_sarif(outcomes))),
-    "junit": Renderer(end=lambda outcomes, multi, fail_on: _write_out(render_junit(outcomes, fail_on))),
+    "jsonl": Renderer(each=lambda outcome, view: _write_out(outcomes_jsonl([outcome]))),
+    "sarif": Renderer(end=lambda view: _write_out(render_sarif(view.outcomes))),
+    "junit": Renderer(end=lambda view: _write_out(render_junit(view.outcomes, view.fail_on))),
     "github": Renderer(end=_github_end),
 }
 
 
-class _Printer:
-    """Prints each outcome as it completes (text, jsonl) and everything else at the end."""
+def report_mode(args, config_report: str | None, multi: bool) -> str:
+    """--report, else -v (full) / -q (none), else the config's report, else full for one spec and
+    failures for several."""
+    if args.report is not None:
+        return args.report
+    if args.verbose:
+        return "full"
+    if args.quiet:
+        return "none"
+    return config_report or ("failures" if multi else "full")
 
-    def __init__(self, args, multi: bool):
-        self.args = args
-        self.multi = multi
-        self.outcomes = []
+
+class _Printer:
+    """Prints each outcome as it completes (text, jsonl) and everything else at the end; on a
+    terminal, one line per finished spec of several on stderr (progress, not the report)."""
+
+    def __init__(self, args, view: View, total: int):
+        self.view = view
         self.renderer = RENDERERS[args.format]
+        self.total = total
+        self.progress = view.multi and not args.quiet and _is_tty(sys.stderr)
+
+    @property
+    def outcomes(self) -> list:
+        return self.view.outcomes
 
     def add(self, outcome) -> None:
-        self.outcomes.append(outcome)
+        self.view.outcomes.append(outcome)
+        if self.progress:
+            cells = row(outcome, self.view.fail_on)
+            err(f"[{len(self.outcomes)}/{self.total}] {cells[0]}  {cells[1]}  {cells[4]}")
         if self.renderer.each is not None:
-            self.renderer.each(outcome, self.outcomes, self.multi)
+            self.renderer.each(outcome, self.view)
 
     def finish(self) -> None:
         if self.renderer.end is not None:
-            self.renderer.end(self.outcomes, self.multi, self.args.fail_on)
+            self.renderer.end(self.view)
 
 
 def _explain(ident: str) -> int:
@@ -175,13 +253,44 @@ def _explain(ident: str) -> int:
     return 0
 
 
-def _run(args, parser, started: float) -> int:
+def _run(args, parser, started: float, config_report: str | None = None) -> int:
     if args.explain is not None:
         return _explain(args.explain)
     if not args.specs:
         parser.print_usage(sys.stderr)
-        err("certify: error: give at least one SPEC (a file, a directory or a glob)")
+        err("certify: error: give at least one SPEC (a file, a directory, a glob or - for stdin)")
         return EXIT_USAGE
+    if args.output_file is not None:
+        folder = os.path.dirname(os.path.abspath(args.output_file))
+        if not os.path.isdir(folder):
+            err(f"certify: error: --output-file: no directory '{folder}'")
+            return EXIT_USAGE
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                return _run_specs(args, started, config_report, use_color(args.color, buffer))
+        finally:
+            _write_atomically(args.output_file, buffer.getvalue())
+    return _run_specs(args, started, config_report, use_color(args.color, sys.stdout))
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """A reader never sees half a report: a temporary file beside `path`, then one rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".certify-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _run_specs(args, started: float, config_report: str | None, color: bool) -> int:
     # the analysis (and torch) loads only for a run, so that --help, --version and --explain answer at once
     from .pipeline import environment_problem
     from .runs import Interrupted, cache_for, run_one
@@ -196,14 +305,26 @@ def _run(args, parser, started: float) -> int:
         return EXIT_USAGE
 
     cache = cache_for(args)
-    printer = _Printer(args, multi)
+    view = View(multi=multi, fail_on=args.fail_on, report=report_mode(args, config_report, multi),
+                color=color, quiet=args.quiet)
+    printer = _Printer(args, view, len(specs))
+    stdin_read = False
     try:
         for i, (path, problem) in enumerate(specs):
             if problem is not None:
                 err(f"certify: error: {problem}")
                 printer.add(Outcome(path, diagnostics=[Diagnostic("E201", problem, path=path)]))
                 continue
-            printer.add(run_one(path, args, cache, started=started if i == 0 else None))
+            first = started if i == 0 else None
+            if path == "-":
+                if stdin_read:             # stdin holds one spec
+                    continue
+                stdin_read = True
+                # "<stdin>": relative data paths resolve against the working directory (check/files.py);
+                # no cache, whose key hashes the spec's own file
+                printer.add(run_one(STDIN, args, None, started=first, text=_read_stdin()))
+                continue
+            printer.add(run_one(path, args, cache, started=first))
     except Interrupted as stop:
         err("certify: interrupted")
         try:
@@ -211,7 +332,7 @@ def _run(args, parser, started: float) -> int:
             printer.finish()
         except (BrokenPipeError, KeyboardInterrupt):
             _silence_stdout()
-        return EXIT_INTERRUPTED
+        return getattr(stop, "exit_code", EXIT_INTERRUPTED)    # 130 for Ctrl-C, 143 for SIGTERM
     except BrokenPipeError:            # the reader went away (`certify x.rq | head`): keep the verdict
         _silence_stdout()
         return run_exit_code(printer.outcomes, args.fail_on)
@@ -222,15 +343,20 @@ def _run(args, parser, started: float) -> int:
     return run_exit_code(printer.outcomes, args.fail_on)
 
 
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    return data.decode("utf-8", errors="replace")
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
-    """SIGTERM (a CI job's timeout, `kill`) is handled as Ctrl-C: the partial report, exit 130."""
+    """SIGTERM (a CI job's timeout, `kill`) is handled as Ctrl-C: the partial report, but exit 143."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated               # a KeyboardInterrupt that exits 143 (progress.py)
 
     old = signal.signal(signal.SIGTERM, stop)
     try:
@@ -267,13 +393,31 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:          # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+    if args.completion is not None:
+        sys.stdout.write(completion_script(parser, args.completion))
+        sys.stdout.flush()
+        return 0
+    config_report = None
+    if not args.isolated and args.explain is None:
+        try:
+            config = load_config()
+        except ConfigError as exc:
+            err(f"certify: error: {exc}")
+            return EXIT_USAGE
+        values = dict(config.values)
+        config_report = values.pop("report", None)
+        if os.environ.get("CERTIFY_CACHE_DIR"):     # the environment beats a file, the flag beats both
+            values.pop("cache_dir", None)
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)  # again: flags override the files' defaults
+    args.no_cache = not args.cache
     _safe_streams()
     try:
         with terminate_as_interrupt():
-            return _run(args, parser, started)
-    except KeyboardInterrupt:
+            return _run(args, parser, started, config_report)
+    except KeyboardInterrupt as exc:
         err("certify: interrupted")
-        return EXIT_INTERRUPTED
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except Exception as exc:
         if args.debug:
             raise

@@ -88,13 +88,14 @@ def options_for_key(args, path: str) -> dict:
     return options
 
 
-def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
+def run_one(path: str, args, cache, started: float | None = None, text: str | None = None) -> Outcome:
     """One spec's Outcome. `started` (a time.monotonic() value) is when the budget begins: the
-    process's start for the first spec, so that --budget S bounds the wall time a user sees."""
+    process's start for the first spec, so that --budget S bounds the wall time a user sees.
+    `text`: the spec itself (read from stdin, `path` then "<stdin>"), instead of reading `path`."""
     t0 = time.perf_counter()
     started = time.monotonic() if started is None else started
     try:
-        source = read_source(path)
+        source = read_source(path) if text is None else text
     except OSError as exc:
         reason = exc.strerror or str(exc)
         err(f"certify: error: cannot read '{path}': {reason}")
@@ -120,7 +121,7 @@ def run_one(path: str, args, cache, started: float | None = None) -> Outcome:
         options.max_params = args.max_params
     try:
         with alarm(reporter, deadline, args.budget):
-            result = pipeline.run_file(path, options)
+            result = pipeline.run_file(path, options) if text is None else pipeline.run_text(text, path, options)
     except SpecError as exc:
         return Outcome(path, diagnostics=exc.diagnostics, source=source, seconds=time.perf_counter() - t0)
     except BudgetExceeded as exc:

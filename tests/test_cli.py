@@ -22,6 +22,7 @@ from certifier import cli, pipeline, runs
 from certifier.diagnostics import Diagnostic, Span, SpecError
 from certifier.progress import DeadlineReporter, NullReporter, RichReporter, make_reporter
 from certifier.report.json import field_order
+from certifier.report.text import render_plain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,9 +182,12 @@ def test_exit_codes_and_text(capsys, spec_file, fake_engine, name, expected):
     assert f"Verdict  {name} · ESTIMATE (not a proof) · exit {expected}\n" in out
     # plain and stable when captured: no colour codes, 100 columns, no trailing blanks
     assert "\x1b[" not in out
-    assert all(len(line) <= 100 for line in out.splitlines())
+    report, last = out[:-1].rsplit("\n", 1)
+    assert all(len(line) <= 100 for line in report.splitlines())
     assert all(line == line.rstrip() for line in out.splitlines())
-    assert out == samples.render(samples.RESULTS[name]())
+    # the report, then the verdict once more on the last line (on screen when the run ends)
+    assert report + "\n" == render_plain(samples.RESULTS[name](), 100, source=Path(spec_file).read_text()) + "\n"
+    assert last.split()[:3] == [spec_file, name, "estimate"] and last.endswith(f"exit {expected}")
     assert err == ""
 
 
@@ -261,6 +265,20 @@ def test_help(capsys):
     code, out, err = run(capsys, "--help")
     assert code == 0
     assert "exit codes" in out
+    # the subcommands, the sound mode, the general rate and every exit code
+    assert "certify check CERT" in out and "certify study SPEC..." in out
+    assert "method interval(boxes=N)" in out and "theorem" in out
+    assert "φ⁻¹(φ(L0) − K·t)" in out
+    assert "In this version μ is a sampled estimate" not in out
+    for code_text in ("0 certified", "1 refuted", "2 spec or usage error", "3 inconclusive", "4 internal error",
+                      "130 interrupted", "143 terminated"):
+        assert code_text in out, code_text
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from certifier import cli; cli.main(['--help']); assert 'torch' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- progress --------------------------------------------------------------------------------------
@@ -330,3 +348,141 @@ def test_unreachable_scheduler_is_a_usage_error_before_any_spec_runs(capsys, mon
     code, out, err = run(capsys, "specs/two_layer_floor.rq", "--scheduler", "tcp://127.0.0.1:1")
     assert code == 2 and out == "" and ran == []
     assert err.startswith("certify: error: cannot reach the dask scheduler at 'tcp://127.0.0.1:1' within 1 s (")
+
+
+# --- output modes over real specs: one line per spec, reports for the failures --------------------
+
+FAST = {
+    "a_refuted.rq": "linear_nonrealizable.rq",         # a critical point above the floor: refuted
+    "b_certified.rq": "linear_underparameterized.rq",  # realizable: certified
+}
+
+
+@pytest.fixture
+def two_specs(tmp_path, monkeypatch):
+    from helpers import spec_text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    for name, source in FAST.items():
+        (tmp_path / "specs" / name).write_text(spec_text(source, **{"samples=2048": "samples=64"}))
+    return tmp_path
+
+
+def _rows(out: str) -> list[list[str]]:
+    return [line.split()[:3] for line in out.splitlines() if line.startswith("specs/") and line.split()[0].endswith(".rq")]
+
+
+def test_several_specs_default_one_line_each_and_reports_of_failures(capsys, two_specs):
+    code, out, err = run(capsys, "specs", "--cache-dir", "cache")
+    assert code == 1
+    assert out.count("Verdict  ") == 1 and "Verdict  refuted" in out      # only the failure's report
+    assert "Failure: critical-point" in out
+    lines = out.splitlines()
+    assert _rows(out) == [["specs/a_refuted.rq", "refuted", "estimate"],
+                          ["specs/b_certified.rq", "certified", "estimate"]]
+    assert [line.split()[:3] for line in lines[-4:-2]] == _rows(out)
+    assert "critical-point" in lines[-4] and lines[-4].endswith("exit 1")
+    assert lines[-3].split()[3] == "μ" and lines[-3].endswith("exit 0")
+    assert lines[-2] == "estimate: a sampled verdict is an ESTIMATE, not a proof"
+    # the run's verdict is the last line
+    assert lines[-1] == "2 specs · 1 certified · 1 refuted · exit 1 (the worst: refuted; 4 > 2 > 1 > 3 > 0)"
+    # the report of the refuted spec, a blank line, the two lines, the estimate note and the totals
+    report = out[:out.index("\nspecs/a_refuted.rq")]
+    assert len(lines) == len(report.splitlines()) + 1 + 2 + 1 + 1
+    assert err == ""
+
+    # full reports for all: --report full and -v
+    for flags in (["--report", "full"], ["-v"]):
+        code, full, _ = run(capsys, "specs", "--cache-dir", "cache", *flags)
+        assert code == 1 and full.count("Verdict  ") == 2 and "Verdict  certified" in full
+        assert _rows(full) == _rows(out) and full.splitlines()[-1] == lines[-1]
+    # no report at all: the lines, the note and the totals
+    code, none, _ = run(capsys, "specs", "--cache-dir", "cache", "--report", "none")
+    assert code == 1 and len(none.splitlines()) == 4 and "Verdict" not in none
+    # -q: the failure only, one line
+    code, quiet, _ = run(capsys, "specs", "--cache-dir", "cache", "-q")
+    assert code == 1 and len(quiet.splitlines()) == 1
+    assert quiet.split()[:3] == ["specs/a_refuted.rq", "refuted", "estimate"] and "critical-point" in quiet
+
+
+def test_quiet_prints_nothing_when_everything_certifies(capsys, two_specs):
+    code, out, err = run(capsys, "specs/b_certified.rq", "-q", "--no-cache")
+    assert (code, out, err) == (0, "", "")
+
+
+def test_summary_never_breaks_a_long_path(capsys, two_specs):
+    deep = two_specs / "specs" / ("a_rather_long_folder_name_for_a_spec_" * 3)
+    deep.mkdir()
+    (deep / "b_certified.rq").write_text((two_specs / "specs" / "b_certified.rq").read_text())
+    code, out, _ = run(capsys, "specs", "--cache-dir", "cache", "--report", "none")
+    path = f"specs/{deep.name}/b_certified.rq"
+    assert len(path) > 100
+    assert [line for line in out.splitlines() if path in line][0].startswith(path + "  certified")
+
+
+# --- -o, -, --color, --completion -------------------------------------------------------------------
+
+def test_output_file_is_written_instead_of_stdout(capsys, spec_file, fake_engine, tmp_path):
+    fake_engine.result = samples.certified_result()
+    code, expected, _ = run(capsys, spec_file)
+    target = tmp_path / "report.txt"
+    target.write_text("old")
+    code2, out, err = run(capsys, spec_file, "-o", str(target))
+    assert (code2, out, err) == (code, "", "")
+    assert target.read_text(encoding="utf-8") == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.rq", "report.txt"]   # no temporary left
+    code3, out, _ = run(capsys, spec_file, "--format", "json", "--output-file", str(target))
+    assert code3 == 0 and out == "" and json.loads(target.read_text())["verdict"] == "certified"
+
+
+def test_output_file_in_a_missing_folder_is_a_usage_error(capsys, spec_file, tmp_path):
+    code, out, err = run(capsys, spec_file, "-o", str(tmp_path / "no" / "r.txt"))
+    assert code == 2 and out == "" and "--output-file: no directory" in err
+
+
+def test_dash_reads_the_spec_from_stdin_with_data_beside_the_working_directory(capsys, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).standard_normal((8, 2))
+    np.savez(tmp_path / "d.npz", x=x, y=x @ np.array([1.0, -0.5]))
+    spec = ('spec "from stdin"\ndata from "d.npz"\nparams { w : [2] = zeros() }\nmodel f(x) = w @ x\n'
+            'loss least_squares\nregion ball(center=init, radius=auto)\nmethod sampled(samples=64, seed=0)\n'
+            'certify rate(floor=0, horizon=100)\n')
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(spec.encode())))
+    code, out, err = run(capsys, "-", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["verdict"] == "certified" and data["title"] == "from stdin"
+    assert data["spec"] == "<stdin>"
+
+
+def test_color_never_always_and_the_environment(capsys, spec_file, fake_engine, monkeypatch):
+    fake_engine.result = samples.refuted_result()
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    _, plain, _ = run(capsys, spec_file)
+    _, never, _ = run(capsys, spec_file, "--color", "never")
+    _, always, _ = run(capsys, spec_file, "--color", "always")
+    assert "\x1b[" not in plain and never == plain
+    assert "\x1b[" in always and "refuted" in always
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert "\x1b[" in run(capsys, spec_file)[1]
+    assert "\x1b[" not in run(capsys, spec_file, "--color", "never")[1]
+    monkeypatch.setenv("NO_COLOR", "1")       # NO_COLOR before FORCE_COLOR; the flag before both
+    assert "\x1b[" not in run(capsys, spec_file)[1]
+    assert "\x1b[" in run(capsys, spec_file, "--color", "always")[1]
+
+
+def test_completion_scripts(capsys, tmp_path):
+    code, bash, _ = run(capsys, "--completion", "bash")
+    assert code == 0 and "--output-file" in bash and "--report" in bash and "failures" in bash
+    script = tmp_path / "certify.bash"
+    script.write_text(bash)
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    code, zsh, _ = run(capsys, "--completion", "zsh")
+    assert code == 0 and zsh.startswith("#compdef certify") and "--fail-on" in zsh
+    code, fish, _ = run(capsys, "--completion", "fish")
+    assert code == 0 and "complete -c certify -l format -x -a 'text json jsonl sarif junit github'" in fish
+    assert "-a 'check'" in fish and "-a 'study'" in fish
