@@ -190,14 +190,20 @@ def test_params_from_npz_keeps_file_order(in_tmp):
 
 def test_E002_empty():
     assert error("# nothing here\n") == (
-        "spec.rq: error[E002]: the spec is empty\n"
+        "spec.rq:1:1: error[E002]: the spec is empty\n"
+        "  |\n"
+        "1 | # nothing here\n"
+        "  | ^\n"
         "  = hint: a spec needs at least data, params, model and loss statements; see docs/language.md")
 
 
 def test_E003_binary():
     assert error("loss least_squares\x00") == (
-        "spec.rq: error[E003]: the spec file is binary, not text\n"
-        "  = hint: certify reads .rq spec files written in UTF-8")
+        "spec.rq:1:19: error[E003]: the spec file is binary, not text\n"
+        "  |\n"
+        "1 | loss least_squares\u2400\n"
+        "  |                   ^\n"
+        "  = hint: certify reads .rq spec files written in UTF-8; this is the first NUL byte")
 
 
 def test_E004_duplicate_statement():
@@ -502,7 +508,7 @@ def test_E202_unreadable_file(in_tmp):
         "  |           ^^^^^^^^^^^\n"
         "  = hint: write it with numpy.savez(path, x=..., y=...)")
     assert error(spec(data='data from "t.csv"\n')) == (
-        "spec.rq:1:11: error[E202]: line 3, column 2 of 't.csv': 'oops' is not a number\n"
+        "spec.rq:1:11: error[E202]: line 3, column 2 of 't.csv' is not a number\n"
         "  |\n"
         '1 | data from "t.csv"\n'
         "  |           ^^^^^^^\n"

@@ -45,6 +45,7 @@ from .base import (
     CertificateError,
     Report,
     VerifyContext,
+    claims_of,
     close,
     compile_spec,
     evidence_digest,
@@ -120,7 +121,7 @@ def verify(cert_path: str, device: str = "cpu", allow_python: bool = False) -> R
     t0 = time.perf_counter()
     cert = schema.load(cert_path)                 # structure and types, before any use
     spec_info, numbers, evidence = cert["spec"], cert["numbers"], cert["evidence"]
-    report = Report(False, [], spec=spec_info["path"], verdict=cert["verdict"])
+    report = Report(False, [], spec=spec_info["path"], verdict=cert["verdict"], claims=claims_of(cert))
     problems = report.problems
     if cert["evidence_count"] != len(evidence):
         problems.append(f"evidence: {len(evidence)} entries, the certificate says {cert['evidence_count']} "
@@ -192,6 +193,7 @@ def verify(cert_path: str, device: str = "cpu", allow_python: bool = False) -> R
     report.counts = dict(ctx.state.get("counts") or {})
     report.note = ctx.state.get("note", NOT_A_PROOF)
     report.vacuous = ctx.state.get("vacuous")
+    report.claims = claims_of(cert, ctx)
     report.ok = not problems
     report.seconds = time.perf_counter() - t0
     return report

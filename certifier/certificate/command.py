@@ -7,7 +7,16 @@ import sys
 
 from ..pipeline import environment_problem
 from . import verify
-from .base import NOT_A_PROOF, CertificateError
+from .base import NOT_A_PROOF, CertificateError, check_dict
+
+
+def _json(args, code: int, report=None, error: str | None = None) -> int:
+    """--format json: the check's object on stdout (the text messages still go to stderr)."""
+    if getattr(args, "format", "text") == "json":
+        from ..report.json import _dumps
+
+        sys.stdout.write(_dumps(check_dict(args.certificate, code, report, error)) + "\n")
+    return code
 
 
 def main_check(argv: list[str]) -> int:
@@ -25,6 +34,8 @@ def main_check(argv: list[str]) -> int:
                    help="import the Python module of a spec's model torch(\"pkg.mod:Name\"), which runs its code "
                         "(refused without this flag)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="json: one object (certifier/schemas/check.schema.json) on stdout; exit codes unchanged")
     p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     try:
         args = p.parse_args(argv)
@@ -33,17 +44,19 @@ def main_check(argv: list[str]) -> int:
     problem = environment_problem(args.device)
     if problem is not None:
         sys.stderr.write(f"certify check: error: {problem}\n")
-        return 2
+        return _json(args, 2, error=problem)
     try:
         report = verify(args.certificate, args.device, allow_python=args.allow_python)
     except CertificateError as exc:
         sys.stderr.write(f"certify check: error: {exc}\n")
-        return 2
+        return _json(args, 2, error=str(exc))
     except Exception as exc:          # a bug in certify, not in the certificate (see certify's exit 4)
         if args.debug:
             raise
         sys.stderr.write(f"certify check: internal error: {type(exc).__name__}: {exc}\n".replace(": \n", "\n"))
-        return 4
+        return _json(args, 4, error=f"internal error: {type(exc).__name__}: {exc}")
+    if args.format == "json":
+        return _json(args, 0 if report.ok else 1, report)
     if report.ok:
         summary = report.summary or f"{report.points} evidence points recomputed"
         sys.stdout.write(f"certificate valid: {report.spec}: {report.verdict} "

@@ -5,12 +5,13 @@ from __future__ import annotations
 from ..diagnostics import Collector, Span
 from ..language.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
 from ..parse.parser import too_deep
+from . import files, memory
 from .checked import Checked, Choice
 from .data import Data, check_data
 from .model import check_model
 from .names import KEYWORDS
 from .options import check_choice
-from .params import Params, check_params
+from .params import Params, check_params, declared
 from .population import HINT, check_population, check_target
 from .targets import check_targets
 from .torch_model import check_model_import
@@ -26,11 +27,17 @@ REQUIRED = {
 
 
 def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8,
-          allow_python: bool = False) -> Checked:
+          allow_python: bool = False, max_memory: int | None = None) -> Checked:
     """Validate a parsed spec and build its arrays. Raises SpecError (only) on bad input.
-    `allow_python`: a `model torch("pkg.mod:Net")` may import its module (E301 otherwise)."""
+    `allow_python`: a `model torch("pkg.mod:Net")` may import its module (E301 otherwise).
+    `max_memory`: bytes the run may need by check/memory.py's estimate (E205 beyond it; default
+    memory.default_limit()). Checked.file_digests: (name, sha256) of each file read."""
     collector = Collector(spec.path)
-    checked = _check(spec, collector, max_params, max_elements, allow_python)
+    with files.collecting() as digests:
+        checked = _check(spec, collector, max_params, max_elements, allow_python,
+                         memory.default_limit() if max_memory is None else max_memory)
+    if checked is not None:
+        checked.file_digests = list(digests)
     if collector.items:
         collector.items.sort(key=_position)
         collector.raise_if_any()
@@ -58,14 +65,16 @@ def _position(diag) -> tuple[int, int]:
 
 
 def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
-           allow_python: bool = False) -> Checked | None:
+           allow_python: bool = False, max_memory: int = memory.DEFAULT_LIMIT) -> Checked | None:
     if too_deep(spec, collector):   # parse refuses these; a Spec built otherwise may not
         return None
     for statement, hint in REQUIRED.items():
         if getattr(spec, statement) is None and not (statement == "params" and isinstance(spec.model, ModelImport)):
             collector.error("E005", f"the spec has no '{statement}' statement", Span.point(1, 1), hint)
     _reserved(spec, collector)
-    data = check_data(spec, collector, max_elements) if spec.data is not None else Data()
+    # the parameters a spec declares count in the estimate that the data meets first
+    budget = memory.Memory(max_memory, *declared(spec, max_params))
+    data = check_data(spec, collector, max_elements, budget) if spec.data is not None else Data()
     module = None
     if isinstance(spec.model, ModelImport) and data.population is not None:
 
@@ -73,9 +82,9 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         return None
     if isinstance(spec.model, ModelImport):   # model torch("pkg.mod:Net"): parameters from the module
 
-        params, output, module = check_model_import(spec, collector, data, allow_python, max_params)
+        params, output, module = check_model_import(spec, collector, data, allow_python, max_params, budget)
     else:
-        params = (check_params(spec, collector, max_params, data.spans) if spec.params is not None
+        params = (check_params(spec, collector, max_params, data.spans, budget) if spec.params is not None
                   else Params())
     for name, span in params.spans.items():
         if name in data.spans:

@@ -36,6 +36,7 @@ class Checked:
     claim: Choice                      # 'rate' {floor: float, horizon: float}
     model_module: object | None = None  # model torch(...): the torch.nn.Module (float64, eval mode); None for model f(x) = ...
     population: object | None = None    # data gaussian(d=...): check.population.PopulationForm (x, y hold no samples)
+    file_digests: list = field(default_factory=list)   # (name as written in the spec, sha256) of each file read, in order
 
     @property
     def n(self) -> int:

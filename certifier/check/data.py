@@ -14,8 +14,9 @@ from ..language.evaluate import CONSTANTS
 from . import files
 from .expressions import Walker
 from .generators import GeneratorCalls, materialise
+from .memory import Memory, default_limit
 from .names import Scope, did_you_mean, join
-from .shapes import Shape, show
+from .shapes import Shape, show, size
 from .values import number
 
 LIMIT_HINT = "use a smaller data set: the limit keeps certify from running out of memory"
@@ -55,20 +56,24 @@ def nonfinite(array: np.ndarray) -> int:
     return int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
-def check_data(spec: Spec, collector: Collector, max_elements: int) -> Data:
+def check_data(spec: Spec, collector: Collector, max_elements: int, memory: Memory | None = None) -> Data:
+    memory = memory or Memory(default_limit())
     if isinstance(spec.data, DataDist):
-        return _population(spec, spec.data, collector, max_elements)
+        return _population(spec, spec.data, collector, max_elements, memory)
     if isinstance(spec.data, DataBlock):
-        data = _block(spec, spec.data, collector, max_elements)
+        data = _block(spec, spec.data, collector, max_elements, memory)
     else:
-        data = _from(spec, spec.data, collector, max_elements)
+        data = _from(spec, spec.data, collector, max_elements, memory)
     _samples(spec, data, collector)
     return data
 
 
 def _block(spec: Spec, block: DataBlock | DataDist, collector: Collector, max_elements: int,
-           population: bool = False) -> Data:
+           memory: Memory, population: bool = False) -> Data:
+    """Two passes: every shape first (so that the memory estimate sees all arrays before any is
+    allocated), then the arrays in order."""
     data = Data()
+    pending = []
     env = {}
     lines: dict[str, int] = {}
     for a in block.assigns:
@@ -101,17 +106,27 @@ def _block(spec: Spec, block: DataBlock | DataDist, collector: Collector, max_el
         data.shapes[a.name] = None
         if shape is None or len(collector.items) > before:
             continue
+        data.shapes[a.name] = tuple(shape)
+        pending.append((a, calls))
+    shapes = {a.name: data.shapes[a.name] for a, _ in pending}
+    admitted = memory.admit(collector, keyword_span(block.span, "data"), **_samples_of(shapes))
+    failed = False
+    for a, calls in pending if admitted else ():
+        data.shapes[a.name] = None
         try:
             array = materialise(a.value, env, calls).numpy().astype(np.float64, copy=True)
         except MemoryError:
             collector.error("E205", f"not enough memory to compute '{a.name}'", a.span, LIMIT_HINT)
             continue
         except Exception as exc:  # the walk should have caught it; report, never raise
-            collector.error("E109", f"cannot compute '{a.name}': {exc}", a.value.span,
-                            "simplify the expression, or split it into several statements")
+            if not failed:   # else it may read an array that failed before: that one is reported
+                collector.error("E109", f"cannot compute '{a.name}': {exc}", a.value.span,
+                                "simplify the expression, or split it into several statements")
+            failed = True
             continue
         bad = nonfinite(array)
         if bad:
+            failed = True
             collector.error("E203", f"'{a.name}' has {bad} non-finite entr{'y' if bad == 1 else 'ies'} "
                             "(NaN or infinite)", a.span,
                             "look for the log or sqrt of a negative number, or a division by zero")
@@ -131,10 +146,10 @@ DISTRIBUTIONS = {"gaussian": "gaussian(d=5): x ~ N(0, I_d)"}
 MAX_DIMENSION = 10**5
 
 
-def _population(spec: Spec, stmt: DataDist, collector: Collector, max_elements: int) -> Data:
+def _population(spec: Spec, stmt: DataDist, collector: Collector, max_elements: int, memory: Memory) -> Data:
     """`data gaussian(d=5) { constants }`: x ~ N(0, I_d), y from the `target` statement."""
 
-    data = _block(spec, stmt, collector, max_elements, population=True)
+    data = _block(spec, stmt, collector, max_elements, memory, population=True)
     data.spans["x"] = data.spans["y"] = stmt.name_span
     data.shapes["x"] = data.shapes["y"] = None
     if stmt.name not in DISTRIBUTIONS:
@@ -165,14 +180,31 @@ def _population(spec: Spec, stmt: DataDist, collector: Collector, max_elements: 
     return data
 
 
-def _from(spec: Spec, stmt: DataFrom, collector: Collector, max_elements: int) -> Data:
+def _samples_of(shapes: dict) -> dict:
+    """The memory estimate's data entries, n and k from the shapes of x and y."""
+    x, y = shapes.get("x"), shapes.get("y")
+    return {"data": sum(size(s) for s in shapes.values() if s is not None),
+            "n": x[0] if x else 0, "k": size(y[1:]) if y else 1}
+
+
+class _Refused(Exception):
+    """The memory estimate refused the file's arrays (E205 is already reported)."""
+
+
+def _from(spec: Spec, stmt: DataFrom, collector: Collector, max_elements: int, memory: Memory) -> Data:
     data = Data()
     paths = stmt.paths
     suffixes = [PurePath(p).suffix.lower() for p, _ in paths]
+
+    def admit(shapes) -> None:
+        if not memory.admit(collector, paths[0][1], **_samples_of(shapes)):
+            raise _Refused
+
     try:
         if len(paths) == 1 and suffixes[0] == ".npz":
+            # only x and y are used: other members are never decompressed
             arrays = files.load_npz(files.locate(spec.path, paths[0][0]), paths[0][0],
-                                    max_elements, LIMIT_HINT)
+                                    max_elements, LIMIT_HINT, only=("x", "y"), admit=admit)
             for name in ("x", "y"):
                 if name not in arrays:
                     raise files.FileProblem("E204", f"'{paths[0][0]}' has no array '{name}'",
@@ -182,10 +214,13 @@ def _from(spec: Spec, stmt: DataFrom, collector: Collector, max_elements: int) -
         elif len(paths) == 1 and suffixes[0] == ".csv":
             x, y = files.load_csv(files.locate(spec.path, paths[0][0]), paths[0][0],
                                   max_elements, LIMIT_HINT)
+            admit({"x": x.shape, "y": y.shape})   # a CSV's size is known once parsed (streamed, bounded)
             loaded = {"x": (x, paths[0]), "y": (y, paths[0])}
         elif len(paths) == 2 and suffixes == [".npy", ".npy"]:
             loaded = {}
             problems = []
+            admit({name: files.peek_npy(files.base_dir(spec.path) / p, p)
+                   for name, (p, _) in zip(("x", "y"), paths)})
             for name, (p, span) in zip(("x", "y"), paths):
                 try:
                     loaded[name] = (files.load_npy(files.locate(spec.path, p), p, max_elements,
@@ -201,6 +236,8 @@ def _from(spec: Spec, stmt: DataFrom, collector: Collector, max_elements: int) -
             return _unknown(data, stmt)
     except files.FileProblem as problem:
         collector.error(problem.code, problem.message, paths[0][1], problem.hint)
+        return _unknown(data, stmt)
+    except _Refused:
         return _unknown(data, stmt)
     ok = True
     for name, (array, (p, span)) in loaded.items():

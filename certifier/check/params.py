@@ -14,6 +14,7 @@ from . import files
 from .data import keyword_span, nonfinite
 from .expressions import Walker
 from .generators import DIM_HINT, GeneratorCalls, materialise
+from .memory import Memory, default_limit
 from .names import KEYWORDS, Scope
 from .shapes import Shape, broadcast, count, show, size
 from .values import number
@@ -29,13 +30,44 @@ class Params:
     spans: dict[str, Span] = field(default_factory=dict)
 
 
-def check_params(spec: Spec, collector: Collector, max_params: int, data_names) -> Params:
+class _Refused(Exception):
+    """The memory estimate refused the parameters (E205 is already reported)."""
+
+
+def check_params(spec: Spec, collector: Collector, max_params: int, data_names,
+                 memory: Memory | None = None) -> Params:
+    memory = memory or Memory(default_limit())
     if isinstance(spec.params, ParamsBlock):
-        return _block(spec, spec.params, collector, max_params, data_names)
-    return _from(spec, spec.params, collector, max_params)
+        return _block(spec, spec.params, collector, max_params, data_names, memory)
+    return _from(spec, spec.params, collector, max_params, memory)
 
 
-def _block(spec: Spec, block: ParamsBlock, collector: Collector, max_params: int, data_names) -> Params:
+def declared(spec: Spec, max_params: int) -> tuple[int, Span | None]:
+    """The parameter entries a spec declares, before anything is read or allocated (for the
+    memory estimate that the data block meets first): the params block's shapes or the
+    headers of `params from`. 0 when unknown or over max_params (refused there on its own)."""
+    p = spec.params
+    total = 0
+    if isinstance(p, ParamsBlock):
+        quiet = Collector(spec.path)
+        for decl in p.decls:
+            dims = [number(d, quiet, spec.source, "a shape dimension", minimum=0, strict=True, integer=True)
+                    for d in decl.shape]
+            total += size(tuple(dims)) if all(d is not None for d in dims) else 0
+        span = keyword_span(p.span, "params")
+    elif isinstance(p, ParamsFrom) and p.path.lower().endswith(".npz"):
+        try:
+            total = sum(size(s) for s in files.npz_headers(files.locate(spec.path, p.path), p.path).values())
+        except files.FileProblem:
+            total = 0
+        span = p.path_span
+    else:
+        return 0, None
+    return (total if total <= max_params else 0), span
+
+
+def _block(spec: Spec, block: ParamsBlock, collector: Collector, max_params: int, data_names,
+           memory: Memory) -> Params:
     params = Params()
     pending: list[tuple[ParamDecl, Shape, GeneratorCalls]] = []
     total = 0
@@ -77,6 +109,8 @@ def _block(spec: Spec, block: ParamsBlock, collector: Collector, max_params: int
         collector.error("E205", f"the parameters have {count(total)} entries, more than the limit of "
                         f"{max_params:,}", keyword_span(block.span, "params"), LIMIT_HINT)
         return params
+    if not memory.admit(collector, keyword_span(block.span, "params"), params=total):
+        return params
     for decl, declared, calls in pending:
         try:
             value = materialise(decl.init, {}, calls).numpy()
@@ -106,7 +140,7 @@ def _blocked(name: str, data_names, param_names) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _from(spec: Spec, stmt: ParamsFrom, collector: Collector, max_params: int) -> Params:
+def _from(spec: Spec, stmt: ParamsFrom, collector: Collector, max_params: int, memory: Memory) -> Params:
     params = Params()
     span = stmt.path_span
     try:
@@ -114,14 +148,17 @@ def _from(spec: Spec, stmt: ParamsFrom, collector: Collector, max_params: int) -
             raise files.FileProblem("E202", f"params from reads a .npz file, not '{stmt.path}'",
                                     "write it with numpy.savez(path, W=..., a=...)")
         path = files.locate(spec.path, stmt.path)
-        headers = files.npz_headers(path, stmt.path)
-        total = sum(size(s) for s in headers.values() if s is not None)
-        if total > max_params:
-            raise files.FileProblem("E205", f"'{stmt.path}' holds {total:,} parameter entries, more "
-                                    f"than the limit of {max_params:,}", LIMIT_HINT)
-        arrays = files.load_npz(path, stmt.path, max_params, LIMIT_HINT)
+
+        def admit(shapes) -> None:
+            if not memory.admit(collector, span, params=sum(size(s) for s in shapes.values())):
+                raise _Refused
+
+        # every array of the file is a parameter: all are read, their total checked from headers
+        arrays = files.load_npz(path, stmt.path, max_params, LIMIT_HINT, total_limit=max_params, admit=admit)
     except files.FileProblem as problem:
         collector.error(problem.code, problem.message, span, problem.hint)
+        return params
+    except _Refused:
         return params
     if not arrays:
         collector.error("E204", f"'{stmt.path}' holds no arrays", span,

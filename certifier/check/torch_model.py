@@ -4,23 +4,28 @@ the module or from `params from "weights.pt|.safetensors|.npz"` (E201-E205, E303
 the shape of its forward pass on x against y (E103)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..diagnostics import Collector, Diagnostic
 from ..language.ast import ParamsBlock, ParamsFrom, Spec
-from ..language.torch_modules import EXIT_HINT, ModelProblem, build_module, exit_message, load_weights, split_target
+from ..language.torch_modules import EXIT_HINT, ModelProblem, build_module, exit_message, source_digest, split_target
 from . import files
 from .data import Data, keyword_span, nonfinite
+from .memory import Memory, default_limit
 from .params import LIMIT_HINT, Params
 from .shapes import show
+from .weights import Weights
 
 KINDS = ("torch",)
 
 
 def check_model_import(spec: Spec, collector: Collector, data: Data, allow_python: bool,
-                       max_params: int):
+                       max_params: int, memory: Memory | None = None):
     """(Params, per-sample output shape or None, the module or None)."""
+    memory = memory or Memory(default_limit())
 
     m = spec.model
     params = Params()
@@ -51,11 +56,16 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
     except ModelProblem as p:
         collector.error(p.code, p.message, m.target_span, p.hint)
         return params, None, None
+    digest = source_digest(module_name)
+    if digest is not None:   # the module as imported (the cache key names its source file)
+        files.record(f"python:{module_name}", digest)
     named = dict(module.named_parameters())
     total = sum(p.numel() for p in named.values())
     if total > max_params:
         collector.error("E205", f"the module has {total:,} parameter entries, more than the limit of "
                         f"{max_params:,}", m.target_span, LIMIT_HINT)
+        return params, None, None
+    if not memory.admit(collector, m.target_span, params=total):
         return params, None, None
     if not named:
         collector.error("E302", f"'{m.target}' has no parameters", m.target_span,
@@ -66,36 +76,28 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
     if isinstance(spec.params, ParamsFrom):
         span = spec.params.path_span
         stmt = spec.params
+        buffers = dict(module.named_buffers())
+        expected = {n: tuple(t.shape) for n, t in {**buffers, **named}.items()}
         try:
             path = files.locate(spec.path, stmt.path)
             if path.suffix.lower() == ".npz":
-                shapes = files.npz_headers(path, stmt.path)
-                files.check_size((sum(int(np.prod(s)) for s in shapes.values() if s is not None),),
-                                 max_params, f"'{stmt.path}'", LIMIT_HINT)
-            state = load_weights(path, stmt.path)
-        except (files.FileProblem, ModelProblem) as p:
+                def admit(shapes) -> None:   # before any array is read
+                    if not _match(collector, stmt.path, span, shapes, named, buffers, expected):
+                        raise _Refused
+                state = files.load_npz(path, stmt.path, max_params, LIMIT_HINT, total_limit=max_params,
+                                       admit=admit)
+            else:
+                weights = Weights(path, stmt.path, sum(math.prod(s) for s in expected.values()), LIMIT_HINT)
+                if not _match(collector, stmt.path, span, weights.shapes, named, buffers, expected):
+                    weights.close()
+                    return params, None, None
+                state = weights.arrays()
+        except files.FileProblem as p:
             collector.error(p.code, p.message, span, p.hint)
             return params, None, None
-        buffers = dict(module.named_buffers())
-        missing = [n for n in named if n not in state]
-        extra = [n for n in state if n not in named and n not in buffers]
-        if missing:
-            collector.error("E204", f"'{stmt.path}' has no entry '{missing[0]}'"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), span,
-                            files.available(state) + "; save the module's state_dict()")
-        if extra:
-            collector.error("E303", f"'{stmt.path}' has entries the module does not have: "
-                            + ", ".join(f"'{n}'" for n in extra[:4]) + (", ..." if len(extra) > 4 else ""),
-                            span, "save the state_dict() of the same module class")
-        if missing or extra:
+        except _Refused:
             return params, None, None
         for name, array in state.items():
-            target = named.get(name, buffers.get(name))
-            if tuple(array.shape) != tuple(target.shape):
-                collector.error("E103", f"'{name}' in '{stmt.path}' has shape {show(array.shape)}, the "
-                                f"module's has shape {show(tuple(target.shape))}", span,
-                                "save the state_dict() of the same module class")
-                return params, None, None
             bad = nonfinite(array)
             if bad:
                 collector.error("E203", f"'{name}' in '{stmt.path}' has {bad} non-finite "
@@ -112,6 +114,35 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
     params.spans = {k: span for k in values}
     output = _output_shape(spec, collector, data, module, values)
     return params, output, (module if output is not None else None)
+
+
+class _Refused(Exception):
+    """The weights' names or shapes do not match the module (already reported)."""
+
+
+def _match(collector: Collector, file: str, span, shapes: dict, named: dict, buffers: dict,
+           expected: dict) -> bool:
+    """The file's entries against the module's, from the headers (E204, E303, E103): False after
+    reporting, before any tensor is read."""
+    missing = [n for n in named if n not in shapes]
+    extra = [n for n in shapes if n not in named and n not in buffers]
+    if missing:
+        collector.error("E204", f"'{file}' has no entry '{missing[0]}'"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), span,
+                        files.available(shapes) + "; save the module's state_dict()")
+    if extra:
+        collector.error("E303", f"'{file}' has entries the module does not have: "
+                        + ", ".join(f"'{n}'" for n in extra[:4]) + (", ..." if len(extra) > 4 else ""),
+                        span, "save the state_dict() of the same module class")
+    if missing or extra:
+        return False
+    for name, shape in shapes.items():
+        if tuple(shape) != expected[name]:
+            collector.error("E103", f"'{name}' in '{file}' has shape {show(tuple(shape))}, the "
+                            f"module's has shape {show(expected[name])}", span,
+                            "save the state_dict() of the same module class")
+            return False
+    return True
 
 
 def _output_shape(spec: Spec, collector: Collector, data: Data, module, values):

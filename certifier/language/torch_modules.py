@@ -5,19 +5,20 @@ or a callable (a class, a factory) that returns one when called without argument
 is moved to float64 and evaluation mode; its forward takes the whole batch x (shape [n, ...])
 and returns [n] or [n, k] (or [n, 1] for y of shape [n]). Its parameters come from
 module.named_parameters(), or from `params from "weights.pt" | "weights.safetensors" |
-"weights.npz"` (a state dict; torch.load(weights_only=True), never arbitrary unpickling).
+"weights.npz"` (a state dict, read by check/weights.py and check/files.py: shapes from the headers
+first, torch.load(weights_only=True), never arbitrary unpickling).
 
 Importing runs the module's code: the check stage does it only with --allow-python.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
@@ -122,45 +123,20 @@ def _build(module, module_name: str, attr: str, target: str) -> torch.nn.Module:
     return obj.double().eval()
 
 
-def load_weights(path: Path, name: str) -> dict[str, np.ndarray]:
-    """A state dict from .pt/.pth (torch.load with weights_only=True), .safetensors or .npz,
-    as float64 arrays. Never unpickles arbitrary objects."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".pt", ".pth"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-        elif suffix == ".safetensors":
-            from safetensors.torch import load_file
+def source_digest(module_name: str) -> str | None:
+    """sha256 of an imported module's source file (the file the cache key hashes,
+    certifier/cache.py), read right after the import; None when it has none.
 
-            state = load_file(str(path), device="cpu")
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                state = {k: archive[k] for k in archive.files}
-        else:
-            raise ModelProblem("E303", f"'{name}' is not a weights file certify reads",
-                               "save the state dict as .pt (torch.save), .safetensors or .npz")
-    except ModelProblem:
-        raise
-    except Exception as exc:
-        raise ModelProblem("E202", f"cannot read '{name}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                           "save module.state_dict() with torch.save or safetensors (plain tensors only; "
-                           "certify never unpickles objects)") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise ModelProblem("E202", f"'{name}' does not hold a dictionary of named tensors",
-                           "save module.state_dict()")
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().to(torch.float64).numpy() if value.is_floating_point() or \
-                value.dtype in (torch.int64, torch.int32, torch.bool) else None
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-            value = value.astype(np.float64)
-        else:
-            value = None
-        if value is None:
-            raise ModelProblem("E202", f"the entry '{key}' of '{name}' is not a numeric tensor",
-                               "save module.state_dict()")
-        out[key] = np.array(value, dtype=np.float64)
-    return out
+    The module itself is imported by Python's import system, not executed from these bytes: the
+    import also reads its packages, sibling modules and bytecode caches, which no digest covers,
+    so running the one hashed file would promise more than it gives. --allow-python trusts that
+    code; what this digest guards is the cache: a source edited during the run (and left edited)
+    stores no entry (docs/output.md, "The cache")."""
+    module = sys.modules.get(module_name)
+    origin = getattr(getattr(module, "__spec__", None), "origin", None) or getattr(module, "__file__", None)
+    try:
+        if not origin or not Path(origin).is_file():
+            return None
+        return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+    except OSError:
+        return None
