@@ -33,6 +33,23 @@ def _load(name: str):
 
 samples = _load("test_report")
 check_snapshot = samples.check_snapshot
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def junit_errors(text: str) -> list[str]:
+    """The reasons the XML is invalid against the Jenkins xUnit plugin's JUnit schema (junit-10.xsd,
+    vendored in tests/fixtures/, the schema pytest's own XML is tested against)."""
+    xmlschema = pytest.importorskip("xmlschema")
+    schema = xmlschema.XMLSchema(str(FIXTURES / "junit-10.xsd"))
+    return [f"{e.path}: {e.reason}" for e in schema.iter_errors(text)]
+
+
+def sarif_errors(log: dict) -> list[str]:
+    """The errors of the log against the OASIS SARIF 2.1.0 JSON schema (tests/fixtures/, draft-04)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((FIXTURES / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft4Validator(schema)
+    return [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(log)]
 
 # a spec text whose statements sit at the lines the hand-built results point to (refuted: 17)
 SOURCE = "\n".join([
@@ -225,6 +242,8 @@ def test_junit_snapshot_and_structure():
     check_snapshot("ci.junit.xml", text + "\n")
     root = ET.fromstring(text)
     assert root.tag == "testsuites"
+    # the schema's <testsuites> has no `skipped`; the suite below carries it
+    assert root.attrib == {"name": "certify", "tests": "4", "failures": "2", "errors": "1", "time": "6.510"}
     (suite,) = root
     assert suite.attrib == {"name": "certify", "tests": "4", "failures": "2", "errors": "1", "skipped": "0",
                             "time": "6.510"}
@@ -236,6 +255,25 @@ def test_junit_snapshot_and_structure():
     assert cases["specs/linear_underparameterized.rq"].find("failure").attrib["type"] == "inconclusive/no-radius"
     assert cases["specs/bad.rq"].find("error").attrib["type"] == "E001"
     assert "4 | }" in cases["specs/bad.rq"].find("error").text
+    assert all("file" not in c.attrib for c in suite)     # not in the schema: the name is the spec's path
+    assert junit_errors(text) == []
+
+
+def test_junit_is_valid_against_the_jenkins_schema_in_every_mode():
+    for fail_on in ("inconclusive", "refuted"):
+        assert junit_errors(render_junit(outcomes(), fail_on)) == [], fail_on
+    assert junit_errors(render_junit([])) == []
+    # an internal error, and text that XML 1.0 cannot hold (a control character in a message)
+    odd = [Outcome("x.rq", internal="RuntimeError: boom\x1b[0m"),
+           Outcome("y.rq", diagnostics=[Diagnostic("E001", "bad \x00 byte", None, None, "y.rq")])]
+    text = render_junit(odd)
+    assert junit_errors(text) == []
+    assert "\ufffd" in ET.fromstring(text)[0][1].find("error").attrib["message"]
+
+
+def test_the_junit_schema_check_notices_errors():
+    assert junit_errors('<testsuites skipped="1"><testsuite name="s" tests="1" failures="0" errors="0">'
+                        '<testcase name="a" file="a.rq"/></testsuite></testsuites>') != []
 
 
 def test_junit_inconclusive_is_skipped_with_fail_on_refuted():
@@ -279,8 +317,31 @@ def test_sarif_snapshot_and_structure():
     text = json.dumps(log, indent=2, ensure_ascii=False)
     check_snapshot("ci.sarif.json", text + "\n")
     assert_sarif_structure(log)
+    assert sarif_errors(log) == []
     sarif_pydantic = pytest.importorskip("sarif_pydantic")
     sarif_pydantic.Sarif.model_validate(log)     # the 2.1.0 object model (types, enums)
+
+
+def test_sarif_certified_specs_are_run_properties_not_results():
+    """GitHub code scanning shows every result as an alert: a certified spec is no problem, so it is
+    listed in the run's properties with its rate, and only problems are results."""
+    (run_,) = to_sarif(outcomes(), root="/repo")["runs"]
+    assert "certified" not in [r["ruleId"] for r in run_["results"]]
+    assert {r["level"] for r in run_["results"]} == {"error", "warning"}
+    (certified,) = run_["properties"]["certified"]
+    assert certified == {"spec": "specs/two_layer_tanh.rq", "uri": "specs/two_layer_tanh.rq",
+                         "verdict": "certified", "sound": False, "estimate": True, "mu": 0.125,
+                         "rate": samples.certified_result().rate["formula"],
+                         "asymptotic": samples.certified_result().rate.get("asymptotic")}
+    empty = to_sarif([], root="/repo")
+    assert empty["runs"][0]["properties"] == {"certified": []} and sarif_errors(empty) == []
+
+
+def test_the_sarif_schema_check_notices_errors():
+    log = to_sarif(outcomes(), root="/repo")
+    log["runs"][0]["results"][0]["level"] = "fatal"
+    del log["runs"][0]["tool"]["driver"]["name"]
+    assert len(sarif_errors(log)) == 2
 
 
 def test_sarif_rules_cover_every_code_and_kind():
@@ -296,8 +357,7 @@ def test_sarif_results_levels_locations():
     results = to_sarif(outcomes(), root="/repo")["runs"][0]["results"]
     summary = [(r["ruleId"], r["level"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
                 r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in results]
-    assert summary == [("certified", "note", "specs/two_layer_tanh.rq", 18),
-                       ("witness", "error", "specs/stall.rq", 17),
+    assert summary == [("witness", "error", "specs/stall.rq", 17),
                        ("E109", "warning", "specs/stall.rq", 4),
                        ("no-radius", "warning", "specs/linear_underparameterized.rq", 14),
                        ("E001", "error", "specs/bad.rq", 4)]
@@ -314,10 +374,10 @@ def test_sarif_fingerprints_ignore_numbers_and_follow_the_statement():
     changed[1].result.failing_region.numbers = {"t": 0.9}
     assert fingerprints(changed) == first                            # numbers do not count
     import hashlib
-    assert first[1] == hashlib.sha256("witness\0specs/stall.rq\0method sampled(samples=256, seed=0)".encode()).hexdigest()
+    assert first[0] == hashlib.sha256("witness\0specs/stall.rq\0method sampled(samples=256, seed=0)".encode()).hexdigest()
     edited = outcomes()
     edited[1].source = SOURCE.replace("samples=256", "samples=512")
-    assert fingerprints(edited)[1] != first[1]                       # the statement does
+    assert fingerprints(edited)[0] != first[0]                       # the statement does
 
 
 def test_sarif_paths_outside_the_root_are_file_uris(tmp_path):
@@ -336,9 +396,12 @@ def test_cli_sarif_junit_github(capsys, specs):
     assert code == 2
     log = json.loads(out)
     assert_sarif_structure(log)
-    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["certified", "witness", "E109", "no-radius", "E001"]
+    assert sarif_errors(log) == []
+    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["witness", "E109", "no-radius", "E001"]
+    assert [c["spec"] for c in log["runs"][0]["properties"]["certified"]] == ["specs/a_certified.rq"]
     code, out, _ = run(capsys, "specs", "--format", "junit")
     assert ET.fromstring(out)[0].attrib["tests"] == "4"
+    assert junit_errors(out) == []
     code, out, _ = run(capsys, "specs", "--format", "github")
     assert [line.split(" ")[0] for line in out.splitlines()] == ["::notice", "::error", "::warning", "::warning", "::error"]
 

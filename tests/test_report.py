@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from certifier.diagnostics import Diagnostic, Span
-from certifier.report.json import error_json, field_order, to_json
+from certifier.report.json import SCHEMA_VERSION, error_json, field_order, to_json
 from certifier.report.text import ESTIMATE_LABEL, render_text
 from certifier.result import FailingPoint, FailingRegion, MuSource, Result, Witness
 
@@ -487,7 +487,7 @@ def test_json_non_finite_become_null():
 
 def test_json_key_order_follows_the_dataclass():
     order = field_order()
-    assert order[:5] == ["spec", "title", "verdict", "sound", "estimate"]
+    assert order[:6] == ["schema_version", "spec", "title", "verdict", "sound", "estimate"]
     assert order.index("diagnostics") > order.index("failing_region")
     assert "_bound" not in order
 
@@ -508,10 +508,10 @@ def test_error_json():
     data = json.loads(text)
     assert list(data) == field_order()
     assert data["verdict"] == "error" and data["sound"] is False and data["estimate"] is True
-    assert data["spec"] == "bad.rq"
+    assert data["spec"] == "bad.rq" and data["schema_version"] == SCHEMA_VERSION
     assert data["diagnostics"] == [diag.to_dict()]
     for key in field_order():
-        if key not in ("spec", "verdict", "sound", "estimate", "diagnostics"):
+        if key not in ("schema_version", "spec", "verdict", "sound", "estimate", "diagnostics"):
             assert data[key] is None, key
     check_snapshot("error.json", text + "\n")
 

@@ -14,6 +14,7 @@ from ..cache import loaded_files, sha256_file
 from ..compile.problem import Problem, problem_device
 from ..compose.confinement import path_length_bound
 from ..parse import parse
+from ..report.json import SCHEMA_VERSION
 from ..report.load import _make_phi
 from ..version import __version__
 
@@ -120,6 +121,8 @@ def header(result, spec_path: str, source: str, allow_python: bool) -> dict:
     f = result.failing_region
     return {
         "format": FORMAT,
+        # the version of certifier/schemas/certificate.schema.json (FORMAT is what check accepts)
+        "schema_version": SCHEMA_VERSION,
         "certify_version": __version__,
         "spec": {"path": spec_path, "sha256": sha256_text(source)},
         "files": loaded(spec_path, source, allow_python),
@@ -185,3 +188,45 @@ class Report:
     counts: dict = field(default_factory=dict)   # work done by the check (e.g. rule evaluations)
     note: str = NOT_A_PROOF        # what a valid certificate means
     vacuous: str | None = None     # why a valid certificate's claim says nothing (floor >= L0)
+    claims: dict = field(default_factory=dict)   # what the check re-derived (claims_of)
+
+
+# the numbers of a certificate that `certify check` re-derives from the spec and the evidence
+CLAIMED_NUMBERS = ("L0", "L0_upper", "mu", "K", "c", "floor", "floor_effective", "floor_claimed", "radius",
+                   "region", "rho", "horizon")
+
+
+def claims_of(cert: dict, ctx: VerifyContext | None = None) -> dict:
+    """The claims a check speaks about, for `certify check --format json`: the certificate's verdict,
+    failing kind, method, numbers and rate formula, with L0 and floor_effective replaced by their
+    recomputed values once the spec was compiled (ctx). A valid check means every other number
+    agreed with its recomputation (docs/output.md, "Claims re-derived by certify check")."""
+    numbers = cert.get("numbers") or {}
+    out = {"verdict": cert.get("verdict"), "sound": cert.get("sound"), "failing_kind": cert.get("failing_kind"),
+           "method": (cert.get("method") or {}).get("name"),
+           "numbers": {k: numbers[k] for k in CLAIMED_NUMBERS if k in numbers},
+           "rate": (cert.get("rate") or {}).get("formula")}
+    if ctx is not None:
+        p0 = ctx.state.get("p0")
+        if p0 is not None:
+            out["numbers"]["L0"] = finite(p0.loss)
+        if "floor_eff" in ctx.state:
+            out["numbers"]["floor_effective"] = ctx.state["floor_eff"]
+    return out
+
+
+def check_dict(cert_path: str, exit_code: int, report: Report | None = None, error: str | None = None) -> dict:
+    """The object of `certify check --format json` (certifier/schemas/check.schema.json): `check` is
+    valid (exit 0), invalid (1) or error (2: unreadable or malformed; 4: internal error)."""
+    check = {0: "valid", 1: "invalid"}.get(exit_code, "error")
+    out = {"schema_version": SCHEMA_VERSION, "certificate": str(cert_path), "check": check,
+           "exit_code": exit_code, "spec": None, "verdict": None, "claims": None, "messages": [],
+           "evidence_points": None, "summary": None, "counts": {}, "seconds": None, "note": None, "vacuous": None}
+    if error is not None:
+        out["messages"] = [error]
+    if report is not None:
+        out.update(spec=report.spec, verdict=report.verdict, claims=report.claims or None,
+                   messages=list(report.problems), evidence_points=report.points, summary=report.summary,
+                   counts=dict(report.counts), seconds=round(report.seconds, 3), note=report.note,
+                   vacuous=report.vacuous)
+    return out

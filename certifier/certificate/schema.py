@@ -326,6 +326,8 @@ NUMBERS: dict[str, Check] = {
 
 TOP = obj({
     "format": req(one_of(FORMAT)), "certify_version": opt(string),
+    # optional: certificates written before the published schemas have none
+    "schema_version": opt(string),
     "spec": req(obj({"path": req(string), "sha256": req(sha256)})),
     "files": req(list_of(obj({"name": req(string), "sha256": req(sha256)}))),
     "allow_python": req(boolean), "verdict": req(one_of(*VERDICTS)), "sound": req(boolean),

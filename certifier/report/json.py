@@ -5,6 +5,8 @@ right after `sound`); `error_json(path, diagnostics)` gives the same keys for a 
 not be run (verdict "error"), so `certify --format json` always prints one parseable object.
 Finite floats are JSON numbers; inf and nan become null (no NaN/Infinity tokens, ever).
 Layout: indent 2, with lists of scalars (curve points [t, L]) kept on one line.
+Every object starts with `schema_version`: the version of certifier/schemas/result.schema.json
+that describes it (docs/output.md, "Schemas").
 """
 from __future__ import annotations
 
@@ -16,12 +18,18 @@ from typing import Any, Iterable
 from ..diagnostics import Diagnostic
 from ..result import Result
 
+# The version of the published JSON schemas (certifier/schemas/*.schema.json) the objects follow:
+# the minor number grows when fields are added, the major one when a field changes or goes away,
+# so a program can refuse a major version it does not know.
+SCHEMA_VERSION = "1.0"
+
 
 def field_order() -> list[str]:
-    """Top-level keys, in order: the Result fields, with `estimate` inserted after `sound`."""
+    """Top-level keys, in order: `schema_version`, then the Result fields, with `estimate` inserted
+    after `sound`."""
     names = [f.name for f in dataclasses.fields(Result) if not f.name.startswith("_")]
     names.insert(names.index("sound") + 1, "estimate")
-    return names
+    return ["schema_version"] + names
 
 
 def clean(value: Any, finite: bool = True) -> Any:
@@ -93,7 +101,7 @@ def _dumps(obj: dict) -> str:
 
 def to_dict(result: Result) -> dict:
     """The JSON object of `result` as ordered, JSON-safe Python data."""
-    return clean(_ordered(result.to_dict()))
+    return clean(_ordered({"schema_version": SCHEMA_VERSION, **result.to_dict()}))
 
 
 def to_json(result: Result) -> str:
@@ -102,7 +110,7 @@ def to_json(result: Result) -> str:
 
 def error_dict(path: str, diagnostics: Iterable[Diagnostic]) -> dict:
     out = {k: None for k in field_order()}
-    out.update(spec=str(path), verdict="error", sound=False, estimate=True,
+    out.update(schema_version=SCHEMA_VERSION, spec=str(path), verdict="error", sound=False, estimate=True,
                diagnostics=[d.to_dict() for d in diagnostics])
     return clean(out)
 

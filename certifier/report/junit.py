@@ -6,14 +6,29 @@
 - inconclusive: <failure type="inconclusive/KIND"> by default (it fails the run, exit 3), and
   <skipped> with --fail-on refuted (it does not), so the XML agrees with the exit code.
 Times are the seconds each spec took in this run (3 decimals).
+
+The XML is valid against the Jenkins xUnit plugin's JUnit schema (junit-10.xsd, the one pytest's
+own XML follows; tests/fixtures/junit-10.xsd): `<testsuites>` carries name, tests, failures, errors
+and time only (the skipped count is on `<testsuite>`), and `<testcase>` has no `file` attribute
+(its name is the spec's path). Characters XML 1.0 cannot hold are replaced by U+FFFD.
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from ..diagnostics import render_text as render_diagnostic
 from .outcome import Outcome, effective_code
 from .text import num
+
+# what XML 1.0 cannot hold (control characters other than tab, LF, CR; surrogates; U+FFFE/U+FFFF)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# <testsuites> in the schema has no `skipped` attribute
+_SUITES_ATTRIBUTES = ("tests", "failures", "errors")
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def _details(o: Outcome) -> str:
@@ -43,37 +58,36 @@ def to_junit(outcomes: list[Outcome], fail_on: str = "inconclusive") -> ET.Eleme
     for o in outcomes:
         counts["tests"] += 1
         total += o.seconds
-        case = ET.SubElement(suite, "testcase", classname="certify", name=o.spec, file=o.spec,
-                             time=f"{o.seconds:.3f}")
+        case = ET.SubElement(suite, "testcase", classname="certify", name=_xml(o.spec), time=f"{o.seconds:.3f}")
         if o.result is None:
             counts["errors"] += 1
             diags = o.error_diagnostics()
             codes = " ".join(sorted({d.code for d in diags}))
             first = diags[0].message if diags else "the spec could not be run"
-            err = ET.SubElement(case, "error", type=codes or "error", message=first)
-            err.text = "\n\n".join(render_diagnostic(d, o.source if d.path == o.spec else None) for d in diags)
+            err = ET.SubElement(case, "error", type=codes or "error", message=_xml(first))
+            err.text = _xml("\n\n".join(render_diagnostic(d, o.source if d.path == o.spec else None) for d in diags))
             continue
         r = o.result
         kind = o.failing_kind
         message = r.failing_region.message if r.failing_region is not None else r.verdict
         if r.verdict == "refuted":
             counts["failures"] += 1
-            el = ET.SubElement(case, "failure", type=f"refuted/{kind}" if kind else "refuted", message=message)
-            el.text = _details(o)
+            el = ET.SubElement(case, "failure", type=f"refuted/{kind}" if kind else "refuted", message=_xml(message))
+            el.text = _xml(_details(o))
         elif r.verdict == "inconclusive":
             if effective_code(o, fail_on) == 0:
                 counts["skipped"] += 1
-                ET.SubElement(case, "skipped", message=f"inconclusive: {message}")
+                ET.SubElement(case, "skipped", message=_xml(f"inconclusive: {message}"))
             else:
                 counts["failures"] += 1
                 el = ET.SubElement(case, "failure", type=f"inconclusive/{kind}" if kind else "inconclusive",
-                                   message=message)
-                el.text = _details(o)
+                                   message=_xml(message))
+                el.text = _xml(_details(o))
         out = ET.SubElement(case, "system-out")
-        out.text = _details(o)
-    for el in (suites, suite):
-        for key, value in counts.items():
-            el.set(key, str(value))
+        out.text = _xml(_details(o))
+    for el, keys in ((suites, _SUITES_ATTRIBUTES), (suite, tuple(counts))):
+        for key in keys:
+            el.set(key, str(counts[key]))
         el.set("time", f"{total:.3f}")
     return suites
 

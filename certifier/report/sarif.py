@@ -1,12 +1,13 @@
 """SARIF 2.1.0 (the format GitHub code scanning reads): one log, one run, one result per
-diagnostic of a spec that could not be run and one per analysed spec.
+diagnostic and one per refuted or inconclusive spec. Certified specs are no results: GitHub code
+scanning shows every result as an alert (a `note` too), so they are listed in the run's
+`properties.certified` instead (spec, verdict, sound, mu and the rate), never as problems.
 
 - tool.driver: name, version, informationUri and the rules: one per diagnostic code
   (diagnostics.CODES), one per failing-region kind, `certified` and `internal-error`, with
   shortDescription / fullDescription / help from certifier.explain (the one table of texts).
-- results: ruleId = the code or the failing kind (`certified` for certified results); level
-  `error` for refuted results and spec errors, `warning` for inconclusive results and
-  warning-severity diagnostics, `note` for certified results; located at the spec line the
+- results: ruleId = the code or the failing kind; level `error` for refuted results and spec
+  errors, `warning` for inconclusive results and warning-severity diagnostics; located at the spec line the
   failure concerns (FailingRegion.span, the diagnostic's span, else the statement concerned),
   with URIs relative to %SRCROOT% (the working directory) whenever the file lies below it.
 - partialFingerprints["certify/v1"]: sha256 of rule id, URI and the text of the statement
@@ -152,14 +153,26 @@ def _verdict_result(o: Outcome, index: dict[str, int], root) -> dict:
     }
 
 
+def _certified(o: Outcome, root) -> dict:
+    """A certified spec, for the run's properties (not a result: see the module's docstring)."""
+    r = o.result
+    rate = r.rate or {}
+    mu = r.mu if isinstance(r.mu, (int, float)) and math.isfinite(r.mu) else None
+    return {"spec": o.spec, "uri": artifact_uri(o.spec, root)[0], "verdict": r.verdict, "sound": bool(r.sound),
+            "estimate": not r.sound, "mu": mu, "rate": rate.get("formula"), "asymptotic": rate.get("asymptotic")}
+
+
 def to_sarif(outcomes: list[Outcome], root: str | os.PathLike | None = None) -> dict:
     index = {rid: i for i, rid in enumerate(rule_ids())}
-    results = []
+    results, certified = [], []
     for o in outcomes:
         if o.result is None:
             results += [_diagnostic_result(o, d, index, root) for d in o.error_diagnostics()]
             continue
-        results.append(_verdict_result(o, index, root))
+        if o.result.failing_region is None and o.result.verdict == "certified":
+            certified.append(_certified(o, root))
+        else:
+            results.append(_verdict_result(o, index, root))
         results += [_diagnostic_result(o, d, index, root) for d in o.result.diagnostics]
     return {
         "$schema": SCHEMA,
@@ -169,6 +182,7 @@ def to_sarif(outcomes: list[Outcome], root: str | os.PathLike | None = None) -> 
                                 "informationUri": INFORMATION_URI, "rules": rules()}},
             "columnKind": "unicodeCodePoints",
             "results": results,
+            "properties": {"certified": certified},
         }],
     }
 
