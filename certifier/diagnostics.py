@@ -60,8 +60,9 @@ class Diagnostic:
     path: str = "<spec>"
     severity: str = "error"
 
-    def to_dict(self) -> dict:
-        span = self.span
+    def to_dict(self, source: str | None = None) -> dict:
+        """The JSON form; with the spec's source, the span clamped into the file (see clamp)."""
+        span = self.span if source is None or self.span is None else clamp(self.span, source_lines(source))
         return {
             "code": self.code,
             "severity": self.severity,
@@ -99,22 +100,87 @@ class Collector:
             raise SpecError(self.items)
 
 
+def source_lines(text: str) -> list[str]:
+    """The spec's lines as every diagnostic counts them: split at '\\n' only, as lark counts lines
+    (str.splitlines also breaks at form feeds, U+2028 and others, which lark reads inside a line),
+    without the '\\r' of a CRLF line end. A text ending in '\\n' has an empty last line, where lark
+    puts the end of file."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def clamp(span: Span, lines: list[str]) -> Span:
+    """The span moved inside the file: 1 <= line <= len(lines), 1 <= column <= len(line) + 1, and
+    its end not before its start (a span past the end of the file points at the end of the file)."""
+    lines = lines or [""]
+    last = len(lines)
+
+    def point(line: int, column: int) -> tuple[int, int]:
+        if line > last:
+            return last, len(lines[-1]) + 1
+        line = max(1, line)
+        return line, min(max(1, column), len(lines[line - 1]) + 1)
+
+    line, column = point(span.line, span.column)
+    end_line, end_column = point(span.end_line, span.end_column)
+    if (end_line, end_column) < (line, column):
+        end_line, end_column = line, column
+    return Span(line, column, end_line, end_column)
+
+
+def located(diagnostics: list[Diagnostic], source: str, path: str) -> list[Diagnostic]:
+    """The diagnostics about this spec file with their spans clamped into it (in place)."""
+    lines = source_lines(source)
+    for d in diagnostics:
+        if d.span is not None and d.path == path:
+            d.span = clamp(d.span, lines)
+    return diagnostics
+
+
+EXCERPT = 100   # columns of a source line shown around the caret; longer lines are cut with '…'
+
+
+def _visible(c: str) -> str:
+    if c.isprintable() or c == " ":
+        return c
+    return chr(0x2400 + ord(c)) if ord(c) < 0x20 else "\ufffd"   # control pictures: '␌' for \x0c
+
+
+def excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """(the text shown of a source line, the caret's 1-based column in it, the caret's width):
+    tabs shown as one space each so that the caret lines up, and a window of about EXCERPT columns
+    around the caret for a long line."""
+    # one column per character, so that the caret lines up: a tab as one space, and characters a
+    # terminal would move the cursor for or not show (a lone '\\r', a form feed, U+2028) as a
+    # visible stand-in
+    text = "".join(_visible(c) for c in line.expandtabs(1))
+    width = max(1, min(width, len(text) - column + 1 if column <= len(text) else 1))
+    if len(text) <= EXCERPT:
+        return text, column, width
+    start = max(0, min(column - 1 - EXCERPT // 3, len(text) - EXCERPT))
+    end = min(len(text), start + EXCERPT)
+    shown = ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
+    caret = column - start + (1 if start > 0 else 0)
+    return shown, caret, max(1, min(width, end - column + 1))
+
+
 def render_text(diag: Diagnostic, source: str | None) -> str:
     """`path:line:col: error[CODE]: message`, the source line with a caret under the span, a hint."""
     span = diag.span
     if span is None:
         head = f"{diag.path}: {diag.severity}[{diag.code}]: {diag.message}"
         return head + (f"\n  = hint: {diag.hint}" if diag.hint else "")
+    lines = source_lines(source) if source is not None else []
+    if lines:
+        span = clamp(span, lines)
     out = [f"{diag.path}:{span.line}:{span.column}: {diag.severity}[{diag.code}]: {diag.message}"]
-    lines = source.splitlines() if source is not None else []
-    if 1 <= span.line <= len(lines):
-        text = lines[span.line - 1].expandtabs(1)
+    if lines:
+        line = lines[span.line - 1]
+        width = (span.end_column - span.column) if span.end_line == span.line else len(line) - span.column + 1
+        text, caret, width = excerpt(line, span.column, width)
         gutter = " " * len(str(span.line))
-        width = (span.end_column - span.column) if span.end_line == span.line else len(text) - span.column + 1
-        width = max(1, width)
         out.append(f"{gutter} |")
         out.append(f"{span.line} | {text}")
-        out.append(f"{gutter} | {' ' * (span.column - 1)}{'^' * width}")
+        out.append(f"{gutter} | {' ' * (caret - 1)}{'^' * width}")
     if diag.hint:
         out.append(f"  = hint: {diag.hint}")
     return "\n".join(out)

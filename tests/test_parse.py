@@ -133,7 +133,8 @@ def test_unexpected_token():
         "bad.rq:1:18: error[E001]: unexpected '@'; expected '(', '+', '-', '[', a name, a number or a string\n"
         "  |\n"
         "1 | model f(x) = W @ @ x\n"
-        "  |                  ^"]
+        "  |                  ^\n"
+        "  = hint: '@' must be followed by an expression: a name, a number, '(' or a sign"]
 
 
 def test_unexpected_token_in_data_block():
@@ -171,7 +172,8 @@ def test_unexpected_character():
         "  |\n"
         "2 |   x = 1 ?\n"
         "  |         ^\n"
-        "  = hint: comments start with '#'; strings use double quotes"]
+        "  = hint: certify reads names, numbers, double-quoted strings, the operators + - * / @ ** = : , and "
+        "brackets; comments start with '#'"]
 
 
 def test_unexpected_end_of_file():
@@ -180,7 +182,8 @@ def test_unexpected_end_of_file():
         "  |\n"
         "1 | model f(x) = tanh(W @ x\n"
         "  |                        ^\n"
-        "  = hint: a bracket or a statement is left open"]
+        "  = hint: the '(' at line 1, column 18 is not closed: add ')'; here certify expects ')' to close the "
+        "parentheses or ',' and another item"]
 
 
 def test_unexpected_end_of_file_in_block():
@@ -189,7 +192,66 @@ def test_unexpected_end_of_file_in_block():
         "  |\n"
         "2 |   W : [3] = normal(seed=1)\n"
         "  |                           ^\n"
-        "  = hint: a bracket or a statement is left open"]
+        "  = hint: the '{' at line 1, column 8 is not closed: add '}'; here certify expects '}' to close the "
+        "block or a name; a params statement is written `params { name : [shape] = initializer ... }` or "
+        "`params from \"theta0.npz\"`"]
+
+
+# --- the hint of every syntax error (issue 20): what is expected in words, and what is probably wrong
+
+def hint(source: str) -> tuple[str, str]:
+    with pytest.raises(SpecError) as info:
+        parse(source, "bad.rq")
+    (d,) = info.value.diagnostics
+    return d.message, d.hint
+
+
+@pytest.mark.parametrize("source, message, expected_hint", [
+    ("data2 = x ** x ** x\n", "unexpected '2'; expected '{' or a name",
+     "'data2' is read as the keyword 'data' followed by '2': put a space after 'data'; here certify expects "
+     "'{' to open a block or a name; a data statement is written `data { name = expression ... }`, "
+     "`data from \"file.npz\"` or `data gaussian(d=5)`"),
+    ("data { x = 1 }\nloss least_squares(\nmodel f(x) = x\n",
+     "unexpected 'f'; expected '(', ')', '*', '**', '+', ',', '-', '/', '=', '@' or '['",
+     "the '(' at line 2, column 19 is not closed: add ')'; here certify expects an operator (+ - * / @ **), "
+     "'(', ')' to close the parentheses, ',' and another item, '=' or '['"),
+    ("region ball(radius=1\nmethod sampled\n", "unexpected 'method'; expected ')' or ','",
+     "the '(' at line 1, column 12 is not closed: add ')'; here certify expects ')' to close the parentheses "
+     "or ',' and another item"),
+    ("data {\n  x = (1 ]\n}\n", "unexpected ']'; expected ')'",
+     "this ']' closes nothing: no '[' before it is open; the '(' at line 2, column 7 is open; here certify "
+     "expects ')' to close the parentheses"),
+    ("data { x = 1 }\n}\n", "unexpected '}'; expected a statement (spec, data, params, model, "
+     "target, loss, region, method, desingularizer, certify)",
+     "this '}' closes nothing: no '{' before it is open"),
+    ("data { x = f(1,) }\n", "unexpected ')'; expected '(', '+', '-', '[', a name, a number or a string",
+     "',' must be followed by an expression: a name, a number, '(' or a sign"),
+    ("data { x = 2 y }\n", "unexpected '}'; expected '='",     # y starts the next assignment
+     "here certify expects '='; a data statement is written `data { name = expression ... }`, "
+     "`data from \"file.npz\"` or `data gaussian(d=5)`"),
+    ("data { x = [16tanh] }\n", "unexpected 'tanh'; expected ',' or ']'",
+     "'16tanh' is read as the number '16' followed by 'tanh': a name cannot start with a digit; here certify "
+     "expects ',' and another item or ']' to close the brackets"),
+    ('spec\ndata { x = 1 }\n', "unexpected 'data'; expected a string",
+     "the 'spec' statement at line 1 is not finished; here certify expects a string in double quotes; a spec "
+     "statement is written `spec \"a title\"`"),
+    ('spec "title\n', "unexpected character '\"'", "this string is not closed: end it with '\"' on the same line"),
+    ("data { x = 1 }\x0c;\n", "unexpected character ';'", "statements end at the next keyword and need no ';'"),
+    ("data { x = 1\u2028}\n", "unexpected character '\\u2028'",
+     "this invisible character (a form feed, line separator or other control character) is not read as a "
+     "space: replace it with spaces or a newline"),
+    ("model f(x) = " + "x" * 60 + " y\n", "unexpected 'y'; expected end of file or a statement (spec, data, "
+     "params, model, target, loss, region, method, desingularizer, certify)",
+     "each statement starts with a keyword: spec, data, params, model, target, loss, region, method, "
+     "desingularizer, certify"),
+    ('data { x = 1 }\n"' + "a" * 60 + '"\n',     # a long token is cut in the message
+     "unexpected '\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…'; expected a statement (spec, data, params, model, "
+     "target, loss, region, method, desingularizer, certify)",
+     "each statement starts with a keyword: spec, data, params, model, target, loss, region, method, "
+     "desingularizer, certify"),
+])
+def test_syntax_error_hints(source, message, expected_hint):
+    assert hint(source) == (message, expected_hint)
 
 
 def test_duplicate_statement():
@@ -210,14 +272,21 @@ def test_duplicate_keyword_argument():
         "  = hint: remove one of them"]
 
 
-@pytest.mark.parametrize("source", ["", "\n\n  \n", "# only a comment\n# and another\n"])
-def test_empty_file(source):
+@pytest.mark.parametrize("source, shown", [("", ""), ("\n\n  \n", ""),
+                                           ("# only a comment\n# and another\n", "# only a comment")])
+def test_empty_file_is_located_at_its_start(source, shown):
     assert errors(source) == [
-        "bad.rq: error[E002]: the spec is empty\n"
+        "bad.rq:1:1: error[E002]: the spec is empty\n"
+        "  |\n"
+        f"1 | {shown}\n"
+        "  | ^\n"
         "  = hint: a spec needs at least data, params, model and loss statements; see docs/language.md"]
 
 
-def test_binary_file():
-    assert errors("loss least_squares\n\x00\x01\x02") == [
-        "bad.rq: error[E003]: the spec file is binary, not text\n"
-        "  = hint: certify reads .rq spec files written in UTF-8"]
+def test_binary_file_is_located_at_its_first_nul():
+    assert errors("loss least_squares\nspec \x01\x00\x02") == [
+        "bad.rq:2:7: error[E003]: the spec file is binary, not text\n"
+        "  |\n"
+        "2 | spec \u2401\u2400\u2402\n"
+        "  |       ^\n"
+        "  = hint: certify reads .rq spec files written in UTF-8; this is the first NUL byte"]

@@ -1,9 +1,11 @@
 """No crash on any input (issue 20): every bad spec ends in located diagnostics (exit 2), never a
 traceback or exit 4. Subprocess tests for the inputs that used to crash, in-process tests of the
 limits, and a grammar-aware fuzz of the specs/ examples through parse and check.
-CERTIFY_FUZZ_EXAMPLES=N runs the fuzz longer (200 examples by default)."""
+CERTIFY_FUZZ_EXAMPLES=N runs the fuzz longer (200 examples in-process and 100 through the CLI by
+default; 2000 through the CLI, not derandomized, with `pytest -m slow`)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from certifier.analyse.witness import step_count
 from certifier.check import check
 from certifier.check.shapes import count, show
-from certifier.diagnostics import SpecError, render_text
+from certifier.diagnostics import CODES, SpecError, render_text
 from certifier.parse import parse
 from certifier.parse.parser import MAX_DEPTH, MAX_DIGITS
 
@@ -248,6 +250,10 @@ EXAMPLES = sorted(SPECS.rglob("*.rq"))
 TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?'
                    r"|[A-Za-z_]\w*|\*\*|\n|[ \t]+|.")
 PUNCTUATION = list("()[]{},:=+-*/@#\"'.;\\") + ["**", "\n", "\t", "\x0c", "é"]
+# characters that some line-splitting rules (str.splitlines) break at and lark does not, a NUL,
+# a byte-order mark, tabs, carriage returns
+CHARACTERS = ["\x0c", "\u2028", "\u2029", "\r", "\r\n", "\x00", "\t", "\x0b", "\x1c", "\x85", "\ufeff", "é"]
+LONG = ["x + " * 1500 + "x", " " * 5000, "# " + "c" * 5000 + "\n", "n" * 5000, "(" * 300, "\t" * 200]
 NUMBERS = ["0", "-1", "1e400", "1e-400", "9" * 5000, "9" * 300, "2**64", "2**63", "1e308", "1e15", "1e16",
            "0.5", "1e30", "-0", "10**10", "4300", "nan", "inf"]
 KEYWORDS = ["spec", "data", "params", "model", "target", "loss", "region", "method", "desingularizer",
@@ -259,9 +265,10 @@ def _tokens(text: str) -> list[str]:
 
 
 def _mutate(draw, tokens: list[str]) -> list[str]:
-    tokens = list(tokens)
+    tokens = list(tokens) or [""]    # a truncation may leave nothing
     kind = draw(st.sampled_from(["swap", "delete", "duplicate", "punct", "number", "name",
-                                      "line_delete", "line_duplicate", "nest"]))
+                                 "line_delete", "line_duplicate", "nest", "character", "long", "truncate",
+                                 "crlf", "tabs"]))
     solid = [i for i, t in enumerate(tokens) if not t.isspace()] or [0]
     i = draw(st.sampled_from(solid))
     if kind == "swap":
@@ -279,6 +286,18 @@ def _mutate(draw, tokens: list[str]) -> list[str]:
     elif kind == "name":
         names = sorted({t for t in tokens if t[:1].isalpha() or t[:1] == "_"}) + KEYWORDS
         tokens[i] = draw(st.sampled_from(names))
+    elif kind in ("character", "long", "truncate"):    # at any character, inside tokens too
+        text = "".join(tokens)
+        k = draw(st.integers(0, len(text)))
+        if kind == "truncate":
+            text = text[:k]
+        else:
+            text = text[:k] + draw(st.sampled_from(CHARACTERS if kind == "character" else LONG)) + text[k:]
+        tokens = _tokens(text)
+    elif kind == "crlf":
+        tokens = _tokens("".join(tokens).replace("\n", "\r\n"))
+    elif kind == "tabs":
+        tokens = _tokens("".join(tokens).replace("  ", "\t"))
     elif kind in ("line_delete", "line_duplicate"):
         lines = "".join(tokens).split("\n")
         k = draw(st.integers(0, len(lines) - 1))
@@ -306,20 +325,87 @@ def mutated_specs(draw):
 
 
 def _assert_contract(path: Path, source: str) -> None:
-    lines = source.split("\n")    # lark counts lines at \n only
+    """parse and check in-process: accepted, or diagnostics that keep the contract (a known code, a
+    location within the file as lark counts lines, a hint), and that render."""
     try:
         check(parse(source, str(path)), max_params=10**5, max_elements=10**6)
     except SpecError as exc:
         assert exc.diagnostics
         for d in exc.diagnostics:
-            render_text(d, source)                            # renders, whatever the span
-            if d.span is None:
-                assert d.code in ("E002", "E003") or d.path != str(path), d
-                continue
-            if d.path != str(path):                           # a location in a data file the spec names
-                continue
-            assert 1 <= d.span.line <= len(lines), (d, len(lines))
-            assert 1 <= d.span.column <= len(lines[d.span.line - 1]) + 1, d
+            render_text(d, source)
+        problems = contract_violations(path, source, 2, "", [d.to_dict() for d in exc.diagnostics],
+                                       text_output=False)
+        assert not problems, (problems, source[:3000])
+
+
+class Accepted(BaseException):
+    """Raised in place of the analysis: the front end accepted the spec (a BaseException, so that
+    the CLI's handler of internal errors does not turn it into exit 4)."""
+
+
+HEADER = re.compile(r"^(?P<path>.+?)(?::(?P<line>\d+):(?P<column>\d+))?: error\[(?P<code>[^\]]+)\]: ", re.M)
+
+
+def front_end(path: Path, monkeypatch, capsys) -> tuple[int | None, str, list[dict]]:
+    """The CLI on one spec file, in-process, with the analysis cut off: (exit code or None when the
+    spec was accepted, the text output, the JSON diagnostics)."""
+    from certifier import cli, pipeline
+
+    def accept(checked, options):
+        raise Accepted
+
+    monkeypatch.setattr(pipeline, "certify_checked", accept)
+    capsys.readouterr()
+    try:
+        rc = cli.main([str(path), "--no-cache", "--quiet", "--max-params", "100000"])
+    except Accepted:
+        return None, "", []
+    out = capsys.readouterr()
+    text = out.out + out.err
+    json_rc = cli.main([str(path), "--no-cache", "--quiet", "--max-params", "100000", "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert json_rc == rc
+    return rc, text, report["diagnostics"]
+
+
+def contract_violations(path: Path, source: str, rc: int | None, text: str, diagnostics: list[dict],
+                        text_output: bool = True) -> list[str]:
+    """What breaks the diagnostic contract: accepted, or exit 2 with diagnostics that each have a known
+    code, a location within the file (lines split at \\n only, as lark counts them) and a hint,
+    and no traceback anywhere."""
+    if rc is None:
+        return []
+    problems = []
+    if rc != 2:
+        problems.append(f"exit {rc}")
+    if "Traceback" in text or "internal error" in text:
+        problems.append("a traceback or an internal error in the output")
+    if not diagnostics:
+        problems.append("no diagnostics")
+    lines = [line.removesuffix("\r") for line in source.split("\n")]
+    for d in diagnostics:
+        where = f"{d['code']} {d['message']!r} at {d['line']}:{d['column']}"
+        if d["code"] not in CODES:
+            problems.append(f"unknown code: {where}")
+        if not d.get("hint"):
+            problems.append(f"no hint: {where}")
+        if d["path"] != str(path):      # a location in a data file the spec names
+            continue
+        if d["line"] is None:
+            problems.append(f"no location: {where}")
+        elif not 1 <= d["line"] <= len(lines):
+            problems.append(f"line past the file's {len(lines)}: {where}")
+        elif not 1 <= d["column"] <= len(lines[d["line"] - 1]) + 1:
+            problems.append(f"column past its line's {len(lines[d['line'] - 1])}: {where}")
+    if not text_output:
+        return problems
+    headers = [m for m in HEADER.finditer(text) if m.group("path") == str(path)]
+    if len(headers) != len(diagnostics):
+        problems.append(f"{len(headers)} text diagnostics, {len(diagnostics)} in JSON")
+    for m, d in zip(headers, diagnostics):
+        if m.group("line") != (None if d["line"] is None else str(d["line"])):
+            problems.append(f"text and JSON locations differ: {m.group(0)!r} against {d['line']}:{d['column']}")
+    return problems
 
 
 FUZZ_EXAMPLES = int(os.environ.get("CERTIFY_FUZZ_EXAMPLES", "200"))
@@ -331,6 +417,34 @@ FUZZ_EXAMPLES = int(os.environ.get("CERTIFY_FUZZ_EXAMPLES", "200"))
 def test_fuzzed_specs_parse_and_check_or_give_located_diagnostics(case):
     path, source = case
     _assert_contract(path, source)
+
+
+def _cli_fuzz(case, folder: Path, monkeypatch, capsys) -> None:
+    original, source = case
+    path = folder / original.name
+    path.write_text(source, encoding="utf-8", newline="")
+    rc, text, diagnostics = front_end(path, monkeypatch, capsys)
+    problems = contract_violations(path, source, rc, text, diagnostics)
+    assert not problems, (problems, source[:3000])
+
+
+CLI_SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+
+
+@settings(max_examples=max(1, FUZZ_EXAMPLES // 2), **CLI_SETTINGS)
+@given(case=mutated_specs())
+def test_fuzzed_specs_through_the_cli_keep_the_diagnostic_contract(case, tmp_path, monkeypatch, capsys):
+    """`certify SPEC` in-process, the analysis cut off: accepted, or exit 2 with diagnostics that each
+    have a known code, a location within the file and a hint, in text and JSON, and no traceback."""
+    _cli_fuzz(case, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+@settings(max_examples=max(2000, FUZZ_EXAMPLES), **{**CLI_SETTINGS, "derandomize": False})
+@given(case=mutated_specs())
+def test_fuzzed_specs_through_the_cli_keep_the_diagnostic_contract_long(case, tmp_path, monkeypatch, capsys):
+    _cli_fuzz(case, tmp_path, monkeypatch, capsys)
 
 
 def test_every_example_passes_the_contract_unchanged():

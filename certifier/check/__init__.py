@@ -2,7 +2,7 @@
 parameters materialised), or SpecError with every diagnostic found in the file."""
 from __future__ import annotations
 
-from ..diagnostics import Collector, Span
+from ..diagnostics import Collector, Span, SpecError, located
 from ..language.ast import DataBlock, DataDist, Model, ModelImport, ParamsBlock, Spec
 from ..parse.parser import too_deep
 from . import files, memory
@@ -33,13 +33,17 @@ def check(spec: Spec, *, max_params: int = 10**8, max_elements: int = 10**8,
     `max_memory`: bytes the run may need by check/memory.py's estimate (E205 beyond it; default
     memory.default_limit()). Checked.file_digests: (name, sha256) of each file read."""
     collector = Collector(spec.path)
-    with files.collecting() as digests:
-        checked = _check(spec, collector, max_params, max_elements, allow_python,
-                         memory.default_limit() if max_memory is None else max_memory)
+    try:
+        with files.collecting() as digests:
+            checked = _check(spec, collector, max_params, max_elements, allow_python,
+                             memory.default_limit() if max_memory is None else max_memory)
+    except SpecError as exc:
+        raise SpecError(located(exc.diagnostics, spec.source or "", spec.path)) from None
     if checked is not None:
         checked.file_digests = list(digests)
     if collector.items:
         collector.items.sort(key=_position)
+        located(collector.items, spec.source or "", spec.path)   # every span inside the file
         collector.raise_if_any()
     return checked
 

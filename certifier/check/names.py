@@ -80,7 +80,8 @@ class Scope:
             return False, None
         known = list(self.visible) + list(CONSTANTS)
         hint = join(did_you_mean(name, known), self.hint)
-        if hint is None and known:
-            hint = "the names defined here are: " + listing(known)
+        if hint is None:
+            hint = ("the names defined here are: " + listing(known) if known
+                    else "no names are defined here; define it in a data or params statement")
         collector.error("E101", f"undefined name '{name}'", e.span, hint)
         return False, None

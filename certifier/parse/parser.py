@@ -8,7 +8,7 @@ from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
-from ..diagnostics import Collector, Diagnostic, Span, SpecError
+from ..diagnostics import Collector, Diagnostic, Span, SpecError, located, source_lines
 from ..language.ast import (
     Assign,
     Call,
@@ -232,37 +232,188 @@ def _expected_text(expected: set[str]) -> str:
     return ", ".join(others[:-1]) + " or " + others[-1]
 
 
+_OPEN = {"LPAR": ")", "LSQB": "]", "LBRACE": "}"}
+_CLOSE = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
+_EXPRESSION_START = {"LPAR", "PLUS", "MINUS", "LSQB", "NAME", "NUMBER", "STRING"}
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "__ANON_0"}
+_KEYWORD_TYPES = {k.upper() for k in _STATEMENTS}
+# how each statement is written, for hints
+_FORMS = {
+    "spec": '`spec "a title"`',
+    "data": '`data { name = expression ... }`, `data from "file.npz"` or `data gaussian(d=5)`',
+    "params": '`params { name : [shape] = initializer ... }` or `params from "theta0.npz"`',
+    "model": '`model f(x) = expression` or `model torch("package.module:Net")`',
+    "target": "`target expression`",
+    "loss": "`loss least_squares`",
+    "region": "`region ball(center=init, radius=auto)`",
+    "method": "`method sampled(samples=4096, seed=3)`",
+    "desingularizer": "`desingularizer log`",
+    "certify": "`certify rate(floor=0, horizon=1e4)`",
+}
+# what an expected terminal means, said in words
+_WORDS = {
+    "RPAR": "')' to close the parentheses", "RSQB": "']' to close the brackets", "RBRACE": "'}' to close the block",
+    "COMMA": "',' and another item", "EQUAL": "'='", "COLON": "':'", "NAME": "a name",
+    "STRING": 'a string in double quotes', "NUMBER": "a number", "$END": "the end of the file",
+    "LBRACE": "'{' to open a block", "LPAR": "'('", "LSQB": "'['", "FROM": "'from'",
+}
+
+
+def _words(expected: set[str]) -> str:
+    """The expected terminals in words: 'an expression', 'an operator', 'a new statement' for the
+    usual groups, then each other one."""
+    rest = set(expected)
+    items = []
+    if _EXPRESSION_START <= rest:
+        items.append("an expression")
+        rest -= _EXPRESSION_START
+    if len(_OPERATORS & rest) >= 4:
+        items.append("an operator (+ - * / @ **)")
+        rest -= _OPERATORS
+    if len(_KEYWORD_TYPES & rest) >= 5:
+        items.append("a new statement, which starts with a keyword")
+        rest -= _KEYWORD_TYPES
+    items += sorted(_WORDS.get(t, _token_text(t)) for t in rest)
+    if not items:
+        return "nothing more"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _context(source: str, pos: int) -> tuple[list[Token], Token | None, Token | None]:
+    """Before offset `pos`: the brackets still open, the last statement keyword at the top level and
+    the last token, as the parser read them (its lexer reads `data2` as 'data' '2' where no name may
+    stand, so the text is parsed again up to the error)."""
+    stack: list[Token] = []
+    keyword = previous = None
+    try:
+        for tok in parser().parse_interactive(source).iter_parse():
+            if tok.start_pos >= pos:
+                break
+            if tok.type in _OPEN:
+                stack.append(tok)
+            elif tok.type in _CLOSE and stack and stack[-1].type == _CLOSE[tok.type]:
+                stack.pop()
+            elif tok.type in _KEYWORD_TYPES and not stack:
+                keyword = tok
+            previous = tok
+    except UnexpectedInput:   # the error itself: the context so far is what counts
+        pass
+    return stack, keyword, previous
+
+
+def _at(tok: Token) -> str:
+    return f"line {tok.line}, column {tok.column}"
+
+
+def _pointer(tok: Token | None, expected: set[str], stack: list[Token], keyword: Token | None,
+             previous: Token | None) -> str | None:
+    """What is probably wrong, where the tokens around the error tell (None where they do not)."""
+    kind = tok.type if tok is not None else "$END"
+    glued = (tok is not None and previous is not None and previous.end_pos == tok.start_pos
+             and str(previous)[-1:].isalnum() and str(tok)[:1].isalnum())
+    if glued and previous.type in _KEYWORD_TYPES:
+        # where a name cannot stand, lark reads `data2` as the keyword 'data' and then '2'
+        return f"'{previous}{tok}' is read as the keyword '{previous}' followed by '{tok}': put a space after '{previous}'"
+    if glued and previous.type == "NUMBER":
+        return (f"'{previous}{tok}' is read as the number '{previous}' followed by '{tok}': a name cannot start "
+                "with a digit")
+    stray = kind in _CLOSE and kind not in expected    # a closing bracket where none may stand
+    if stray and not any(t.type == _CLOSE[kind] for t in stack):
+        text = f"this '{tok}' closes nothing: no '{_TOKEN_TEXT[_CLOSE[kind]].strip(chr(39))}' before it is open"
+        if stack and stack[-1].type != "LBRACE":
+            text += f"; the '{stack[-1]}' at {_at(stack[-1])} is open"
+        return text
+    # a keyword read as a name (the parser takes `model` for a name inside brackets) ends it too
+    keyword_next = kind in _KEYWORD_TYPES or (previous is not None and previous.type == "NAME"
+                                              and str(previous) in _STATEMENTS and stack[-1:] != [])
+    if stack and (keyword_next or kind == "$END" or (stray and _CLOSE[kind] != stack[-1].type)):
+        opened = stack[-1]
+        return f"the '{opened}' at {_at(opened)} is not closed: add '{_OPEN[opened.type]}'"
+    if kind in _KEYWORD_TYPES and "NAME" in expected:
+        return f"'{tok}' is a keyword and cannot be used as a name"
+    if kind in _KEYWORD_TYPES and keyword is not None:
+        return f"the '{keyword}' statement at line {keyword.line} is not finished"
+    if previous is not None and (previous.type in _OPERATORS | {"COMMA", "EQUAL", "COLON"}) \
+            and _EXPRESSION_START <= expected:
+        return f"'{previous}' must be followed by an expression: a name, a number, '(' or a sign"
+    if kind == "STRING" and "NAME" in expected:
+        return "a name is written without quotes"
+    if kind == "NUMBER" and "NAME" in expected and not _OPERATORS & expected:
+        return "a name starts with a letter or '_'"
+    if (kind in ("NAME", "NUMBER", "STRING", "LPAR") and previous is not None
+            and previous.type in ("NAME", "NUMBER", "STRING", "RPAR", "RSQB") and _OPERATORS <= expected):
+        return f"an operator or ',' may be missing between '{_shown(str(previous))}' and '{_shown(str(tok))}'"
+    if expected == {"EQUAL"} and kind == "COLON":
+        return "data assignments are written `name = expression`"
+    if expected == {"COLON"}:
+        return "parameters are declared `name : [shape] = initializer`"
+    if len(_KEYWORD_TYPES & expected) >= 5:
+        return "each statement starts with a keyword: " + ", ".join(_STATEMENTS)
+    return None
+
+
+def _syntax_hint(tok: Token | None, expected: set[str], source: str, pos: int) -> str:
+    """The hint of every E001 at a token (None: the end of the file): what is probably wrong where
+    the context tells, what certify expects there in words, and how the statement is written."""
+    stack, keyword, previous = _context(source, pos)
+    pointer = _pointer(tok, expected, stack, keyword, previous)
+    parts = [pointer]
+    top_level = len(_KEYWORD_TYPES & expected) >= 5    # the statement before is complete
+    # a pointer that says what comes next, or how the statement is written, is the whole hint
+    complete = pointer is not None and any(w in pointer for w in ("followed by an", "written", "declared"))
+    if not (complete or top_level and pointer is not None):
+        parts.append(f"here certify expects {_words(expected)}")
+    if (keyword is not None and not (complete or top_level) and not any(t.type != "LBRACE" for t in stack)
+            and "closes nothing" not in (pointer or "")):
+        parts.append(f"a {keyword} statement is written {_FORMS[str(keyword)]}")
+    return "; ".join(p for p in parts if p)
+
+
+_CHARACTER_HINTS = {
+    "'": "strings use double quotes",
+    ";": "statements end at the next keyword and need no ';'",
+    "\ufeff": "the file starts with a byte-order mark: save it as UTF-8 without one",
+}
+
+
+def _character_hint(ch: str) -> str:
+    if ch == '"':
+        return "this string is not closed: end it with '\"' on the same line"
+    if ch in _CHARACTER_HINTS:
+        return _CHARACTER_HINTS[ch]
+    if not ch.isprintable():
+        return ("this invisible character (a form feed, line separator or other control character) "
+                "is not read as a space: replace it with spaces or a newline")
+    return ("certify reads names, numbers, double-quoted strings, the operators + - * / @ ** = : , and "
+            "brackets; comments start with '#'")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A token in a message, cut to `limit` characters."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _syntax_diagnostic(err: UnexpectedInput, source: str, collector: Collector) -> None:
     if isinstance(err, UnexpectedCharacters):
         ch = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
         collector.error("E001", f"unexpected character {ch!r}", Span.point(err.line, err.column),
-                        "comments start with '#'; strings use double quotes")
+                        _character_hint(ch))
         return
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = source.rstrip().splitlines() or [""]
-        line = len(lines)
-        col = len(lines[-1]) + 1
-        expected = err.expected
-        collector.error("E001", f"unexpected end of file; expected {_expected_text(set(expected))}",
-                        Span.point(line, col), "a bracket or a statement is left open")
+        # at the end of the last line with anything on it (lark's own position for the end may be
+        # past the last line)
+        lines = source_lines(source.rstrip(" \t\f\r\n")) or [""]
+        expected = set(err.expected)
+        collector.error("E001", f"unexpected end of file; expected {_expected_text(expected)}",
+                        Span.point(len(lines), len(lines[-1]) + 1),
+                        _syntax_hint(None, expected, source, len(source)))
         return
     assert isinstance(err, UnexpectedToken)
     tok = err.token
-    shown = str(tok).replace("\n", "\\n")
-    collector.error("E001", f"unexpected {shown!r}; expected {_expected_text(set(err.expected))}",
-                    _tspan(tok), _syntax_hint(tok, set(err.expected)))
-
-
-def _syntax_hint(tok: Token, expected: set[str]) -> str | None:
-    if tok.type == "NAME" and str(tok) in _STATEMENTS:
-        return f"'{tok}' is a keyword and cannot be used as a name"
-    if "EQUAL" in expected and tok.type in ("COLON",):
-        return "data assignments are written `name = expression`"
-    if "COLON" in expected:
-        return "parameters are declared `name : [shape] = initializer`"
-    if tok.type == "NAME":
-        return "each statement starts with a keyword: " + ", ".join(_STATEMENTS)
-    return None
+    expected = set(err.expected)
+    collector.error("E001", f"unexpected {_shown(str(tok))!r}; expected {_expected_text(expected)}",
+                    _tspan(tok), _syntax_hint(tok, expected, source, tok.start_pos))
 
 
 _ONCE = ("title", "data", "params", "model", "target", "loss", "region", "method", "desingularizer", "certify")
@@ -270,14 +421,23 @@ _ONCE = ("title", "data", "params", "model", "target", "loss", "region", "method
 
 def parse(source: str, path: str = "<spec>") -> Spec:
     """Parse a spec's text. Raises SpecError (E001-E004) with located diagnostics."""
+    try:
+        return _parse(source, path)
+    except SpecError as exc:
+        located(exc.diagnostics, source, path)
+        raise
+
+
+def _parse(source: str, path: str) -> Spec:
     collector = Collector(path)
     if "\x00" in source:
-        collector.error("E003", "the spec file is binary, not text", None,
-                        "certify reads .rq spec files written in UTF-8")
+        before = source[: source.index("\x00")].split("\n")
+        collector.error("E003", "the spec file is binary, not text", Span.point(len(before), len(before[-1]) + 1),
+                        "certify reads .rq spec files written in UTF-8; this is the first NUL byte")
         collector.raise_if_any()
-    stripped = "\n".join(line.split("#", 1)[0] for line in source.splitlines()).strip()
+    stripped = "\n".join(line.split("#", 1)[0] for line in source_lines(source)).strip()
     if not stripped:
-        collector.error("E002", "the spec is empty", None,
+        collector.error("E002", "the spec is empty", Span.point(1, 1),
                         "a spec needs at least data, params, model and loss statements; see docs/language.md")
         collector.raise_if_any()
     try:
