@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..diagnostics import Collector, Span
+from ..diagnostics import Collector, Span, source_lines
 from ..language.ast import Expr
 from ..language.evaluate import FUNCTIONS
 from ..language.generators import GENERATORS
@@ -20,7 +20,7 @@ from .shapes import count as count_text
 def keyword_span(source: str, value: Expr, name: str) -> Span:
     """The span of `name` in `name = value` (call keywords keep only their value's span)."""
     span = value.span
-    lines = source.splitlines()
+    lines = source_lines(source)
     if span is not None and 1 <= span.line <= len(lines):
         before = lines[span.line - 1][: span.column - 1].rstrip()
         if before.endswith("="):
