@@ -160,12 +160,12 @@ def test_syntax_error_subprocess(tmp_path):
 def test_spec_error_diagnostics_printed_plainly(capsys, spec_file, fake_engine):
     source = Path(spec_file).read_text()
     fake_engine.exc = SpecError([
-        Diagnostic("E101", "undefined name [bold]w[/bold]", Span(1, 7, 1, 11), "define it", spec_file),
+        Diagnostic("E101", "undefined name [bold]w[/bold]", Span(1, 6, 1, 10), "define it", spec_file),
         Diagnostic("E205", "too many parameters", None, None, spec_file),
     ])
     code, out, err = run(capsys, spec_file)
     assert code == 2 and out == ""
-    assert f"{spec_file}:1:7: error[E101]: undefined name [bold]w[/bold]" in err
+    assert f"{spec_file}:1:6: error[E101]: undefined name [bold]w[/bold]" in err
     assert source.splitlines()[0] in err and "^^^^" in err
     assert "  = hint: define it" in err
     assert f"{spec_file}: error[E205]: too many parameters" in err
@@ -486,3 +486,42 @@ def test_completion_scripts(capsys, tmp_path):
     code, fish, _ = run(capsys, "--completion", "fish")
     assert code == 0 and "complete -c certify -l format -x -a 'text json jsonl sarif junit github'" in fish
     assert "-a 'check'" in fish and "-a 'study'" in fish
+
+
+def test_lines_on_a_narrow_terminal_keep_paths_whole():
+    import re as _re
+
+    from certifier.report.outcome import Outcome
+    from certifier.report.summary import render_summary
+
+    path = "specs/" + "a_long_folder_name/" * 4 + "spec.rq"
+    outcomes = [Outcome(path, samples.certified_result(), seconds=1.0),
+                Outcome("specs/b.rq", samples.refuted_result(), seconds=2.0)]
+    buf = io.StringIO()
+    render_summary(outcomes, Console(file=buf, width=40, force_terminal=True, color_system="standard"))
+    text = _re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())
+    assert "\x1b[" in buf.getvalue()
+    lines = text.splitlines()
+    assert lines[0].startswith(path + "  certified  estimate  μ 0.125") and lines[0].endswith("exit 0")
+    assert lines[1].startswith("specs/b.rq") and lines[1].endswith("exit 1")
+    assert lines[-1].startswith("2 specs · 1 certified · 1 refuted · exit 1")
+
+
+def test_progress_one_line_per_spec_on_a_terminal(capsys, tmp_path, fake_engine, monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake_engine.result = samples.certified_result()
+    for name in ("a.rq", "b.rq"):
+        (tmp_path / name).write_text('spec "ok"\n')
+    stderr = Tty()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(runs, "make_reporter", lambda enabled: NullReporter())
+    code = cli.main([str(tmp_path), "--no-cache"])
+    lines = stderr.getvalue().splitlines()
+    assert code == 0 and [line.split()[:3] for line in lines] == [
+        ["[1/2]", str(tmp_path / "a.rq"), "certified"], ["[2/2]", str(tmp_path / "b.rq"), "certified"]]
+    stderr.seek(0)
+    stderr.truncate()
+    assert cli.main([str(tmp_path), "--no-cache", "-q"]) == 0 and stderr.getvalue() == ""
