@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from certifier.report.json import SCHEMA_VERSION
+from certifier.report.junit import render_junit
+from certifier.report.load import diagnostic_from_dict, result_from_dict
+from certifier.report.outcome import Outcome
+from certifier.report.sarif import to_sarif
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -125,10 +129,34 @@ def test_the_cheaper_specs_json_and_jsonl_are_valid(tmp_path):
     assert errors("result", data) == []
     for obj in data:                                      # each object alone, as one spec prints it
         assert obj["schema_version"] == SCHEMA_VERSION and errors("result", obj) == [], obj["spec"]
+    # the same results as SARIF and JUnit, rebuilt from their objects: valid against the vendored schemas
+    ci = _load_test_ci()
+    outcomes = [_outcome(d) for d in data]
+    log = to_sarif(outcomes, root=ROOT)
+    assert ci.sarif_errors(log) == []
+    assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["critical-point", "critical-point", "E001", "E201"]
+    assert len(log["runs"][0]["properties"]["certified"]) == 5
+    assert ci.junit_errors(render_junit(outcomes)) == []
     code, out = _run_json(["specs/linear_underparameterized.rq", str(bad)], tmp_path, "jsonl")
     lines = out.splitlines()
     assert code == 2 and len(lines) == 2
     assert [errors("result", json.loads(line)) for line in lines] == [[], []]
+
+
+def _load_test_ci():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_certify_test_ci", Path(__file__).with_name("test_ci.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _outcome(obj: dict) -> Outcome:
+    if obj["verdict"] == "error":
+        return Outcome(obj["spec"], diagnostics=[diagnostic_from_dict(d) for d in obj["diagnostics"]])
+    source = (ROOT / obj["spec"]).read_text(encoding="utf-8")
+    return Outcome(obj["spec"], result_from_dict(obj), source=source, seconds=obj["timing"]["total"])
 
 
 def test_a_partial_result_is_valid(tmp_path):
