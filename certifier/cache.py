@@ -12,7 +12,12 @@ key is a hash of public material, so an entry is believed only when it carries a
 under a key kept outside the repository: $CERTIFY_CACHE_KEY, default ~/.cache/certify/cache-key
 (32 random bytes, created on first use, mode 0600). An entry is read only from a regular file
 (no symlink followed, no FIFO opened for blocking) of at most MAX_ENTRY_BYTES; anything else is a
-miss. A result is stored only when the files it loaded hash the same after the run as before.
+miss.
+
+Load what you hashed: the key hashes each file before the run; the check stage reads each file
+once, parses it from the bytes it hashed and records their sha256 (check/files.py,
+`record_loads`). A result is stored only when those digests are exactly the key's: a file
+changed between the key and the load, even changed back since, stores nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .check.files import base_dir
+from .check.files import base_dir, record_loads
 from .language.ast import DataFrom, ParamsFrom
 from .language.torch_modules import module_file
 from .parse import parse
@@ -38,6 +43,9 @@ CACHE_DIR = ".certify_cache"
 FORMAT = 2                       # 2: entries carry an HMAC (format 1 entries are never read)
 MAX_ENTRY_BYTES = 32 << 20       # the largest entry read; results are a few hundred KiB
 PARTIAL_KINDS = ("budget", "interrupted")
+
+# record_loads is re-exported: runs.py opens a run's journal of loaded files through the cache
+__all__ = ["Cache", "key_material", "key_of", "loaded_as_keyed", "record_loads"]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -95,6 +103,13 @@ def key_material(spec_path: str, source: str, options: dict) -> dict | None:
     return {"format": FORMAT, "certify": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "spec_sha256": sha256_bytes(source.encode("utf-8")), "files": digests,
             "options": {k: options[k] for k in sorted(options)}}
+
+
+def loaded_as_keyed(loaded: list[tuple[str, str]] | None, material: dict) -> bool:
+    """Whether the files a run read, as (name, sha256) of the bytes it parsed, are exactly the
+    files of its cache key: each keyed file read, each with the keyed digest, nothing else."""
+    keyed = {(f["name"], f["sha256"]) for f in material.get("files", [])}
+    return loaded is not None and set(loaded) == keyed
 
 
 def key_of(material: dict) -> str:

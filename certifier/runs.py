@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import pipeline
 from .arguments import err
-from .cache import CACHE_DIR, Cache, key_material
+from .cache import CACHE_DIR, Cache, key_material, loaded_as_keyed, record_loads
 from .certificate import CertificateError, emit
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
@@ -106,6 +106,7 @@ def run_one(path: str, args, cache, started: float | None = None, text: str | No
     material = None
     if cache is not None:
         material = key_material(path, source, options_for_key(args, path))
+        loaded = record_loads()   # (name, sha256) of the bytes this run's check parses
         if material is not None and args.emit is None:
             hit = cache.load(material)
             if hit is not None:
@@ -147,9 +148,9 @@ def run_one(path: str, args, cache, started: float | None = None, text: str | No
         err("please report this; rerun with --debug for the traceback")
         return Outcome(path, source=source, seconds=time.perf_counter() - t0, internal=message)
     outcome = Outcome(path, result=result, source=source, seconds=time.perf_counter() - t0)
-    # store only when the files hash as they did before the run (one changed during it: the
-    # result belongs to neither version's key)
-    if cache is not None and material is not None and key_material(path, source, options_for_key(args, path)) == material:
+    # store only when the bytes the run parsed are those the key hashed (a file changed, even
+    # changed back, between the key and the load: the result may belong to neither)
+    if cache is not None and material is not None and loaded_as_keyed(loaded, material):
         cache.store(material, result)
     if args.emit is not None:
         _emit(result, path, source, args)

@@ -1,6 +1,6 @@
 """The cache believes only what this user's key signed (issue 20): a planted or edited entry is a
-miss, entries are read only from small regular files, and a result whose files changed during the
-run is not stored."""
+miss, entries are read only from small regular files, and a result is stored only when the bytes
+it parsed are those its key hashed."""
 from __future__ import annotations
 
 import hashlib
@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 from test_cache_cert import SPEC, write_data
 
+import certifier.check as check_stage
 from certifier import cli, pipeline
 from certifier.arguments import build_parser
-from certifier.cache import Cache, key_file, key_material
+from certifier.cache import Cache, key_file, key_material, loaded_as_keyed
+from certifier.parse import parse
 from certifier.runs import options_for_key
 
 
@@ -97,7 +99,10 @@ def test_symlinks_fifos_and_huge_entries_are_misses_without_reading_them(tmp_pat
     assert Cache(tmp_path / "cache").load(material) is None
 
 
-def test_a_result_whose_data_changed_during_the_run_is_not_stored(tmp_path, monkeypatch, capsys):
+def test_a_result_computed_from_the_keyed_bytes_is_stored_even_if_the_file_changes_later(
+        tmp_path, monkeypatch, capsys):
+    """The entry's key names the bytes the run parsed: a change after the load leaves the result
+    that of the keyed file, so it is stored (under the old bytes' key), and the new bytes miss."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.rq").write_text(SPEC)
     write_data(tmp_path)
@@ -105,10 +110,63 @@ def test_a_result_whose_data_changed_during_the_run_is_not_stored(tmp_path, monk
 
     def swapping(path, options=None):
         result = real(path, options)
-        write_data(tmp_path, scale=np.pi)        # the data file changes before the run ends
+        write_data(tmp_path, scale=np.pi)        # the data file changes after it was read
         return result
 
     monkeypatch.setattr(pipeline, "run_file", swapping)
     code, _ = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
     assert code == 0
+    assert len(list((tmp_path / "cache").glob("*/*.json"))) == 1
+    monkeypatch.setattr(pipeline, "run_file", real)
+    assert not hit(capsys)                       # the file now holds other bytes: a miss
+    write_data(tmp_path)
+    assert hit(capsys)                           # the keyed bytes again: the stored entry
+
+
+def test_a_file_changed_and_changed_back_during_the_run_stores_nothing(tmp_path, monkeypatch, capsys):
+    """The key hashes d.npz; then it is rewritten, the check parses the new bytes, and it is
+    written back before the run ends. Hashing again after the run (the old scheme) sees the
+    keyed bytes; the digest of what was parsed does not, so nothing is stored."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.rq").write_text(SPEC)
+    write_data(tmp_path)
+    keyed = (tmp_path / "d.npz").read_bytes()
+    real = check_stage.check
+    seen = []
+
+    def swapped_then_restored(spec, **kw):
+        write_data(tmp_path, scale=np.pi)
+        try:
+            checked = real(spec, **kw)
+        finally:
+            (tmp_path / "d.npz").write_bytes(keyed)
+        seen.append(checked.file_digests)
+        return checked
+
+    monkeypatch.setattr(check_stage, "check", swapped_then_restored)
+    code, doc = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    assert code == 0 and doc["verdict"] == "certified"
+    assert (tmp_path / "d.npz").read_bytes() == keyed
+    material = key_material("tiny.rq", SPEC, options_for_key(build_parser().parse_args(["tiny.rq"]), "tiny.rq"))
+    (parsed,) = seen
+    assert [name for name, _ in parsed] == ["d.npz"]
+    assert parsed[0][1] != material["files"][0]["sha256"]          # the parsed bytes were not the keyed ones
     assert list((tmp_path / "cache").glob("*/*.json")) == []
+
+
+def test_a_normal_run_records_the_keyed_digests_stores_and_hits(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.rq").write_text(SPEC)
+    write_data(tmp_path)
+    checked = check_stage.check(parse(SPEC, "tiny.rq"))
+    material = key_material("tiny.rq", SPEC, options_for_key(build_parser().parse_args(["tiny.rq"]), "tiny.rq"))
+    sha = hashlib.sha256((tmp_path / "d.npz").read_bytes()).hexdigest()
+    assert checked.file_digests == [("d.npz", sha)]
+    assert material["files"] == [{"name": "d.npz", "sha256": sha}]
+    assert loaded_as_keyed(checked.file_digests, material)
+    assert not loaded_as_keyed(checked.file_digests + [("d.npz", "0" * 64)], material)   # read twice, differently
+    assert not loaded_as_keyed([], material) and not loaded_as_keyed(None, material)
+    code, first = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+    assert code == 0 and first["verdict"] == "certified"
+    assert len(list((tmp_path / "cache").glob("*/*.json"))) == 1
+    assert hit(capsys)
