@@ -322,7 +322,7 @@ def test_refuted_certificate_needs_its_critical_point(tiny, capsys):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((8, 2))
     np.savez(tiny / "d.npz", x=x, y=x[:, 0] ** 2)          # not linear in x: the loss cannot reach 0
-    code, out, err = run(capsys, "tiny.rq", "--quiet", "--emit", "cert.json", "--no-cache")
+    code, out, err = run(capsys, "tiny.rq", "--emit", "cert.json", "--no-cache")
     assert code == 1 and "Failure: critical-point" in out
     code, out, _ = run(capsys, "check", "cert.json")
     assert code == 0 and out.startswith("certificate valid: tiny.rq: refuted (")
