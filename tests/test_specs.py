@@ -17,6 +17,7 @@ EXPECTED = {   # spec -> (verdict, exit code, loss, desingularizer chosen by aut
     "softmax_separable": ("certified", 0, "cross_entropy", "lambert"),
     "logistic_nonseparable": ("certified", 0, "logistic", "lambert"),
     "two_layer_floor": ("certified", 0, "least_squares", "log"),
+    "exponential_separable": ("certified", 0, "exponential", "power"),
 }
 
 

@@ -42,8 +42,7 @@ from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
 from ..compile.interval import NotSupported
 from ..compile.interval_model import IntervalModel
 from ..compile.rounding import elementary
-from ..compose.rate import proved_rate
-from ..compose.sound import ZERO_MU, needed_mu_lower, rho_upper
+from ..compose.sound import ZERO_MU, natural, needed_mu_lower, rho_upper, sound_rate
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
@@ -117,7 +116,7 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
-        rate = proved_rate(ev.L0_upper, ev.mu, ev.floor, float((result.loss or {})["constant"]))
+        rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor)
         formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
@@ -203,7 +202,7 @@ def _setup(st: dict, proof: dict, ctx: VerifyContext) -> None:
     with elementary(functions):
         rctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     st.update(radius=radius, reg=reg, rctx=rctx,
-              needed_lower=needed_mu_lower(st["L0_lo"], floor, radius), ok=True)
+              needed_lower=needed_mu_lower(st["L0_lo"], floor, radius, *_natural(model)), ok=True)
 
 
 def verify_proof(entry: dict, ctx: VerifyContext) -> None:
@@ -252,6 +251,12 @@ def verify_leaf(entry: dict, ctx: VerifyContext) -> None:
                 if not L_hi < floor:
                     ctx.reject(f"{name}: dropped as entirely below the floor, but max L over it is only bounded "
                                f"by {L_hi!r} >= floor {floor!r}")
+            elif reason == "entirely above the initial loss":
+                # the flow never leaves {L <= L(theta0)}: min L over the box above L0's upper bound
+                L_lo = float(model.over_box(lo, hi).L.lo)
+                if not L_lo > st["L0_up"]:
+                    ctx.reject(f"{name}: dropped as entirely above the initial loss, but min L over it is only "
+                               f"bounded by {L_lo!r} <= {st['L0_up']!r} >= L(theta0)")
             else:
                 ctx.reject(f"{name}: dropped for an unknown reason {reason!r}")
             return
@@ -426,7 +431,7 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     if not mu > 0:
         ctx.reject(f"mu = {mu!r}: a certified certificate needs mu > 0")
         return
-    rho = rho_upper(L0_up, st["floor"], mu)
+    rho = rho_upper(L0_up, st["floor"], mu, *_natural(st["model"]))
     if rho != rho_rec:
         ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
     if not rho <= st["radius"]:
@@ -441,15 +446,21 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         same = False
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
-    rebuilt = proved_rate(L0_up, mu, st["floor"], st["model"].g_factor)
+    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"])
     if rate.get("formula") != rebuilt.formula():
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):
-        ctx.reject("rate: the recorded curve is not the rebuilt bound max(L0_upper exp(-4 mu t), floor)")
+        ctx.reject("rate: the recorded curve is not the rebuilt bound max(phi^-1(phi(L0_upper) - c mu t), floor)")
     ctx.state["summary"] = ("the ball rule re-run on the whole ball, no search" if proof.get("ball") else
                             f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
                             f"no search")
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
+
+
+def _natural(model) -> tuple:
+    """(phi, c) of the spec's loss, in rho_upper's argument order."""
+    c, phi = natural(model.loss)
+    return phi, c
 
 
 def _check_cover(st: dict, proof: dict, ctx: VerifyContext) -> None:

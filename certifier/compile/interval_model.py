@@ -10,7 +10,8 @@ from ..language.ast import Expr
 from ..language.losses import LOSSES
 from .degree import AFFINE, degree
 from .interval import Dual, NotSupported, enclose
-from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_square, iv_sub, iv_sum
+from .interval_losses import INTERVAL_LOSSES, LossEnclosure
+from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_sum
 from .rounding import (
     check_environment,
     down,
@@ -30,25 +31,28 @@ class BoxEnclosure:
     center: np.ndarray        # a double point in the box
     F: Iv                     # outputs [n, k]
     J: Iv | None              # Jacobian [n k, m] (row (i, j) = d F(x_i)_j / d theta)
-    r: Iv                     # residual F - y [n, k]
+    r: Iv                     # the functional gradient / its exact scale (least squares: the residual F - y) [n, k]
     L: Iv                     # loss (scalar arrays)
     grad: Iv | None           # grad L [m]
     F_center: Iv              # outputs at the center
     L_center: Iv
+    gsq: Iv | None = None     # ||g||_D^2 (scalar), the denominator of R
+    per_sample: Iv | None = None   # the per-sample losses [n]
 
 
 class IntervalModel:
     """The checked spec's model and loss as interval functions of theta (a loss of the table with an
-    exact ||g||_D^2 = k L: least squares)."""
+    interval rule in compile/interval_losses.py)."""
 
     def __init__(self, checked):
         check_environment()
         loss = LOSSES[checked.loss.name]
-        if loss.exact_g is None:
-            sound = ", ".join(n for n, l in LOSSES.items() if l.exact_g is not None)
+        if not loss.sound or loss.name not in INTERVAL_LOSSES:
+            sound = ", ".join(n for n, l in LOSSES.items() if l.sound and n in INTERVAL_LOSSES)
             raise NotSupported(f"the loss '{checked.loss.name}' (the sound mode handles {sound})", None)
         self.loss = loss
-        self.g_factor = float(loss.exact_g)    # ||g||_D^2 = g_factor L (language/losses.py)
+        self.iloss = INTERVAL_LOSSES[loss.name]
+        self.least_squares = loss.name == "least_squares"   # the subspace rule and its refutation need it
         model = getattr(checked.spec, "model", None)
         if model is None or not isinstance(getattr(model, "body", None), Expr):
             raise NotSupported("a model that is not a spec expression (e.g. a Python model)", None)
@@ -141,25 +145,28 @@ class IntervalModel:
         return F, Iv(np.ascontiguousarray(np.concatenate(los, axis=1)),
                      np.ascontiguousarray(np.concatenate(his, axis=1)))
 
-    def loss_of(self, F: Iv) -> tuple[Iv, Iv]:
-        """(r = F - y, L = mean_i sum_j r_ij^2)."""
-        r = iv_sub(F, Iv(self.yk))
-        sq = iv_square(r)
-        total = iv_sum(sq, None)
-        return r, iv_of(np.maximum(down(total.lo / self.n), 0.0), up(total.hi / self.n))
+    def loss_enclosure(self, F: Iv) -> LossEnclosure:
+        """Per-sample losses, L, g / g_scale and ||g||_D^2 (compile/interval_losses.py)."""
+        return self.iloss.enclose(F, self.yk)
 
-    def grad_of(self, J: Iv, r: Iv) -> Iv:
-        """grad L = (2 / n) J^T r (exact factor 2; division by n rounded outward)."""
+    def loss_of(self, F: Iv) -> tuple[Iv, Iv]:
+        """(g / g_scale, L): for least squares (r = F - y, L = mean_i sum_j r_ij^2)."""
+        enc = self.loss_enclosure(F)
+        return enc.g, enc.L
+
+    def grad_of(self, J: Iv, r: Iv, scale: float = 2.0) -> Iv:
+        """grad L = (scale / n) J^T r, r = g / scale (an exact power of two; division by n rounded
+        outward)."""
         JT = Iv(J.lo.T, J.hi.T) if not J.point else Iv(J.lo.T)
         g = iv_matmul(JT, Iv(r.lo.reshape(-1), r.hi.reshape(-1)) if not r.point else Iv(r.lo.reshape(-1)))
-        return iv_of(down(2.0 * g.lo / self.n), up(2.0 * g.hi / self.n))
+        return iv_of(down(scale * g.lo / self.n), up(scale * g.hi / self.n))
 
     def at_point(self, theta: np.ndarray, derivatives: bool = True) -> BoxEnclosure:
         theta = np.asarray(theta, dtype=np.float64)
         F, J = self.outputs(theta, None, derivatives)
-        r, L = self.loss_of(F)
-        grad = self.grad_of(J, r) if J is not None else None
-        return BoxEnclosure(theta, theta, theta, F, J, r, L, grad, F, L)
+        le = self.loss_enclosure(F)
+        grad = self.grad_of(J, le.g, le.g_scale) if J is not None else None
+        return BoxEnclosure(theta, theta, theta, F, J, le.g, le.L, grad, F, le.L, le.gsq, le.per_sample)
 
     def over_box(self, lo: np.ndarray, hi: np.ndarray) -> BoxEnclosure:
         """Enclosures over [lo, hi]: the naive forward-mode enclosure of F intersected with the
@@ -170,13 +177,14 @@ class IntervalModel:
         delta = Iv(down(lo - c), up(hi - c))                 # theta - c
         Fmv = iv_add(Fc, Iv(*(z.reshape(self.n, self.k) for z in _lohi(iv_matmul(J, delta)))))
         F = iv_intersect(F, Fmv)
-        r, L = self.loss_of(F)
-        grad = self.grad_of(J, r)
-        _, Lc = self.loss_of(Fc)
+        le = self.loss_enclosure(F)
+        grad = self.grad_of(J, le.g, le.g_scale)
+        Lc = self.loss_enclosure(Fc).L
         dot = iv_sum(iv_mul(grad, delta), None)
         Lmv = iv_add(Lc, dot)
-        L = iv_intersect(L, Iv(np.maximum(Lmv.lo, 0.0), Lmv.hi))
-        return BoxEnclosure(lo, hi, c, F, J, r, L, grad, Fc, Lc)
+        L = iv_intersect(le.L, Iv(np.maximum(Lmv.lo, 0.0), Lmv.hi))
+        le = self.iloss.refine(le, L)
+        return BoxEnclosure(lo, hi, c, F, J, le.g, L, grad, Fc, Lc, le.gsq, le.per_sample)
 
 
 def _lohi(a: Iv):

@@ -86,7 +86,10 @@ class Rate:
         return {f"{f:.0e}".replace("e-0", "e-"): self.time_to(f * self.initial) for f in FRACTIONS}
 
 
-def proved_rate(L0_up: float, mu: float, floor: float, c: float) -> Rate:
-    """The sound mode's bound L(t) <= max(L0_up exp(-c mu t), floor), c the loss's exact
-    ||g||_D^2 / L: phi = log with K = c mu rounded down, every number rounded outward."""
-    return Rate(LOG, float(down(c * mu)), L0_up, floor, outward=True, K_text=f"{c:g} * {mu!r}")
+def proved_rate(L0_up: float, mu: float, floor: float, c: float, phi: Desingularizer = LOG) -> Rate:
+    """The sound mode's bound L(t) <= max(phi^-1(phi(L0_up) - c mu t), floor) for the loss's natural
+    phi, c = phi'(L) G(L) (constant in L by construction: least squares 4 with phi = log, so
+    L0_up exp(-4 mu t); exponential 1 with phi = -1/u, so 1/(1/L0_up + mu t)). K = c mu rounded down
+    (exactly mu when c = 1), every number rounded outward."""
+    K = float(mu) if c == 1 else float(down(c * mu))
+    return Rate(phi, K, L0_up, floor, outward=True, K_text=repr(K) if c == 1 else f"{c:g} * {mu!r}")

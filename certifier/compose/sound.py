@@ -1,9 +1,11 @@
 """`method interval`: the sound run of one spec, from a checked spec to its Evidence (sound=True).
 
 The verdict `certified` is a theorem (docs/theory.md section 10): bound_mu proved R >= mu on the
-region above the floor, and rho = (sqrt(L0) - sqrt(floor)) / sqrt(mu), computed with upward
-rounding from an upper bound on L0 and mu rounded down, is <= the region's radius (halfwidth).
-Then gradient flow from theta0 satisfies L(theta_t) <= max(L0_up exp(-4 mu t), floor) for all t.
+region above the floor, and rho = int_floor^L0 sqrt(phi'(u) / (c mu)) du for the loss's natural phi
+(least squares: (sqrt(L0) - sqrt(floor)) / sqrt(mu); exponential: log(L0 / floor) / sqrt(mu)),
+computed with upward rounding from an upper bound on L0 and mu rounded down, is <= the region's
+radius (halfwidth). Then gradient flow from theta0 satisfies
+L(theta_t) <= max(phi^-1(phi(L0_up) - c mu t), floor) for all t (least squares: L0_up exp(-4 mu t)).
 `refuted` is a verified point: in the region, L >= floor and R < the mu that confinement needs.
 Everything else is `inconclusive`. The witness descent runs as in the sampled mode (evidence).
 """
@@ -23,10 +25,12 @@ from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.linalg import sqrt_down, sqrt_up
 from ..analyse.witness import run_witness
 from ..compile.interval import NotSupported
+from ..compile.interval_losses import INTERVAL_LOSSES
 from ..compile.interval_model import IntervalModel
 from ..compile.problem import Problem, problem_device
 from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError
+from ..language.desingularizers import LOG, Desingularizer, make
 from ..language.losses import LOSSES
 from ..result import FailingPoint, FailingRegion, MuSource
 from .build import Evidence
@@ -38,7 +42,7 @@ RULE_TEXT = {
     "subspace": "affine model: R >= lambda_min(Sigma) (1 - L*/L) with L* bounded above",
     "spectrum": "lambda_min of the tangent kernel by Weyl on an interval Jacobian",
     "block": "lambda_min of one parameter block's kernel (K >= K_b)",
-    "direct": "min ||grad L||^2 / max 4L over interval enclosures",
+    "direct": "min ||grad L||^2 / max ||g||_D^2 over interval enclosures",
     "ball": "lambda_min of the tangent kernel on the whole ball: sigma_min(Jc) - Lip_J r (Lipschitz Jacobian)",
     "none": "no rule applied",
 }
@@ -55,29 +59,72 @@ def _span(span):
     return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
-def rho_upper(L0_up: float, floor: float, mu: float) -> float:
-    """(sqrt(L0) - sqrt(floor)) / sqrt(mu) rounded up (L0_up >= L0, mu a proven lower bound)."""
+def natural(loss) -> tuple[float, Desingularizer]:
+    """(c, phi) of a loss of the table (or its name): its natural phi and c = phi'(L) G(L), so that
+    phi'(L) ||grad L||^2 >= c R and K = c mu (least squares: 4, log; exponential: 1, -1/u)."""
+    loss = LOSSES[loss] if isinstance(loss, str) else loss
+    return float(loss.constant()), loss.natural_phi()
+
+
+def path_bounds(phi: Desingularizer, low: float, high: float) -> tuple[float, float]:
+    """(lower, upper) bounds on int_low^high sqrt(phi'(u)) du for the exact reals low <= high, in arb
+    (the path-length integral of confinement; inf when it diverges at low = 0)."""
+    if not high > low:
+        return 0.0, 0.0
+    if phi.name == "power" and phi.params.get("alpha") == 1.0:
+        if not low > 0:
+            return math.inf, math.inf
+        import flint
+
+        old = flint.ctx.prec
+        flint.ctx.prec = 128
+        try:
+            v = (flint.arb(high) / flint.arb(low)).log()     # int u^-1 du
+            lo, hi = float(v.lower()), float(v.upper())
+        finally:
+            flint.ctx.prec = old
+        return max(float(down(lo)), 0.0), float(up(hi))     # float() rounds to nearest: one step out
+    raise ValueError(f"no outward path integral for {phi.name}")
+
+
+def rho_upper(L0_up: float, floor: float, mu: float, phi: Desingularizer = LOG, c: float = 4.0) -> float:
+    """int_floor^L0 sqrt(phi'(u) / (c mu)) du rounded up (L0_up >= L0, mu a proven lower bound); for
+    least squares (log, c = 4) (sqrt(L0) - sqrt(floor)) / sqrt(mu)."""
     if not mu > 0:
         return math.inf
-    num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
-    return float(up(num / sqrt_down(mu)))
+    if phi == LOG and c == 4.0:
+        num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
+        return float(up(num / sqrt_down(mu)))
+    _, num = path_bounds(phi, floor, L0_up)
+    K = float(mu) if c == 1 else float(down(c * mu))
+    return float(up(num / sqrt_down(K)))
 
 
-def needed_mu(L0_up: float, floor: float, radius: float) -> float:
+def needed_mu(L0_up: float, floor: float, radius: float, phi: Desingularizer = LOG, c: float = 4.0) -> float:
     """The smallest mu with rho_upper(mu) <= radius, rounded up (with a 1e-12 relative margin)."""
-    num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
+    if phi == LOG and c == 4.0:
+        num = float(up(sqrt_up(L0_up) - sqrt_down(floor)))
+        q = float(up(num / down(radius)))
+        return float(up(up(q * q) * (1 + 1e-12)))
+    _, num = path_bounds(phi, floor, L0_up)
     q = float(up(num / down(radius)))
-    return float(up(up(q * q) * (1 + 1e-12)))
+    qq = float(up(q * q)) if c == 1 else float(up(up(q * q) / down(c)))
+    return float(up(qq * (1 + 1e-12)))
 
 
-def needed_mu_lower(L0_lo: float, floor: float, radius: float) -> float:
-    """A lower bound on the exact mu that confinement needs, ((sqrt(L0) - sqrt(floor)) / r)^2, from
-    L0_lo <= L(theta0): a point with R below it refutes whatever the rounding."""
-    num = float(down(sqrt_down(L0_lo) - sqrt_up(floor)))
+def needed_mu_lower(L0_lo: float, floor: float, radius: float, phi: Desingularizer = LOG,
+                    c: float = 4.0) -> float:
+    """A lower bound on the exact mu that confinement needs, (int_floor^L0 sqrt(phi') / r)^2 / c
+    (least squares: ((sqrt(L0) - sqrt(floor)) / r)^2), from L0_lo <= L(theta0): a point with R below
+    it refutes whatever the rounding."""
+    if phi == LOG and c == 4.0:
+        num = float(down(sqrt_down(L0_lo) - sqrt_up(floor)))
+    else:
+        num = path_bounds(phi, floor, L0_lo)[0] if L0_lo > floor else 0.0
     if not num > 0:
         return 0.0
     q = float(down(num / up(radius)))
-    return float(down(q * q))
+    return float(down(q * q)) if c == 1 or phi == LOG and c == 4.0 else float(down(down(q * q) / up(c)))
 
 
 FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
@@ -101,17 +148,19 @@ def certify_sound(checked, options):
 def _certify_sound(checked, options, functions: str, executor):
     t_start = time.perf_counter()
     reporter = options.reporter
-    problem = Problem(checked, problem_device(checked, options.device))
+    with reporter.phase("compiling the model", total=None):   # named, for a --budget running out here
+        problem = Problem(checked, problem_device(checked, options.device))
     torch.set_num_threads(options.threads or 1)
-    # the loss table's facts: ||g||_D^2 = c L exactly, and its natural desingularizer (log)
-    c, phi = problem.loss_def.exact_g, problem.loss_def.natural_phi()
+    # the loss table's facts: its natural desingularizer phi and c = phi'(L) G(L), so K = c mu
+    c, phi = natural(problem.loss_def)
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
     horizon = float(claim.get("horizon", 1e4))
     budget = int(method.get("boxes", 2000))
     seed = int(method.get("seed", 0))
-    p0 = problem.point(problem.theta0)
-    problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
+    with reporter.phase("theta0: loss and gradient", total=None):
+        p0 = problem.point(problem.theta0)
+        problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
     noise = NOISE * p0.loss
     timing: dict = {}
     notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
@@ -153,9 +202,15 @@ def _certify_sound(checked, options, functions: str, executor):
         unsupported = ("E109", "a step size: the sound mode certifies gradient flow",
                        checked.claim.option_spans.get("step", checked.claim.span),
                        "leave out step= with method interval")
-    elif checked.desingularizer.name not in ("auto", "log"):
-        unsupported = ("E111", f"the desingularizer '{checked.desingularizer.name}'", checked.desingularizer.span,
-                       "use desingularizer log (or auto) with method interval")
+    elif checked.desingularizer.name != "auto" and _chosen(checked.desingularizer) != phi:
+        unsupported = ("E111", f"the desingularizer '{checked.desingularizer.name}' with loss {problem.loss_def.name}",
+                       checked.desingularizer.span,
+                       f"use desingularizer auto (or {_phi_spec(phi)}, the loss's natural one) with method interval")
+    elif phi != LOG and not floor > 0:     # power(alpha=1) and lambert: int_0 sqrt(phi') diverges
+        unsupported = ("E109", f"floor=0 with loss {problem.loss_def.name}: the path-length bound "
+                       f"int_floor^L0 sqrt(phi'(u)) du of its natural phi diverges at 0 (docs/theory.md 3e)",
+                       checked.claim.option_spans.get("floor", checked.claim.span),
+                       "certify a positive floor, e.g. rate(floor=1e-3)")
     model = None
     if unsupported is None:
         try:
@@ -165,7 +220,7 @@ def _certify_sound(checked, options, functions: str, executor):
                 unsupported = ("E105", exc.message, exc.expr.span, "rewrite the expression with the supported "
                                "operations, or use method sampled(...)")
             elif "loss" in exc.message:
-                sound = " or ".join(n for n, loss in LOSSES.items() if loss.exact_g is not None)
+                sound = " or ".join(n for n, loss in LOSSES.items() if loss.sound and n in INTERVAL_LOSSES)
                 unsupported = ("E106", exc.message, checked.loss.span, f"use loss {sound} with method interval")
             else:
                 unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
@@ -175,7 +230,8 @@ def _certify_sound(checked, options, functions: str, executor):
                        "whole ball at once for models with a Lipschitz Jacobian (docs/theory.md 10.7)")
     if unsupported is not None:
         code, what, span, hint = unsupported
-        message = what if code == "E205" else f"{what}: not supported in the sound mode (method interval)"
+        message = what if code == "E205" or what.startswith("floor=0") else \
+            f"{what}: not supported in the sound mode (method interval)"
         raise SpecError([Diagnostic(code, message, span, hint, checked.spec.path)])
 
     enc0 = model.at_point(model.theta0, False)
@@ -194,8 +250,11 @@ def _certify_sound(checked, options, functions: str, executor):
     # --- the proof: one radius, or the upward fixed-point iteration for radius=auto ------------------
     t1 = time.perf_counter()
     history = []
+    # boxes above L(theta0) lie outside the sublevel set the flow never leaves (docs/theory.md 10.5):
+    # dropped for the losses added with this rule; least squares keeps its earlier cover (and figures)
+    ceiling = L0_up if not model.least_squares else math.inf
     if auto:
-        start = _auto_start(model, floor, L0_up)
+        start = _auto_start(model, floor, L0_up, phi, c)
         radii, per_radius = [start], max(budget // RADIUS_TRIES, 20)
     else:
         radii = [float(region_choice.options.get("radius") or region_choice.options.get("halfwidth"))]
@@ -204,11 +263,12 @@ def _certify_sound(checked, options, functions: str, executor):
     radius = radii[0]
     for attempt in range(RADIUS_TRIES if auto else 1):
         radius = radii[-1]
-        need = needed_mu(L0_up, floor, radius)
+        need = needed_mu(L0_up, floor, radius, phi, c)
         outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed,
-                           refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius), executor=executor)
+                           refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c), executor=executor,
+                           ceiling=ceiling)
         mu = outcome.mu if outcome.status == "proven" else None
-        rho = rho_upper(L0_up, floor, mu) if mu is not None else math.inf
+        rho = rho_upper(L0_up, floor, mu, phi, c) if mu is not None else math.inf
         history.append({"radius": radius, "mu": outcome.mu, "path_length_bound": rho if math.isfinite(rho) else None,
                         "status": outcome.status})
         if outcome.status == "proven" or not auto:
@@ -218,7 +278,7 @@ def _certify_sound(checked, options, functions: str, executor):
         # mu(r) only falls as r grows while the mu needed falls like 1/r^2: climb as the sampled
         # mode does (docs/theory.md section 4), at most doubling
         known = outcome.mu or 0.0
-        grow = rho_upper(L0_up, floor, known) if known > 0 else 2 * radius
+        grow = rho_upper(L0_up, floor, known, phi, c) if known > 0 else 2 * radius
         radii.append(min(max(1.05 * grow, 1.25 * radius), 2 * radius))
     timing["search"] = time.perf_counter() - t1
     region = make(radius)
@@ -227,10 +287,10 @@ def _certify_sound(checked, options, functions: str, executor):
     rho = math.inf
     if outcome.status == "proven":
         mu_value = float(outcome.mu)
-        rho = rho_upper(L0_up, floor, mu_value)
+        rho = rho_upper(L0_up, floor, mu_value, phi, c)
         if rho <= radius:
             verdict = "certified"
-            rate, bound = _rate(L0_up, mu_value, floor, horizon, c)
+            rate, bound = _rate(L0_up, mu_value, floor, horizon, c, phi)
         else:
             failing = FailingRegion(
                 kind="confinement", message=(f"mu = {mu_value:.6g} is proved, but rho = {rho:.6g} exceeds the "
@@ -301,7 +361,7 @@ def _certify_sound(checked, options, functions: str, executor):
     if witness.checked_until < horizon and bound is not None:
         extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
     evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
-                             mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius))
+                             mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c))
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   radius=radius, rho=rho, history=history, L0_up=L0_up,
@@ -338,17 +398,39 @@ def _decisive(point: dict, r0: float, L0_lower: float) -> bool:
                                               and point["loss_upper"] <= L0_lower)
 
 
-def _auto_start(model: IntervalModel, floor: float, L0_up: float) -> float:
+def _auto_start(model: IntervalModel, floor: float, L0_up: float, phi: Desingularizer = LOG,
+                c: float = 4.0) -> float:
     """A starting radius (heuristic): no radius below rho(R(theta0)) can pass, since mu(r) <= R(theta0)."""
     enc = model.at_point(model.theta0, True)
     gsq = float(np.sum(np.maximum(np.abs(enc.grad.lo), np.abs(enc.grad.hi)) ** 2))
-    r_up = gsq / max(float(enc.L.lo) * model.g_factor, 1e-300) * (1 + 1e-9)
-    return max(1.01 * rho_upper(L0_up, floor, r_up), 1e-8 * (1 + float(np.linalg.norm(model.theta0))))
+    r_up = gsq / max(float(enc.gsq.lo), 1e-300) * (1 + 1e-9)
+    return max(1.01 * rho_upper(L0_up, floor, r_up, phi, c), 1e-8 * (1 + float(np.linalg.norm(model.theta0))))
 
 
-def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float):
-    rate = proved_rate(L0_up, mu, floor, c)
-    return {"formula": rate.formula(), "curve": rate.curve(horizon), "times_to_fraction": rate.times_to_fraction(),
+def _chosen(choice) -> Desingularizer | None:
+    try:
+        return make(choice.name, **dict(choice.options or {}))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _phi_spec(phi: Desingularizer) -> str:
+    if phi.name == "power":
+        return f"power(alpha={phi.params['alpha']:g})"
+    return phi.name
+
+
+def sound_rate(loss, L0_up: float, mu: float, floor: float):
+    """The proved Rate for a loss of the table (or its name): its natural phi and c (certificates rebuild
+    it with this)."""
+    c, phi = natural(loss)
+    return proved_rate(L0_up, mu, floor, c, phi)
+
+
+def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float, phi: Desingularizer = LOG):
+    rate = proved_rate(L0_up, mu, floor, c, phi)
+    return {"formula": rate.formula(), "asymptotic": rate.asymptotic(), "kl_constant": rate.K,
+            "curve": rate.curve(horizon), "times_to_fraction": rate.times_to_fraction(),
             "horizon": horizon, "time": "gradient-flow time t",
             "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}, rate.bound
 

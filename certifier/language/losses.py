@@ -45,6 +45,10 @@ class Loss:
     # R = ||grad L||^2 / (k L) and, with the natural phi, L(t) <= L0 exp(-k mu t). None: the sound
     # mode does not take this loss yet
     exact_g: float | None = None
+    # the sound mode (method interval) takes this loss: its interval rule (per-sample losses, L, g,
+    # ||g||_D^2 over a box) is compile/interval_losses.py's entry of this name, and its natural phi
+    # gives the proved rate with c = phi'(L) G(L) (docs/theory.md 3c, 10)
+    sound: bool = False
 
     def constant(self, M: float = math.inf) -> float:
         """c = phi'(L) G(L) for the natural phi (constant in L by construction)."""
@@ -73,7 +77,7 @@ LEAST_SQUARES = Loss(
     grad_sqnorm_scaled=lambda F, y, L: (4.0, L ** 0.5),     # 4 L = 4 (sqrt L)^2
     natural="log", natural_params={},
     inequality="||g||_D^2 = 4 L exactly, so phi = log gives phi'(L) ||g||_D^2 = 4",
-    exact_g=4.0,
+    exact_g=4.0, sound=True,
 )
 
 
@@ -176,7 +180,7 @@ EXPONENTIAL = Loss(
     grad_sqnorm_scaled=_exp_grad_sqnorm_scaled,
     natural="power", natural_params={"alpha": 1.0},
     inequality="|g_i| = l_i, so ||g||_D^2 = mean l_i^2 >= L^2; phi = -1/u gives phi'(L) ||g||_D^2 >= 1",
-    targets="pm1",
+    targets="pm1", sound=True,
 )
 
 LOSSES: dict[str, Loss] = {l.name: l for l in (LEAST_SQUARES, CROSS_ENTROPY, LOGISTIC, EXPONENTIAL)}

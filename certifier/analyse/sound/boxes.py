@@ -15,6 +15,7 @@ A worker builds the interval model and the rule context once per run (kept on it
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,11 +39,15 @@ class BoxSpec:
     refute: float             # a point refutes when R < refute is verified there
     seed: int
     functions: str            # elementary functions: 'margin' | 'arb' (compile/rounding.py)
+    # an upper bound on L(theta0): a box with min L above it lies outside the sublevel set the flow
+    # never leaves (docs/theory.md 10.5) and is dropped; inf: none
+    ceiling: float = math.inf
 
     @property
     def key(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.center, dtype=np.float64).tobytes())
-        h.update(repr((self.kind, self.size, self.floor, self.refute, self.seed, self.functions)).encode())
+        h.update(repr((self.kind, self.size, self.floor, self.refute, self.seed, self.functions,
+                       self.ceiling)).encode())
         return h.hexdigest()
 
 
@@ -107,6 +112,9 @@ def _evaluate(ses: Session, nid: int, lo: np.ndarray, hi: np.ndarray) -> BoxResu
     if float(enc.L.hi) < spec.floor:
         res.status, res.note = "dropped", "entirely below the floor"
         return res
+    if float(enc.L.lo) > spec.ceiling:
+        res.status, res.note = "dropped", "entirely above the initial loss"
+        return res
     res.bound, _ = best_bound(ses.ctx, enc)
     Jm, Jr = mid_rad(enc.J)
     col = np.sum(np.abs(Jm), axis=0) + np.sum(Jr, axis=0)
@@ -121,7 +129,7 @@ def _evaluate(ses: Session, nid: int, lo: np.ndarray, hi: np.ndarray) -> BoxResu
             continue
         verdict = None
         if p.rayleigh < spec.refute:
-            verdict = verify_point(model, reg, theta, spec.floor, spec.refute, ses.ctx.subspace)
+            verdict = verify_point(model, reg, theta, spec.floor, spec.refute, ses.ctx.subspace, spec.ceiling)
         res.points.append((source, np.array(theta, dtype=np.float64), float(p.rayleigh),
                            reg.contains(theta), verdict))
     return res

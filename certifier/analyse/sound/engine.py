@@ -100,7 +100,7 @@ def size_problem(model: IntervalModel) -> str | None:
 def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
              reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
              candidates: list | None = None, refute_below: float | None = None,
-             executor=None) -> SoundOutcome:
+             executor=None, ceiling: float = math.inf) -> SoundOutcome:
     """A sound lower bound on inf{R(theta) : theta in region, L(theta) >= floor}.
 
     needed_mu: the bound the caller needs (e.g. for confinement); None: any positive bound, then
@@ -108,6 +108,8 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     refute_below: a point refutes only when R < refute_below is verified there (default
     needed_mu). A caller whose needed_mu is rounded up passes the exact need rounded down, so that
     a refutation never rests on the rounding.
+    ceiling: an upper bound on L(theta0); boxes with min L above it are dropped (the flow never
+    leaves {L <= L(theta0)}), and mu then bounds R on the region above the floor and below L(theta0).
     executor: where the boxes of each round are evaluated (analyse/parallel.py); None: here. The
     result is the same whoever evaluates them (bnb.py, rounds)."""
     t0 = time.perf_counter()
@@ -147,7 +149,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
             seen["min_r"] = r_float
         if not r_float < refute:
             return False
-        verdict = verify_point(model, reg, theta, floor, refute, ctx.subspace)
+        verdict = verify_point(model, reg, theta, floor, refute, ctx.subspace, ceiling)
         if verdict is not None:
             verdict["source"] = source
             seen["refutation"] = verdict
@@ -200,7 +202,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                          f"better: shrink the radius (Lip_J r falls with it) or widen the model"), **common)
 
     # --- branch and bound: rounds of boxes, evaluated here or by workers (boxes.py) -------------
-    spec = BoxSpec(reg.kind, reg.center, reg.size, floor, refute, seed, elementary_mode())
+    spec = BoxSpec(reg.kind, reg.center, reg.size, floor, refute, seed, elementary_mode(), float(ceiling))
     ses = Session(problem, spec, model, ctx)
 
     def evaluate(nodes: list[Node]) -> None:

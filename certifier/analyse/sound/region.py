@@ -51,7 +51,7 @@ class SoundRegion:
 
 
 def verify_point(model: IntervalModel, reg: SoundRegion, theta: np.ndarray, floor: float,
-                 needed: float, subspace=None) -> dict | None:
+                 needed: float, subspace=None, ceiling: float = np.inf) -> dict | None:
     """Interval evaluation at a double point: in the region, L >= floor, R < needed? Returns the
     verified numbers, or None.
 
@@ -66,13 +66,18 @@ def verify_point(model: IntervalModel, reg: SoundRegion, theta: np.ndarray, floo
     L_lo, L_hi = float(enc.L.lo), float(enc.L.hi)
     if not (L_lo >= floor and L_lo > 0):
         return None
+    if not L_hi <= ceiling:         # outside the sublevel set the certificate covers
+        return None
     gsq_hi = float(sqnorm_upper(iv_mag(enc.grad)))
-    r_hi = float(up(gsq_hi / down(model.g_factor * L_lo)))
+    den = float(enc.gsq.lo)          # min ||g||_D^2 at the point (least squares: down(4 L_lo))
+    if not den > 0:
+        return None
+    r_hi = float(up(gsq_hi / den))
     if not r_hi < needed:
         return None
     out = {"distance": float(np.linalg.norm(theta - reg.center)), "loss_lower": L_lo, "loss_upper": L_hi,
            "grad_sqnorm_upper": gsq_hi, "rayleigh_upper": r_hi, "needed_mu": needed}
-    if subspace is not None and subspace.lam > 0:
+    if subspace is not None and subspace.lam > 0 and model.least_squares:
         # least squares on an affine model: ||grad L||^2 = 4 d^T Sigma^2 d (the docstring's 4)
         lstar_lower = float(down(L_lo - float(up(gsq_hi / down(4.0 * subspace.lam)))))
         out["min_loss_lower"] = lstar_lower

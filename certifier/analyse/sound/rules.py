@@ -3,14 +3,15 @@
 Each rule receives the enclosures of one box (certifier.compile.interval.BoxEnclosure) and returns
 a `Bound`: a number b such that R(theta) >= b for every theta in the box with L(theta) >= floor,
 rounded down, with the reason and the numbers it came from (or None when it does not apply).
-docs/theory.md section 10 derives each one. Conventions: R = ||grad L||^2 / (4 L) (least squares),
-K = J J^T / n, so lambda_min(K) = sigma_min(J)^2 / n.
+docs/theory.md section 10 derives each one. Conventions: R = ||grad L||^2 / ||g||_D^2 (least squares:
+||g||_D^2 = 4 L; exponential: mean l_i^2), K = J J^T / n, so lambda_min(K) = sigma_min(J)^2 / n; since
+grad L = (1/n) J^T g for every loss, ||grad L||^2 >= lambda_min(K) ||g||_D^2 whatever the loss.
 
-- direct:    R >= min ||grad L||^2 / max 4L over the box.
+- direct:    R >= min ||grad L||^2 / max ||g||_D^2 over the box.
 - spectrum:  R >= lambda_min(K) >= (sigma_min(Jc) - ||J - Jc||_2)_+^2 / n  (Weyl), with a verified
              lower bound on sigma_min(Jc)^2 = lambda_min(Jc Jc^T); needs m >= n k.
 - block:     the same with the columns of one parameter block: K >= K_b.
-- subspace:  models affine in theta (exactly, by structure): R >= lambda_min(Sigma) (1 - L*/L),
+- subspace:  least squares on models affine in theta (exactly, by structure): R >= lambda_min(Sigma) (1 - L*/L),
              Sigma = J^T J / n, L* = min L <= L*_up, on {L >= max(floor, min L over the box)}.
 """
 from __future__ import annotations
@@ -64,12 +65,16 @@ def rule_direct(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
     L_hi = float(enc.L.hi)
     if not (L_hi > 0 and math.isfinite(L_hi)):
         return None
+    den = float(enc.gsq.hi)          # max ||g||_D^2 over the box (least squares: up(4 L_hi))
+    if not (den > 0 and math.isfinite(den)):
+        return None
     mig = iv_mig(enc.grad)
     num = float(nonneg_sum_lower(np.maximum(down(mig * mig), 0.0)))
-    den = float(up(ctx.model.g_factor * L_hi))
     value = _div_down(num, den)
-    return Bound("direct", value, "min ||grad L||^2 / max 4L over the box",
-                 {"grad_sqnorm_lower": num, "loss_upper": L_hi})
+    numbers = {"grad_sqnorm_lower": num, "loss_upper": L_hi}
+    if not ctx.model.least_squares:
+        numbers["g_sqnorm_upper"] = den
+    return Bound("direct", value, f"min ||grad L||^2 / max {ctx.model.iloss.gsq_text} over the box", numbers)
 
 
 def _spectrum_bound(ctx: RuleContext, J: Iv, name: str, what: str) -> Bound | None:
@@ -154,8 +159,8 @@ def best_bound(ctx: RuleContext, enc: BoxEnclosure) -> tuple[Bound, list[Bound]]
 def subspace_facts(model: IntervalModel) -> SubspaceFacts | None:
     """For an affine model F(theta) = J theta + b: a lower bound on lambda_min(Sigma), Sigma = J^T J / n,
     and an upper bound on min L (the loss at a float least-squares solution, enclosed)."""
-    if not model.affine or model.m == 0 or model.m > MAX_ROWS:
-        return None
+    if not model.least_squares or not model.affine or model.m == 0 or model.m > MAX_ROWS:
+        return None     # L - L* = d^T Sigma d is the least-squares fact the rule rests on
     enc = model.at_point(model.theta0, True)
     J = enc.J                                   # encloses the constant Jacobian
     JT = Iv(np.ascontiguousarray(J.lo.T), np.ascontiguousarray(J.hi.T))

@@ -1,0 +1,106 @@
+"""Interval rules of the losses the sound mode takes, keyed by the name of the loss in the loss table
+(language/losses.py declares each loss and its KL facts; it sits below compile/ and cannot hold interval
+code, so the enclosures live here, one entry per loss, and tests/test_sound_losses.py checks that every
+loss with `sound=True` has one).
+
+For outputs F [n, k] enclosed over a box (or at a point) and the stored targets, a rule returns a
+`LossEnclosure`, every part sound with directed rounding (docs/theory.md 10.3):
+
+- per_sample: the per-sample losses l_i [n];
+- L: the mean loss (1/n) sum_i l_i;
+- g: the functional gradient g_i = dl_i/dF_i divided by the exact power of two `g_scale`, so that
+  grad L = (g_scale / n) J^T g (least squares keeps its residual r = F - y with g_scale 2, which is
+  what the sound mode has always computed with);
+- gsq: ||g||_D^2 = (1/n) sum_i ||g_i||^2, the denominator of R = ||grad L||^2 / ||g||_D^2.
+
+`refine(enc, L)` recomputes what depends on L after the caller tightened L (the mean-value form
+over a box): least squares has ||g||_D^2 = 4 L exactly, the exponential loss ||g||_D^2 >= L^2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from .interval import NotSupported
+from .iv import Iv, iv_of, iv_square, iv_sub, iv_sum, monotone
+from .rounding import down, nonneg_sum_lower, nonneg_sum_upper, up
+
+
+@dataclass
+class LossEnclosure:
+    per_sample: Iv       # [n]
+    L: Iv                # scalar
+    g: Iv                # [n, k]: the functional gradient / g_scale
+    g_scale: float       # an exact power of two
+    gsq: Iv              # scalar: ||g||_D^2 (of the functional gradient itself, not of g / g_scale)
+
+
+@dataclass(frozen=True)
+class IntervalLoss:
+    name: str
+    enclose: Callable[[Iv, np.ndarray], LossEnclosure]     # (F [n, k], y [n, k])
+    refine: Callable[[LossEnclosure, Iv], LossEnclosure]    # the same with a tighter L
+    gsq_text: str                                           # ||g||_D^2 in the direct rule's reason
+
+
+def _scalar(lo, hi) -> Iv:
+    return iv_of(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
+
+
+def _mean_nonneg(lo: np.ndarray, hi: np.ndarray, n: int) -> Iv:
+    """(1/n) sum of nonnegative entries in [lo, hi], rounded outward."""
+    return _scalar(np.maximum(down(nonneg_sum_lower(np.maximum(lo, 0.0)) / n), 0.0),
+                   up(nonneg_sum_upper(hi) / n))
+
+
+# --- least squares: l_i = ||F_i - y_i||^2, g = 2 (F - y), ||g||_D^2 = 4 L exactly ------------------------
+def _ls_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
+    n = F.shape[0]
+    r = iv_sub(F, Iv(y))
+    sq = iv_square(r)
+    total = iv_sum(sq, None)
+    L = iv_of(np.maximum(down(total.lo / n), 0.0), up(total.hi / n))
+    per = iv_sum(sq, 1)
+    return _ls_refine(LossEnclosure(Iv(np.maximum(per.lo, 0.0), per.hi), L, r, 2.0, L), L)
+
+
+def _ls_refine(enc: LossEnclosure, L: Iv) -> LossEnclosure:
+    # 4 L: multiplying by 4 is exact, the extra ulp only guards overflow to inf
+    return replace(enc, L=L, gsq=_scalar(np.maximum(down(4.0 * L.lo), 0.0), up(4.0 * L.hi)))
+
+
+# --- exponential, labels +-1, one output: l_i = exp(-y_i F_i), g_i = -y_i l_i, ||g||_D^2 = mean l_i^2 ----
+def _exp_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
+    n, k = F.shape
+    if k != 1:
+        # ||g||_D^2 >= L^2 (the composition's constant c = 1) needs one output per sample
+        raise NotSupported("the exponential loss with more than one output per sample", None)
+    if not np.all(np.abs(y) == 1.0):
+        raise NotSupported("the exponential loss with labels other than +-1", None)
+    pos = y > 0
+    # z = -y F exactly (a negation, no rounding)
+    zlo = np.where(pos, -F.hi, F.lo)
+    zhi = np.where(pos, -F.lo, F.hi)
+    l = monotone("exp", Iv(zlo, zhi))
+    llo, lhi = np.maximum(l.lo, 0.0), l.hi
+    g = Iv(np.where(pos, -lhi, llo), np.where(pos, -llo, lhi))
+    with np.errstate(over="ignore"):
+        gsq = _mean_nonneg(np.maximum(down(llo * llo), 0.0), up(lhi * lhi), n)
+    per = Iv(llo[:, 0], lhi[:, 0])
+    L = _mean_nonneg(llo, lhi, n)
+    return _exp_refine(LossEnclosure(per, L, g, 1.0, gsq), L)
+
+
+def _exp_refine(enc: LossEnclosure, L: Iv) -> LossEnclosure:
+    # mean l_i^2 >= (mean l_i)^2 (Jensen): a second lower bound, tighter when L was tightened
+    with np.errstate(over="ignore"):
+        lo = np.maximum(enc.gsq.lo, np.maximum(down(L.lo * L.lo), 0.0))
+    return replace(enc, L=L, gsq=_scalar(lo, enc.gsq.hi))
+
+
+INTERVAL_LOSSES: dict[str, IntervalLoss] = {
+    "least_squares": IntervalLoss("least_squares", _ls_enclose, _ls_refine, "4L"),
+    "exponential": IntervalLoss("exponential", _exp_enclose, _exp_refine, "||g||_D^2 = mean l_i^2"),
+}

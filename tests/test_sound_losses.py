@@ -1,0 +1,290 @@
+"""The sound mode beyond least squares: the exponential loss.
+
+Every enclosure (per-sample losses, L, g, ||g||_D^2, grad L and the rules' R bound) is checked against
+python-flint's arb at points of random boxes; the certified rate of specs/exponential_separable_sound.rq
+against an independent DOP853 integration of the flow and real gradient descent; known-false claims are
+never certified; `certify check` accepts the certificate and rejects it tampered."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import arb_oracle as oracle
+import flint
+import numpy as np
+import pytest
+from helpers import SPECS, problem_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+
+from certifier import cli
+from certifier.analyse.sound.rules import RuleContext, best_bound
+from certifier.certificate import evidence_digest, verify
+from certifier.compile.interval_losses import INTERVAL_LOSSES
+from certifier.compile.interval_model import IntervalModel
+from certifier.compile.iv import Iv
+from certifier.compose.sound import natural, needed_mu, needed_mu_lower, rho_upper
+from certifier.diagnostics import SpecError
+from certifier.language.losses import LOSSES
+from certifier.pipeline import run_file, run_text
+
+arb = flint.arb
+SOUND_SPEC = SPECS / "exponential_separable_sound.rq"
+X = np.array([[1.5, 0.5], [1.5, -0.5], [-1.2, 0.1]])
+Y = np.array([1.0, 1.0, -1.0])
+
+
+def test_every_sound_loss_has_an_interval_rule():
+    sound = {name for name, loss in LOSSES.items() if loss.sound}
+    assert sound == set(INTERVAL_LOSSES) and {"least_squares", "exponential"} <= sound
+
+
+# --- enclosures against arb -----------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6), scale=st.floats(0.01, 30.0))
+def test_exponential_enclosures_contain_the_arb_values(seed, n, scale):
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random((n, 1)) < 0.5, -1.0, 1.0)
+    c = rng.normal(size=(n, 1)) * scale
+    w = np.abs(rng.normal(size=(n, 1))) * scale * rng.choice([0.0, 1e-6, 0.1, 1.0])
+    enc = INTERVAL_LOSSES["exponential"].enclose(Iv(c - w, c + w), y)
+    for _ in range(4):
+        F = np.clip(c + w * rng.uniform(-1, 1, size=(n, 1)), c - w, c + w)
+        l = [(-arb(float(y[i, 0])) * arb(float(F[i, 0]))).exp() for i in range(n)]
+        L = sum(l, arb(0)) / n
+        gsq = sum((v * v for v in l), arb(0)) / n
+        assert oracle.all_inside(l, enc.per_sample.lo, enc.per_sample.hi)[0]
+        assert oracle.inside(L, enc.L.lo, enc.L.hi) and oracle.inside(gsq, enc.gsq.lo, enc.gsq.hi)
+        g = [-arb(float(y[i, 0])) * l[i] / enc.g_scale for i in range(n)]
+        assert oracle.all_inside(g, enc.g.lo[:, 0], enc.g.hi[:, 0])[0]
+        # the refinement by a tighter L keeps the enclosure (mean l^2 >= L^2)
+        ref = INTERVAL_LOSSES["exponential"].refine(enc, enc.L)
+        assert oracle.inside(gsq, ref.gsq.lo, ref.gsq.hi)
+
+
+TANH = """\
+spec "t"
+data {
+  x = [[1.0, -0.4], [0.3, 0.9], [-0.7, 0.2], [0.5, 0.5]]
+  y = [1.0, -1.0, 1.0, -1.0]
+}
+params {
+  a : [] = 1.0
+  w : [2] = [0.5, -0.3]
+}
+model f(x) = a * tanh(w @ x)
+loss exponential
+region box(center=init, halfwidth=0.5)
+method interval(boxes=20, seed=0)
+certify rate(floor=0.1, horizon=10)
+"""
+
+
+def _arb_exponential(model: IntervalModel, theta: np.ndarray):
+    """(L, grad L, ||g||_D^2, R) at theta in arb: l_i = exp(-y_i F_i), grad L = (1/n) J^T g."""
+    params = {k: np.asarray(model.checked.params[k], dtype=np.float64) for k in model.names}
+    F, J, *_ = oracle.model_at(model.body, model.arg, model.x, np.zeros((model.n, 1)), params, {}, theta)
+    y = model.yk[:, 0]
+    l = [(-arb(float(y[i])) * F[i, 0]).exp() for i in range(model.n)]
+    g = [-arb(float(y[i])) * l[i] for i in range(model.n)]
+    grad = [sum((J[i, j] * g[i] for i in range(model.n)), arb(0)) / model.n for j in range(model.m)]
+    gsq = sum((v * v for v in l), arb(0)) / model.n
+    L = sum(l, arb(0)) / model.n
+    return L, grad, gsq, sum((v * v for v in grad), arb(0)) / gsq
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), width=st.floats(1e-6, 0.5))
+def test_interval_model_of_the_exponential_loss_encloses_arb(seed, width):
+    model = IntervalModel(problem_of(TANH).checked)
+    rng = np.random.default_rng(seed)
+    center = model.theta0 + rng.normal(size=model.m) * 0.5
+    lo, hi = center - width * rng.random(model.m), center + width * rng.random(model.m)
+    enc = model.over_box(lo, hi)
+    bound, _ = best_bound(RuleContext(model, 0.0, None, dict(model.blocks)), enc)
+    for _ in range(3):
+        theta = lo + (hi - lo) * rng.random(model.m)
+        L, grad, gsq, R = _arb_exponential(model, theta)
+        assert oracle.inside(L, enc.L.lo, enc.L.hi)
+        assert oracle.all_inside(grad, enc.grad.lo, enc.grad.hi)[0]
+        assert oracle.inside(gsq, enc.gsq.lo, enc.gsq.hi)
+        assert bool(R >= arb(bound.value)), (bound, R)
+        point = model.at_point(theta, True)
+        assert oracle.inside(gsq, point.gsq.lo, point.gsq.hi)
+
+
+# --- confinement and rate arithmetic, outward --------------------------------------------------------
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(L0=st.floats(1e-6, 1e6), frac=st.floats(1e-9, 0.99), radius=st.floats(1e-3, 1e3))
+def test_exponential_confinement_closes_after_rounding(L0, frac, radius):
+    c, phi = natural("exponential")
+    floor = L0 * frac
+    mu = needed_mu(L0, floor, radius, phi, c)
+    assert rho_upper(L0, floor, mu, phi, c) <= radius
+    exact = (arb(L0) / arb(floor)).log() ** 2 / arb(radius) ** 2       # (log(L0/floor) / r)^2
+    assert bool(exact <= arb(mu)) and bool(arb(needed_mu_lower(L0, floor, radius, phi, c)) <= exact)
+    assert bool(arb(rho_upper(L0, floor, 0.37, phi, c)) >= (arb(L0) / arb(floor)).log() / arb(0.37).sqrt())
+
+
+# --- the spec: certified, above the flow and real descent ---------------------------------------------
+@pytest.fixture(scope="module")
+def certified():
+    return run_file(str(SOUND_SPEC))
+
+
+def _loss(w):
+    return float(np.mean(np.exp(-Y * (X @ w))))
+
+
+def _grad(w):
+    l = np.exp(-Y * (X @ w))
+    return X.T @ (-Y * l) / len(Y)
+
+
+def test_exponential_spec_is_certified_with_the_power_rate(certified):
+    r = certified
+    assert r.verdict == "certified" and r.sound and not r.estimate
+    assert r.loss["name"] == "exponential" and r.loss["constant"] == 1.0
+    assert r.rate["asymptotic"] and "t^-1" in r.rate["asymptotic"]
+    assert r.region["path_length_bound"] <= 5
+    # mu is below R at every point of the box above the floor and below L0 (inf R is about 0.93)
+    g = np.linspace(-5, 5, 201)
+    W = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    l = np.exp(-(W @ X.T) * Y)
+    L = l.mean(1)
+    R = ((l * -Y) @ X / 3) ** 2
+    R = R.sum(1) / (l ** 2).mean(1)
+    keep = (L >= 0.05) & (L <= 1.0)
+    assert 0 < r.mu <= R[keep].min()
+
+
+def test_exponential_bound_lies_above_the_flow_and_descent(certified):
+    r = certified
+    sol = solve_ivp(lambda t, w: -_grad(w), (0, 200), np.zeros(2), method="DOP853", rtol=1e-11, atol=1e-13,
+                    dense_output=True)
+    ts = np.concatenate([np.linspace(0, 5, 101), np.logspace(0.7, np.log10(200), 60)])
+    for t in ts:
+        w = sol.sol(t)
+        assert np.max(np.abs(w)) <= 5
+        assert _loss(w) <= r.bound(t) * (1 + 1e-9)
+        # the closed form of the rate: 1 / (1 / L0 + mu t), floored
+        assert r.bound(t) >= max(1 / (1 + r.mu * t), 0.05) * (1 - 1e-12)
+    w, eta = np.zeros(2), 0.01
+    for k in range(1, 5001):
+        w = w - eta * _grad(w)
+        if k % 50 == 0:
+            assert _loss(w) <= r.bound(k * eta) * (1 + 1e-9)
+    assert r.bound(1000) == 0.05
+
+
+def test_sound_results_carry_the_asymptotic_rate():
+    r = run_file(str(SPECS / "linear_underparameterized_sound.rq"))
+    assert r.verdict == "certified" and r.rate["asymptotic"].startswith("L ~ exp(")
+
+
+# --- known-false claims are never certified -------------------------------------------------------------
+NONSEPARABLE = """\
+spec "exponential loss, classes that overlap"
+data {
+  x = [[1.0, 0.2], [1.0, -0.3], [0.1, -0.8]]
+  y = [1.0, -1.0, 1.0]
+}
+params { w : [2] = zeros() }
+model f(x) = w @ x
+loss exponential
+region box(center=init, halfwidth=HW)
+method interval(boxes=300, seed=0)
+certify rate(floor=FLOOR, horizon=100)
+"""
+
+
+def test_exponential_floor_zero_is_a_diagnostic():
+    with pytest.raises(SpecError) as info:
+        run_text(NONSEPARABLE.replace("HW", "2").replace("FLOOR", "0"), "n.rq")
+    (diag,) = info.value.diagnostics
+    assert diag.code == "E109" and "floor" in diag.message and diag.span is not None
+
+
+@pytest.mark.parametrize("floor, hw", [("0.5", "1"), ("0.95", "1"), ("0.1", "3"), ("1e-3", "20")])
+def test_a_floor_below_the_minimum_is_never_certified(floor, hw):
+    # 0 lies in the convex hull of the y_i x_i, so min L > 0 (0.979 at w = (0.009, -0.440), L0 = 1): the claimed
+    # floors lie below it, so no rate to them is true
+    from scipy.optimize import minimize
+
+    best = minimize(lambda w: float(np.mean(np.exp(-np.array([1.0, -1.0, 1.0]) *
+                                                  (np.array([[1.0, 0.2], [1.0, -0.3], [0.1, -0.8]]) @ w)))),
+                    np.zeros(2)).fun
+    assert best > float(floor)
+    r = run_text(NONSEPARABLE.replace("HW", hw).replace("FLOOR", floor), "n.rq")
+    assert r.verdict != "certified"
+    assert r.verdict == "refuted" and r.failing_region.kind == "critical-point"   # the minimiser, verified
+
+
+# --- certificates -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exp_emitted")
+    shutil.copy(SOUND_SPEC, folder / "e.rq")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert cli.main(["e.rq", "--quiet", "--emit", "e.json", "--no-cache"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+def _tampered(folder, tmp_path, change) -> list[str]:
+    shutil.copy(folder / "e.rq", tmp_path / "e.rq")
+    cert = json.loads((folder / "e.json").read_text())
+    change(cert)
+    cert["evidence_count"] = len(cert["evidence"])
+    cert["evidence_digest"] = evidence_digest(cert["evidence"])
+    (tmp_path / "e.json").write_text(json.dumps(cert))
+    report = verify(str(tmp_path / "e.json"))
+    return [] if report.ok else list(report.problems)
+
+
+def test_check_accepts_the_exponential_certificate(emitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _tampered(emitted, tmp_path, lambda cert: None) == []
+    cert = json.loads((emitted / "e.json").read_text())
+    leaves = [e for e in cert["evidence"] if e["kind"] == "sound-leaf"]
+    assert leaves and any(e["status"] == "dropped" and e["reason"] == "entirely above the initial loss"
+                          for e in leaves)
+
+
+def _proof(cert):
+    return next(e for e in cert["evidence"] if e["kind"] == "sound-proof")
+
+
+def test_check_rejects_a_tampered_exponential_certificate(emitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def raise_mu(cert):
+        mu = float.fromhex(_proof(cert)["mu"]) * 1.5
+        _proof(cert)["mu"] = mu.hex()
+        cert["numbers"]["mu"] = mu
+        cert["rate"]["parameters"]["mu"] = mu.hex()
+
+    def lower_l0(cert):
+        L0 = float.fromhex(_proof(cert)["L0_upper"]) * 0.5
+        _proof(cert)["L0_upper"] = L0.hex()
+        cert["numbers"]["L0_upper"] = L0
+        cert["rate"]["parameters"]["L0_upper"] = L0.hex()
+
+    def false_drop(cert):
+        leaf = next(e for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven")
+        leaf["status"], leaf["reason"] = "dropped", "entirely above the initial loss"
+
+    for change in (raise_mu, lower_l0, false_drop):
+        assert _tampered(emitted, tmp_path, change), change.__name__
+
+
+def test_path_integral_is_outward():
+    c, phi = natural("exponential")
+    assert (c, phi.name, phi.params) == (1.0, "power", {"alpha": 1.0})
+    assert math.isinf(rho_upper(1.0, 0.0, 0.5, phi, c))
