@@ -16,7 +16,7 @@ from . import files
 from .data import Data, keyword_span, nonfinite
 from .memory import Memory, default_limit
 from .params import LIMIT_HINT, Params
-from .shapes import show
+from .shapes import count, show
 from .weights import Weights
 
 KINDS = ("torch",)
@@ -88,6 +88,11 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
                                        admit=admit)
             else:
                 weights = Weights(path, stmt.path, sum(math.prod(s) for s in expected.values()), LIMIT_HINT)
+                declared = sum(math.prod(s) for s in weights.shapes.values())
+                if declared > max_params:   # from the header, before any tensor is read
+                    weights.close()
+                    raise files.FileProblem("E205", f"'{stmt.path}' holds {count(declared)} parameter entries, "
+                                            f"more than the limit of {max_params:,}", LIMIT_HINT)
                 if not _match(collector, stmt.path, span, weights.shapes, named, buffers, expected):
                     weights.close()
                     return params, None, None

@@ -106,10 +106,6 @@ class Weights:
                                         "valid JSON", READ_HINT) from None
             self._entries = self._parse_header(header)
             self._data_size = reader.size - 8 - length
-            end = max((e for _, _, (_, e) in self._entries.values()), default=0)
-            if end != self._data_size:
-                raise files.FileProblem("E202", f"'{self.name}' is not a safetensors file: its header does not "
-                                        "describe its data", READ_HINT)
             self.shapes = {k: shape for k, (_, shape, _) in self._entries.items()}
             if self._data_size > self.bound:
                 self.too_large = reader.size
@@ -155,6 +151,10 @@ class Weights:
                 self._bytes = None
                 out = {k: v.detach().to(torch.float64).numpy().copy() for k, v in state.items()}
             else:
+                end = max((e for _, _, (_, e) in self._entries.values()), default=0)
+                if end != self._data_size:
+                    raise files.FileProblem("E202", f"'{self.name}' is not a safetensors file: its header does "
+                                            "not describe its data", READ_HINT)
                 data = bytearray(self._data_size)
                 if self._reader.fill(memoryview(data)) != self._data_size:
                     raise files.FileProblem("E202", f"'{self.name}' is shorter than its header says", READ_HINT)
