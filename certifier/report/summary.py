@@ -16,6 +16,7 @@ from .outcome import Outcome, effective_code, run_exit_code
 from .text import VERDICT_STYLE, num
 
 _WORD = {0: "certified", 1: "refuted", 2: "error", 3: "inconclusive", 4: "internal error"}
+PATH_WIDTH = 48
 ORDER = ("certified", "refuted", "inconclusive", "error", "internal error")
 
 
@@ -63,6 +64,7 @@ def _lines(rows: list[list[str]]) -> list[list[str]]:
     if not rows:
         return []
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths[0] = min(widths[0], PATH_WIDTH)             # one deep path does not push every row right
     right = {4}                                          # seconds, right-aligned
     out = []
     for r in rows:
