@@ -405,6 +405,16 @@ def contract_violations(path: Path, source: str, rc: int | None, text: str, diag
     for m, d in zip(headers, diagnostics):
         if m.group("line") != (None if d["line"] is None else str(d["line"])):
             problems.append(f"text and JSON locations differ: {m.group(0)!r} against {d['line']}:{d['column']}")
+        if m.group("line") is None or not 1 <= int(m.group("line")) <= len(lines):
+            continue
+        # the excerpt is the line named (shown whole when short and printable)
+        number = m.group("line")
+        shown = re.compile(rf"^{number} \| (.*)$", re.M).search(text, m.end())
+        line = lines[int(number) - 1].expandtabs(1)
+        if shown is None:
+            problems.append(f"no excerpt of line {number}")
+        elif len(line) <= 100 and line.isprintable() and shown.group(1) != line:
+            problems.append(f"the excerpt shows another line than {number}: {shown.group(1)[:60]!r}")
     return problems
 
 
