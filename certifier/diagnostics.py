@@ -4,6 +4,7 @@ Renderers (text here; JSON and others in certifier.report) read this model only.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 # code -> (title, explanation). The single table of diagnostic codes (docs/language.md lists it).
@@ -145,6 +146,12 @@ def _visible(c: str) -> str:
     return chr(0x2400 + ord(c)) if ord(c) < 0x20 else "\ufffd"   # control pictures: '␌' for \x0c
 
 
+def _columns(text: str) -> int:
+    """The terminal columns `text` takes."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
 def excerpt(line: str, column: int, width: int) -> tuple[str, int, int]:
     """(the text shown of a source line, the caret's 1-based column in it, the caret's width):
     tabs shown as one space each so that the caret lines up, and a window of about EXCERPT columns
@@ -180,7 +187,9 @@ def render_text(diag: Diagnostic, source: str | None) -> str:
         gutter = " " * len(str(span.line))
         out.append(f"{gutter} |")
         out.append(f"{span.line} | {text}")
-        out.append(f"{gutter} | {' ' * (caret - 1)}{'^' * width}")
+        # padded by terminal columns: a wide character (CJK, most emoji) takes two, a combining mark none
+        under = max(1, _columns(text[caret - 1:caret - 1 + width]))
+        out.append(f"{gutter} | {' ' * _columns(text[:caret - 1])}{'^' * under}")
     if diag.hint:
         out.append(f"  = hint: {diag.hint}")
     return "\n".join(out)

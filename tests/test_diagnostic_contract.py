@@ -115,3 +115,12 @@ def test_parse_and_check_clamp_their_spans():
         check(spec)
     spans = [(d.code, d.span) for d in info.value.diagnostics]
     assert ("E101", Span(4, 19, 4, 19)) in spans
+
+
+def test_wide_characters_and_combining_marks_keep_the_caret_aligned():
+    # '日' and '本' take two terminal columns each, the accent of 'é' (e + U+0301) none
+    assert render_text(Diagnostic("E101", "m", Span(1, 12, 1, 14), "h", "p"), "x = 日本 + ab + c").split("\n")[2:4] == [
+        "1 | x = 日本 + ab + c",
+        "  |              ^^"]
+    assert render_text(Diagnostic("E101", "m", Span(1, 9, 1, 10), "h", "p"), "x = e\u0301e + q").split("\n")[3] == (
+        "  |        ^")
