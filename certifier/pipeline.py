@@ -32,8 +32,11 @@ class RunOptions:
 
 def run_text(source: str, path: str = "<string>", options: RunOptions | None = None) -> Result:
     options = options or RunOptions()
-    spec = parse(source, path)
-    checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python)
+    # a named phase, so that a --budget running out in heavy data expressions says where
+    # (the check stage's operations are estimated and refused against it: check/costs.py)
+    with options.reporter.phase("checking the spec", total=None):
+        spec = parse(source, path)
+        checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python)
     return certify_checked(checked, options)
 
 

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable, Iterator
 
 Advance = Callable[..., None]
@@ -113,11 +114,12 @@ class BudgetExceeded(BaseException):
     A BaseException, as KeyboardInterrupt is, so that no `except Exception` fallback in the
     engines takes it for a failure of the computation it interrupted."""
 
-    def __init__(self, phase: str | None, budget: float | None = None):
+    def __init__(self, phase: str | None, budget: float | None = None, detail: str | None = None):
         self.phase = phase
         self.budget = budget
+        self.detail = detail        # why work was refused before the deadline (check stage), or None
         where = f" during '{phase}'" if phase else ""
-        super().__init__(f"the time budget ran out{where}")
+        super().__init__(f"the time budget ran out{where}" + (f": {detail}" if detail else ""))
 
 
 class DeadlineReporter:
@@ -140,6 +142,19 @@ class DeadlineReporter:
     def check(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise BudgetExceeded(self.current, self.budget)
+
+    def left(self) -> float:
+        """Seconds until the deadline (inf without one)."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def ensure(self, seconds: float = 0.0, detail: str | None = None) -> None:
+        """Raise BudgetExceeded unless work estimated at `seconds` can finish before the deadline:
+        one torch call cannot be interrupted (not even by `alarm`), so a long one is not started."""
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left < 0 or seconds > left:
+            raise BudgetExceeded(self.current, self.budget, detail if left >= 0 else None)
 
     @contextmanager
     def phase(self, description: str, total: int | None = None) -> Iterator[Advance]:
@@ -169,6 +184,77 @@ def with_deadline(reporter, deadline: float | None, budget: float | None = None)
     if isinstance(reporter, DeadlineReporter) and reporter.deadline == deadline:
         return reporter
     return DeadlineReporter(reporter, deadline, budget)
+
+
+# The DeadlineReporter of the run in progress, for code that has no reporter to hand: the check
+# stage (check.check takes no options) and the first estimates of the engines. A ContextVar, so
+# that a thread or a run in-process (tests) sees only its own.
+_ACTIVE: ContextVar = ContextVar("certify_active_deadline", default=None)
+
+
+@contextmanager
+def active(reporter) -> Iterator[None]:
+    """Make `reporter` (a DeadlineReporter) the one `checkpoint` and `ensure` consult."""
+    token = _ACTIVE.set(reporter if isinstance(reporter, DeadlineReporter) else None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def deadline_set() -> bool:
+    """True inside `active(reporter)` with a deadline: a budget is being enforced."""
+    reporter = _ACTIVE.get()
+    return reporter is not None and reporter.deadline is not None
+
+
+def left() -> float:
+    """Seconds until the active deadline (inf without one)."""
+    reporter = _ACTIVE.get()
+    return float("inf") if reporter is None else reporter.left()
+
+
+def checkpoint(seconds: float = 0.0, detail: str | None = None) -> None:
+    """BudgetExceeded when the active deadline has passed, or when work estimated at `seconds`
+    cannot finish before it; nothing without an active deadline. One clock read."""
+    reporter = _ACTIVE.get()
+    if reporter is not None:
+        reporter.ensure(seconds, detail)
+
+
+# --- SIGTERM and the exit codes of a stopped run ------------------------------------------------
+
+EXIT_INTERRUPTED = 130   # 128 + SIGINT: Ctrl-C
+EXIT_TERMINATED = 143    # 128 + SIGTERM: `kill`, a CI job's timeout
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so that it stops a run exactly as Ctrl-C does (the
+    partial report), but exits with EXIT_TERMINATED, the code a shell gives a process it killed."""
+
+    exit_code = EXIT_TERMINATED
+
+
+def interrupt_exit_code(exc: BaseException | None) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM."""
+    return getattr(exc, "exit_code", EXIT_INTERRUPTED)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Raise Terminated in the main thread on SIGTERM (nothing off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextmanager

@@ -84,6 +84,11 @@ class Result:
 
     @property
     def exit_code(self) -> int:
+        # a run stopped by Ctrl-C (130) or SIGTERM (143) exits with that code, and its partial
+        # report says so (runs.partial_result records it)
+        f = self.failing_region
+        if f is not None and f.kind == "interrupted" and isinstance((f.numbers or {}).get("exit_code"), int):
+            return f.numbers["exit_code"]
         return EXIT_CODES[self.verdict]
 
     @property

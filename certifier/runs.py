@@ -13,7 +13,7 @@ from .cache import CACHE_DIR, Cache, key_material, loaded_as_keyed, record_loads
 from .certificate import CertificateError, emit
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
-from .progress import BudgetExceeded, alarm, make_reporter, with_deadline
+from .progress import BudgetExceeded, active, alarm, interrupt_exit_code, make_reporter, with_deadline
 from .report.outcome import Outcome, statement_span
 from .result import FailingRegion, Result
 
@@ -25,8 +25,12 @@ def read_source(path: str) -> str:
 
 
 class Interrupted(Exception):
-    def __init__(self, outcome):
+    """Ctrl-C or SIGTERM stopped a run: `outcome` holds the partial report of the spec that was
+    running, `exit_code` the process's code (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, outcome, exit_code: int = 130):
         self.outcome = outcome
+        self.exit_code = exit_code
 
 
 def _where(phase: str | None, reporter) -> str:
@@ -48,14 +52,16 @@ def _partial(reporter) -> dict | None:
 
 
 def partial_result(path: str, source: str | None, kind: str, message: str, suggestion: str,
-                   seconds: float, reporter=None, partial: dict | None = None):
+                   seconds: float, reporter=None, partial: dict | None = None, exit_code: int | None = None):
     """An inconclusive Result for a run that stopped early (budget, Ctrl-C) before the engine
-    could build one: the title, the phase that was running and the phases that completed."""
+    could build one: the title, the phase that was running and the phases that completed.
+    `exit_code` (Ctrl-C, SIGTERM) goes into failing_region.numbers, where Result.exit_code reads it,
+    so that the report prints the code the process exits with."""
     title = Path(path).stem
     if source is not None:
         try:
             title = parse(source, path).title or title
-        except SpecError:
+        except Exception:   # SpecError, or a parser bug: the partial report keeps the file's stem
             pass
     span = statement_span(source, "method") or statement_span(source, "model")
     notes = ["partial result: the analysis stopped before any verdict; nothing is certified"]
@@ -73,7 +79,7 @@ def partial_result(path: str, source: str | None, kind: str, message: str, sugge
             kind=kind, message=message, suggestion=suggestion, points=[],
             span=None if span is None else {"line": span.line, "column": span.column,
                                             "end_line": span.end_line, "end_column": span.end_column},
-            numbers={"seconds": seconds}),
+            numbers={"seconds": seconds, **({} if exit_code is None else {"exit_code": exit_code})}),
         diagnostics=[], problem=partial.get("problem", {}), timing={"total": seconds}, notes=notes)
 
 
@@ -91,7 +97,39 @@ def options_for_key(args, path: str) -> dict:
 def run_one(path: str, args, cache, started: float | None = None, text: str | None = None) -> Outcome:
     """One spec's Outcome. `started` (a time.monotonic() value) is when the budget begins: the
     process's start for the first spec, so that --budget S bounds the wall time a user sees.
-    `text`: the spec itself (read from stdin, `path` then "<stdin>"), instead of reading `path`."""
+    `text`: the spec itself (read from stdin, `path` then "<stdin>"), instead of reading `path`.
+    Never raises but Interrupted: whatever goes wrong with one spec (hashing it for the cache
+    included) is that spec's outcome, and the other specs and the summary still run."""
+    t0 = time.perf_counter()
+    try:
+        return _run_one(path, args, cache, started, text)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:   # outside the analysis (storing in the cache, --emit)
+        seconds = time.perf_counter() - t0
+        code = interrupt_exit_code(exc)
+        result = partial_result(path, None, "interrupted", f"interrupted after {seconds:.3g} s",
+                                "run certify again and let it finish (or give it a --budget)", seconds,
+                                exit_code=code)
+        raise Interrupted(Outcome(path, result=result, seconds=seconds), code) from None
+    except SystemExit as exc:          # sys.exit() in code that is not the spec's torch model (that is E302)
+        if args.debug:
+            raise
+        return _internal(path, None, t0, f"SystemExit: exit({exc.code!r}) called during the run")
+    except Exception as exc:
+        if args.debug:
+            raise
+        return _internal(path, None, t0, f"{type(exc).__name__}: {exc}".rstrip().rstrip(":"))
+
+
+def _internal(path: str, source: str | None, t0: float, message: str) -> Outcome:
+    """An internal error (a bug in certify) as the spec's outcome: one line and the report hint."""
+    err(f"certify: internal error: {message}")
+    err("please report this; rerun with --debug for the traceback")
+    return Outcome(path, source=source, seconds=time.perf_counter() - t0, internal=message)
+
+
+def _run_one(path: str, args, cache, started: float | None, text: str | None) -> Outcome:
     t0 = time.perf_counter()
     started = time.monotonic() if started is None else started
     try:
@@ -103,16 +141,6 @@ def run_one(path: str, args, cache, started: float | None = None, text: str | No
         return Outcome(path, diagnostics=[Diagnostic(code, f"cannot read '{path}': {reason}", path=path)],
                        seconds=time.perf_counter() - t0)
 
-    material = None
-    if cache is not None:
-        material = key_material(path, source, options_for_key(args, path))
-        loaded = record_loads()   # (name, sha256) of the bytes this run's check parses
-        if material is not None and args.emit is None:
-            hit = cache.load(material)
-            if hit is not None:
-                hit.notes = list(hit.notes) + ["read from the cache (.certify_cache/); run with --no-cache to recompute"]
-                return Outcome(path, result=hit, source=source, seconds=time.perf_counter() - t0, cached=True)
-
     deadline = started + args.budget if args.budget is not None else None
     reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
     options = pipeline.RunOptions(reporter=reporter, device=args.device, deadline=deadline,
@@ -120,33 +148,45 @@ def run_one(path: str, args, cache, started: float | None = None, text: str | No
                                   scheduler=args.scheduler)
     if args.max_params is not None:
         options.max_params = args.max_params
+    material = None
     try:
-        with alarm(reporter, deadline, args.budget):
+        # the deadline (SIGALRM, and progress.active for the check stage's estimates: check/costs.py)
+        # covers hashing the spec and its files for the cache key too
+        with alarm(reporter, deadline, args.budget), active(reporter):
+            if cache is not None:
+                material = key_material(path, source, options_for_key(args, path))
+                loaded = record_loads()   # (name, sha256) of the bytes this run's check parses
+                if material is not None and args.emit is None:
+                    hit = cache.load(material)
+                    if hit is not None:
+                        hit.notes = list(hit.notes) + ["read from the cache (.certify_cache/); "
+                                                       "run with --no-cache to recompute"]
+                        return Outcome(path, result=hit, source=source, seconds=time.perf_counter() - t0,
+                                       cached=True)
             result = pipeline.run_file(path, options) if text is None else pipeline.run_text(text, path, options)
     except SpecError as exc:
         return Outcome(path, diagnostics=exc.diagnostics, source=source, seconds=time.perf_counter() - t0)
     except BudgetExceeded as exc:
         seconds = time.perf_counter() - t0
         where = _where(exc.phase, reporter)
+        detail = f": {exc.detail}" if getattr(exc, "detail", None) else ""
         result = partial_result(path, source, "budget",
-                                f"the budget of {args.budget:g} s ran out{where}",
+                                f"the budget of {args.budget:g} s ran out{where}{detail}",
                                 "raise --budget, lower samples= in the method statement, or shrink the problem",
                                 seconds, reporter, _partial(reporter))
         return Outcome(path, result=result, source=source, seconds=seconds)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (progress.Terminated)
         seconds = time.perf_counter() - t0
+        code = interrupt_exit_code(exc)
         where = _where(reporter.stopped_in or reporter.current, reporter)
         result = partial_result(path, source, "interrupted", f"interrupted{where} after {seconds:.3g} s",
                                 "run certify again and let it finish (or give it a --budget)", seconds, reporter,
-                                _partial(reporter))
-        raise Interrupted(Outcome(path, result=result, source=source, seconds=seconds)) from None
+                                _partial(reporter), exit_code=code)
+        raise Interrupted(Outcome(path, result=result, source=source, seconds=seconds), code) from None
     except Exception as exc:
         if args.debug:
             raise
-        message = f"{type(exc).__name__}: {exc}".rstrip().rstrip(":")
-        err(f"certify: internal error: {message}")
-        err("please report this; rerun with --debug for the traceback")
-        return Outcome(path, source=source, seconds=time.perf_counter() - t0, internal=message)
+        return _internal(path, source, t0, f"{type(exc).__name__}: {exc}".rstrip().rstrip(":"))
     outcome = Outcome(path, result=result, source=source, seconds=time.perf_counter() - t0)
     # store only when the bytes the run parsed are those the key hashed (a file changed, even
     # changed back, between the key and the load: the result may belong to neither)

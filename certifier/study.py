@@ -8,8 +8,8 @@ bound with it wherever both are above the rounding-noise level, and reports the 
 The late log-log slope of its curve is fitted over its last decade of time above the noise level.
 
 Exit codes: 0 when every spec ran and the plot (if asked) was written, whatever the verdicts
-(certify SPEC... gives the verdicts' exit codes); 2 for a spec or usage error; 4 for an internal
-error; 130 when interrupted.
+(certify SPEC... gives the verdicts' exit codes); 2 for a spec or usage error (a torch model that
+calls sys.exit() included: E302); 4 for an internal error; 130 when interrupted (143 for SIGTERM).
 """
 from __future__ import annotations
 
@@ -30,12 +30,15 @@ from .arguments import build_parser as certify_parser
 from .arguments import expand_specs
 from .arguments import positive_float as _positive_float
 from .arguments import positive_int as _positive_int
+from .check.torch_model import exit_diagnostic
 from .compile.problem import Problem
+from .diagnostics import SpecError
 from .diagnostics import render_text as render_diagnostic
 from .parse import parse
 from .pipeline import environment_problem
+from .progress import interrupt_exit_code, terminate_as_interrupt
+from .runs import Interrupted, run_one
 from .runs import cache_for as _cache_for
-from .runs import run_one
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 4
@@ -276,6 +279,8 @@ def table_text(entries: list[Entry]) -> str:
                 check = f"VIOLATED at t = {_num(d.violation['t'])}"
             elif d.checked_until is not None:
                 check = f"holds to t = {_num(d.checked_until)}"
+        elif e.error:                 # the descent failed (a spec error, or an internal error)
+            desc = e.error
         rows.append((Path(e.spec).name, r.verdict, phi, rate, desc, slope, check))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -307,6 +312,35 @@ def table_json(entries: list[Entry]) -> str:
 # --- main -------------------------------------------------------------------------------------------
 
 def main_study(argv: list[str]) -> int:
+    try:
+        with terminate_as_interrupt():      # SIGTERM stops the study as Ctrl-C does (exit 143)
+            return _main_study(argv)
+    except Interrupted as stop:             # run_one's partial result: study has no partial table
+        _err("certify study: interrupted")
+        return stop.exit_code
+    except KeyboardInterrupt as exc:
+        _err("certify study: interrupted")
+        return interrupt_exit_code(exc)
+
+
+def _descent_error(path: str, source: str, exc: BaseException) -> list:
+    """The diagnostics of a descent stopped by the spec's own code: E302 for a torch model's
+    sys.exit(), the check's diagnostics for a SpecError; [] otherwise (an internal error, or a
+    SystemExit where no torch model ran: certify's own bug, not the spec's)."""
+    if isinstance(exc, SpecError):
+        return list(exc.diagnostics)
+    if not isinstance(exc, SystemExit):
+        return []
+    try:
+        spec = parse(source, path)
+    except Exception:
+        return []
+    if getattr(spec.model, "target", None) is None:   # not a model torch("mod:Net"): no user code ran
+        return []
+    return [exit_diagnostic(spec, exc)]
+
+
+def _main_study(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -358,16 +392,24 @@ def main_study(argv: list[str]) -> int:
             try:
                 entry.descent = descend(path, outcome.source, outcome.result, args.steps, args.allow_python,
                                         args.device)
-            except Exception as exc:  # the analysis ran; report the descent's failure, keep going
+            except (Exception, SystemExit) as exc:  # the analysis ran; report the descent's failure, keep going
                 if args.debug:
                     raise
-                entry.error = f"descent failed: {type(exc).__name__}: {exc}"
-                code = EXIT_INTERNAL
+                diagnostics = _descent_error(path, outcome.source, exc)
+                if diagnostics:       # the spec's own code (sys.exit in its torch model): E302, exit 2
+                    _err("\n\n".join(render_diagnostic(dg, outcome.source) for dg in diagnostics))
+                    entry.error = "spec error"
+                    code = max(code, EXIT_USAGE)
+                else:
+                    entry.error = f"descent failed: {type(exc).__name__}: {exc}"
+                    _err(f"certify study: internal error: {path}: {entry.error}")
+                    _err("please report this; rerun with --debug for the traceback")
+                    code = EXIT_INTERNAL
             if not args.quiet:
                 _err(f"certify study: {path}: {outcome.verdict} ({time.perf_counter() - t0:.1f} s)")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _err("certify study: interrupted")
-        return EXIT_INTERRUPTED
+        return interrupt_exit_code(exc)
     sys.stdout.write(table_text(entries) if args.format == "text" else table_json(entries) + "\n")
     sys.stdout.flush()
     if args.plot is not None and any(e.descent is not None for e in entries):

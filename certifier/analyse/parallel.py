@@ -103,10 +103,24 @@ def _problem(key: str, payload: bytes, device: str, threads: int | None):
     return problem
 
 
+class WorkerExit(Exception):
+    """A unit's SystemExit (a torch model's own sys.exit(), on import, build or forward), carried
+    back to the caller as an ordinary exception: a dask worker need not send a BaseException back,
+    and a pool's worker must not exit with it. The caller raises SystemExit again (`_result`), which
+    pipeline.certify_checked reports as E302."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
 def run_unit(key: str, payload: bytes, device: str, threads: int | None, name: str, args: tuple):
     """Worker side: one unit of work; its blocks come back on the CPU."""
-    problem = _problem(key, payload, device, threads)
-    blocks = _fn(name)(problem, *_to_device(args, problem.device))
+    try:
+        problem = _problem(key, payload, device, threads)
+        blocks = _fn(name)(problem, *_to_device(args, problem.device))
+    except SystemExit as exc:
+        raise WorkerExit(exc.code) from None
     return _rows_to(blocks, "cpu")
 
 
@@ -163,7 +177,10 @@ class _Remote:
 
     @staticmethod
     def _result(fut):
-        return fut.result()
+        try:
+            return fut.result()
+        except WorkerExit as exc:   # the model's sys.exit() in a worker: as if it ran here (E302)
+            raise SystemExit(exc.code) from None
 
 
 class PoolExecutor(_Remote):

@@ -15,6 +15,7 @@ import time
 import torch
 
 from ..compile.batched import evaluator
+from ..progress import checkpoint
 
 SMALL = 4_000_000          # m n k below which one thread is always used
 ALL_THREADS = torch.get_num_threads()   # at import, before any run sets it
@@ -42,6 +43,7 @@ def _choose(problem, requested) -> tuple[int, str | None]:
         best = {1: math.inf, ALL_THREADS: math.inf}
         for _ in range(ROUNDS):               # interleaved: both counts see the same load
             for count in best:
+                checkpoint()                  # --budget: a large model's evaluations take long
                 torch.set_num_threads(count)
                 point(theta)                  # warm-up at this count
                 t0 = time.perf_counter()

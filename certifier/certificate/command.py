@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import sys
 
+from ..diagnostics import SpecError
+from ..diagnostics import render_text as render_diagnostic
+from ..language.torch_modules import EXIT_HINT
 from ..pipeline import environment_problem
+from ..progress import interrupt_exit_code, terminate_as_interrupt
 from . import verify
 from .base import NOT_A_PROOF, CertificateError, check_dict
 
@@ -17,6 +21,15 @@ def _json(args, code: int, report=None, error: str | None = None) -> int:
 
         sys.stdout.write(_dumps(check_dict(args.certificate, code, report, error)) + "\n")
     return code
+
+
+def _source(path: str | None) -> str | None:
+    """The spec's text, for a diagnostic's source line (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", errors="replace")
+    except (OSError, TypeError):
+        return None
 
 
 def main_check(argv: list[str]) -> int:
@@ -46,14 +59,26 @@ def main_check(argv: list[str]) -> int:
         sys.stderr.write(f"certify check: error: {problem}\n")
         return _json(args, 2, error=problem)
     try:
-        report = verify(args.certificate, args.device, allow_python=args.allow_python)
+        with terminate_as_interrupt():      # SIGTERM as Ctrl-C: a message and exit 143, no traceback
+            report = verify(args.certificate, args.device, allow_python=args.allow_python)
     except CertificateError as exc:
         sys.stderr.write(f"certify check: error: {exc}\n")
         return _json(args, 2, error=str(exc))
+    except SpecError as exc:          # the spec's own code stopped the check (E302): no verdict on the certificate
+        sys.stderr.write("\n\n".join(render_diagnostic(d, _source(d.path)) for d in exc.diagnostics) + "\n")
+        return _json(args, 2, error="; ".join(f"{d.code}: {d.message}" for d in exc.diagnostics))
+    except SystemExit as exc:         # sys.exit() in the model's Python code while it was replayed
+        message = f"the spec's Python model called sys.exit({exc.code!r}) while the certificate was checked"
+        sys.stderr.write(f"certify check: error[E302]: {message}\n  = hint: {EXIT_HINT}\n")
+        return _json(args, 2, error=f"E302: {message}")
+    except KeyboardInterrupt as exc:
+        sys.stderr.write("certify check: interrupted\n")
+        return interrupt_exit_code(exc)
     except Exception as exc:          # a bug in certify, not in the certificate (see certify's exit 4)
         if args.debug:
             raise
         sys.stderr.write(f"certify check: internal error: {type(exc).__name__}: {exc}\n".replace(": \n", "\n"))
+        sys.stderr.write("please report this; rerun with --debug for the traceback\n")
         return _json(args, 4, error=f"internal error: {type(exc).__name__}: {exc}")
     if args.format == "json":
         return _json(args, 0 if report.ok else 1, report)

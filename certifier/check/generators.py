@@ -10,7 +10,8 @@ import torch
 from ..diagnostics import Collector
 from ..language.ast import Expr
 from ..language.evaluate import DTYPE, evaluate
-from ..language.generators import GENERATORS, generate
+from ..language.generators import GENERATORS
+from .costs import evaluate_within_budget, generate_within_budget
 from .expressions import keyword_span, spanning
 from .names import did_you_mean, join, listing
 from .shapes import Shape, show
@@ -121,7 +122,7 @@ def materialise(e: Expr, env: dict[str, torch.Tensor], calls: GeneratorCalls) ->
     def rewrite(x: Expr) -> Expr:
         if x.op == "call" and x.attrs["func"] in GENERATORS:
             kind, shape, options = calls.calls[id(x)]
-            array = generate(kind, shape, options, calls.name)
+            array = generate_within_budget(kind, shape, options, calls.name)   # --budget: costs.py
             return bind(torch.as_tensor(array, dtype=DTYPE))
         if x.op == "list":
             parts = [evaluate(rewrite(a), local) for a in x.args]
@@ -130,4 +131,4 @@ def materialise(e: Expr, env: dict[str, torch.Tensor], calls: GeneratorCalls) ->
             return x
         return dataclasses.replace(x, args=tuple(rewrite(a) for a in x.args))
 
-    return evaluate(rewrite(e), local)
+    return evaluate_within_budget(rewrite(e), local, calls.name)

@@ -16,6 +16,7 @@ from ..check.checked import Checked
 from ..diagnostics import Diagnostic, SpecError
 from ..language.evaluate import DTYPE
 from ..language.losses import LOSSES, Loss
+from ..progress import checkpoint
 from .model import model_outputs
 from .population import population_loss, rounding_level
 
@@ -283,6 +284,7 @@ class Problem:
         (g,) = torch.autograd.grad(self.loss(th), th, create_graph=True)
         lam = 0.0
         for _ in range(iterations):
+            checkpoint()   # --budget: a wide model's product takes long, and nothing else checks here
             # the scalar g.v, not grad_outputs=v: the same Hv (its backward seeds g with 1.0 * v), and
             # no import of torch.fx.experimental.symbolic_shapes and sympy (0.44 s) by _make_grads
             (hv,) = torch.autograd.grad(g @ v, th, retain_graph=True)

@@ -32,8 +32,10 @@ SAMPLED_DOWN_TO = 1e-12  # a rate to floor 0 needs sampled points with L <= this
 
 def certify_sampled(checked, options):
     t_start = time.perf_counter()
-    problem = Problem(checked, options.device)
-    _, thread_note = choose_threads(problem, options.threads)
+    # a named phase: building the model and timing its evaluation (the thread count) come first
+    with options.reporter.phase("compiling the model", total=None):
+        problem = Problem(checked, options.device)
+        _, thread_note = choose_threads(problem, options.threads)
     executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
     try:
         return problem, _sampled_evidence(checked, options, problem, executor, t_start, thread_note)

@@ -15,7 +15,8 @@ from ..diagnostics import Diagnostic, Span
 from ..result import Result
 
 EXIT_INTERNAL = 4
-PRECEDENCE = (EXIT_INTERNAL, 2, 1, 3, 0)     # the first code present is the run's exit code
+# the first code present is the run's exit code; 143 and 130 (SIGTERM, Ctrl-C): a stopped run
+PRECEDENCE = (143, 130, EXIT_INTERNAL, 2, 1, 3, 0)
 FAIL_ON = ("inconclusive", "refuted")
 
 
