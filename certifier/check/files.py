@@ -119,6 +119,7 @@ class Reader(io.RawIOBase):
             os.close(fd)
             raise FileProblem("E202", f"'{name}' is not a file", "name a .npz, .npy or .csv file")
         self._fd = fd
+        self._raw = io.FileIO(fd, "rb", closefd=False)
         self.size = info.st_size
         self.position = 0
         self._hash = hashlib.sha256()
@@ -129,7 +130,7 @@ class Reader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         try:
-            got = os.readv(self._fd, [view])
+            got = self._raw.readinto(view) or 0
         except OSError as exc:
             raise FileProblem("E202", f"cannot read '{self.name_in_spec}': {exc.strerror or exc}",
                               "check the path and its permissions") from None
