@@ -124,3 +124,25 @@ def test_wide_characters_and_combining_marks_keep_the_caret_aligned():
         "  |              ^^"]
     assert render_text(Diagnostic("E101", "m", Span(1, 9, 1, 10), "h", "p"), "x = e\u0301e + q").split("\n")[3] == (
         "  |        ^")
+
+
+def test_every_diagnostic_of_parse_and_check_is_given_a_hint():
+    """The fuzz reaches the common codes; this reads every `.error(...)` and `Diagnostic(...)` call
+    in parse/ and check/ and wants a hint argument that is not left out or None."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "certifier"
+    missing = []
+    for path in sorted([*(root / "check").glob("*.py"), *(root / "parse").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name not in ("error", "Diagnostic"):
+                continue
+            hint = node.args[3] if len(node.args) >= 4 else next(
+                (k.value for k in node.keywords if k.arg == "hint"), None)
+            if hint is None or (isinstance(hint, ast.Constant) and not hint.value):
+                missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert missing == []
