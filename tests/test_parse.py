@@ -290,3 +290,18 @@ def test_binary_file_is_located_at_its_first_nul():
         "2 | spec \u2401\u2400\u2402\n"
         "  |       ^\n"
         "  = hint: certify reads .rq spec files written in UTF-8; this is the first NUL byte"]
+
+
+def test_invalid_utf8_is_located_at_its_first_bad_byte():
+    from certifier.parse import decode
+
+    raw = 'spec "é"\nloss least_squares \xff'.encode("utf-8").replace(b"\xc3\xbf", b"\xff")
+    with pytest.raises(SpecError) as info:
+        decode(raw, "bad.rq")
+    assert [render_text(d, raw.decode("utf-8", errors="replace")) for d in info.value.diagnostics] == [
+        "bad.rq:2:20: error[E003]: the spec file is not valid UTF-8 text (byte 0xff)\n"
+        "  |\n"
+        "2 | loss least_squares \ufffd\n"
+        "  |                    ^\n"
+        "  = hint: certify reads .rq spec files written in UTF-8; save the file as UTF-8"]
+    assert decode("spec \"é\"\n".encode("utf-8")) == "spec \"é\"\n"

@@ -1,5 +1,5 @@
 """parse: .rq text -> typed AST with source locations."""
 from ..language.ast import Call, Expr, Spec
-from .parser import parse
+from .parser import decode, parse
 
-__all__ = ["Call", "Expr", "Spec", "parse"]
+__all__ = ["Call", "Expr", "Spec", "decode", "parse"]

@@ -419,6 +419,19 @@ def _syntax_diagnostic(err: UnexpectedInput, source: str, collector: Collector) 
 _ONCE = ("title", "data", "params", "model", "target", "loss", "region", "method", "desingularizer", "certify")
 
 
+def decode(raw: bytes, path: str = "<spec>") -> str:
+    """A spec file's bytes as text, or E003 located at the first byte that is not UTF-8 (its line
+    and column counted in the characters before it)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8").split("\n")
+        raise SpecError([Diagnostic(
+            "E003", f"the spec file is not valid UTF-8 text (byte 0x{raw[exc.start]:02x})",
+            Span.point(len(before), len(before[-1]) + 1),
+            "certify reads .rq spec files written in UTF-8; save the file as UTF-8", path)]) from None
+
+
 def parse(source: str, path: str = "<spec>") -> Spec:
     """Parse a spec's text. Raises SpecError (E001-E004) with located diagnostics."""
     try:
