@@ -288,3 +288,134 @@ def test_path_integral_is_outward():
     c, phi = natural("exponential")
     assert (c, phi.name, phi.params) == (1.0, "power", {"alpha": 1.0})
     assert math.isinf(rho_upper(1.0, 0.0, 0.5, phi, c))
+
+
+# --- logistic ------------------------------------------------------------------------------------------
+LOGISTIC_SPEC = SPECS / "logistic_nonseparable_sound.rq"
+XL = np.array([[2.0, 0.3], [-2.0, 0.6], [2.0, -0.5], [1.0, -0.05]])
+YL = np.array([1.0, -1.0, 1.0, -1.0])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6), scale=st.floats(0.01, 60.0))
+def test_logistic_enclosures_contain_the_arb_values(seed, n, scale):
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random((n, 1)) < 0.5, -1.0, 1.0)
+    c = rng.normal(size=(n, 1)) * scale
+    w = np.abs(rng.normal(size=(n, 1))) * scale * rng.choice([0.0, 1e-6, 0.1, 1.0])
+    enc = INTERVAL_LOSSES["logistic"].enclose(Iv(c - w, c + w), y)
+    old, flint.ctx.prec = flint.ctx.prec, 2048      # sigmoid(z) = 1 - 1e-200 must not round to a ball around 1
+    try:
+        _logistic_points(enc, rng, y, c, w, n)
+    finally:
+        flint.ctx.prec = old
+
+
+def _logistic_points(enc, rng, y, c, w, n):
+    for _ in range(4):
+        F = np.clip(c + w * rng.uniform(-1, 1, size=(n, 1)), c - w, c + w)
+        z = [-arb(float(y[i, 0])) * arb(float(F[i, 0])) for i in range(n)]
+        l = [zi.exp().log1p() for zi in z]                       # log(1 + e^z), accurate for z << 0
+        s = [1 / (1 + (-zi).exp()) for zi in z]                 # |g_i| = sigmoid(z_i)
+        assert oracle.all_inside(l, enc.per_sample.lo, enc.per_sample.hi)[0]
+        assert oracle.inside(sum(l, arb(0)) / n, enc.L.lo, enc.L.hi)
+        assert oracle.inside(sum((v * v for v in s), arb(0)) / n, enc.gsq.lo, enc.gsq.hi)
+        g = [-arb(float(y[i, 0])) * s[i] for i in range(n)]
+        assert oracle.all_inside(g, enc.g.lo[:, 0], enc.g.hi[:, 0])[0]
+
+
+def _lower_convex_envelope(us: np.ndarray, hs: np.ndarray) -> np.ndarray:
+    """The lower convex hull of the points (us, hs) (Andrew's monotone chain), evaluated at us: an
+    independent h_M on a grid."""
+    hull = []
+    for p in zip(us, hs):
+        while len(hull) >= 2 and (hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1]) - \
+                (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0]) <= 0:
+            hull.pop()
+        hull.append(p)
+    hx, hy = zip(*hull)
+    return np.interp(us, hx, hy)
+
+
+@pytest.mark.parametrize("M, low, high", [(0.5, 0.01, 0.5), (2.0, 0.05, 1.0), (2.77, 0.515, 0.6932),
+                                          (10.0, 0.1, 2.0), (50.0, 0.01, 0.7)])
+def test_logistic_constant_is_below_the_convex_minorant_ratio(M, low, high):
+    from certifier.compose.sound import minorant_ratio_lower
+
+    c = minorant_ratio_lower(M, low, high)
+    us = np.linspace(0, M, 200001)
+    h = np.expm1(-us) ** 2
+    env = _lower_convex_envelope(us, h)
+    keep = (us >= low) & (us <= high)
+    # the envelope on a grid lies above the exact h_M by at most the grid's chord error (< 1e-9 here)
+    assert c <= np.min(env[keep] / h[keep]) + 1e-9
+    assert c >= 0.97 * np.min(env[keep] / h[keep])           # and is not needlessly small
+    # the fact itself: two-valued per-sample losses in [0, M] with mean L in [low, high]
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, M, 20000), rng.uniform(0, M, 20000)
+    lam = rng.uniform(0, 1, 20000)
+    L = lam * a + (1 - lam) * b
+    ok = (L >= low) & (L <= high)
+    ratio = (lam * np.expm1(-a) ** 2 + (1 - lam) * np.expm1(-b) ** 2)[ok] / np.expm1(-L[ok]) ** 2
+    assert c <= ratio.min() * (1 + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def logistic():
+    return run_file(str(LOGISTIC_SPEC))
+
+
+def _loss_l(w):
+    return float(np.mean(np.logaddexp(0, -YL * (XL @ w))))
+
+
+def _grad_l(w):
+    s = 1 / (1 + np.exp(YL * (XL @ w)))
+    return XL.T @ (-YL * s) / len(YL)
+
+
+def test_logistic_spec_is_certified_and_above_the_flow(logistic):
+    r = logistic
+    assert r.verdict == "certified" and r.sound and r.loss["name"] == "logistic"
+    assert 0 < r.loss["constant"] < 1 and r.loss["sample_bound"] >= 4 * math.log(2)
+    assert r.rate["asymptotic"] and "W0(" in r.rate["formula"]
+    sol = solve_ivp(lambda t, w: -_grad_l(w), (0, 100), np.zeros(2), method="DOP853", rtol=1e-11, atol=1e-13,
+                    dense_output=True)
+    for t in np.concatenate([np.linspace(0, 3, 61), np.linspace(3, 100, 40)]):
+        w = sol.sol(t)
+        assert np.max(np.abs(w)) <= 1.5
+        assert _loss_l(w) <= r.bound(t) * (1 + 1e-9)
+    w, eta = np.zeros(2), 0.01
+    for k in range(1, 1001):
+        w = w - eta * _grad_l(w)
+        if k % 20 == 0:
+            assert _loss_l(w) <= r.bound(k * eta) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("floor", ["0.4", "0.41"])
+def test_logistic_floor_below_the_minimum_is_never_certified(floor):
+    # min L = 0.41512 (at w = (0.889, -1.092)): a floor below it is false
+    from scipy.optimize import minimize
+
+    assert minimize(_loss_l, np.zeros(2)).fun > float(floor)
+    r = run_text(LOGISTIC_SPEC.read_text().replace("floor=0.515", f"floor={floor}").replace("halfwidth=1.5",
+                                                                                          "halfwidth=2.5"), "l.rq")
+    assert r.verdict != "certified"
+
+
+def test_check_accepts_and_rejects_the_logistic_certificate(tmp_path, monkeypatch):
+    shutil.copy(LOGISTIC_SPEC, tmp_path / "e.rq")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["e.rq", "--quiet", "--emit", "e.json", "--no-cache"]) == 0
+    folder = tmp_path / "orig"
+    folder.mkdir()
+    shutil.copy(tmp_path / "e.rq", folder / "e.rq")
+    shutil.copy(tmp_path / "e.json", folder / "e.json")
+    assert _tampered(folder, tmp_path, lambda cert: None) == []
+
+    def raise_mu(cert):
+        mu = float.fromhex(_proof(cert)["mu"]) * 1.2
+        _proof(cert)["mu"] = mu.hex()
+        cert["numbers"]["mu"] = mu
+        cert["rate"]["parameters"]["mu"] = mu.hex()
+    assert _tampered(folder, tmp_path, raise_mu)

@@ -42,7 +42,7 @@ from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
 from ..compile.interval import NotSupported
 from ..compile.interval_model import IntervalModel
 from ..compile.rounding import elementary
-from ..compose.sound import ZERO_MU, natural, needed_mu_lower, rho_upper, sound_rate
+from ..compose.sound import ZERO_MU, needed_mu_lower, rho_upper, sound_constant, sound_rate
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
@@ -116,7 +116,7 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
-        rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor)
+        rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor, (result.loss or {})["constant"])
         formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
@@ -202,7 +202,7 @@ def _setup(st: dict, proof: dict, ctx: VerifyContext) -> None:
     with elementary(functions):
         rctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
     st.update(radius=radius, reg=reg, rctx=rctx,
-              needed_lower=needed_mu_lower(st["L0_lo"], floor, radius, *_natural(model)), ok=True)
+              needed_lower=needed_mu_lower(st["L0_lo"], floor, radius, *_natural(model, floor, st["L0_up"])), ok=True)
 
 
 def verify_proof(entry: dict, ctx: VerifyContext) -> None:
@@ -431,7 +431,8 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     if not mu > 0:
         ctx.reject(f"mu = {mu!r}: a certified certificate needs mu > 0")
         return
-    rho = rho_upper(L0_up, st["floor"], mu, *_natural(st["model"]))
+    phi, c = _natural(st["model"], st["floor"], L0_up)       # c recomputed from the spec (logistic: M = n L0_up)
+    rho = rho_upper(L0_up, st["floor"], mu, phi, c)
     if rho != rho_rec:
         ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
     if not rho <= st["radius"]:
@@ -446,7 +447,7 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         same = False
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
-    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"])
+    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"], c)
     if rate.get("formula") != rebuilt.formula():
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):
@@ -457,9 +458,9 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
 
 
-def _natural(model) -> tuple:
+def _natural(model, floor: float, L0_up: float) -> tuple:
     """(phi, c) of the spec's loss, in rho_upper's argument order."""
-    c, phi = natural(model.loss)
+    c, phi, _ = sound_constant(model.loss, model.n, floor, L0_up)
     return phi, c
 
 

@@ -14,7 +14,8 @@ For outputs F [n, k] enclosed over a box (or at a point) and the stored targets,
 - gsq: ||g||_D^2 = (1/n) sum_i ||g_i||^2, the denominator of R = ||grad L||^2 / ||g||_D^2.
 
 `refine(enc, L)` recomputes what depends on L after the caller tightened L (the mean-value form
-over a box): least squares has ||g||_D^2 = 4 L exactly, the exponential loss ||g||_D^2 >= L^2.
+over a box): least squares has ||g||_D^2 = 4 L exactly, the exponential loss ||g||_D^2 >= L^2, the
+logistic loss nothing (its ||g||_D^2 = mean h(l_i) is not a function of L).
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from .interval import NotSupported
+from .interval import NotSupported, sigmoid_iv
 from .iv import Iv, iv_of, iv_square, iv_sub, iv_sum, monotone
-from .rounding import down, nonneg_sum_lower, nonneg_sum_upper, up
+from .rounding import down, nonneg_sum_lower, nonneg_sum_upper, point_bounds, up
 
 
 @dataclass
@@ -73,16 +74,9 @@ def _ls_refine(enc: LossEnclosure, L: Iv) -> LossEnclosure:
 
 # --- exponential, labels +-1, one output: l_i = exp(-y_i F_i), g_i = -y_i l_i, ||g||_D^2 = mean l_i^2 ----
 def _exp_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
-    n, k = F.shape
-    if k != 1:
-        # ||g||_D^2 >= L^2 (the composition's constant c = 1) needs one output per sample
-        raise NotSupported("the exponential loss with more than one output per sample", None)
-    if not np.all(np.abs(y) == 1.0):
-        raise NotSupported("the exponential loss with labels other than +-1", None)
-    pos = y > 0
-    # z = -y F exactly (a negation, no rounding)
-    zlo = np.where(pos, -F.hi, F.lo)
-    zhi = np.where(pos, -F.lo, F.hi)
+    n = F.shape[0]
+    # ||g||_D^2 >= L^2 (the composition's constant c = 1) needs one output per sample
+    pos, zlo, zhi = _pm1_z(F, y, "exponential")
     l = monotone("exp", Iv(zlo, zhi))
     llo, lhi = np.maximum(l.lo, 0.0), l.hi
     g = Iv(np.where(pos, -lhi, llo), np.where(pos, -llo, lhi))
@@ -100,7 +94,39 @@ def _exp_refine(enc: LossEnclosure, L: Iv) -> LossEnclosure:
     return replace(enc, L=L, gsq=_scalar(lo, enc.gsq.hi))
 
 
+# --- logistic, labels +-1, one output: l_i = log(1 + exp(z_i)), z_i = -y_i F_i, g_i = -y_i sigmoid(z_i) ----
+def _pm1_z(F: Iv, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, k = F.shape
+    if k != 1:
+        raise NotSupported(f"the {what} loss with more than one output per sample", None)
+    if not np.all(np.abs(y) == 1.0):
+        raise NotSupported(f"the {what} loss with labels other than +-1", None)
+    pos = y > 0
+    return pos, np.where(pos, -F.hi, F.lo), np.where(pos, -F.lo, F.hi)     # z = -y F, exactly
+
+
+def _softplus(zlo: np.ndarray, zhi: np.ndarray) -> Iv:
+    """log(1 + e^z) (the exact function, not torch's thresholded one), increasing; >= max(z, 0)."""
+    e_lo, _ = point_bounds("exp", zlo)
+    _, e_hi = point_bounds("exp", zhi)
+    lo, _ = point_bounds("log1p", e_lo)
+    _, hi = point_bounds("log1p", e_hi)
+    return iv_of(np.maximum(np.maximum(lo, zlo), 0.0), hi)
+
+
+def _logistic_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
+    n = F.shape[0]
+    pos, zlo, zhi = _pm1_z(F, y, "logistic")
+    l = _softplus(zlo, zhi)
+    s = sigmoid_iv(Iv(zlo, zhi))                   # |g_i| = sigmoid(z_i) = 1 - exp(-l_i)
+    g = Iv(np.where(pos, -s.hi, s.lo), np.where(pos, -s.lo, s.hi))
+    gsq = _mean_nonneg(np.maximum(down(s.lo * s.lo), 0.0), up(s.hi * s.hi), n)
+    return LossEnclosure(Iv(l.lo[:, 0], l.hi[:, 0]), _mean_nonneg(l.lo, l.hi, n), g, 1.0, gsq)
+
+
 INTERVAL_LOSSES: dict[str, IntervalLoss] = {
     "least_squares": IntervalLoss("least_squares", _ls_enclose, _ls_refine, "4L"),
     "exponential": IntervalLoss("exponential", _exp_enclose, _exp_refine, "||g||_D^2 = mean l_i^2"),
+    "logistic": IntervalLoss("logistic", _logistic_enclose, lambda enc, L: replace(enc, L=L),
+                             "||g||_D^2 = mean sigmoid(-y_i F_i)^2"),
 }

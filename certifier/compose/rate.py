@@ -92,4 +92,5 @@ def proved_rate(L0_up: float, mu: float, floor: float, c: float, phi: Desingular
     L0_up exp(-4 mu t); exponential 1 with phi = -1/u, so 1/(1/L0_up + mu t)). K = c mu rounded down
     (exactly mu when c = 1), every number rounded outward."""
     K = float(mu) if c == 1 else float(down(c * mu))
-    return Rate(phi, K, L0_up, floor, outward=True, K_text=repr(K) if c == 1 else f"{c:g} * {mu!r}")
+    c_text = f"{c:g}" if c == int(c) else repr(c)
+    return Rate(phi, K, L0_up, floor, outward=True, K_text=repr(K) if c == 1 else f"{c_text} * {mu!r}")

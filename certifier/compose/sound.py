@@ -66,6 +66,90 @@ def natural(loss) -> tuple[float, Desingularizer]:
     return float(loss.constant()), loss.natural_phi()
 
 
+def sound_constant(loss, n: int, floor: float, L0_up: float) -> tuple[float, Desingularizer, float | None]:
+    """(c, phi, M) for the sound rate: phi the loss's natural desingularizer and c a lower bound of
+    phi'(L) ||g||_D^2 wherever the flow can be above the floor (floor <= L <= L0 <= L0_up).
+    Least squares and exponential: c = phi'(L) G(L), a constant (4, 1), M None. Logistic: every
+    per-sample loss is <= n L <= n L0_up = M along the flow, so ||g||_D^2 >= h_M(L) (docs/theory.md 3b)
+    and c = min over [floor, L0_up] of h_M(L) / h(L), bounded below in arb (minorant_ratio_lower)."""
+    loss = LOSSES[loss] if isinstance(loss, str) else loss
+    phi = loss.natural_phi()
+    if not loss.needs_sample_bound:
+        return float(loss.constant()), phi, None
+    M = float(up(float(n) * L0_up))
+    return minorant_ratio_lower(M, floor, L0_up), phi, M
+
+
+def _u1_float(M: float) -> float:
+    """u1 in (0, ln 2] with h'(u1) (M - u1) = h(M) - h(u1), by bisection in floats (an estimate: the
+    caller verifies the sign it needs in arb)."""
+    def h(u):
+        return math.expm1(-u) ** 2
+
+    def dh(u):
+        return 2 * math.exp(-u) * -math.expm1(-u)
+    lo, hi = 0.0, math.log(2)
+    hM = 1.0 if M > 700 else h(M)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if dh(mid) * (M - mid) > hM - h(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def minorant_ratio_lower(M: float, low: float, high: float, pieces: int = 512) -> float:
+    """A float <= G(L) / h(L) for every L in [low, high] (0 < low <= high <= M), h(u) = (1 - e^-u)^2 and
+    G <= h_M the minorant of docs/theory.md 3b: h up to a point u <= u1, the tangent of h at u after.
+    u is the float bisection's u1, moved down until arb proves f(u) = h'(u)(M - u) - h(M) + h(u) <= 0
+    and u <= ln 2 (then u <= u1 and that tangent lies below h_M). Beyond u, on each piece [a, b] of a
+    geometric grid, G(L) / h(L) >= T(a) / h(b) (T and h increase), evaluated in arb and rounded down."""
+    import flint
+
+    if not (0 < low <= high <= M):
+        raise ValueError("need 0 < low <= high <= M")
+    old = flint.ctx.prec
+    flint.ctx.prec = 128
+    try:
+        A = flint.arb
+
+        def h(u):
+            return (1 - (-u).exp()) ** 2
+
+        def dh(u):
+            e = (-u).exp()
+            return 2 * e * (1 - e)
+        ln2 = A(2).log()
+        if A(M) <= ln2:                    # h convex on [0, M]: h_M = h
+            return 1.0
+        u = _u1_float(M)
+        for _ in range(200):
+            ua = A(u)
+            f = dh(ua) * (A(M) - ua) - h(A(M)) + h(ua)
+            if f <= 0 and ua <= ln2:       # arb comparisons are True only when certain
+                break
+            u = float(np.nextafter(u * (1 - 1e-9), 0.0))
+        else:
+            return 0.0
+        if high <= u:
+            return 1.0
+        slope, hu = dh(ua), h(ua)
+        grid = np.geomspace(max(low, u), high, pieces + 1)
+        grid[0], grid[-1] = max(low, u), high
+        grid = np.maximum.accumulate(grid)
+        best = 1.0
+        for a, b in zip(grid[:-1], grid[1:]):
+            ratio = (hu + slope * (A(float(a)) - ua)) / h(A(float(b)))
+            value = float(ratio.lower())
+            if math.isnan(value):
+                return 0.0
+            best = min(best, float(np.nextafter(value, -math.inf)))   # float() rounds to nearest
+        return max(best, 0.0)
+    finally:
+        flint.ctx.prec = old
+
+
 def path_bounds(phi: Desingularizer, low: float, high: float) -> tuple[float, float]:
     """(lower, upper) bounds on int_low^high sqrt(phi'(u)) du for the exact reals low <= high, in arb
     (the path-length integral of confinement; inf when it diverges at low = 0)."""
@@ -84,6 +168,19 @@ def path_bounds(phi: Desingularizer, low: float, high: float) -> tuple[float, fl
         finally:
             flint.ctx.prec = old
         return max(float(down(lo)), 0.0), float(up(hi))     # float() rounds to nearest: one step out
+    if phi.name == "lambert":
+        if not low > 0:
+            return math.inf, math.inf
+        import flint
+
+        old = flint.ctx.prec
+        flint.ctx.prec = 128
+        try:     # int 1/(1 - e^-u) du = log(e^u - 1)
+            v = flint.arb(high).expm1().log() - flint.arb(low).expm1().log()
+            lo, hi = float(v.lower()), float(v.upper())
+        finally:
+            flint.ctx.prec = old
+        return max(float(down(lo)), 0.0), float(up(hi))
     raise ValueError(f"no outward path integral for {phi.name}")
 
 
@@ -152,7 +249,10 @@ def _certify_sound(checked, options, functions: str, executor):
         problem = Problem(checked, problem_device(checked, options.device))
     torch.set_num_threads(options.threads or 1)
     # the loss table's facts: its natural desingularizer phi and c = phi'(L) G(L), so K = c mu
-    c, phi = natural(problem.loss_def)
+    # (logistic: c depends on L0 and the floor, computed below once L0 is bounded)
+    c, phi = natural(problem.loss_def) if not problem.loss_def.needs_sample_bound else \
+        (None, problem.loss_def.natural_phi())
+    sample_bound = None
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
     horizon = float(claim.get("horizon", 1e4))
@@ -186,6 +286,7 @@ def _certify_sound(checked, options, functions: str, executor):
                     "status": outcome.status if outcome else None,
                     "message": outcome.message if outcome else None},
             loss={"initial": p0.loss, "initial_upper": L0_up, "constant": c, "floor": floor,
+                  "sample_bound": sample_bound,
                   "inequality": problem.loss_def.inequality, "minimum_seen": None},
             phi=phi,
             mu=mu, mu_source=_weakest_rule(outcome) if outcome and mu is not None else None, mu_sources=sources,
@@ -246,6 +347,11 @@ def _certify_sound(checked, options, functions: str, executor):
                       evidence=SoundEvidence(kind, None, floor, horizon, functions, L0_up, float(enc0.L.lo)),
                       extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
                                    "for all t, since L is non-increasing along the flow"])
+    if c is None:
+        c, _, sample_bound = sound_constant(problem.loss_def, model.n, floor, L0_up)
+        notes.append(f"per-sample losses are <= n L(theta0) <= M = {sample_bound:.6g} along the flow, so "
+                     f"||g||_D^2 >= h_M(L) and phi'(L) ||g||_D^2 >= c = {c:.6g} on [floor, L0] "
+                     "(docs/theory.md 3b, 10)")
 
     # --- the proof: one radius, or the upward fixed-point iteration for radius=auto ------------------
     t1 = time.perf_counter()
@@ -420,11 +526,11 @@ def _phi_spec(phi: Desingularizer) -> str:
     return phi.name
 
 
-def sound_rate(loss, L0_up: float, mu: float, floor: float):
-    """The proved Rate for a loss of the table (or its name): its natural phi and c (certificates rebuild
-    it with this)."""
-    c, phi = natural(loss)
-    return proved_rate(L0_up, mu, floor, c, phi)
+def sound_rate(loss, L0_up: float, mu: float, floor: float, c: float | None = None):
+    """The proved Rate for a loss of the table (or its name): its natural phi, and c (default: the
+    loss's constant; logistic: sound_constant's) (certificates rebuild it with this)."""
+    c0, phi = natural(loss)
+    return proved_rate(L0_up, mu, floor, c0 if c is None else c, phi)
 
 
 def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float, phi: Desingularizer = LOG):

@@ -129,7 +129,7 @@ LOGISTIC = Loss(
     natural="lambert", natural_params={},
     inequality=("|g_i| = 1 - exp(-l_i) exactly, so ||g||_D^2 = mean h(l_i), h(u) = (1 - e^-u)^2; "
                 "with per-sample losses <= M, ||g||_D^2 >= h_M(L), the convex minorant of h on [0, M]"),
-    needs_sample_bound=True, targets="pm1",
+    needs_sample_bound=True, targets="pm1", sound=True,
 )
 
 
