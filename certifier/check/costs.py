@@ -26,14 +26,18 @@ from ..language.evaluate import evaluate
 from ..language.generators import generate
 
 # The rate of each kind of work is measured on this machine, under its present load, the first
-# time a deadline needs it (`_probe`: about 10 ms in all), and replaced by the rate of each
+# time a deadline needs it (`_probe`: about 40 ms in all, unloaded), and replaced by the rate of each
 # operation of that kind that ran for at least MEASURED_MIN seconds. For reference, on the 2-core
 # development machine unloaded (torch 2, float64): a 4000 x 4000 product 9.5e10 flop/s on 2
-# threads, elementwise 1e8 (pow) to 2.5e8 (add) entries/s, normal() 4.7e7 entries/s.
+# threads, elementwise 1e8 (pow) to 2.5e8 (add) entries/s, normal() 4.7e7 entries/s; loaded
+# (5 processes on its 2 cores) a 6.4e7-entry normal() ran 2.5 times slower than a small probe.
 MEASURED_MIN = 0.02               # seconds: a shorter operation says little about the rate
 SMALL_WORK = 1e6                  # flop or entries: run without an estimate (well under 0.1 s)
-PROBE_MATMUL = 512                # a 512 x 512 product: 2.7e8 flop
-PROBE_ENTRIES = 2**18             # tanh of, and normal() drawing, this many entries
+SAFETY = 1.5                      # an operation starts only when 1.5 x its estimate fits the time left
+PROBE_MATMUL = 800                # an 800 x 800 product: 1e9 flop (smaller ones run below the BLAS's rate)
+PROBE_ENTRIES = 2**20             # tanh of, and normal() drawing, this many entries (8 MB: not in cache)
+AFTER_PASSES = 1                  # data.py then copies the result and counts its non-finite entries:
+                                  # together about one tanh over it
 
 _measured: dict[str, float] = {}  # kind -> the last rate measured in this process
 
@@ -65,8 +69,8 @@ def _timed(kind: str, work: float, what: str, run):
     if work < SMALL_WORK:
         return run()
     seconds = work / rate(kind)
-    progress.checkpoint(seconds, f"{what} would take about {seconds:.3g} s, "
-                                 f"{max(progress.left(), 0.0):.3g} s were left")
+    progress.checkpoint(SAFETY * seconds, f"{what} would take about {seconds:.3g} s, "
+                                          f"{max(progress.left(), 0.0):.3g} s were left")
     t0 = time.perf_counter()
     out = run()
     elapsed = time.perf_counter() - t0
@@ -129,7 +133,21 @@ def evaluate_within_budget(e: Expr, env: dict[str, torch.Tensor], name: str = ""
             what = f"{where}{op} over {work:.3g} entries"
         return _timed(kind, work, what, lambda: evaluate(node, local))
 
-    return step(e)
+    out = step(e)
+    _after(out, name)
+    return out
+
+
+def _after(out: torch.Tensor, name: str) -> None:
+    """The statement's result is copied and checked for non-finite entries next (check/data.py):
+    passes over all its entries that no estimate above covered."""
+    entries = float(out.numel())
+    if entries < SMALL_WORK:
+        return
+    seconds = AFTER_PASSES * entries / rate("elementwise")
+    where = f"computing '{name}': " if name else ""
+    progress.checkpoint(SAFETY * seconds, f"{where}storing and checking its {entries:.3g} entries would take "
+                                          f"about {seconds:.3g} s, {max(progress.left(), 0.0):.3g} s were left")
 
 
 def generate_within_budget(kind: str, shape: tuple[int, ...], options: dict, name: str = ""):
