@@ -170,3 +170,44 @@ def test_a_normal_run_records_the_keyed_digests_stores_and_hits(tmp_path, monkey
     assert code == 0 and first["verdict"] == "certified"
     assert len(list((tmp_path / "cache").glob("*/*.json"))) == 1
     assert hit(capsys)
+
+
+NET = '''import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+
+    def forward(self, x):
+        return self.fc(x)
+'''
+
+
+def test_a_python_model_source_edited_before_its_import_stores_nothing(tmp_path, monkeypatch, capsys):
+    """The key hashes the module's source; the check records the digest of the source it
+    imported. Edited in between (and left edited): nothing stored; untouched: stored and hit."""
+    monkeypatch.chdir(tmp_path)
+    write_data(tmp_path)
+    for name, edit in (("trust_net_edited", True), ("trust_net_kept", False)):
+        (tmp_path / f"{name}.py").write_text(NET)
+        spec = SPEC.replace("params { w : [2] = zeros() }\nmodel f(x) = w @ x", f'model torch("{name}:Net")')
+        (tmp_path / "tiny.rq").write_text(spec)
+        real = check_stage.check
+
+        def editing(spec, real=real, name=name, edit=edit, **kw):
+            if edit:
+                with open(tmp_path / f"{name}.py", "a") as fh:
+                    fh.write("# edited after the key was computed\n")
+            return real(spec, **kw)
+
+        monkeypatch.setattr(check_stage, "check", editing)
+        cache = tmp_path / f"cache-{name}"
+        code = cli.main(["tiny.rq", "--format", "json", "--cache-dir", str(cache), "--allow-python"])
+        capsys.readouterr()
+        monkeypatch.setattr(check_stage, "check", real)
+        assert code == 0
+        assert len(list(cache.glob("*/*.json"))) == (0 if edit else 1)
