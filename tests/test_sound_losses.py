@@ -419,3 +419,59 @@ def test_check_accepts_and_rejects_the_logistic_certificate(tmp_path, monkeypatc
         cert["numbers"]["mu"] = mu
         cert["rate"]["parameters"]["mu"] = mu.hex()
     assert _tampered(folder, tmp_path, raise_mu)
+
+
+# --- cross-entropy -------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 4), k=st.integers(2, 4), scale=st.floats(0.01, 40.0))
+def test_cross_entropy_enclosures_contain_the_arb_values(seed, n, k, scale):
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, k, size=n)
+    y = np.eye(k)[cls]
+    c = rng.normal(size=(n, k)) * scale
+    w = np.abs(rng.normal(size=(n, k))) * scale * rng.choice([0.0, 1e-6, 0.1, 1.0])
+    enc = INTERVAL_LOSSES["cross_entropy"].enclose(Iv(c - w, c + w), y)
+    old, flint.ctx.prec = flint.ctx.prec, 2048      # p_y = 1 - 1e-200 must not round to a ball around 1
+    try:
+        for _ in range(4):
+            F = np.clip(c + w * rng.uniform(-1, 1, size=(n, k)), c - w, c + w)
+            ls, gsq = [], arb(0)
+            for i in range(n):
+                e = [arb(float(F[i, j])).exp() for j in range(k)]
+                total = sum(e, arb(0))
+                p = [v / total for v in e]
+                ls.append(-(p[cls[i]].log()))
+                g = [p[j] - (1 if j == cls[i] else 0) for j in range(k)]
+                gsq += sum((v * v for v in g), arb(0))
+                assert oracle.all_inside(g, enc.g.lo[i], enc.g.hi[i])[0]
+            assert oracle.all_inside(ls, enc.per_sample.lo, enc.per_sample.hi)[0]
+            assert oracle.inside(sum(ls, arb(0)) / n, enc.L.lo, enc.L.hi)
+            assert oracle.inside(gsq / n, enc.gsq.lo, enc.gsq.hi)
+    finally:
+        flint.ctx.prec = old
+
+
+SOFTMAX = SPECS / "softmax_three_classes_sound.rq"
+XS = np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2], [0.3, 0.3, 1.0]])
+
+
+def test_cross_entropy_is_certified_above_the_flow():
+    r = run_file(str(SOFTMAX))
+    lam = np.linalg.eigvalsh(XS @ XS.T / 3)[0]          # R >= lambda_min(K) = lambda_min(X X^T) / n
+    assert r.verdict == "certified" and r.sound and r.mu <= lam and r.mu >= lam * (1 - 1e-6)
+    assert 0 < r.loss["constant"] < 1
+
+    def loss(W):
+        F = XS @ W.reshape(3, 3).T
+        return float(np.mean(np.log(np.exp(F).sum(1)) - F[np.arange(3), np.arange(3)]))
+
+    def grad(W):
+        F = XS @ W.reshape(3, 3).T
+        p = np.exp(F - F.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return ((p - np.eye(3)).T @ XS / 3).reshape(-1)
+    sol = solve_ivp(lambda t, w: -grad(w), (0, 60), np.zeros(9), method="DOP853", rtol=1e-11, atol=1e-13,
+                    dense_output=True)
+    for t in np.linspace(0, 60, 121):
+        w = sol.sol(t)
+        assert np.max(np.abs(w)) <= 20 and loss(w) <= r.bound(t) * (1 + 1e-9)

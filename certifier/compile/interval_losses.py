@@ -124,9 +124,56 @@ def _logistic_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
     return LossEnclosure(Iv(l.lo[:, 0], l.hi[:, 0]), _mean_nonneg(l.lo, l.hi, n), g, 1.0, gsq)
 
 
+# --- softmax cross-entropy, one-hot labels: l_i = log(1 + sum_{j != y} e^{F_j - F_y}), g_i = p_i - e_{y_i} ------
+def _exp_sum(dlo: np.ndarray, dhi: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds on sum_j e^{d_j} over the entries where mask is true (last axis), d_j in [dlo, dhi]."""
+    e_lo, _ = point_bounds("exp", dlo)
+    _, e_hi = point_bounds("exp", dhi)
+    e_lo = np.where(mask, np.maximum(e_lo, 0.0), 0.0)
+    e_hi = np.where(mask, e_hi, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return nonneg_sum_lower(e_lo, axis=-1), nonneg_sum_upper(e_hi, axis=-1)
+
+
+def _ce_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
+    n, k = F.shape
+    onehot = y == 1.0
+    if not (np.all((y == 0.0) | onehot) and np.all(onehot.sum(axis=1) == 1)):
+        raise NotSupported("the cross_entropy loss with labels that are not one class per sample", None)
+    cls = np.argmax(onehot, axis=1)
+    ylo, yhi = F.lo[np.arange(n), cls][:, None], F.hi[np.arange(n), cls][:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        # l_i = log(1 + sum_{j != y} e^{d_j}), d_j = F_j - F_y (increasing in each d_j)
+        s_lo, _ = _exp_sum(down(F.lo - yhi), down(F.lo - yhi), ~onehot)
+        _, s_hi = _exp_sum(up(F.hi - ylo), up(F.hi - ylo), ~onehot)
+        l_lo, _ = point_bounds("log1p", s_lo)
+        _, l_hi = point_bounds("log1p", s_hi)
+        l = iv_of(np.maximum(l_lo, 0.0), l_hi)
+        # p_j = 1 / (1 + sum_{m != j} e^{F_m - F_j}): increasing in F_j, decreasing in the others
+        p_lo, p_hi = np.empty((n, k)), np.empty((n, k))
+        for j in range(k):
+            others = np.ones(k, dtype=bool)
+            others[j] = False
+            mask = np.broadcast_to(others, (n, k))
+            _, t_hi = _exp_sum(up(F.hi - F.lo[:, j:j + 1]), up(F.hi - F.lo[:, j:j + 1]), mask)
+            t_lo, _ = _exp_sum(down(F.lo - F.hi[:, j:j + 1]), down(F.lo - F.hi[:, j:j + 1]), mask)
+            p_lo[:, j] = down(1.0 / up(1.0 + t_hi))
+            p_hi[:, j] = up(1.0 / down(1.0 + t_lo))
+    p_lo, p_hi = np.nan_to_num(np.clip(p_lo, 0.0, 1.0), nan=0.0), np.nan_to_num(np.clip(p_hi, 0.0, 1.0), nan=1.0)
+    # g = p - e_y; |g_ij| = p_j off the label, 1 - p_y on it
+    g = iv_of(np.where(onehot, down(p_lo - 1.0), p_lo), np.where(onehot, up(p_hi - 1.0), p_hi))
+    a_lo = np.where(onehot, np.maximum(down(1.0 - p_hi), 0.0), p_lo)
+    a_hi = np.where(onehot, up(1.0 - p_lo), p_hi)
+    gsq = _mean_nonneg(nonneg_sum_lower(np.maximum(down(a_lo * a_lo), 0.0), axis=1),
+                       nonneg_sum_upper(up(a_hi * a_hi), axis=1), n)
+    return LossEnclosure(l, _mean_nonneg(l.lo, l.hi, n), g, 1.0, gsq)
+
+
 INTERVAL_LOSSES: dict[str, IntervalLoss] = {
     "least_squares": IntervalLoss("least_squares", _ls_enclose, _ls_refine, "4L"),
     "exponential": IntervalLoss("exponential", _exp_enclose, _exp_refine, "||g||_D^2 = mean l_i^2"),
     "logistic": IntervalLoss("logistic", _logistic_enclose, lambda enc, L: replace(enc, L=L),
                              "||g||_D^2 = mean sigmoid(-y_i F_i)^2"),
+    "cross_entropy": IntervalLoss("cross_entropy", _ce_enclose, lambda enc, L: replace(enc, L=L),
+                                  "||g||_D^2 = mean ||p_i - e_y_i||^2"),
 }

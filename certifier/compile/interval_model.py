@@ -72,6 +72,8 @@ class IntervalModel:
         self.constants = {k: np.asarray(v, dtype=np.float64) for k, v in checked.constants.items()}
         self.body = checked.spec.model.body
         self.arg = checked.spec.model.arg
+        if loss.targets == "class" and self.y.ndim == 1 and self.k > 1:    # class indices -> one-hot rows
+            self.y = np.eye(self.k)[self.y.astype(np.int64)]
         self.yk = self.y.reshape(self.n, self.k)
         self.affine = degree(self.body, set(self.names)) <= AFFINE
         self.blocks = {name: (int(o), int(o) + s) for name, o, s in zip(self.names, self.offsets, self.sizes)}

@@ -154,7 +154,7 @@ CROSS_ENTROPY = Loss(
     inequality=("||g_i|| >= 1 - p_{y_i} = 1 - exp(-l_i), so ||g||_D^2 >= mean h(l_i), h(u) = (1 - e^-u)^2; "
                 "with per-sample losses <= M, ||g||_D^2 >= h_M(L), the convex minorant of h on [0, M] "
                 "(the mean loss alone does not give it: h is concave beyond ln 2)"),
-    needs_sample_bound=True, targets="class",
+    needs_sample_bound=True, targets="class", sound=True,
 )
 
 
