@@ -113,8 +113,8 @@ def run_one(path: str, args, cache, started: float | None = None, text: str | No
                                 exit_code=code)
         raise Interrupted(Outcome(path, result=result, seconds=seconds), code) from None
     except SystemExit as exc:          # sys.exit() in code that is not the spec's torch model (that is E302)
-        if args.debug:
-            raise
+        if args.debug:                 # a traceback, not the process exiting with exc.code (maybe 0)
+            raise RuntimeError(f"exit({exc.code!r}) called during the run") from exc
         return _internal(path, None, t0, f"SystemExit: exit({exc.code!r}) called during the run")
     except Exception as exc:
         if args.debug:

@@ -393,6 +393,8 @@ def _main_study(argv: list[str]) -> int:
                 entry.descent = descend(path, outcome.source, outcome.result, args.steps, args.allow_python,
                                         args.device)
             except (Exception, SystemExit) as exc:  # the analysis ran; report the descent's failure, keep going
+                if args.debug and isinstance(exc, SystemExit):   # a traceback, never the exit code of exc
+                    raise RuntimeError(f"exit({exc.code!r}) called during the descent") from exc
                 if args.debug:
                     raise
                 diagnostics = _descent_error(path, outcome.source, exc)
