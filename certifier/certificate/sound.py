@@ -25,8 +25,9 @@ lo < a < hi). Each proven leaf's rule is re-run on its box (one interval evaluat
 no search) and must give at least the recorded bound (1e-9 relative, for other BLAS builds) and at
 least μ (exactly: this is the proof); each dropped leaf's reason is re-checked. μ ≤ the smallest
 recorded bound, L0↑ ≥ the recomputed interval bound on L(θ0), ρ↑ recomputed with outward
-rounding ≤ the radius, and the rate L(t) ≤ max(L0↑ e^{−4μt}, floor) rebuilt and compared with the
-recorded formula and curve. A refutation is re-verified by interval evaluation at θ* against the
+rounding ≤ the radius, and the rate L(t) ≤ max(φ⁻¹(φ(L0↑) − cμt), floor) (least squares:
+L0↑ e^{−4μt}; φ and c of the loss, c recomputed, docs/theory.md 10.8) rebuilt and compared with
+the recorded formula and curve. A refutation is re-verified by interval evaluation at θ* against the
 μ that confinement needs, recomputed from the spec.
 """
 from __future__ import annotations

@@ -86,7 +86,8 @@ def _sqrt_sum_sq(x: np.ndarray, axis) -> np.ndarray:
 
 
 class BallModel:
-    """The ball rule for a checked spec's model (least squares)."""
+    """The ball rule for a checked spec's model (any loss: it bounds lambda_min(K), and
+    ||grad L||^2 >= lambda_min(K) ||g||_D^2 whatever g is)."""
 
     def __init__(self, model: IntervalModel):
         self.model = model

@@ -249,8 +249,9 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                   min_rayleigh_seen=seen["min_r"] if math.isfinite(seen["min_r"]) else None,
                   rules_used=rules_used, facts=facts)
     if not open_leaves and math.isfinite(mu) and mu >= target:
+        above = "above the floor" if not math.isfinite(ceiling) else "above the floor and below L(theta0)"
         return SoundOutcome("proven", float(mu), proof,
-                            message=f"every box is proven: R >= {mu:.6g} on the region above the floor",
+                            message=f"every box is proven: R >= {mu:.6g} on the region {above}",
                             tree=split_tree(bnb, reg), **common)
     if not open_leaves and not math.isfinite(mu):
         # every box dropped: the region lies entirely below the floor, nothing is asked
