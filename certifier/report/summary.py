@@ -8,6 +8,7 @@ the terminal, so it can be copied and grepped."""
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 from rich.text import Text
@@ -39,7 +40,8 @@ def _detail(outcome: Outcome) -> str:
         return ", ".join(sorted({d.code for d in outcome.diagnostics}))
     if r.verdict == "certified":
         rate = (r.rate or {}).get("asymptotic") or ""
-        rate = rate.split(" (")[0]                     # "(linear rate)" says nothing the form does not
+        rate = rate.split(", i.e. ")[-1]               # "L ~ (3 * K * t)^(-0.33), i.e. L ~ t^-3": the short form
+        rate = re.sub(r" \([a-z ]+\)$", "", rate)      # "(linear rate)" says nothing the form does not
         floor = (r.loss or {}).get("floor")
         text = f"μ {num(r.mu)}" + (f" · {rate}" if rate else "")
         if isinstance(floor, (int, float)) and floor > 0:
@@ -100,7 +102,7 @@ def totals(outcomes: list[Outcome], fail_on: str = "inconclusive") -> str:
     parts = [f"{len(outcomes)} spec{'s' if len(outcomes) != 1 else ''}"]
     parts += [f"{counts[k]} {k}" for k in ORDER if k in counts]
     why = f"exit {code}"
-    if outcomes:
+    if code != 0:
         why += f" (the worst: {_WORD.get(code, str(code))}; 4 > 2 > 1 > 3 > 0)"
     return " · ".join(parts + [why])
 
