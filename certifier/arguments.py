@@ -44,28 +44,34 @@ USAGE = """certify [options] SPEC...
        certify --completion bash|zsh|fish"""
 
 DESCRIPTION = """\
-Certify a gradient-flow convergence rate L(θt) ≤ φ⁻¹(φ(L0) − K·t) (least squares: L0·exp(−4μt))
-for the model, data, loss and region described by .rq specs, or refute it with a counterexample.
+Certify a gradient-flow convergence rate L(θt) ≤ φ⁻¹(φ(L0) − K·t)
+(least squares: L0·exp(−4μt)) for the model, data, loss and region of .rq
+specs, or refute it with a counterexample.
 
 commands:
-  certify SPEC...         run the specs (the options below)
-  certify check CERT      re-verify a certificate written by --emit, without a search
-  certify study SPEC...   gradient descent beyond the witness: loss curves against the bounds
-                          (certify study --help)"""
+  certify SPEC...       run the specs (the options below)
+  certify check CERT    re-verify a certificate written by --emit, no search
+  certify study SPEC... gradient descent beyond the witness: loss curves
+                        against the bounds (certify study --help)"""
 
 EPILOG = """\
-soundness: the default method, sampled, gives an ESTIMATE (μ found by searching the region, not
-a proof); `method interval(boxes=N)` is the sound mode: μ is proved by interval arithmetic and
-branch and bound, and a certified verdict with sound: true is a theorem (docs/sound.md).
+soundness: the default method, sampled, gives an ESTIMATE (μ found by
+searching the region, not a proof). `method interval(boxes=N)` is the sound
+mode: μ is proved by interval arithmetic and branch and bound, and a certified
+verdict with sound: true is a theorem (docs/sound.md).
 
-output: with one spec, its full report and a one-line verdict at the end; with several, the
-reports of the specs that did not certify and one line per spec (--report, -q, -v).
-Defaults come from [tool.certify] in pyproject.toml or certify.toml (the nearest above the
-working directory) and ~/.config/certify/config.toml; flags override them (docs/output.md).
+output: one spec prints its full report and its verdict again on the last
+line; several print the reports of the specs that did not certify and one
+line per spec (--report, -q, -v).
 
-exit codes: 0 certified, 1 refuted, 2 spec or usage error, 3 inconclusive, 4 internal error,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM); with several specs the worst by 4 > 2 > 1 > 3 > 0;
---fail-on refuted counts inconclusive as 0 (docs/output.md, "Exit codes")."""
+configuration: [tool.certify] in pyproject.toml or certify.toml (the nearest
+above the working directory) over ~/.config/certify/config.toml; flags
+override both (docs/output.md, "Configuration files").
+
+exit codes: 0 certified, 1 refuted, 2 spec or usage error, 3 inconclusive,
+4 internal error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); with
+several specs the worst by 4 > 2 > 1 > 3 > 0; --fail-on refuted counts
+inconclusive as 0 (docs/output.md, "Exit codes")."""
 
 
 def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParser:
