@@ -377,7 +377,19 @@ def _grad_l(w):
 def test_logistic_spec_is_certified_and_above_the_flow(logistic):
     r = logistic
     assert r.verdict == "certified" and r.sound and r.loss["name"] == "logistic"
-    assert 0 < r.loss["constant"] < 1 and r.loss["sample_bound"] >= 4 * math.log(2)
+    M = r.loss["sample_bound"]
+    assert 0 < r.loss["constant"] < 1 and math.log(2) <= M <= 4 * math.log(2) * (1 + 1e-12)
+    # M (from the proven boxes) bounds every per-sample loss where the flow can be above the floor
+    g = np.linspace(-1.5, 1.5, 151)
+    W = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    per = np.logaddexp(0, -(W @ XL.T) * YL)
+    keep = (per.mean(1) >= 0.515) & (per.mean(1) <= math.log(2))
+    assert per[keep].max() <= M
+    # c against the convex minorant of h on [0, M] (independent hull, as above)
+    us = np.linspace(0, M, 100001)
+    env = _lower_convex_envelope(us, np.expm1(-us) ** 2)
+    band = (us >= 0.515) & (us <= math.log(2))
+    assert r.loss["constant"] <= np.min(env[band] / np.expm1(-us[band]) ** 2) + 1e-9
     assert r.rate["asymptotic"] and "W0(" in r.rate["formula"]
     sol = solve_ivp(lambda t, w: -_grad_l(w), (0, 100), np.zeros(2), method="DOP853", rtol=1e-11, atol=1e-13,
                     dense_output=True)
@@ -419,6 +431,12 @@ def test_check_accepts_and_rejects_the_logistic_certificate(tmp_path, monkeypatc
         cert["numbers"]["mu"] = mu
         cert["rate"]["parameters"]["mu"] = mu.hex()
     assert _tampered(folder, tmp_path, raise_mu)
+
+    def lower_m(cert):              # a smaller M would give a larger c: it must be above every leaf's bound
+        proof = _proof(cert)
+        assert "sample_bound" in proof
+        proof["sample_bound"] = (float.fromhex(proof["sample_bound"]) * 0.8).hex()
+    assert _tampered(folder, tmp_path, lower_m)
 
 
 # --- cross-entropy -------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
                          "value": float(bound.value), "numbers": _jsonable(bound.numbers)})
     elif result.verdict == "certified":
         tree = outcome.tree
+        if ev.sample_bound is not None:      # M of the rate's c, >= every proven leaf's per-sample bound
+            proof["sample_bound"] = hx(ev.sample_bound)
         proof.update(mu=hx(ev.mu), rho=hx(ev.rho), boxes_evaluated=outcome.boxes_evaluated,
                      root={"lo": _hexes(tree["lo"]), "hi": _hexes(tree["hi"])},
                      splits=[[path, int(j), hx(at)] for path, j, at in tree["splits"]],
@@ -273,8 +275,11 @@ def verify_leaf(entry: dict, ctx: VerifyContext) -> None:
         if rule is None:
             ctx.reject(f"{name}: unknown rule {entry.get('rule')!r}")
             return
-        bound = rule(st["rctx"], model.over_box(lo, hi))
+        enc = model.over_box(lo, hi)
+        bound = rule(st["rctx"], enc)
         st["rule_evaluations"] += 1
+        if enc.per_sample is not None:       # the largest per-sample bound over the proven leaves
+            st["sample_max"] = max(st.get("sample_max", -math.inf), float(max(enc.per_sample.hi)))
     value = None if bound is None or math.isnan(bound.value) else max(float(bound.value), 0.0)
     st["leaves"][path]["recorded"] = recorded
     st["leaves"][path]["value"] = value
@@ -432,7 +437,18 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     if not mu > 0:
         ctx.reject(f"mu = {mu!r}: a certified certificate needs mu > 0")
         return
-    phi, c = _natural(st["model"], st["floor"], L0_up)       # c recomputed from the spec (logistic: M = n L0_up)
+    M = None
+    if proof.get("sample_bound") is not None:
+        try:
+            M = unhex(proof["sample_bound"])
+        except ValueError as exc:
+            ctx.reject(f"sound-proof: sample_bound is malformed ({exc})")
+            return
+        if proof.get("ball") or not M >= st.get("sample_max", math.inf):
+            ctx.reject(f"sound-proof: sample_bound M = {M!r} is not above every proven leaf's per-sample loss "
+                       f"bound (recomputed: {st.get('sample_max')!r})")
+            return
+    phi, c = _natural(st["model"], st["floor"], L0_up, M)   # c recomputed from the spec (M = n L0_up, or M)
     rho = rho_upper(L0_up, st["floor"], mu, phi, c)
     if rho != rho_rec:
         ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
@@ -459,9 +475,9 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
 
 
-def _natural(model, floor: float, L0_up: float) -> tuple:
+def _natural(model, floor: float, L0_up: float, M: float | None = None) -> tuple:
     """(phi, c) of the spec's loss, in rho_upper's argument order."""
-    c, phi, _ = sound_constant(model.loss, model.n, floor, L0_up)
+    c, phi, _ = sound_constant(model.loss, model.n, floor, L0_up, M)
     return phi, c
 
 

@@ -66,18 +66,30 @@ def natural(loss) -> tuple[float, Desingularizer]:
     return float(loss.constant()), loss.natural_phi()
 
 
-def sound_constant(loss, n: int, floor: float, L0_up: float) -> tuple[float, Desingularizer, float | None]:
+def sound_constant(loss, n: int, floor: float, L0_up: float,
+                   M: float | None = None) -> tuple[float, Desingularizer, float | None]:
     """(c, phi, M) for the sound rate: phi the loss's natural desingularizer and c a lower bound of
     phi'(L) ||g||_D^2 wherever the flow can be above the floor (floor <= L <= L0 <= L0_up).
     Least squares and exponential: c = phi'(L) G(L), a constant (4, 1), M None. Logistic: every
     per-sample loss is <= n L <= n L0_up = M along the flow, so ||g||_D^2 >= h_M(L) (docs/theory.md 3b)
-    and c = min over [floor, L0_up] of h_M(L) / h(L), bounded below in arb (minorant_ratio_lower)."""
+    and c = min over [floor, L0_up] of h_M(L) / h(L), bounded below in arb (minorant_ratio_lower).
+    M given: a proved upper bound of the per-sample losses wherever the flow can be above the floor
+    (the proven leaves' largest, sample_bound below); the smaller of it and n L0_up is used."""
     loss = LOSSES[loss] if isinstance(loss, str) else loss
     phi = loss.natural_phi()
     if not loss.needs_sample_bound:
         return float(loss.constant()), phi, None
-    M = float(up(float(n) * L0_up))
+    bound = float(up(float(n) * L0_up))
+    M = bound if M is None else max(min(float(M), bound), L0_up)     # L <= max_i l_i: M >= L0 is true
     return minorant_ratio_lower(M, floor, L0_up), phi, M
+
+
+def sample_bound(sample_max: float | None) -> float | None:
+    """The recorded M from the proven leaves' largest per-sample bound, raised by 1e-9 relative so that
+    a replay on another BLAS build (enclosures a few ulps apart) still finds its own maximum below it."""
+    if sample_max is None or not math.isfinite(sample_max):
+        return None
+    return float(up(up(sample_max) * (1 + 1e-9)))
 
 
 def _u1_float(M: float) -> float:
@@ -252,7 +264,7 @@ def _certify_sound(checked, options, functions: str, executor):
     # (logistic: c depends on L0 and the floor, computed below once L0 is bounded)
     c, phi = natural(problem.loss_def) if not problem.loss_def.needs_sample_bound else \
         (None, problem.loss_def.natural_phi())
-    sample_bound = None
+    M_used = None       # the M of c (logistic, cross-entropy), reported as loss.sample_bound
     claim, method, region_choice = checked.claim.options, checked.method.options, checked.region
     floor = float(claim.get("floor", 0.0))
     horizon = float(claim.get("horizon", 1e4))
@@ -286,7 +298,7 @@ def _certify_sound(checked, options, functions: str, executor):
                     "status": outcome.status if outcome else None,
                     "message": outcome.message if outcome else None},
             loss={"initial": p0.loss, "initial_upper": L0_up, "constant": c, "floor": floor,
-                  "sample_bound": sample_bound,
+                  "sample_bound": M_used,
                   "inequality": problem.loss_def.inequality, "minimum_seen": None},
             phi=phi,
             mu=mu, mu_source=_weakest_rule(outcome) if outcome and mu is not None else None, mu_sources=sources,
@@ -347,11 +359,13 @@ def _certify_sound(checked, options, functions: str, executor):
                       evidence=SoundEvidence(kind, None, floor, horizon, functions, L0_up, float(enc0.L.lo)),
                       extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
                                    "for all t, since L is non-increasing along the flow"])
+    M_leaves = None     # the recorded M from the proven leaves (certificates), when it raised c
     if c is None:
-        c, _, sample_bound = sound_constant(problem.loss_def, model.n, floor, L0_up)
-        notes.append(f"per-sample losses are <= n L(theta0) <= M = {sample_bound:.6g} along the flow, so "
+        c, _, M_used = sound_constant(problem.loss_def, model.n, floor, L0_up)
+        notes.append(f"per-sample losses are <= n L(theta0) <= M = {M_used:.6g} along the flow, so "
                      f"||g||_D^2 >= h_M(L) and phi'(L) ||g||_D^2 >= c = {c:.6g} on [floor, L0] "
                      "(docs/theory.md 3b, 10)")
+    c_search = c        # the c of the search's target and refutations (before any tighter M)
 
     # --- the proof: one radius, or the upward fixed-point iteration for radius=auto ------------------
     t1 = time.perf_counter()
@@ -393,6 +407,14 @@ def _certify_sound(checked, options, functions: str, executor):
     rho = math.inf
     if outcome.status == "proven":
         mu_value = float(outcome.mu)
+        recorded = sample_bound(outcome.sample_max) if problem.loss_def.needs_sample_bound else None
+        if recorded is not None:
+            # a tighter M from the proven leaves: a larger c (the target mu above used n L0, a smaller c)
+            c2, _, M2 = sound_constant(problem.loss_def, model.n, floor, L0_up, recorded)
+            if c2 > c:
+                notes.append(f"the proven boxes bound every per-sample loss by M = {M2:.6g} (n L0 gave "
+                             f"{M_used:.6g}): c = {c2:.6g}")
+                c, M_used, M_leaves = c2, M2, recorded
         rho = rho_upper(L0_up, floor, mu_value, phi, c)
         if rho <= radius:
             verdict = "certified"
@@ -467,7 +489,8 @@ def _certify_sound(checked, options, functions: str, executor):
     if witness.checked_until < horizon and bound is not None:
         extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
     evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
-                             mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c))
+                             mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c_search),
+                             M_leaves)
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   radius=radius, rho=rho, history=history, L0_up=L0_up,

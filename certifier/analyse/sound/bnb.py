@@ -46,6 +46,7 @@ class Node:
     split: dict | None = None
     note: str | None = None
     loss: tuple[float, float] | None = None
+    sample_max: float | None = None  # an upper bound of the per-sample losses over the box
     score: np.ndarray | None = None  # per-coordinate split scores
     parent_bound: float | None = None
 

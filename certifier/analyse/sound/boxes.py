@@ -56,6 +56,7 @@ class BoxResult:
     status: str | None = None            # 'dropped', or None (the caller decides open/proven)
     note: str | None = None
     loss: tuple[float, float] | None = None
+    sample_max: float | None = None      # max over the box of the per-sample losses (an upper bound)
     bound: Bound | None = None
     score: np.ndarray | None = None
     # candidates above the floor, in order: (source, theta, float R, inside the region, verified refutation)
@@ -108,7 +109,8 @@ def _evaluate(ses: Session, nid: int, lo: np.ndarray, hi: np.ndarray) -> BoxResu
     if reg.outside(lo, hi):
         return BoxResult("dropped", "outside the ball")
     enc = model.over_box(lo, hi)
-    res = BoxResult(loss=(float(enc.L.lo), float(enc.L.hi)))
+    res = BoxResult(loss=(float(enc.L.lo), float(enc.L.hi)),
+                    sample_max=float(np.max(enc.per_sample.hi)) if enc.per_sample is not None else None)
     if float(enc.L.hi) < spec.floor:
         res.status, res.note = "dropped", "entirely below the floor"
         return res

@@ -55,6 +55,9 @@ class SoundOutcome:
     # for certificates (certificate/sound.py): the split tree with exact boxes, and the refuting point
     tree: dict | None = field(default=None, repr=False)
     refutation_theta: np.ndarray | None = field(default=None, repr=False)
+    # the largest per-sample loss bound over the proven leaves (every point above the floor that
+    # the flow can meet lies in one of them); None: not computed (the ball rule)
+    sample_max: float | None = None
 
     def to_dict(self) -> dict:
         return {"status": self.status, "mu": self.mu, "message": self.message,
@@ -215,6 +218,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
             results = executor.map(problem, evaluate_boxes, units, lambda k=0: advance(0))
         for node, res in zip(nodes, (r for unit in results for r in unit)):
             node.loss, node.bound, node.score = res.loss, res.bound, res.score
+            node.sample_max = res.sample_max
             if res.status is not None:
                 node.status, node.note = res.status, res.note
             if res.bound is not None:
@@ -250,6 +254,8 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                   rules_used=rules_used, facts=facts)
     if not open_leaves and math.isfinite(mu) and mu >= target:
         above = "above the floor" if not math.isfinite(ceiling) else "above the floor and below L(theta0)"
+        sample = [n.sample_max for n in bnb.leaves() if n.status == "proven"]
+        common["sample_max"] = max(sample) if sample and None not in sample else None
         return SoundOutcome("proven", float(mu), proof,
                             message=f"every box is proven: R >= {mu:.6g} on the region {above}",
                             tree=split_tree(bnb, reg), **common)

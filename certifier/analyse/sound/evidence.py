@@ -19,3 +19,4 @@ class SoundEvidence:
     mu: float | None = None
     rho: float | None = None
     refute_below: float | None = None
+    sample_bound: float | None = None  # M from the proven leaves, when the rate's c used it (logistic, cross-entropy)
