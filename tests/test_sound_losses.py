@@ -493,3 +493,27 @@ def test_cross_entropy_is_certified_above_the_flow():
     for t in np.linspace(0, 60, 121):
         w = sol.sol(t)
         assert np.max(np.abs(w)) <= 20 and loss(w) <= r.bound(t) * (1 + 1e-9)
+
+
+# --- options --------------------------------------------------------------------------------------------
+def test_natural_desingularizer_or_auto_only():
+    text = SOUND_SPEC.read_text()
+    r = run_text(text.replace("loss exponential", "loss exponential\ndesingularizer power(alpha=1)"), "e.rq")
+    assert r.verdict == "certified" and r.desingularizer["name"] == "power"
+    with pytest.raises(SpecError) as info:
+        run_text(text.replace("loss exponential", "loss exponential\ndesingularizer log"), "e.rq")
+    assert info.value.diagnostics[0].code == "E111" and "power(alpha=1)" in info.value.diagnostics[0].hint
+
+
+def test_arb_functions_give_the_margin_mu_for_logistic(logistic):
+    r = run_text(LOGISTIC_SPEC.read_text().replace("seed=0)", "seed=0, functions=arb)"), "l.rq")
+    assert r.verdict == "certified" and r.method["functions"] == "arb"
+    assert r.mu == pytest.approx(logistic.mu, rel=1e-9)
+
+
+def test_certify_check_command_accepts_the_exponential_certificate(emitted, tmp_path, monkeypatch, capsys):
+    shutil.copy(emitted / "e.rq", tmp_path / "e.rq")
+    shutil.copy(emitted / "e.json", tmp_path / "e.json")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "e.json"]) == 0
+    assert "certificate valid" in capsys.readouterr().out
