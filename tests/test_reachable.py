@@ -203,8 +203,8 @@ def _sound_text():
 def _wrong_rate(monkeypatch, factor):
     real = sound_verdict._rate
 
-    def wrong(L0_up, mu, floor, horizon, c):
-        return real(L0_up, mu * factor, floor, horizon, c)
+    def wrong(L0_up, mu, floor, horizon, c, *phi):
+        return real(L0_up, mu * factor, floor, horizon, c, *phi)
     monkeypatch.setattr(sound_verdict, "_rate", wrong)
 
 
