@@ -338,10 +338,7 @@ def test_dask_scheduler_gives_the_numbers_of_one_process():
     assert summary(many) == summary(one)
 
 
-def test_local_worker_processes_give_the_numbers_of_one_process():
-    one = pipeline.run_file(str(SMALL), pipeline.RunOptions())
-    many = pipeline.run_file(str(SMALL), pipeline.RunOptions(workers=2))
-    assert summary(many) == summary(one)
+# local worker processes (started once per run, used when they pay for their start): tests/test_workers.py
 
 
 def test_cli_passes_workers_and_scheduler(monkeypatch, capsys):
@@ -385,7 +382,57 @@ def test_bench_naive_kernel_quotient_equals_the_engines():
         row = naive(p, 1)
         assert row["rel_diff"] <= 1e-10
     assert slope([1, 2, 4, 8], [3, 6, 12, 24]) == pytest.approx(1.0)
-    assert Model("x", "two_layer", n=256, d=32, h=1024).flops_per_rayleigh() == 3 * 2 * 256 * (32 * 1024 + 1024)
+    assert Model("x", "two_layer", n=256, d=32, h=1024).convention_flops() == 3 * 2 * 256 * (32 * 1024 + 1024)
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "mlp3"])
+def test_bench_user_baselines_give_the_engines_rayleigh_quotient(kind):
+    """The baselines a user would write (bench/models.py: an autograd.grad loop, vmap(grad), a
+    hand-batched version), written in plain torch from the model's formula, against
+    Problem.point on the spec the bench builds."""
+    from bench.models import BASELINES, Model
+    from bench.run import perturbed
+    from bench.run import problem_of as bench_problem
+
+    model = Model("tiny", kind, n=9, d=3, h=6)
+    p = bench_problem(model)
+    thetas = perturbed(p, 4, scale=0.3)
+    want = [p.point(th).rayleigh for th in thetas]
+    for name, make in BASELINES.items():
+        got = make(model, p.x, p.y)(thetas).detach()
+        assert max(rel(float(g), w) for g, w in zip(got, want)) <= 1e-12, name
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "mlp3"])
+def test_bench_needed_flops_are_torchs_count_of_the_forward_and_weight_gradients(kind):
+    """bench/models.py's count of what R needs against torch's FlopCounterMode on the products of
+    a forward pass and torch.autograd.grad with respect to the weights only (the data need no
+    gradient). The output layer is written as a product with a column so that torch counts it;
+    its backward's outer product r a^T (2nh, elementwise work by the count's convention) is
+    taken off."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.models import Model, _cut
+
+    model = Model("x", kind, n=12, d=5, h=7)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(model.n, model.d, generator=gen, dtype=torch.float64)
+    y = torch.randn(model.n, generator=gen, dtype=torch.float64)
+    params = [p.detach().requires_grad_() for p in
+              _cut(model, torch.randn(model.parameters, generator=gen, dtype=torch.float64))]
+    with FlopCounterMode(display=False) as counter:
+        if kind == "two_layer":
+            W, a = params
+            T = torch.tanh(x @ W.T)
+        else:
+            W1, W2, W3, a = params
+            T = torch.tanh(torch.tanh(torch.tanh(x @ W1.T) @ W2.T) @ W3.T)
+        F = (T @ a[:, None])[:, 0]
+        L = ((F - y) ** 2).mean()
+        torch.autograd.grad(L, params)
+    outer = 2 * model.n * model.h
+    assert counter.get_total_flops() - outer == model.flops_per_rayleigh()
+    assert model.flops_per_rayleigh() < model.convention_flops()
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import importlib
+import math
+import os
 import pickle
 import threading
 import time
@@ -34,6 +36,11 @@ import torch
 from ..compile.batched import evaluator
 from ..compile.problem import Problem
 
+# CPU seconds this process took to get here: the interpreter's start and the imports of torch and
+# the engine, which is what a spawned worker does before its first unit (an estimate of a worker's
+# start; a process that imported more before the engine overestimates it, on the side of not using
+# workers)
+START_SECONDS = time.process_time()
 CONNECT_TIMEOUT = 10   # seconds to reach a dask scheduler
 WAIT = 0.01   # seconds between polls (and --budget deadline checks) while waiting for workers
 
@@ -124,11 +131,24 @@ def run_unit(key: str, payload: bytes, device: str, threads: int | None, name: s
     return _rows_to(blocks, "cpu")
 
 
+def _warm(key: str, payload: bytes, device: str, threads: int | None) -> float:
+    """Worker side: import the engine and build the run's problem before the first unit."""
+    _problem(key, payload, device, threads)
+    return time.time()
+
+
 class LocalExecutor:
     """Units run here, one after the other (progress advances as they run)."""
 
     workers = 1
     description = "this process"
+
+    def __init__(self, note: str | None = None):
+        self._note = note
+
+    def note(self) -> str | None:
+        """What the report says about --workers (why they were not used), or None."""
+        return self._note
 
     def map(self, problem, fn, arglist: list[tuple], advance) -> list[list]:
         return [fn(problem, *args, advance=advance) for args in arglist]
@@ -148,6 +168,9 @@ class _Remote:
 
     def _submit(self, name: str, args: tuple):
         raise NotImplementedError
+
+    def note(self) -> str | None:
+        return None
 
     def map(self, problem, fn, arglist: list[tuple], advance) -> list[list]:
         name = _name(fn)
@@ -184,15 +207,37 @@ class _Remote:
 
 
 class PoolExecutor(_Remote):
-    """N local worker processes."""
+    """N local worker processes, started once for the run and reused by every unit of it.
 
-    def __init__(self, checked, workers: int, device: str = "cpu", threads: int | None = None):
+    They are started here, not at the first unit: each imports torch and builds the problem
+    (_warm) while this process goes on with its own work (the descent from theta0), and the
+    processes stay until close()."""
+
+    def __init__(self, checked, workers: int, device: str = "cpu", threads: int | None = None,
+                 note: str | None = None):
         super().__init__(checked, device, threads)
         import multiprocessing as mp
 
         self.workers = workers
         self.description = f"{workers} local processes"
+        self._note = note
+        self.started_at = time.time()
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        # one warm-up per worker: submitted together, they spawn the N processes at once
+        self.warm = [self.pool.submit(_warm, self.key, self.payload, self.device, self.threads)
+                     for _ in range(workers)]
+
+    def ready_seconds(self) -> float | None:
+        """Seconds from the start of the pool to the last warm-up done (None while one runs)."""
+        if not all(f.done() and f.exception() is None for f in self.warm):
+            return None
+        return max(f.result() for f in self.warm) - self.started_at
+
+    def note(self) -> str | None:
+        if self._note is None:
+            return None
+        ready = self.ready_seconds()
+        return self._note + ("" if ready is None else f"; the workers were ready {ready:.2g} s after they were started")
 
     def _submit(self, name, args):
         return self.pool.submit(run_unit, self.key, self.payload, self.device, self.threads, name, args)
@@ -258,6 +303,57 @@ def rows_per_unit(problem) -> int:
     if not ev.batched:
         return 1
     return int(max(1, min(ev.chunk_size(), UNIT_BYTES // max(1, ev.activation_bytes()))))
+
+
+# --- whether local workers pay for themselves -----------------------------------------------------
+
+def batch_seconds(problem, rows: int) -> float:
+    """Measured seconds of one batched evaluation of `rows` points (theta0's neighbourhood), in this
+    process at its thread count: one warm-up call, then the smaller of two timed calls."""
+    ev = evaluator(problem)
+    gen = torch.Generator().manual_seed(0)
+    theta0 = problem.theta0
+    noise = torch.randn(rows, theta0.numel(), generator=gen, dtype=theta0.dtype).to(theta0.device)
+    thetas = theta0 + 1e-3 * (1 + float(theta0.norm())) / math.sqrt(theta0.numel()) * noise
+    ev.points(thetas)
+    best = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        ev.points(thetas)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def plan(problem, workers: int, threads: int, work: list[tuple[int, int, int]], per_unit: int,
+         start_seconds: float | None = None, cores: int | None = None,
+         measure=batch_seconds) -> tuple[bool, str]:
+    """Whether N local workers are worth starting for a search, and the note that says why.
+
+    work: the search's sources as (units, batches per unit, rows per batch) (analyse/sampled.py).
+    Units run in parallel, the batches of a unit one after the other; a batch of r rows is taken to
+    cost r/per_unit of the measured batch of per_unit rows. Workers save, per search, the batches
+    of every unit beyond the first ceil(units / P) of each source (P = the workers that have cores
+    of their own: min(N, cores // torch threads)); they cost their start, measured as this
+    process's own (START_SECONDS), once per ceil(N / cores) processes. The estimate counts one
+    search (radius=auto runs several) and evaluations of R only (the adversarial descent's second
+    derivatives cost more): it leans towards one process."""
+    cores = cores or os.cpu_count() or 1
+    start = START_SECONDS if start_seconds is None else start_seconds
+    lanes = min(workers, max(1, cores // max(1, threads)))
+    if lanes <= 1:
+        return False, (f"--workers {workers}: not used: this run's {threads} torch threads already use the "
+                       f"{cores} cores")
+    unit = measure(problem, per_unit)
+    serial = sum(u * b * r for u, b, r in work) / per_unit * unit
+    saved = sum((u - math.ceil(u / lanes)) * b * r for u, b, r in work) / per_unit * unit
+    cost = start * math.ceil(workers / cores)
+    batches = sum(u * b for u, b, _ in work)
+    said = (f"one batch of {per_unit} points {unit * 1e3:.3g} ms, {batches} batches a search ({serial:.3g} s), "
+            f"worker start {start:.2g} s")
+    if saved <= cost:
+        why = "its searches form one unit each" if saved == 0 and serial > cost else "the problem is too small"
+        return False, f"--workers {workers}: not used: {why} ({said}; estimated)"
+    return True, f"--workers {workers}: used ({said}; estimated saving {saved:.3g} s a search)"
 
 
 def split(count: int, per_unit: int) -> list[range]:

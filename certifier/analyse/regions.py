@@ -1,9 +1,55 @@
-"""Regions U of parameter space: a ball or a box around theta0."""
+"""Regions U of parameter space: a ball or a box around theta0.
+
+Random points of a region come as one [count, m] tensor (sample) or in chunks of at most `rows`
+points (sample_chunks, for the sampled engine's random points: 512 points of m = 278 000 floats
+and their temporaries were 8 GB). The chunks are the same points, and leave the generator in the
+same state, as one draw: torch fills a normal or uniform tensor from one stream, so draws of rows
+whose sizes are multiples of 16 floats continue it exactly (chunk_rows aligns them;
+tests/test_workers.py checks it), and the radii, drawn after all the directions, are reached by a
+first pass that draws and drops the directions.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+
+def chunk_rows(m: int, limit: int, multiple: int = 1) -> int:
+    """Rows per chunk of points of m floats: at most `limit` (at least one aligned chunk), a
+    multiple of `multiple` and of 16 / gcd(m, 16) (so chunked draws are one draw's)."""
+    align = 16 // math.gcd(m, 16)
+    step = align * multiple // math.gcd(align, multiple)
+    return max(step, limit // step * step)
+
+
+def _sizes(count: int, rows: int) -> list[int]:
+    return [min(rows, count - i) for i in range(0, count, rows)]
+
+
+def _chunks(region, gen: torch.Generator, count: int, rows: int, draw, scales, finish):
+    """The points of one draw of `count`, `rows` at a time (module docstring). draw(gen, c): the
+    per-coordinate part of c points; scales(gen, count): the per-point part, drawn after all of
+    it; finish(part, scale): the points."""
+    if count <= rows:
+        yield region.sample(gen, count)
+        return
+    sizes = _sizes(count, rows)
+    state = gen.get_state()
+    for c in sizes:            # first pass: the stream up to the per-point scales
+        draw(gen, c)
+    scale = scales(gen, count)
+    end = gen.get_state()
+    gen.set_state(state)
+    try:
+        at = 0
+        for c in sizes:
+            part = draw(gen, c)
+            yield finish(part, scale[at:at + c])
+            at += c
+    finally:
+        gen.set_state(end)
 
 
 @dataclass
@@ -38,6 +84,18 @@ class Ball:
         radii = torch.rand(count, 1, generator=gen, dtype=self.center.dtype).to(self.center.device)
         return self.center + dirs * radii * self.radius
 
+    def sample_chunks(self, gen: torch.Generator, count: int, rows: int):
+        """sample(gen, count) in chunks of at most `rows` points (aligned by chunk_rows)."""
+        m, dtype, device = self.center.numel(), self.center.dtype, self.center.device
+
+        def finish(dirs, radii):
+            dirs /= dirs.norm(dim=1, keepdim=True)
+            return self.center + dirs * radii * self.radius
+
+        yield from _chunks(self, gen, count, rows,
+                           lambda g, c: torch.randn(c, m, generator=g, dtype=dtype).to(device),
+                           lambda g, c: torch.rand(c, 1, generator=g, dtype=dtype).to(device), finish)
+
     def with_radius(self, radius: float) -> "Ball":
         return Ball(self.center, radius)
 
@@ -67,3 +125,12 @@ class Box:
         u = 2 * torch.rand(count, m, generator=gen, dtype=self.center.dtype) - 1
         scale = torch.rand(count, 1, generator=gen, dtype=self.center.dtype)
         return self.center + (u * scale * self.halfwidth).to(self.center.device)
+
+    def sample_chunks(self, gen: torch.Generator, count: int, rows: int):
+        """sample(gen, count) in chunks of at most `rows` points (aligned by chunk_rows)."""
+        m, dtype = self.center.numel(), self.center.dtype
+
+        yield from _chunks(self, gen, count, rows,
+                           lambda g, c: torch.rand(c, m, generator=g, dtype=dtype),
+                           lambda g, c: torch.rand(c, 1, generator=g, dtype=dtype),
+                           lambda r, s: self.center + ((2 * r - 1) * s * self.halfwidth).to(self.center.device))

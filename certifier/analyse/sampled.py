@@ -10,15 +10,17 @@ beside mu, never used for it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..compile.kernel import lambda_min as kernel_lambda_min
 from ..compile.problem import Problem
-from . import units
+from . import parallel, units
 from .parallel import LocalExecutor, rows_per_unit, split
 from .records import Records
+from .regions import chunk_rows
 from .trajectory import FLOW_STEPS, SearchContext, flow_applicable, flow_path, trajectory
 from .units import flush
 
@@ -28,6 +30,11 @@ SOURCE_TEXT = {
     "random": "R at random points of U",
     "tangent-kernel": "lambda_min of the tangent kernel (a lower bound on R in every direction)",
 }
+
+
+# bytes of random points of a region held at once (their temporaries while drawn take about as
+# much again, twice): the random points are drawn, evaluated and recorded chunk by chunk
+POINTS_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -75,7 +82,36 @@ def search_region(problem: Problem, region, records: Records, budget: Budget, ct
     adv_starts = [center] + lowest[: budget.starts // 2]
     adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
     run(units.adversarial, torch.stack(adv_starts), region, budget.adversarial_steps, ctx.noise, ctx.floor)
-    run(units.random_points, region.sample(ctx.gen, budget.random_points), region)
+    # random points in chunks of whole units (the same units, points and records as one draw)
+    rows = chunk_rows(problem.m, POINTS_BYTES // (8 * problem.m), per_unit)
+    for chunk in region.sample_chunks(ctx.gen, budget.random_points, rows):
+        run(units.random_points, chunk, region)
+
+
+def parallel_work(budget: Budget, per_unit: int) -> list[tuple[int, int, int]]:
+    """One search's sources as (units, batches per unit, rows per batch): the trajectories and
+    the adversarial descents advance their starts together (one batch a step), the random points
+    are one batch a unit."""
+    starts = budget.starts
+    rows = min(per_unit, starts)
+    return [(math.ceil(starts / per_unit), budget.trajectory_steps, rows),
+            (math.ceil(starts / per_unit), budget.adversarial_steps, rows),
+            (math.ceil(budget.random_points / per_unit), 1, min(per_unit, budget.random_points))]
+
+
+def search_executor(checked, problem: Problem, workers: int | None, scheduler: str | None, device: str,
+                    threads: int):
+    """Where search_region's units run for this run: a dask scheduler when one is given; N local
+    processes when --workers N is asked for and the measured estimate says they pay for their
+    start (parallel.plan); else this process. executor.note() says which, for the report."""
+    if scheduler or not workers or workers <= 1:
+        return parallel.make_executor(checked, workers, scheduler, device, threads)
+    budget = Budget(int(checked.method.options.get("samples", 4096)))
+    per_unit = rows_per_unit(problem)
+    use, note = parallel.plan(problem, workers, threads, parallel_work(budget, per_unit), per_unit)
+    if not use:
+        return LocalExecutor(note)
+    return parallel.PoolExecutor(checked, workers, device, threads, note=note)
 
 
 def initial_trajectory(problem: Problem, records: Records, steps: int, ctx: SearchContext, extend_to: int = 0) -> None:

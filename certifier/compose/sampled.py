@@ -11,10 +11,9 @@ import time
 import torch
 
 from ..analyse.levels import DESCENT_STEPS, NOISE, WITNESS_MAX_STEPS, WITNESS_STEPS, ZERO_MU
-from ..analyse.parallel import make_executor
 from ..analyse.records import Records
 from ..analyse.regions import Ball, Box
-from ..analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_region, total_evaluations
+from ..analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_executor, search_region, total_evaluations
 from ..analyse.threads import choose as choose_threads
 from ..analyse.trajectory import SearchContext
 from ..analyse.witness import run_witness, step_count
@@ -36,7 +35,9 @@ def certify_sampled(checked, options):
     with options.reporter.phase("compiling the model", total=None):
         problem = Problem(checked, options.device)
         _, thread_note = choose_threads(problem, options.threads)
-    executor = make_executor(checked, options.workers, options.scheduler, options.device, torch.get_num_threads())
+    # --workers N: used when the measured estimate says they pay for their start (a note says which)
+    executor = search_executor(checked, problem, options.workers, options.scheduler, options.device,
+                               torch.get_num_threads())
     try:
         return problem, _sampled_evidence(checked, options, problem, executor, t_start, thread_note)
     finally:
@@ -169,6 +170,8 @@ def _sampled_evidence(checked, options, problem: Problem, executor, t_start: flo
     notes += more
     if thread_note:
         notes.append(thread_note)
+    if getattr(executor, "note", None) and executor.note():
+        notes.append(executor.note())
     if verdict != "certified":
         rate = None
         bound = None if L0 > floor else bound
