@@ -40,10 +40,19 @@ from ..analyse.sound.bnb import _jsonable
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.region import SoundRegion, verify_point
 from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
+from ..analyse.sound.smoothness import smoothness_bound
 from ..compile.interval import NotSupported
 from ..compile.interval_model import IntervalModel
-from ..compile.rounding import elementary
-from ..compose.sound import ZERO_MU, needed_mu_lower, rho_upper, sound_constant, sound_rate
+from ..compile.rounding import elementary, up
+from ..compose.sound import (
+    ZERO_MU,
+    gradient_bound,
+    needed_mu_lower,
+    rho_step_upper,
+    rho_upper,
+    sound_constant,
+    sound_rate,
+)
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
@@ -116,10 +125,16 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
                 leaf.update(rule=node.bound.rule, bound=hx(node.bound.value), value=float(node.bound.value),
                             numbers=_jsonable(node.bound.numbers))
             evidence.append(leaf)
+    if ev.step is not None and result.verdict == "certified" and outcome is not None:
+        # gradient descent: the step and the proved bounds over the region the replay recomputes
+        proof.update(step=hx(ev.step), smoothness=hx(ev.smoothness), kernel_bound=hx(ev.kernel_bound))
     if result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
-        rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor, (result.loss or {})["constant"])
+        if ev.step is not None:
+            rate_params.update(step=hx(ev.step), smoothness=hx(ev.smoothness))
+        rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor, (result.loss or {})["constant"],
+                          ev.step, ev.smoothness)
         formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
@@ -204,6 +219,15 @@ def _setup(st: dict, proof: dict, ctx: VerifyContext) -> None:
     reg = SoundRegion(SimpleNamespace(kind=region.name, center=model.theta0, radius=radius, halfwidth=radius))
     with elementary(functions):
         rctx = RuleContext(model, floor, subspace_facts(model), dict(model.blocks))
+    step = claim.get("step")
+    st["step"] = float(step) if step is not None else None
+    if st["step"] is not None:
+        with elementary(functions):
+            smooth = smoothness_bound(model, reg.lo, reg.hi)
+        if isinstance(smooth, str):
+            ctx.reject(f"sound-proof: the spec's step needs a smoothness bound: {smooth}")
+            return
+        st["smooth"] = smooth
     st.update(radius=radius, reg=reg, rctx=rctx,
               needed_lower=needed_mu_lower(st["L0_lo"], floor, radius, *_natural(model, floor, st["L0_up"])), ok=True)
 
@@ -449,7 +473,29 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
                        f"bound (recomputed: {st.get('sample_max')!r})")
             return
     phi, c = _natural(st["model"], st["floor"], L0_up, M)   # c recomputed from the spec (M = n L0_up, or M)
-    rho = rho_upper(L0_up, st["floor"], mu, phi, c)
+    step, beta = st.get("step"), None
+    if step is None and proof.get("step") is not None:
+        ctx.reject("sound-proof: a step is recorded, but the spec claims gradient flow (no step=)")
+        return
+    if step is not None:
+        try:
+            rec_step, beta, lam = unhex(proof["step"]), unhex(proof["smoothness"]), unhex(proof["kernel_bound"])
+        except (KeyError, ValueError) as exc:
+            ctx.reject(f"sound-proof: the spec has step={step!r}, but the proof's step, smoothness or kernel_bound "
+                       f"is missing or malformed ({exc})")
+            return
+        smooth = st["smooth"]
+        if rec_step != step:
+            ctx.reject(f"sound-proof: step {rec_step!r}, the spec's is {step!r}")
+        if not (beta >= smooth.beta and lam >= smooth.lam):
+            ctx.reject(f"sound-proof: smoothness {beta!r} or kernel bound {lam!r} is below the recomputed proved "
+                       f"bounds over the region ({smooth.beta!r}, {smooth.lam!r})")
+        if not float(up(step * beta)) <= 1.0:
+            ctx.reject(f"sound-proof: step {step!r} exceeds 1/beta with beta = {beta!r}: no descent-lemma rate")
+            return
+        rho = rho_step_upper(L0_up, st["floor"], mu, phi, c, step, beta, gradient_bound(L0_up, lam), st["horizon"])
+    else:
+        rho = rho_upper(L0_up, st["floor"], mu, phi, c)
     if rho != rho_rec:
         ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
     if not rho <= st["radius"]:
@@ -460,11 +506,14 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     try:
         same = (params.get("kind") == "sound" and unhex(params.get("L0_upper")) == L0_up
                 and unhex(params.get("mu")) == mu and unhex(params.get("floor")) == st["floor"])
+        if step is not None:
+            same = same and unhex(params.get("step")) == step and unhex(params.get("smoothness")) == beta
     except ValueError:
         same = False
     if not same:
-        ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor")
-    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"], c)
+        ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor" +
+                   (", step and smoothness" if step is not None else ""))
+    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"], c, step, beta)
     if rate.get("formula") != rebuilt.formula():
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):

@@ -86,11 +86,14 @@ class Rate:
         return {f"{f:.0e}".replace("e-0", "e-"): self.time_to(f * self.initial) for f in FRACTIONS}
 
 
-def proved_rate(L0_up: float, mu: float, floor: float, c: float, phi: Desingularizer = LOG) -> Rate:
+def proved_rate(L0_up: float, mu: float, floor: float, c: float, phi: Desingularizer = LOG,
+                step: float | None = None, smoothness: float | None = None) -> Rate:
     """The sound mode's bound L(t) <= max(phi^-1(phi(L0_up) - c mu t), floor) for the loss's natural
     phi, c = phi'(L) G(L) (constant in L by construction: least squares 4 with phi = log, so
     L0_up exp(-4 mu t); exponential 1 with phi = -1/u, so 1/(1/L0_up + mu t)). K = c mu rounded down
-    (exactly mu when c = 1), every number rounded outward."""
+    (exactly mu when c = 1), every number rounded outward. With a step eta and a proved smoothness beta
+    (eta beta <= 1): gradient descent, L_k <= max(phi^-1(phi(L0_up) - k eta (1 - beta eta / 2) K), floor)."""
     K = float(mu) if c == 1 else float(down(c * mu))
     c_text = f"{c:g}" if c == int(c) else repr(c)
-    return Rate(phi, K, L0_up, floor, outward=True, K_text=repr(K) if c == 1 else f"{c_text} * {mu!r}")
+    return Rate(phi, K, L0_up, floor, step, smoothness, outward=True,
+                K_text=repr(K) if c == 1 else f"{c_text} * {mu!r}")

@@ -23,6 +23,7 @@ from ..analyse.regions import Ball, Box
 from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size_problem
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.linalg import sqrt_down, sqrt_up
+from ..analyse.sound.region import SoundRegion
 from ..analyse.witness import run_witness
 from ..compile.interval import NotSupported
 from ..compile.interval_losses import INTERVAL_LOSSES
@@ -236,6 +237,74 @@ def needed_mu_lower(L0_lo: float, floor: float, radius: float, phi: Desingulariz
     return float(down(q * q)) if c == 1 or phi == LOG and c == 4.0 else float(down(down(q * q) / up(c)))
 
 
+def crossing_upper(phi: Desingularizer, floor: float) -> float:
+    """An upper bound on floor * sqrt(phi'(floor)) (0 at floor 0): the part below the floor of the one
+    gradient-descent step that crosses it (docs/theory.md 10.9)."""
+    if not floor > 0:
+        return 0.0
+    if phi == LOG:
+        return sqrt_up(floor)                       # floor / sqrt(floor)
+    import flint
+
+    old = flint.ctx.prec
+    flint.ctx.prec = 128
+    try:
+        e = flint.arb(floor)
+        if phi.name == "power":
+            v = e ** (1 - flint.arb(phi.params["alpha"]))          # e * e^-alpha
+        elif phi.name == "lambert":
+            v = e / (1 - (-e).exp())
+        else:
+            raise ValueError(f"no outward crossing term for {phi.name}")
+        return float(up(float(v.upper())))
+    finally:
+        flint.ctx.prec = old
+
+
+def step_slack(step: float, beta: float) -> float:
+    """A lower bound on 1 - beta eta / 2 (the descent lemma's factor)."""
+    return float(down(1.0 - float(up(up(beta * step) / 2))))
+
+
+def rho_step_upper(L0_up: float, floor: float, mu: float, phi: Desingularizer, c: float, step: float,
+                   beta: float, grad_bound: float, horizon: float) -> float:
+    """The path-length bound of gradient descent with step eta <= 1/beta, rounded up (docs/theory.md 10.9):
+        (int_floor^L0 sqrt(phi') + floor sqrt(phi'(floor))) / (sqrt(c mu) (1 - beta eta / 2))
+        + sqrt(N eta floor / (1 - beta eta / 2)) + eta G,
+    N = horizon (steps), G >= sup ||grad L|| over the points of the region with L <= L0."""
+    if not mu > 0:
+        return math.inf
+    slack = step_slack(step, beta)
+    if not slack > 0:
+        return math.inf
+    K = float(mu) if c == 1 else float(down(c * mu))
+    flow = rho_upper(L0_up, floor, mu, phi, c)
+    cross = float(up(crossing_upper(phi, floor) / sqrt_down(K)))
+    above = float(up(up(flow + cross) / slack))
+    post = sqrt_up(float(up(up(up(horizon * step) * floor) / slack))) if floor > 0 else 0.0
+    last = float(up(step * grad_bound))
+    return float(up(up(above + post) + last))
+
+
+def needed_mu_step(L0_up: float, floor: float, radius: float, phi: Desingularizer, c: float, step: float,
+                   beta: float, grad_bound: float, horizon: float) -> float:
+    """The mu that rho_step_upper needs to be <= radius (rounded up, a 1e-9 relative margin); inf when the
+    terms that do not depend on mu already exceed the radius."""
+    slack = step_slack(step, beta)
+    post = sqrt_up(float(up(up(up(horizon * step) * floor) / slack))) if floor > 0 else 0.0
+    last = float(up(step * grad_bound))
+    room = float(down(down(down(radius - post) - last) * slack))
+    if not (room > 0 and slack > 0):
+        return math.inf
+    if phi == LOG:
+        integral = float(up(2.0 * float(up(sqrt_up(L0_up) - sqrt_down(floor)))))
+    else:
+        integral = path_bounds(phi, floor, L0_up)[1]
+    num = float(up(integral + crossing_upper(phi, floor)))
+    q = float(up(num / room))
+    return float(up(up(up(q * q) / down(c)) * (1 + 1e-9)))
+
+
 FUNCTIONS_TEXT = {"margin": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
                   "arb": "python-flint arb ball arithmetic (rigorous; docs/theory.md section 10)"}
 
@@ -275,8 +344,10 @@ def _certify_sound(checked, options, functions: str, executor):
         problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
     noise = NOISE * p0.loss
     timing: dict = {}
+    claim_step = checked.claim.options.get("step")
     notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
-             "(float64 values read as exact reals); the rate is a theorem about gradient flow"]
+             "(float64 values read as exact reals); the rate is a theorem about gradient flow"
+             + (" and, with step=, about gradient descent with that step" if claim_step is not None else "")]
     if problem.device.type != torch.device(options.device).type:
         notes.append(f"--device {options.device}: the sound mode computes on the CPU (interval arithmetic in "
                      "numpy); the device was not used")
@@ -286,7 +357,9 @@ def _certify_sound(checked, options, functions: str, executor):
                evidence=None):
         timing["total"] = time.perf_counter() - t_start
         rules = (outcome.rules_used if outcome else {}) or {}
-        sources = [MuSource(name, RULE_TEXT.get(name, name), None, count) for name, count in sorted(rules.items())]
+        minima = _rule_minima(outcome) if outcome else {}
+        sources = [MuSource(name, RULE_TEXT.get(name, name), minima.get(name), count)
+                   for name, count in sorted(rules.items())]
         boxes = outcome.boxes_evaluated if outcome else 0
         seconds = outcome.bnb_seconds if outcome else 0.0
         return problem, Evidence(
@@ -311,10 +384,16 @@ def _certify_sound(checked, options, functions: str, executor):
 
     # --- what the sound mode covers: anything else is a diagnostic at its span -----------------------
     unsupported = None
-    if claim.get("step") is not None:
-        unsupported = ("E109", "a step size: the sound mode certifies gradient flow",
+    step = claim.get("step")
+    step = float(step) if step is not None else None
+    if step is not None and problem.loss_def.name != "least_squares":
+        unsupported = ("E109", f"a step size with loss {problem.loss_def.name} (the sound mode proves a "
+                       "smoothness bound for least squares only)",
                        checked.claim.option_spans.get("step", checked.claim.span),
-                       "leave out step= with method interval")
+                       "leave out step= (gradient flow), or use loss least_squares")
+    elif step is not None and region_choice.options.get("radius") == "auto":
+        unsupported = ("E109", "a step size with radius=auto (the smoothness bound is proved over a fixed region)",
+                       region_choice.span, "give the region a fixed radius or halfwidth")
     elif checked.desingularizer.name != "auto" and _chosen(checked.desingularizer) != phi:
         unsupported = ("E111", f"the desingularizer '{checked.desingularizer.name}' with loss {problem.loss_def.name}",
                        checked.desingularizer.span,
@@ -359,7 +438,26 @@ def _certify_sound(checked, options, functions: str, executor):
                       evidence=SoundEvidence(kind, None, floor, horizon, functions, L0_up, float(enc0.L.lo)),
                       extra_notes=["the initial loss is at or below the floor (verified): L(theta_t) <= L0 "
                                    "for all t, since L is non-increasing along the flow"])
+    if method.get("route") == "trajectory":      # a validated tube, then the ball rule (issue 18)
+        from .trajectory import certify_trajectory
+        verdict, sound, kwargs, violation = certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0,
+                                                               functions, reporter, seed)
+        if violation is not None:
+            raise SoundnessViolation(violation)
+        return result(verdict, sound, L0_up=L0_up, **kwargs)
     M_leaves = None     # the recorded M from the proven leaves (certificates), when it raised c
+    smooth = None       # gradient descent: the proved smoothness over the region (docs/theory.md 10.9)
+    if step is not None:
+        smooth = step_facts(model, make(float(region_choice.options.get("radius")
+                                              or region_choice.options.get("halfwidth"))), L0_up)
+        if isinstance(smooth, str):
+            raise SpecError([Diagnostic("E109", f"a step size: {smooth}: not supported in the sound mode "
+                                        "(method interval)", checked.claim.option_spans.get("step", checked.claim.span),
+                                        "leave out step= (gradient flow), or use method sampled(...)",
+                                        checked.spec.path)])
+        notes.append(f"gradient descent with step {step!r}: the Hessian of L is bounded by beta = "
+                     f"{smooth['beta']:.6g} over the region (interval Jacobian and second-derivative bounds), "
+                     f"eta beta = {step * smooth['beta']:.4g} (docs/theory.md 10.9)")
     if c is None:
         c, _, M_used = sound_constant(problem.loss_def, model.n, floor, L0_up)
         notes.append(f"per-sample losses are <= n L(theta0) <= M = {M_used:.6g} along the flow, so "
@@ -381,14 +479,21 @@ def _certify_sound(checked, options, functions: str, executor):
         per_radius = budget
     outcome = None
     radius = radii[0]
-    for attempt in range(RADIUS_TRIES if auto else 1):
+    step_refused = smooth is not None and not float(up(step * smooth["beta"])) <= 1.0
+    for attempt in range(0 if step_refused else RADIUS_TRIES if auto else 1):
         radius = radii[-1]
-        need = needed_mu(L0_up, floor, radius, phi, c)
+        need = needed_mu(L0_up, floor, radius, phi, c) if smooth is None else \
+            needed_mu_step(L0_up, floor, radius, phi, c, step, smooth["beta"], smooth["grad_bound"], horizon)
+        if not math.isfinite(need):
+            outcome = SoundOutcome("unresolved", None, None, message=(
+                f"with step {step!r} the step terms of the path-length bound alone exceed the radius {radius:g}"))
+            history.append({"radius": radius, "mu": None, "path_length_bound": None, "status": outcome.status})
+            break
         outcome = bound_mu(problem, make(radius), floor, need, per_radius, reporter, seed=seed,
                            refute_below=needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c), executor=executor,
                            ceiling=ceiling)
         mu = outcome.mu if outcome.status == "proven" else None
-        rho = rho_upper(L0_up, floor, mu, phi, c) if mu is not None else math.inf
+        rho = _rho(L0_up, floor, mu, phi, c, smooth, step, horizon) if mu is not None else math.inf
         history.append({"radius": radius, "mu": outcome.mu, "path_length_bound": rho if math.isfinite(rho) else None,
                         "status": outcome.status})
         if outcome.status == "proven" or not auto:
@@ -405,7 +510,15 @@ def _certify_sound(checked, options, functions: str, executor):
 
     verdict, failing, rate, bound, mu_value, extra = "inconclusive", None, None, None, None, []
     rho = math.inf
-    if outcome.status == "proven":
+    if step_refused:
+        outcome = None
+        failing = FailingRegion(
+            kind="step-size", message=(f"the step {step!r} exceeds 1/beta = {1 / smooth['beta']:.6g}, with beta = "
+                                       f"{smooth['beta']:.6g} the proved bound on the Hessian of L over the region"),
+            suggestion=f"use step <= {1 / smooth['beta']:.4g} (or a smaller region: beta may fall)", points=[],
+            span=_span(checked.claim.option_spans.get("step", checked.claim.span)),
+            numbers={"step": step, "smoothness": smooth["beta"], "max_step": 1 / smooth["beta"]})
+    elif outcome.status == "proven":
         mu_value = float(outcome.mu)
         recorded = sample_bound(outcome.sample_max) if problem.loss_def.needs_sample_bound else None
         if recorded is not None:
@@ -415,10 +528,11 @@ def _certify_sound(checked, options, functions: str, executor):
                 notes.append(f"the proven boxes bound every per-sample loss by M = {M2:.6g} (n L0 gave "
                              f"{M_used:.6g}): c = {c2:.6g}")
                 c, M_used, M_leaves = c2, M2, recorded
-        rho = rho_upper(L0_up, floor, mu_value, phi, c)
+        rho = _rho(L0_up, floor, mu_value, phi, c, smooth, step, horizon)
         if rho <= radius:
             verdict = "certified"
-            rate, bound = _rate(L0_up, mu_value, floor, horizon, c, phi)
+            rate, bound = _rate(L0_up, mu_value, floor, horizon, c, phi, step,
+                                smooth["beta"] if smooth is not None else None)
         else:
             failing = FailingRegion(
                 kind="confinement", message=(f"mu = {mu_value:.6g} is proved, but rho = {rho:.6g} exceeds the "
@@ -469,6 +583,11 @@ def _certify_sound(checked, options, functions: str, executor):
             points=[FailingPoint(pt["distance"], pt["loss_lower"], pt["rayleigh_upper"], "interval-verified")],
             span=_span(checked.claim.span if critical or claim_false else region_choice.span),
             numbers={k: v for k, v in pt.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    elif not math.isfinite(need):
+        failing = FailingRegion(
+            kind="confinement", message=f"sound mode: {outcome.message}",
+            suggestion="a smaller step, a larger region, or a lower horizon (the steps below the floor count)",
+            points=[], span=_span(region_choice.span), numbers={"radius": radius, "step": step})
     else:
         failing = FailingRegion(
             kind="budget", message=f"sound mode: {outcome.message}",
@@ -480,17 +599,29 @@ def _certify_sound(checked, options, functions: str, executor):
     # --- witness (evidence, as in the sampled mode) ---------------------------------------------------
     t2 = time.perf_counter()
     beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
-    w_eta = 0.25 / beta0 if beta0 > 0 else 0.1
-    with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
-        witness = run_witness(problem, w_eta, horizon, bound, noise, region, WITNESS_STEPS, advance, floor=floor)
+    if step is None:
+        w_eta = 0.25 / beta0 if beta0 > 0 else 0.1
+        with reporter.phase("witness descent", total=WITNESS_STEPS) as advance:
+            witness = run_witness(problem, w_eta, horizon, bound, noise, region, WITNESS_STEPS, advance, floor=floor)
+    else:
+        # the claim's own iteration: gradient descent with the spec's step, L_k against the bound at k
+        w_bound = (lambda t: bound(t / step)) if bound is not None else None
+        w_steps = int(min(horizon, WITNESS_STEPS))
+        with reporter.phase("witness descent", total=w_steps) as advance:
+            witness = run_witness(problem, step, horizon * step, w_bound, noise, region, w_steps, advance,
+                                  floor=floor, restart=False)
     timing["witness"] = time.perf_counter() - t2
     if verdict == "certified" and (witness.violation is not None or witness.left_region_at is not None):
+        if step is not None:      # the descent IS the claim: nothing finer to compare with
+            _violation(witness, outcome, checked.spec.path, step)
         extra.append(_recheck(problem, witness, bound, noise, region, floor, beta0, outcome, checked.spec.path))
-    if witness.checked_until < horizon and bound is not None:
-        extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}")
+    if witness.checked_until < horizon * (step or 1.0) and bound is not None:
+        extra.append(f"the witness compared bound and loss up to t = {witness.checked_until:.4g}"
+                     + (f" (step {witness.steps})" if step is not None else ""))
     evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
                              mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c_search),
-                             M_leaves)
+                             M_leaves, step=step, smoothness=smooth["beta"] if smooth else None,
+                             kernel_bound=smooth["lam"] if smooth else None)
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   radius=radius, rho=rho, history=history, L0_up=L0_up,
@@ -518,6 +649,42 @@ def _recheck(problem, witness, bound, noise, region, floor, beta0, outcome, path
     raise SoundnessViolation(
         f"{path}: gradient descent from theta0 contradicts a sound certificate ({what}; step {eta:.3g}), so a "
         f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
+
+
+def _violation(witness, outcome, path, step) -> None:
+    rules = ", ".join(sorted((outcome.rules_used or {}).keys())) if outcome else "none"
+    what = (f"L = {witness.violation['loss']:.6g} above the proved bound {witness.violation['bound']:.6g} at step "
+            f"{witness.violation['t'] / step:.0f}" if witness.violation is not None else
+            f"it leaves the proved region at step {witness.left_region_at / step:.0f}")
+    raise SoundnessViolation(
+        f"{path}: gradient descent with the spec's step {step!r} contradicts a sound certificate ({what}), so a "
+        f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
+
+
+def step_facts(model: IntervalModel, region, L0_up: float) -> dict | str:
+    """For gradient descent over the region: beta >= sup ||Hess L||, lam >= sup lambda_max(K) (both raised
+    by 1e-9 relative, so that a replay on another BLAS build finds its own bounds below them), and
+    G = sqrt(4 L0 lam) >= ||grad L|| at every point of the region with L <= L0 (least squares:
+    ||grad L||^2 = R ||g||_D^2 <= lambda_max(K) 4 L). A string: why there is none."""
+    from ..analyse.sound.smoothness import smoothness_bound
+
+    reg = SoundRegion(region)
+    sm = smoothness_bound(model, reg.lo, reg.hi)
+    if isinstance(sm, str):
+        return sm
+    beta = float(up(up(sm.beta) * (1 + 1e-9)))
+    lam = float(up(up(sm.lam) * (1 + 1e-9)))
+    return {"beta": beta, "lam": lam, "grad_bound": gradient_bound(L0_up, lam), "numbers": sm.numbers}
+
+
+def gradient_bound(L0_up: float, lam: float) -> float:
+    return sqrt_up(float(up(up(4.0 * L0_up) * lam)))
+
+
+def _rho(L0_up, floor, mu, phi, c, smooth, step, horizon) -> float:
+    if smooth is None:
+        return rho_upper(L0_up, floor, mu, phi, c)
+    return rho_step_upper(L0_up, floor, mu, phi, c, step, smooth["beta"], smooth["grad_bound"], horizon)
 
 
 def _decisive(point: dict, r0: float, L0_lower: float) -> bool:
@@ -549,18 +716,23 @@ def _phi_spec(phi: Desingularizer) -> str:
     return phi.name
 
 
-def sound_rate(loss, L0_up: float, mu: float, floor: float, c: float | None = None):
-    """The proved Rate for a loss of the table (or its name): its natural phi, and c (default: the
-    loss's constant; logistic: sound_constant's) (certificates rebuild it with this)."""
-    c0, phi = natural(loss)
-    return proved_rate(L0_up, mu, floor, c0 if c is None else c, phi)
+def sound_rate(loss, L0_up: float, mu: float, floor: float, c: float | None = None,
+               step: float | None = None, smoothness: float | None = None, phi: Desingularizer | None = None):
+    """The proved Rate for a loss of the table (or its name): its natural phi (or phi), and c (default: the
+    loss's constant; logistic: sound_constant's); with a step, gradient descent with that smoothness
+    (certificates rebuild it with this)."""
+    c0, natural_phi = natural(loss)
+    return proved_rate(L0_up, mu, floor, c0 if c is None else c, phi or natural_phi, step, smoothness)
 
 
-def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float, phi: Desingularizer = LOG):
-    rate = proved_rate(L0_up, mu, floor, c, phi)
+def _rate(L0_up: float, mu: float, floor: float, horizon: float, c: float, phi: Desingularizer = LOG,
+          step: float | None = None, smoothness: float | None = None):
+    rate = proved_rate(L0_up, mu, floor, c, phi, step, smoothness)
     return {"formula": rate.formula(), "asymptotic": rate.asymptotic(), "kl_constant": rate.K,
             "curve": rate.curve(horizon), "times_to_fraction": rate.times_to_fraction(),
-            "horizon": horizon, "time": "gradient-flow time t",
+            "horizon": horizon, "time": "gradient-flow time t" if step is None else "gradient-descent steps k",
+            "unit": "gradient-flow time t" if step is None else "steps k", "step": step, "smoothness": smoothness,
+            "smoothness_note": None if step is None else "a proved bound on ||Hess L|| over the region",
             "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}, rate.bound
 
 
@@ -578,6 +750,22 @@ def _weakest_rule(outcome: SoundOutcome) -> str | None:
     if not leaves:
         return None
     return min(leaves, key=lambda n: n["bound"]).get("rule")
+
+
+def _rule_minima(outcome: SoundOutcome) -> dict[str, float]:
+    """Each rule's smallest bound over the proof's leaves it bounded (dropped leaves left out): the
+    `minimum` of its mu_sources row; mu is the smallest of them."""
+    minima: dict[str, float] = {}
+
+    def walk(node):
+        if node.get("children"):
+            for c in node["children"]:
+                walk(c)
+        elif node.get("status") != "dropped" and node.get("bound") is not None and node.get("rule"):
+            minima[node["rule"]] = min(minima.get(node["rule"], math.inf), float(node["bound"]))
+    if outcome.proof and "root" in outcome.proof:
+        walk(outcome.proof["root"])
+    return minima
 
 
 def _proof(outcome: SoundOutcome | None):

@@ -20,3 +20,6 @@ class SoundEvidence:
     rho: float | None = None
     refute_below: float | None = None
     sample_bound: float | None = None  # M from the proven leaves, when the rate's c used it (logistic, cross-entropy)
+    step: float | None = None          # gradient descent: the spec's step eta (None: gradient flow)
+    smoothness: float | None = None    # beta >= sup ||Hess L|| over the region (raised by 1e-9 relative)
+    kernel_bound: float | None = None  # lam >= sup lambda_max(K) over the region (G = sqrt(4 L0 lam))
