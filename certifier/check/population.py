@@ -239,9 +239,10 @@ def check_population(spec: Spec, collector: Collector, data: Data, params: Param
         collector.error("E112", f"no closed form for the population loss '{loss_name}'", spec.loss.span,
                         "population losses are least squares: loss least_squares")
         return None
-    if method is not None and method.name != "sampled":
+    if method is not None and method.name not in ("sampled", "interval"):
         collector.error("E107", f"method {method.name} does not handle populations (data gaussian)",
-                        method.span, "use method sampled(...): the loss is exact, mu is an estimate")
+                        method.span, "use method sampled(...) (mu estimated) or interval(...) (mu proved, "
+                        "compile/interval_population.py)")
         return None
     if not isinstance(spec.model, Model):
         collector.error("E112", "a Python model has no closed-form population loss",

@@ -42,7 +42,15 @@ class BoxEnclosure:
 
 class IntervalModel:
     """The checked spec's model and loss as interval functions of theta (a loss of the table with an
-    interval rule in compile/interval_losses.py)."""
+    interval rule in compile/interval_losses.py). A population spec (data gaussian) gets the closed form's
+    enclosures instead: compile/interval_population.PopulationIntervalModel, the same interface (duck-typed:
+    it does not import this module)."""
+
+    def __new__(cls, checked=None, *args, **kwargs):
+        if cls is IntervalModel and getattr(checked, "population", None) is not None:
+            from .interval_population import PopulationIntervalModel
+            return PopulationIntervalModel(checked)      # not an IntervalModel: __init__ is not run again
+        return object.__new__(cls)
 
     def __init__(self, checked):
         check_environment()

@@ -12,7 +12,8 @@ verifies the mode at run time):
   |fl(A B) - A B| <= gamma_k |A| |B| + k * 2^-1074 entrywise (k the inner dimension; the last
   term covers underflow), gamma_k = k u / (1 - k u), u = 2^-53 (Higham, Accuracy and Stability of
   Numerical Algorithms, 2nd ed., section 3.1 and Lemma 3.1; section 2.1 for underflow).
-- Library exp, log, log1p, tanh, sin, cos are NOT correctly rounded. Their documented or measured
+- Library exp, log, log1p, tanh, sin, cos, arcsin are NOT correctly rounded (arcsin: the
+  population enclosures' angles, compile/interval_population.py; glibc lists asin at 1 ulp). Their documented or measured
   worst errors are a few ulps: glibc's manual ("Known Maximum Errors in Math Functions") lists at
   most 1-2 ulp for these on x86_64; P. Zimmermann, "Accuracy of Mathematical Functions in Single,
   Double, Extended Double and Quadruple Precision" (2021, hal-03141101) measures glibc, Intel's
@@ -175,12 +176,13 @@ def _widen(v: np.ndarray, extra: float | np.ndarray = 0.0) -> tuple[np.ndarray, 
 
 
 _NUMPY = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
-          "sin": np.sin, "cos": np.cos}
+          "sin": np.sin, "cos": np.cos, "arcsin": np.arcsin}
+HALF_PI_UP = float(np.nextafter(math.pi / 2, INF))   # > pi/2 (math.pi / 2 is below it)
 
 
 def point_bounds(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) with lo <= f(x) <= hi for every entry of the double array x (f a library function
-    among exp, log, log1p, tanh, sin, cos). NaN where f is undefined at x."""
+    among exp, log, log1p, tanh, sin, cos, arcsin). NaN where f is undefined at x (arcsin: |x| > 1)."""
     x = np.asarray(x, dtype=np.float64)
     if _ELEMENTARY["mode"] == "arb":
         return _arb_bounds(name, x)
@@ -208,6 +210,8 @@ def _clip_range(name, lo, hi):
             lo = np.maximum(lo, 0.0)
         elif name in ("tanh", "sin", "cos"):
             lo, hi = np.maximum(lo, -1.0), np.minimum(hi, 1.0)
+        elif name == "arcsin":        # [-pi/2, pi/2], and arcsin(0) = 0 exactly (sign-preserving)
+            lo, hi = np.maximum(lo, -HALF_PI_UP), np.minimum(hi, HALF_PI_UP)
     return lo, hi
 
 
@@ -222,6 +226,9 @@ def _arb_bounds(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         flat_x, flat_lo, flat_hi = x.reshape(-1), lo.reshape(-1), hi.reshape(-1)
         for i, xi in enumerate(flat_x):
             xi = float(xi)
+            if name == "arcsin" and not abs(xi) <= 1.0:
+                flat_lo[i] = flat_hi[i] = math.nan
+                continue
             if math.isnan(xi) or (name in ("log",) and xi <= 0) or (name == "log1p" and xi <= -1):
                 if name in ("log", "log1p") and xi == (0.0 if name == "log" else -1.0):
                     flat_lo[i] = flat_hi[i] = -INF
@@ -236,7 +243,7 @@ def _arb_bounds(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 continue
             a = flint.arb(xi)
             r = {"exp": a.exp, "log": a.log, "log1p": a.log1p, "tanh": a.tanh,
-                 "sin": a.sin, "cos": a.cos}[name]()
+                 "sin": a.sin, "cos": a.cos, "arcsin": a.asin}[name]()
             # float() of an arf rounds to nearest; step outward once more.
             l, h = float(r.lower()), float(r.upper())
             flat_lo[i] = np.nextafter(l, -INF)

@@ -118,7 +118,7 @@ def _evaluate(ses: Session, nid: int, lo: np.ndarray, hi: np.ndarray) -> BoxResu
         res.status, res.note = "dropped", "entirely above the initial loss"
         return res
     res.bound, _ = best_bound(ses.ctx, enc)
-    Jm, Jr = mid_rad(enc.J)
+    Jm, Jr = mid_rad(enc.J if enc.J is not None else enc.split_rows)   # population: |H|, |grad L| rows
     col = np.sum(np.abs(Jm), axis=0) + np.sum(Jr, axis=0)
     res.score = (hi - lo) * np.where(np.isfinite(col), col, 1e300)
     # exact-as-float R at the center and at one random corner (refutation candidates)

@@ -137,11 +137,20 @@ def rule_subspace(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
                  {"lambda_sigma_lower": facts.lam, "min_loss_upper": facts.lstar, "loss_lower": level})
 
 
+def rule_convex(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
+    """Population models (compile/interval_population.py, docs/theory.md 11.5): L a-strongly convex on
+    the box gives R >= (a/2)(1 - L(theta')/L) for a point theta' of the box; the model computes it."""
+    fn = getattr(ctx.model, "convex_bound", None)
+    out = fn(enc, ctx.floor) if fn is not None else None
+    return None if out is None else Bound("convex", *out)
+
+
 RULES: dict[str, Callable[[RuleContext, BoxEnclosure], Bound | None]] = {
     "direct": rule_direct,
     "spectrum": rule_spectrum,
     "block": rule_block,
     "subspace": rule_subspace,
+    "convex": rule_convex,
 }
 
 
