@@ -16,7 +16,7 @@ REQUIRED = object()
 MAX_HORIZON = 1e15   # below 2^53: with step=, every step count k <= horizon is exact in a double
 
 # statement -> choice -> keyword -> (default, kind). Kinds: init, auto|positive, positive,
-# nonneg, posint, seed, horizon, samples, alpha, functions.
+# nonneg, posint, seed, horizon, samples, alpha, functions, route.
 FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     "region": {
         "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
@@ -24,7 +24,7 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     },
     "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "seed")},
                "interval": {"boxes": (2000, "posint"), "seed": (0, "seed"),
-                            "functions": ("margin", "functions")}},
+                            "functions": ("margin", "functions"), "route": ("region", "route")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "horizon"), "step": (None, "positive")}},
 }
@@ -32,7 +32,7 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
 DEFAULTS = {"region": "ball", "method": "sampled", "desingularizer": "auto", "certify": "rate"}
 
 EXAMPLES = {"ball": "ball(center=init, radius=auto)", "box": "box(center=init, halfwidth=0.1)",
-            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0, functions=margin)",
+            "sampled": "sampled(samples=4096, seed=0)", "interval": "interval(boxes=2000, seed=0, functions=margin, route=region)",
             "rate": "rate(floor=0, horizon=1e4)", "power": "power(alpha=2/3)"}
 
 # statement -> (code, noun) for unknown names.
@@ -51,6 +51,9 @@ WHAT = {
     "functions": ("functions", "how the sound mode bounds exp, log, tanh, sin, cos, ...: margin (the "
                   "library's result widened by 2^-40 relative, fast) or arb (python-flint's rigorous "
                   "ball arithmetic, slower)"),
+    "route": ("route", "how the sound mode confines the flow: region (a bound on R over the whole region) "
+              "or trajectory (a validated tube around the numerical flow from theta0, then the ball rule "
+              "around its end; docs/sound.md)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
                 "steps), such as horizon=1e4; at most 1e15"),
@@ -140,6 +143,13 @@ def _value(key: str, kind: str, e, collector: Collector, source: str):
             collector.error("E109", "functions must be margin or arb" + (f", not '{bare}'" if bare else ""),
                             e.span, join(did_you_mean(bare, ("margin", "arb")) if bare else None,
                                          "write functions=margin or functions=arb; " + hint))
+            return None
+        return bare
+    if kind == "route":
+        if bare not in ("region", "trajectory"):
+            collector.error("E109", "route must be region or trajectory" + (f", not '{bare}'" if bare else ""),
+                            e.span, join(did_you_mean(bare, ("region", "trajectory")) if bare else None,
+                                         "write route=region or route=trajectory; " + hint))
             return None
         return bare
     if kind == "auto|positive" and bare == "auto":

@@ -445,6 +445,13 @@ def _certify_sound(checked, options, functions: str, executor):
         if violation is not None:
             raise SoundnessViolation(violation)
         return result(verdict, sound, L0_up=L0_up, **kwargs)
+    if method.get("route") == "trajectory":      # a validated tube, then the ball rule (issue 18)
+        from .trajectory import certify_trajectory
+        verdict, sound, kwargs, violation = certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0,
+                                                               functions, reporter, seed)
+        if violation is not None:
+            raise SoundnessViolation(violation)
+        return result(verdict, sound, L0_up=L0_up, **kwargs)
     M_leaves = None     # the recorded M from the proven leaves (certificates), when it raised c
     smooth = None       # gradient descent: the proved smoothness over the region (docs/theory.md 10.9)
     if step is not None:

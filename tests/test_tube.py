@@ -1,0 +1,147 @@
+"""The trajectory route's tube (certifier/analyse/sound/tube.py, docs/theory.md 10.9) against
+independent computations: a high-accuracy solve_ivp solution of the gradient flow (rtol 1e-10),
+real gradient descent, torch Hessians for the one-sided Lipschitz bound, and a tampered replay."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from certifier.analyse.sound import tube as T
+from certifier.analyse.sound.ball import BallModel
+from certifier.check import check
+from certifier.compile.interval_model import IntervalModel
+from certifier.parse import parse
+
+SPEC = """spec "small NTK tanh network from a random initialisation"
+data {
+  x = normal(shape=[3, 3], std=0.6, seed=0)
+  y = sin(x[:, 0]) + 0.5 * x[:, 1]
+}
+params {
+  W : [32, 3] = normal(seed=1)
+  a : [32]    = normal(seed=2)
+}
+model f(x) = sum(a * tanh(W @ x)) / sqrt(32)
+loss least_squares
+region ball(center=init, radius=auto)
+method interval(route=trajectory)
+certify rate(floor=0, horizon=100)
+"""
+
+
+@pytest.fixture(scope="module")
+def setup():
+    checked = check(parse(SPEC, "tube.rq"))
+    model = IntervalModel(checked)
+    bm = BallModel(model)
+    tube = T.build(model, bm, cap=0.02, target_loss=0.0, max_segments=12, h0=1 / 16)
+    return checked, model, bm, tube
+
+
+def _torch_fns(model):
+    x = torch.tensor(model.x)
+    y = torch.tensor(model.yk.reshape(-1))
+    h = 32
+
+    def F(theta):
+        W = theta[:h * 3].reshape(h, 3)
+        a = theta[h * 3:]
+        return (torch.tanh(x @ W.T) @ a) / np.sqrt(h)
+
+    def L(theta):
+        return torch.mean((F(theta) - y) ** 2)
+    return F, L
+
+
+def _flow(model, t_end, times):
+    _, L = _torch_fns(model)
+
+    def rhs(_t, th):
+        v = torch.tensor(th, requires_grad=True)
+        (g,) = torch.autograd.grad(L(v), v)
+        return -g.numpy()
+    sol = solve_ivp(rhs, (0.0, t_end), model.theta0, method="DOP853", rtol=1e-10, atol=1e-12, t_eval=times)
+    assert sol.success
+    return sol.y.T, L
+
+
+def test_order_of_parameters(setup):
+    _, model, _, _ = setup
+    assert model.names == ["W", "a"]
+
+
+def test_tube_contains_the_flow_and_bounds_the_loss(setup):
+    _, model, bm, tube = setup
+    assert len(tube.segments) == 12
+    c = 2.0 / model.n
+    times, centres, radii = [], [], []
+    for s in tube.segments:
+        tg = T.tangent(model, s.theta)
+        for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+            tau = frac * s.h
+            phi, _ = T.phi_end(tg, c, tau) if tau > 0 else (np.zeros_like(tg.ur), None)
+            times.append(s.t + tau)
+            centres.append(tg.theta + tg.B @ phi)
+            radii.append(s.e_out if frac > 0 else s.e_in)
+    grid, index = np.unique(np.array(times), return_inverse=True)
+    flow, L = _flow(model, float(grid[-1]), grid)
+    exact = flow[index]
+    bound = T.bound_function(tube)
+    for t, th, cen, rad in zip(times, exact, centres, radii):
+        dist = float(np.linalg.norm(th - cen))
+        assert dist <= rad, (t, dist, rad)
+        loss = float(L(torch.tensor(th)))
+        assert loss <= bound(t) * (1 + 1e-12), (t, loss, bound(t))
+    # the tube is informative: its radius stays far below the distance travelled
+    assert tube.end_e < 0.1 * float(np.linalg.norm(flow[-1] - model.theta0))
+
+
+def test_loss_bound_above_gradient_descent(setup):
+    _, model, _, tube = setup
+    _, L = _torch_fns(model)
+    bound = T.bound_function(tube)
+    theta = torch.tensor(model.theta0, requires_grad=True)
+    eta = 1e-3
+    steps = int(tube.end_time / eta)
+    for k in range(steps + 1):
+        loss = L(theta)
+        value = float(loss.detach())
+        assert value <= bound(k * eta), (k * eta, value, bound(k * eta))
+        (g,) = torch.autograd.grad(loss, theta)
+        theta = (theta - eta * g).detach().requires_grad_(True)
+
+
+def test_one_sided_lipschitz_bound_against_torch_hessian(setup):
+    _, model, bm, tube = setup
+    _, L = _torch_fns(model)
+    rng = np.random.default_rng(0)
+    for s in tube.segments[::4]:
+        tg = T.tangent(model, s.theta)
+        nums = T.segment_numbers(model, bm, tg, s.h, s.rho)
+        R = nums["ball_radius"]
+        for _ in range(3):
+            u = rng.normal(size=model.m)
+            u *= R * rng.uniform() ** (1 / model.m) / np.linalg.norm(u)
+            H = torch.autograd.functional.hessian(L, torch.tensor(s.theta + u)).numpy()
+            lam_min = float(np.linalg.eigvalsh(H)[0])
+            assert -lam_min <= nums["ell"], (lam_min, nums["ell"])
+
+
+def test_replay_accepts_and_rejects_tampering(setup):
+    _, model, bm, tube = setup
+    segs = tube.segments[:4]
+    thetas = [s.theta for s in segs] + [tube.segments[4].theta]
+    hs = [s.h for s in segs]
+    rhos = [s.rho for s in segs]
+    out = T.replay(model, bm, thetas, hs, rhos)
+    assert out["end_e"] == pytest.approx(tube.segments[4].e_in, rel=1e-9)
+    moved = [t.copy() for t in thetas]
+    moved[2][5] += 1e-2
+    with pytest.raises(ValueError):
+        T.replay(model, bm, moved, hs, rhos)
+    shrunk = list(rhos)
+    shrunk[1] = shrunk[1] / 10
+    with pytest.raises(ValueError):
+        T.replay(model, bm, thetas, hs, shrunk)
