@@ -1,6 +1,7 @@
 """The result cache, `.certify_cache/` (docs/output.md, "The cache").
 
-An entry is keyed by the sha256 of: the cache format, the certify, torch and numpy versions, the
+An entry is keyed by the sha256 of: the cache format, the certify, torch and numpy versions (as
+installed, read from their package metadata: a hit never imports them, docs/performance.md), the
 spec's text, the bytes of every file the spec loads (data, params and weights files, and the
 source of an imported Python model), and the run options that can change the numbers or the
 outcome (device, threads, max_params, allow_python). It holds the Result as a dictionary
@@ -30,9 +31,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .check.files import base_dir, record_loads
 from .language.ast import DataFrom, ParamsFrom
-from .language.torch_modules import module_file
 from .parse import parse
 from .report.json import clean
 from .report.load import rate_parameters, result_from_dict
@@ -46,6 +45,39 @@ PARTIAL_KINDS = ("budget", "interrupted")
 
 # record_loads is re-exported: runs.py opens a run's journal of loaded files through the cache
 __all__ = ["Cache", "key_material", "key_of", "loaded_as_keyed", "record_loads"]
+# the packages whose versions can change the numbers: their installed versions are in the key
+VERSIONED = ("torch", "numpy")
+
+
+def record_loads() -> list[tuple[str, str]]:
+    """check/files.py's journal of the files a run reads (imported here, on a miss: importing the
+    check stage imports torch, and a cache hit never needs it)."""
+    from .check.files import record_loads as start
+
+    return start()
+
+
+def base_dir(spec_path: str) -> Path:
+    """check/files.py's base_dir, without importing the check stage: paths in a spec are relative
+    to its directory (the working directory for a spec given as text, "<string>"). Were the two
+    ever to differ, the key would hash other files than the run reads, and `loaded_as_keyed`
+    would store nothing (tests/test_startup.py checks that they agree)."""
+    if not spec_path or spec_path.startswith("<"):
+        return Path.cwd()
+    return Path(spec_path).parent
+
+
+def installed_version(package: str) -> str:
+    """The installed version of `package` from its metadata (no import: importing torch takes
+    about 1 s); its __version__ where no metadata says (a source tree on sys.path)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        import importlib
+
+        return str(importlib.import_module(package).__version__)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -81,6 +113,8 @@ def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> lis
         out.append((name, path))
     target = getattr(spec.model, "target", None)
     if target is not None and allow_python:
+        # imports torch: only for a Python model
+        from .language.torch_modules import module_file
 
         path = module_file(target, base_dir(spec_path))
         if path is None:
@@ -90,9 +124,6 @@ def loaded_files(spec_path: str, source: str, allow_python: bool = False) -> lis
 
 
 def key_material(spec_path: str, source: str, options: dict) -> dict | None:
-    import numpy
-    import torch
-
     files = loaded_files(spec_path, source, bool(options.get("allow_python")))
     if files is None:
         return None
@@ -100,7 +131,7 @@ def key_material(spec_path: str, source: str, options: dict) -> dict | None:
         digests = [{"name": name, "sha256": sha256_file(path)} for name, path in files]
     except OSError:
         return None
-    return {"format": FORMAT, "certify": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    return {"format": FORMAT, "certify": __version__, **{name: installed_version(name) for name in VERSIONED},
             "spec_sha256": sha256_bytes(source.encode("utf-8")), "files": digests,
             "options": {k: options[k] for k in sorted(options)}}
 

@@ -291,14 +291,17 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def _run_specs(args, started: float, config_report: str | None, color: bool) -> int:
-    # the analysis (and torch) loads only for a run, so that --help, --version and --explain answer at once
-    from .pipeline import environment_problem
+    # the analysis (and torch) loads only for a run that misses the cache (runs.py), so that --help,
+    # --version, --explain and a cache hit answer at once
     from .runs import Interrupted, cache_for, run_one
 
-    problem = environment_problem(args.device, args.scheduler)
-    if problem is not None:
-        err(f"certify: error: {problem}")
-        return EXIT_USAGE
+    if args.device != "cpu" or args.scheduler:    # the only settings it can refuse
+        from .pipeline import environment_problem
+
+        problem = environment_problem(args.device, args.scheduler)
+        if problem is not None:
+            err(f"certify: error: {problem}")
+            return EXIT_USAGE
     specs, multi = expand_specs(args.specs)
     if args.emit is not None and (multi or len(specs) != 1):
         err("certify: error: --emit writes the certificate of one spec; give exactly one SPEC file")

@@ -12,8 +12,8 @@ from .check.torch_model import exit_diagnostic
 from .compose.build import build_result
 from .compose.sampled import certify_sampled
 from .compose.sound import certify_sound
-from .diagnostics import Diagnostic, SpecError
-from .parse import parse
+from .diagnostics import SpecError
+from .parse import decode, parse
 from .progress import NullReporter
 from .result import Result
 
@@ -21,6 +21,7 @@ from .result import Result
 @dataclass
 class RunOptions:
     max_params: int = 10**8          # refuse larger problems before allocating (E205)
+    max_memory: int | None = None    # bytes by check/memory.py's estimate (E205 beyond); None: its default
     reporter: object = field(default_factory=NullReporter)  # progress on stderr
     device: str = "cpu"
     threads: int | None = None       # torch intra-op threads; None: analyse.threads.choose decides
@@ -36,18 +37,14 @@ def run_text(source: str, path: str = "<string>", options: RunOptions | None = N
     # (the check stage's operations are estimated and refused against it: check/costs.py)
     with options.reporter.phase("checking the spec", total=None):
         spec = parse(source, path)
-        checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python)
+        checked = _check_stage.check(spec, max_params=options.max_params, allow_python=options.allow_python,
+                                     max_memory=options.max_memory)
     return certify_checked(checked, options)
 
 
 def run_file(path: str, options: RunOptions | None = None) -> Result:
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError([Diagnostic("E003", "the spec file is not valid UTF-8 text", None,
-                                    "certify reads .rq spec files written in UTF-8", path)]) from None
-    return run_text(text, path, options)
+    # E003 at the first byte that is not UTF-8 (parse.decode)
+    return run_text(decode(Path(path).read_bytes(), path), path, options)
 
 
 # each engine: (checked spec, options) -> (the problem it compiled, its Evidence)

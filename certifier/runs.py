@@ -1,16 +1,17 @@
 """One spec's run from the command line, shared by `certify` and `certify study`: the cache, the
 budget, progress, partial results and --emit (the commands are certifier/cli.py and study.py,
-their options certifier/arguments.py)."""
+their options certifier/arguments.py).
+
+A cache hit is answered without the pipeline: it (and torch, numpy) is imported on a miss only
+(docs/performance.md, "A cache hit")."""
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
 
-from . import pipeline
 from .arguments import err
 from .cache import CACHE_DIR, Cache, key_material, loaded_as_keyed, record_loads
-from .certificate import CertificateError, emit
 from .diagnostics import Diagnostic, SpecError
 from .parse import parse
 from .progress import BudgetExceeded, active, alarm, interrupt_exit_code, make_reporter, with_deadline
@@ -84,7 +85,9 @@ def partial_result(path: str, source: str | None, kind: str, message: str, sugge
 
 
 def cache_options(args) -> dict:
+    # max_params and max_memory: a hit answers what the run would, E205 included
     return {"device": args.device, "threads": None, "max_params": args.max_params,
+            "max_memory": getattr(args, "max_memory", None),
             "allow_python": bool(args.allow_python), "spec_path": None}
 
 
@@ -143,19 +146,13 @@ def _run_one(path: str, args, cache, started: float | None, text: str | None) ->
 
     deadline = started + args.budget if args.budget is not None else None
     reporter = with_deadline(make_reporter(not args.quiet), deadline, args.budget)
-    options = pipeline.RunOptions(reporter=reporter, device=args.device, deadline=deadline,
-                                  allow_python=bool(args.allow_python), workers=args.workers, threads=args.threads,
-                                  scheduler=args.scheduler)
-    if args.max_params is not None:
-        options.max_params = args.max_params
-    material = None
+    material = loaded = None
     try:
         # the deadline (SIGALRM, and progress.active for the check stage's estimates: check/costs.py)
         # covers hashing the spec and its files for the cache key too
         with alarm(reporter, deadline, args.budget), active(reporter):
             if cache is not None:
                 material = key_material(path, source, options_for_key(args, path))
-                loaded = record_loads()   # (name, sha256) of the bytes this run's check parses
                 if material is not None and args.emit is None:
                     hit = cache.load(material)
                     if hit is not None:
@@ -163,6 +160,11 @@ def _run_one(path: str, args, cache, started: float | None, text: str | None) ->
                                                        "run with --no-cache to recompute"]
                         return Outcome(path, result=hit, source=source, seconds=time.perf_counter() - t0,
                                        cached=True)
+                loaded = record_loads()   # (name, sha256) of the bytes this run's check parses
+            # a miss: the analysis, and torch, load only now
+            from . import pipeline
+
+            options = run_options(pipeline, args, reporter, deadline)
             result = pipeline.run_file(path, options) if text is None else pipeline.run_text(text, path, options)
     except SpecError as exc:
         return Outcome(path, diagnostics=exc.diagnostics, source=source, seconds=time.perf_counter() - t0)
@@ -197,7 +199,19 @@ def _run_one(path: str, args, cache, started: float | None, text: str | None) ->
     return outcome
 
 
+def run_options(pipeline, args, reporter, deadline: float | None):
+    """The pipeline's RunOptions from the command line's."""
+    options = pipeline.RunOptions(reporter=reporter, device=args.device, deadline=deadline,
+                                  allow_python=bool(args.allow_python), workers=args.workers, threads=args.threads,
+                                  scheduler=args.scheduler, max_memory=getattr(args, "max_memory", None))
+    if args.max_params is not None:
+        options.max_params = args.max_params
+    return options
+
+
 def _emit(result, path: str, source: str, args) -> None:
+    from .certificate import CertificateError, emit
+
     try:
         emit(result, path, source, args.emit, allow_python=bool(args.allow_python), device=args.device)
     except CertificateError as exc:
@@ -208,3 +222,12 @@ def cache_for(args):
     if args.no_cache:
         return None
     return Cache(args.cache_dir or os.environ.get("CERTIFY_CACHE_DIR") or CACHE_DIR)
+
+
+def __getattr__(name: str):
+    """`runs.pipeline`, imported on first use (a cache hit never needs it)."""
+    if name == "pipeline":
+        from . import pipeline
+
+        return pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

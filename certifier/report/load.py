@@ -6,6 +6,10 @@ of a compose.rate.Rate (a frozen dataclass), so its fields (the desingularizer b
 parameters, and numbers) are enough to rebuild it exactly; a bound that is the constant L0 (the
 initial loss already at the floor) is described as such. docs/output.md ("The cache") lists
 what is stored.
+
+Loading is light: the Rate (compose/rate.py, which imports numpy and scipy) is rebuilt on the
+first call of the loaded bound, not when the Result is read, so that a cache hit whose report
+never evaluates the bound (-q, json) imports neither (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -13,9 +17,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from ..compose.rate import Rate
 from ..diagnostics import Diagnostic, Span
-from ..language import desingularizers as D
 from ..result import FailingPoint, FailingRegion, MuSource, Result, Witness
 
 
@@ -33,6 +35,8 @@ def rate_parameters(result: Result) -> dict | None:
     bound = result._bound
     if bound is None:
         return None
+    if isinstance(bound, LoadedBound):       # a Result read back: its own description
+        return bound.params
     owner = getattr(bound, "__self__", None)
     if owner is not None and dataclasses.is_dataclass(owner) and type(owner).__name__ == "Rate":
         fields = {}
@@ -53,6 +57,8 @@ def rate_parameters(result: Result) -> dict | None:
 
 
 def _make_phi(spec: dict):
+    from ..language import desingularizers as D
+
     make = getattr(D, "make", None)
     if make is not None:
         return make(spec["name"], **spec.get("params", {}))
@@ -63,6 +69,7 @@ def rate_from_parameters(params: dict | None):
     """The compose.rate.Rate described by rate_parameters() (None for other kinds)."""
     if not params or params.get("kind") != "rate":
         return None
+    from ..compose.rate import Rate
 
     kwargs = {}
     for name, value in params["fields"].items():
@@ -73,14 +80,39 @@ def rate_from_parameters(params: dict | None):
     return Rate(**kwargs)
 
 
+# compose.rate.Rate's fields (tests/test_startup.py checks them against the dataclass): a stored
+# rate is checked against them when it is read, without importing compose.rate
+RATE_FIELDS = ("phi", "K", "initial", "floor", "step", "smoothness", "outward", "K_text")
+RATE_REQUIRED = ("phi", "K", "initial", "floor")
+
+
+class LoadedBound:
+    """bound(t) of a Result read back: the Rate described by `params`, built on the first call."""
+
+    def __init__(self, params: dict):
+        fields = params.get("fields")
+        if not isinstance(fields, dict) or set(fields) - set(RATE_FIELDS) or set(RATE_REQUIRED) - set(fields):
+            raise ValueError(f"not the parameters of a rate: {sorted(fields or ())}")
+        phi = fields["phi"]
+        if not (isinstance(phi, dict) and isinstance(phi.get("desingularizer"), dict)
+                and isinstance(phi["desingularizer"].get("name"), str)):
+            raise ValueError("the rate's desingularizer is not described")
+        self.params = params
+        self._bound = None
+
+    def __call__(self, t: float) -> float:
+        if self._bound is None:
+            self._bound = rate_from_parameters(self.params).bound
+        return self._bound(t)
+
+
 def bound_from_parameters(params: dict | None) -> Callable[[float], float] | None:
     if not params:
         return None
     if params.get("kind") == "constant":
         value = float(params["value"])
         return lambda t: value
-    rate = rate_from_parameters(params)
-    return rate.bound if rate is not None else None
+    return LoadedBound(params) if params.get("kind") == "rate" else None
 
 
 def _build(cls, data: Any):
