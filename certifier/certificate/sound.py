@@ -48,11 +48,13 @@ from ..compose.sound import (
     ZERO_MU,
     gradient_bound,
     needed_mu_lower,
+    phi_supported,
     rho_step_upper,
     rho_upper,
     sound_constant,
     sound_rate,
 )
+from ..language.desingularizers import make
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
 NOTE = ("a valid sound certificate is a proof for the model and data as stored: the leaves cover the "
@@ -134,7 +136,7 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
         if ev.step is not None:
             rate_params.update(step=hx(ev.step), smoothness=hx(ev.smoothness))
         rate = sound_rate((result.loss or {})["name"], ev.L0_upper, ev.mu, ev.floor, (result.loss or {})["constant"],
-                          ev.step, ev.smoothness)
+                          ev.step, ev.smoothness, ev.phi)
         formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "refuted":
         point = outcome.failing_points[0]
@@ -513,7 +515,7 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor" +
                    (", step and smoothness" if step is not None else ""))
-    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"], c, step, beta)
+    rebuilt = sound_rate(st["model"].loss, L0_up, mu, st["floor"], c, step, beta, phi)
     if rate.get("formula") != rebuilt.formula():
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):
@@ -525,8 +527,15 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
 
 
 def _natural(model, floor: float, L0_up: float, M: float | None = None) -> tuple:
-    """(phi, c) of the spec's loss, in rho_upper's argument order."""
-    c, phi, _ = sound_constant(model.loss, model.n, floor, L0_up, M)
+    """(phi, c) of the spec's loss and desingularizer (auto: the loss's natural one; a power: c recomputed
+    as the minimum of phi'(L) G(L) over the loss band), in rho_upper's argument order."""
+    choice = model.checked.desingularizer
+    phi = None
+    if choice.name != "auto":
+        phi = make(choice.name, **dict(choice.options or {}))
+        if not phi_supported(model.loss, phi):
+            raise ValueError(f"the desingularizer {choice.name} with loss {model.loss.name} has no sound constant")
+    c, phi, _ = sound_constant(model.loss, model.n, floor, L0_up, M, phi)
     return phi, c
 
 

@@ -67,8 +67,54 @@ def natural(loss) -> tuple[float, Desingularizer]:
     return float(loss.constant()), loss.natural_phi()
 
 
+POWER_LOSSES = {"least_squares": (4.0, 1.0), "exponential": (1.0, 2.0)}   # G(L) = coef * L^degree, exactly
+
+
+def power_constant(loss, phi: Desingularizer, floor: float, L0_up: float) -> float:
+    """A float <= min over L in [floor, L0_up] of phi'(L) G(L) for phi = power(alpha) (phi' = u^-2 alpha) and
+    a loss whose bound G(L) = coef L^d holds with equality or as a lower bound (least squares 4L,
+    exponential L^2, docs/theory.md 3a): coef L^p with p = d - 2 alpha is monotone, so the minimum is at
+    L0_up (p <= 0) or at the floor (p > 0; 0 when the floor is 0). Evaluated in arb, rounded down."""
+    import flint
+
+    coef, degree = POWER_LOSSES[loss.name]
+    alpha = float(phi.params["alpha"])
+    old = flint.ctx.prec
+    flint.ctx.prec = 128
+    try:
+        p = flint.arb(degree) - 2 * flint.arb(alpha)
+        if p <= 0:
+            at = L0_up
+        elif p > 0:
+            if not floor > 0:
+                return 0.0
+            at = floor
+        else:               # p straddles 0: alpha = degree / 2 exactly is not decided by arb; both ends
+            return min(_power_value(coef, p, L0_up), _power_value(coef, p, floor) if floor > 0 else 0.0)
+        return _power_value(coef, p, at)
+    finally:
+        flint.ctx.prec = old
+
+
+def _power_value(coef: float, p, at: float) -> float:
+    import flint
+
+    v = flint.arb(coef) * flint.arb(at) ** p
+    lo = float(v.lower())
+    if math.isnan(lo):
+        return 0.0
+    return max(float(down(lo)), 0.0)
+
+
+def phi_supported(loss, phi: Desingularizer) -> bool:
+    """Whether the sound mode has a proved c for this (loss, phi): the natural phi, or a power for a loss
+    whose G is a power of L (POWER_LOSSES)."""
+    loss = LOSSES[loss] if isinstance(loss, str) else loss
+    return phi == loss.natural_phi() or (phi.name == "power" and loss.name in POWER_LOSSES)
+
+
 def sound_constant(loss, n: int, floor: float, L0_up: float,
-                   M: float | None = None) -> tuple[float, Desingularizer, float | None]:
+                   M: float | None = None, phi: Desingularizer | None = None) -> tuple[float, Desingularizer, float | None]:
     """(c, phi, M) for the sound rate: phi the loss's natural desingularizer and c a lower bound of
     phi'(L) ||g||_D^2 wherever the flow can be above the floor (floor <= L <= L0 <= L0_up).
     Least squares and exponential: c = phi'(L) G(L), a constant (4, 1), M None. Logistic: every
@@ -77,6 +123,10 @@ def sound_constant(loss, n: int, floor: float, L0_up: float,
     M given: a proved upper bound of the per-sample losses wherever the flow can be above the floor
     (the proven leaves' largest, sample_bound below); the smaller of it and n L0_up is used."""
     loss = LOSSES[loss] if isinstance(loss, str) else loss
+    if phi is not None and phi != loss.natural_phi():
+        if not phi_supported(loss, phi):
+            raise ValueError(f"no sound constant for {phi.name} with loss {loss.name}")
+        return power_constant(loss, phi, floor, L0_up), phi, None
     phi = loss.natural_phi()
     if not loss.needs_sample_bound:
         return float(loss.constant()), phi, None
@@ -168,6 +218,19 @@ def path_bounds(phi: Desingularizer, low: float, high: float) -> tuple[float, fl
     (the path-length integral of confinement; inf when it diverges at low = 0)."""
     if not high > low:
         return 0.0, 0.0
+    if phi.name == "power" and phi.params.get("alpha") != 1.0:
+        import flint
+
+        old = flint.ctx.prec
+        flint.ctx.prec = 128
+        try:     # int u^-alpha du = (b^(1 - alpha) - a^(1 - alpha)) / (1 - alpha), finite at a = 0
+            e = 1 - flint.arb(float(phi.params["alpha"]))
+            a = flint.arb(low) ** e if low > 0 else flint.arb(0)
+            v = (flint.arb(high) ** e - a) / e
+            lo, hi = float(v.lower()), float(v.upper())
+        finally:
+            flint.ctx.prec = old
+        return max(float(down(lo)), 0.0), float(up(hi))
     if phi.name == "power" and phi.params.get("alpha") == 1.0:
         if not low > 0:
             return math.inf, math.inf
@@ -394,13 +457,19 @@ def _certify_sound(checked, options, functions: str, executor):
     elif step is not None and region_choice.options.get("radius") == "auto":
         unsupported = ("E109", "a step size with radius=auto (the smoothness bound is proved over a fixed region)",
                        region_choice.span, "give the region a fixed radius or halfwidth")
-    elif checked.desingularizer.name != "auto" and _chosen(checked.desingularizer) != phi:
+    elif checked.desingularizer.name != "auto" and (_chosen(checked.desingularizer) is None or not phi_supported(
+            problem.loss_def, _chosen(checked.desingularizer))):
         unsupported = ("E111", f"the desingularizer '{checked.desingularizer.name}' with loss {problem.loss_def.name}",
                        checked.desingularizer.span,
-                       f"use desingularizer auto (or {_phi_spec(phi)}, the loss's natural one) with method interval")
-    elif phi != LOG and not floor > 0:     # power(alpha=1) and lambert: int_0 sqrt(phi') diverges
-        unsupported = ("E109", f"floor=0 with loss {problem.loss_def.name}: the path-length bound "
-                       f"int_floor^L0 sqrt(phi'(u)) du of its natural phi diverges at 0 (docs/theory.md 3e)",
+                       f"use desingularizer auto (or {_phi_spec(phi)}, the loss's natural one"
+                       + (", or power(alpha)" if problem.loss_def.name in POWER_LOSSES else "")
+                       + ") with method interval")
+    elif (_chosen(checked.desingularizer) if checked.desingularizer.name != "auto" else phi) != phi:
+        phi = _chosen(checked.desingularizer)   # a power: c = min over the loss band of phi'(L) G(L), below
+        c = None
+    if unsupported is None and _diverges(phi) and not floor > 0:
+        unsupported = ("E109", f"floor=0 with loss {problem.loss_def.name} and phi = {_phi_spec(phi)}: the "
+                       f"path-length bound int_floor^L0 sqrt(phi'(u)) du diverges at 0 (docs/theory.md 3e)",
                        checked.claim.option_spans.get("floor", checked.claim.span),
                        "certify a positive floor, e.g. rate(floor=1e-3)")
     model = None
@@ -445,13 +514,6 @@ def _certify_sound(checked, options, functions: str, executor):
         if violation is not None:
             raise SoundnessViolation(violation)
         return result(verdict, sound, L0_up=L0_up, **kwargs)
-    if method.get("route") == "trajectory":      # a validated tube, then the ball rule (issue 18)
-        from .trajectory import certify_trajectory
-        verdict, sound, kwargs, violation = certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0,
-                                                               functions, reporter, seed)
-        if violation is not None:
-            raise SoundnessViolation(violation)
-        return result(verdict, sound, L0_up=L0_up, **kwargs)
     M_leaves = None     # the recorded M from the proven leaves (certificates), when it raised c
     smooth = None       # gradient descent: the proved smoothness over the region (docs/theory.md 10.9)
     if step is not None:
@@ -465,6 +527,15 @@ def _certify_sound(checked, options, functions: str, executor):
         notes.append(f"gradient descent with step {step!r}: the Hessian of L is bounded by beta = "
                      f"{smooth['beta']:.6g} over the region (interval Jacobian and second-derivative bounds), "
                      f"eta beta = {step * smooth['beta']:.4g} (docs/theory.md 10.9)")
+    if c is None and phi != problem.loss_def.natural_phi():
+        c, _, _ = sound_constant(problem.loss_def, model.n, floor, L0_up, phi=phi)
+        notes.append(f"phi = {_phi_spec(phi)}: c = min over [floor, L0] of phi'(L) G(L) = {c:.6g} "
+                     f"(docs/theory.md 10.10), K = c mu")
+        if not c > 0:
+            raise SpecError([Diagnostic("E111", f"phi = {_phi_spec(phi)} with loss {problem.loss_def.name} and floor "
+                                        f"{floor:g}: phi'(L) G(L) tends to 0 at the floor, no KL constant",
+                                        checked.desingularizer.span, "certify a positive floor, or use "
+                                        f"{_phi_spec(problem.loss_def.natural_phi())}", checked.spec.path)])
     if c is None:
         c, _, M_used = sound_constant(problem.loss_def, model.n, floor, L0_up)
         notes.append(f"per-sample losses are <= n L(theta0) <= M = {M_used:.6g} along the flow, so "
@@ -628,7 +699,8 @@ def _certify_sound(checked, options, functions: str, executor):
     evidence = SoundEvidence(kind, radius, floor, horizon, functions, L0_up, float(enc0.L.lo), outcome,
                              mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c_search),
                              M_leaves, step=step, smoothness=smooth["beta"] if smooth else None,
-                             kernel_bound=smooth["lam"] if smooth else None)
+                             kernel_bound=smooth["lam"] if smooth else None,
+                             phi=phi if phi != problem.loss_def.natural_phi() else None)
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   radius=radius, rho=rho, history=history, L0_up=L0_up,
@@ -715,6 +787,11 @@ def _chosen(choice) -> Desingularizer | None:
         return make(choice.name, **dict(choice.options or {}))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _diverges(phi: Desingularizer) -> bool:
+    """int_0 sqrt(phi'(u)) du = inf: power(alpha=1) and lambert (docs/theory.md 3e)."""
+    return phi.name == "lambert" or (phi.name == "power" and phi.params.get("alpha") == 1.0)
 
 
 def _phi_spec(phi: Desingularizer) -> str:

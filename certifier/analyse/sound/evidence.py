@@ -23,3 +23,4 @@ class SoundEvidence:
     step: float | None = None          # gradient descent: the spec's step eta (None: gradient flow)
     smoothness: float | None = None    # beta >= sup ||Hess L|| over the region (raised by 1e-9 relative)
     kernel_bound: float | None = None  # lam >= sup lambda_max(K) over the region (G = sqrt(4 L0 lam))
+    phi: object | None = None           # the rate's desingularizer (None: the loss's natural one)
