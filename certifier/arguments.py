@@ -37,6 +37,30 @@ def positive_float(text: str) -> float:
     return value
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+SIZE_HELP = "a size in bytes, or with K, M, G or T (powers of 1024: KiB, MiB, GiB, TiB), e.g. 8G or 512M"
+
+
+def memory_size(text: str) -> int:
+    """Bytes from '8G', '512M', '1.5GiB', '4096' (K, M, G, T are powers of 1024; config.py's
+    max-memory reads the same, tests/test_config.py checks both)."""
+    cleaned = str(text).strip().replace(" ", "")
+    number = cleaned.rstrip("KkMmGgTtIiBb")
+    unit = cleaned[len(number):].upper()
+    if unit.endswith("IB"):
+        unit = unit[:-2]
+    elif unit == "B":
+        unit = ""
+    try:
+        value = float(number) * SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        hint = "; MB, GB are ambiguous: write M or MiB" if unit.endswith("B") else ""
+        raise argparse.ArgumentTypeError(f"expected {SIZE_HELP}, got {text!r}{hint}") from None
+    if not 1 <= value < float(1 << 60):
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(value)
+
+
 USAGE = """certify [options] SPEC...
        certify check CERT.json [--device cpu|cuda]
        certify study SPEC... --plot FILE
@@ -113,6 +137,9 @@ def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParse
     p.add_argument("--verbose", "-v", action="store_true", help="the full report of every spec")
     p.add_argument("--max-params", type=positive_int, default=None, metavar="N",
                    help="refuse problems with more than N parameters (default: 10^8)")
+    p.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
+                   help="refuse a run whose memory estimate passes SIZE, e.g. 8G or 512M (powers of 1024; "
+                        "default: 8 GiB, or 3/4 of the machine's memory when less); E205")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where to evaluate the model (default: cpu)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",

@@ -65,6 +65,29 @@ def _string(value):
     return value
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(value):
+    """Bytes, from an integer or a string like "8G", "512M", "1.5GiB" (powers of 1024): the
+    grammar of --max-memory (arguments.memory_size, which this module may not import: the two
+    sit side by side in the bottom layer; tests/test_config.py checks that they agree)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("expected a size such as \"8G\" or \"512M\" (powers of 1024), or a number of bytes")
+    cleaned = str(value).strip().replace(" ", "")
+    number = cleaned.rstrip("KkMmGgTtIiBb")
+    unit = cleaned[len(number):].upper()
+    unit = unit[:-2] if unit.endswith("IB") else ("" if unit == "B" else unit)
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError("expected a size such as \"8G\" or \"512M\" (powers of 1024: K, M, G, T or "
+                         "KiB, MiB, GiB, TiB), or a number of bytes") from None
+    if not 1 <= size < float(1 << 60):
+        raise ValueError("expected a positive size")
+    return int(size)
+
+
 # key in the file -> (the argparse destination, its check)
 KEYS = {
     "format": ("format", _choice(FORMATS)),
@@ -75,6 +98,7 @@ KEYS = {
     "workers": ("workers", _positive_int),
     "threads": ("threads", _positive_int),
     "max-params": ("max_params", _positive_int),
+    "max-memory": ("max_memory", _size),
     "report": ("report", _choice(REPORTS)),
     "color": ("color", _choice(COLORS)),
     "allow-python": ("allow_python", _bool),

@@ -136,10 +136,19 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "of the module).",
              'data from "train.npz"   # holds x only',
              "write the missing array into the file; the hint lists what the file holds."),
-    "E205": ("The problem is larger than the configured limits (--max-params, or 10^8 entries "
-             "per data array); certify refuses it before allocating memory.",
-             "params { W : [100000, 10000] = normal() }",
-             "use a smaller problem, or raise the limit with --max-params N."),
+    "E205": ("The problem is larger than the configured limits, and certify refuses it before "
+             "allocating memory: more than --max-params parameter entries (default 10^8), more than "
+             "10^8 entries in one data array, or a memory estimate of the whole run above --max-memory "
+             "(default 8 GiB, or three quarters of the machine's memory when less). The estimate is "
+             "8*(3*data entries + 12*parameters) bytes, plus up to 1 GiB for the tangent kernel's "
+             "Jacobian and 320 MiB of the engines' working memory; the message names the estimate "
+             "and the limit.",
+             "params { W : [9999, 10000] = normal() }\n"
+             "# spec.rq:4:1: error[E205]: the run would need about 10.3 GiB (11,010,246,336 bytes) of "
+             "memory for 80,008 data entries and 99,990,000 parameters, more than the limit of 8.0 GiB "
+             "(8,589,934,592 bytes)",
+             "use a smaller problem, or raise the limit with --max-params N or --max-memory SIZE "
+             "(e.g. 16G; also max-memory in a configuration file)."),
     "E206": ("The analysis starts from theta0, and there the loss L(theta0), its gradient, "
              "R(theta0) = ||grad L||^2 / ||g||_D^2 or the loss's bound G(L0) <= ||g||_D^2 is not a "
              "finite float64 number: the data or the initial parameters are so large that the loss "

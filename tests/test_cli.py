@@ -143,6 +143,37 @@ def test_invalid_utf8_is_a_spec_error(capsys, tmp_path):
     code, out, err = run(capsys, str(path))
     assert code == 2
     assert "error[E003]" in err and "Traceback" not in err
+    assert f"{path}:1:10: error[E003]: the spec file is not valid UTF-8 text (byte 0xe9)" in err
+
+
+def test_run_file_locates_the_first_byte_that_is_not_utf8(tmp_path):
+    # line 3: "# é caf" is 7 characters (8 bytes) before the Latin-1 é: column 8
+    path = tmp_path / "mixed.rq"
+    path.write_bytes('spec "ok"\n# café\n# é caf'.encode("utf-8") + b"\xe9\n")
+    with pytest.raises(SpecError) as info:
+        pipeline.run_file(str(path))
+    (d,) = info.value.diagnostics
+    assert d.code == "E003" and d.path == str(path) and "0xe9" in d.message
+    assert (d.span.line, d.span.column) == (3, 8)
+
+
+def test_max_memory_refuses_at_the_documented_estimate(capsys, tmp_path, monkeypatch):
+    """--max-memory against check/memory.py's estimate, computed here from its formula in
+    docs/language.md: 8·(3·D + 12·m) + min(8·n·k·m, 1 GiB) + 320 MiB, for D = 8·2 + 8 data entries,
+    m = 2 parameters, n = 8 samples, k = 1 output."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).standard_normal((8, 2))
+    np.savez("d.npz", x=x, y=x @ np.array([1.0, -0.5]))
+    Path("tiny.rq").write_text('spec "tiny"\ndata from "d.npz"\nparams { w : [2] = zeros() }\n'
+                               'model f(x) = w @ x\nloss least_squares\nmethod sampled(samples=64, seed=0)\n')
+    need = 8 * (3 * 24 + 12 * 2) + min(8 * 8 * 1 * 2, 2**30) + 320 * 2**20
+    code, out, err = run(capsys, "tiny.rq", "--no-cache", "-q", "--max-memory", str(need - 1))
+    assert code == 2 and f"error[E205]: the run would need about 0.3 GiB ({need:,} bytes)" in err
+    assert f"more than the limit of 0.3 GiB ({need - 1:,} bytes)" in err
+    code, out, err = run(capsys, "tiny.rq", "--no-cache", "-q", "--max-memory", str(need))
+    assert code == 0 and "E205" not in err
 
 
 def test_syntax_error_subprocess(tmp_path):

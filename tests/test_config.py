@@ -181,3 +181,43 @@ def test_help_and_version_ignore_a_broken_file(no_user_config, capsys):
     assert run(capsys, "--version")[0] == 0
     assert run(capsys, "--help")[0] == 0
     assert run(capsys, "--explain", "E001")[0] == 0
+
+
+# --- max-memory: the file's key and --max-memory, one grammar ------------------------------------------
+
+SIZES = {"8G": 8 * 2**30, "512M": 512 * 2**20, "1.5GiB": 3 * 2**29, "4096": 4096, "2KiB": 2048, "1T": 2**40,
+         "64B": 64, " 16 G ": 16 * 2**30}
+BAD_SIZES = ["8GB", "512MB", "0", "-1G", "G", "x", "nanG", "infG", "", "1e30T"]
+
+
+def test_max_memory_sizes_are_powers_of_1024_in_both_readers():
+    import argparse
+
+    from certifier.arguments import memory_size
+    from certifier.config import _size
+
+    for text, expected in SIZES.items():
+        assert memory_size(text) == expected and _size(text) == expected
+    for text in BAD_SIZES:
+        with pytest.raises(argparse.ArgumentTypeError):
+            memory_size(text)
+        with pytest.raises(ValueError):
+            _size(text)
+    assert _size(1 << 30) == 1 << 30       # TOML: an integer is bytes
+    for value in (True, 1.5, [1], 0):
+        with pytest.raises(ValueError):
+            _size(value)
+
+
+def test_max_memory_from_the_file_and_the_flag_reaches_the_check(no_user_config, capsys, engine):
+    (no_user_config / "certify.toml").write_text('max-memory = "16G"\n')
+    assert load_config().values == {"max_memory": 16 * 2**30}
+    code, _, _ = run(capsys, "ok.rq")
+    assert code == 0 and engine[-1].max_memory == 16 * 2**30
+    code, _, _ = run(capsys, "ok.rq", "--max-memory", "512M", "--no-cache")
+    assert code == 0 and engine[-1].max_memory == 512 * 2**20
+    (no_user_config / "certify.toml").write_text('\nmax-memory = "8GB"\n')
+    code, out, err = run(capsys, "ok.rq")
+    assert code == 2 and out == "" and f"{no_user_config / 'certify.toml'}:2: 'max-memory': expected a size" in err
+    code, out, err = run(capsys, "ok.rq", "--isolated", "--max-memory", "lots")
+    assert code == 2 and "--max-memory: expected a size" in err
