@@ -176,6 +176,34 @@ def _over_sin(M: Iv, s: Iv, psd_diagonal: bool) -> Iv:
     return _clamp(q, float(s.hi), psd_diagonal)
 
 
+def _fsum_bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds on the exact column sums of x [N, d]: math.fsum is correctly rounded, so the exact sum lies
+    within one double of it, and is exactly 0 when fsum returns 0 (the exact sum of doubles is a multiple
+    of 2^-1074)."""
+    r = np.array([math.fsum(col) for col in x.T]) if x.size else np.zeros(x.shape[1])
+    return np.where(r == 0, 0.0, down(r)), np.where(r == 0, 0.0, up(r))
+
+
+def _residual_direction(P: Iv, c: Iv) -> Iv:
+    """s = sum_a c_a p_a. A product by a point coefficient +-2^k is exact where it is a normal double or 0,
+    so at a student equal to its teacher (c = 1 and -1) s is exactly 0 and L's upper bound subnormal."""
+    prod = iv_mul(Iv(c.lo[:, None], c.hi[:, None]), P)
+    point = c.lo == c.hi
+    with np.errstate(divide="ignore"):
+        mant, _ = np.frexp(np.where(point, c.lo, 1.0))
+    exact_coef = point & (np.abs(mant) == 0.5)
+    with np.errstate(over="ignore", invalid="ignore"):
+        plo, phi = c.lo[:, None] * P.lo, c.lo[:, None] * P.hi
+    def normal(z):
+        return (z == 0) | ((np.abs(z) >= 2.0 ** -1022) & np.isfinite(z))
+    use = exact_coef[:, None] & normal(plo) & normal(phi) & np.ones_like(P.lo, dtype=bool)
+    lo = np.where(use, np.minimum(plo, phi), prod.lo)
+    hi = np.where(use, np.maximum(plo, phi), prod.hi)
+    slo, _ = _fsum_bounds(lo)
+    _, shi = _fsum_bounds(hi)
+    return Iv(slo, shi)
+
+
 @dataclass
 class PopulationParts:
     """The closed form over a box of neuron weights: L, dL/dP (model rows), d2L/dP2 (model rows) or None."""
@@ -202,7 +230,7 @@ def enclose_closed_form(P: Iv, c: Iv, nvar: int, hessian: bool = True) -> Popula
     Jt = j_iv(T)
     off = ~np.eye(N, dtype=bool)
 
-    s = iv_sum(iv_mul(Iv(c.lo[:, None], c.hi[:, None]), P), 0)               # [d]
+    s = _residual_direction(P, c)                                              # [d]
     cc = _outer(c, c)                                                          # c_a c_b
     nn = _outer(norm, norm)
     pair = iv_mul(iv_mul(cc, nn), Jt)
