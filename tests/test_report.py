@@ -183,6 +183,119 @@ def sound_result() -> Result:
 
 RESULTS = {"certified": certified_result, "refuted": refuted_result, "inconclusive": inconclusive_result}
 
+# the sound mode, as specs/linear_underparameterized_sound.rq gives it: the exact doubles the proof
+# computed with (L0 an upper bound of L(theta0), mu a proved lower bound, K = 4 mu rounded down)
+SOUND_L0, SOUND_MU, SOUND_K, SOUND_FLOOR = 2.4052846015264793, 0.4778695035699382, 1.9114780142797525, 1e-12
+SOUND_FORMULA = "L(t) <= max(2.4052846015264793 * exp(-4 * 0.4778695035699382 * t), 1e-12)"
+
+
+def _leaf(rule: str, bound: float, status: str = "proven") -> dict:
+    return {"box": {"lo": [0.0], "hi": [1.0]}, "status": status, "rule": rule, "bound": bound,
+            "reason": f"the {rule} rule", "numbers": {}}
+
+
+def sound_certified_result() -> Result:
+    """A sound certificate: method interval, a proof tree of 3 leaves (2 spectrum, 1 direct)."""
+    bound = lambda t: max(SOUND_L0 * math.exp(-SOUND_K * t), SOUND_FLOOR)  # noqa: E731
+    times = {f"1e-{k}": math.log(10 ** k) / SOUND_K for k in range(1, 7)}
+    witness_loss = lambda t: SOUND_L0 * math.exp(-2.5 * t)  # noqa: E731
+    tree = {"region": {"kind": "box", "size": 2.5}, "floor": SOUND_FLOOR, "target": 0.38484573,
+            "stop": "proven",
+            "root": {"box": {"lo": [0.0], "hi": [1.0]}, "status": "split", "rule": "direct", "bound": 0.0,
+                     "split": {"coordinate": 0, "at": 0.5},
+                     "children": [_leaf("spectrum", 0.51),
+                                  {"box": {"lo": [0.5], "hi": [1.0]}, "status": "split", "rule": "direct",
+                                   "bound": 0.1, "split": {"coordinate": 0, "at": 0.75},
+                                   "children": [_leaf("spectrum", SOUND_MU), _leaf("direct", 0.62)]}]}}
+    return Result(
+        spec="specs/linear_underparameterized_sound.rq",
+        title="realizable under-parameterized linear least squares, certified soundly",
+        verdict="certified",
+        sound=True,
+        method={"name": "interval", "boxes": 200, "seed": 0, "functions": "margin", "boxes_evaluated": 5,
+                "boxes_per_second": 313.4,
+                "elementary_functions": "numpy with a relative margin of 2^-40 (docs/theory.md section 10)",
+                "status": "proven",
+                "message": "every box is proven: R >= 0.47787 on the region above the floor"},
+        loss={"name": "least_squares", "initial": 2.405284601523, "initial_upper": SOUND_L0, "constant": 4.0,
+              "floor": SOUND_FLOOR, "minimum_seen": None, "sample_bound": None},
+        desingularizer={"name": "log", "requested": "auto", "params": {}, "phi": "phi(u) = log(u)"},
+        mu=SOUND_MU,
+        mu_source="spectrum",
+        mu_sources=[MuSource("direct", "min ||grad L||^2 / max ||g||_D^2 over interval enclosures", 0.62, 3),
+                    MuSource("spectrum", "lambda_min of the tangent kernel by Weyl on an interval Jacobian",
+                             SOUND_MU, 2)],
+        region={"kind": "box", "center": "init", "radius": 2.5, "radius_auto": False, "halfwidth": 2.5,
+                "path_length_bound": 2.2435187761235455, "dimension": 4},
+        rate={"formula": SOUND_FORMULA, "asymptotic": "L ~ exp(-1.91 t) (linear rate)", "kl_constant": SOUND_K,
+              "curve": [[0.0, SOUND_L0], [10.0, bound(10.0)]], "times_to_fraction": times, "horizon": 1000.0,
+              "time": "gradient-flow time t", "convention": CONVENTION},
+        witness=Witness(method="gradient descent", step=0.0902751, steps=146, time=13.18,
+                        curve=_curve(witness_loss, 13.18, 11), max_distance=1.61304, path_length=1.71833,
+                        checked_until=13.2),
+        failing_region=None,
+        diagnostics=[],
+        problem={"parameters": 4, "samples": 32, "outputs": 1},
+        timing={"search": 0.04, "witness": 0.06, "total": 0.12},
+        notes=["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored"],
+        proof={"status": "proven", "mu": SOUND_MU, "boxes_evaluated": 5, "seconds": 0.02,
+               "rules_used": {"direct": 3, "spectrum": 2}, "facts": {"affine": True},
+               "min_rayleigh_seen": 0.47787, "message": "every box is proven: R >= 0.47787 on the region above "
+                                                         "the floor", "tree": tree},
+        _bound=bound,
+    )
+
+
+NEGATIVE_MU = -8.37e-19
+
+
+def sound_inconclusive_result() -> Result:
+    """The sound mode without a proof: the box budget ended, the weakest box's bound is a rounding
+    error below 0 (a lower bound of R >= 0, so it says nothing)."""
+    r = sound_certified_result()
+    r.verdict, r.sound, r.mu, r.mu_source = "inconclusive", False, NEGATIVE_MU, None
+    r.method.update(boxes=3, boxes_evaluated=3, status="unresolved",
+                    message="the budget of 3 boxes ended with 2 unresolved box(es)")
+    r.mu_sources = [MuSource("direct", "min ||grad L||^2 / max ||g||_D^2 over interval enclosures", NEGATIVE_MU, 3)]
+    r.region["path_length_bound"] = None
+    r.rate = {"formula": None, "asymptotic": None, "kl_constant": None, "curve": [], "times_to_fraction": {},
+              "horizon": 1000.0, "time": "gradient-flow time t", "convention": CONVENTION}
+    r._bound = None
+    r.witness.checked_until = 0.0
+    tree = r.proof["tree"]
+    tree["root"] = {"box": {"lo": [0.0], "hi": [1.0]}, "status": "split", "rule": "direct", "bound": NEGATIVE_MU,
+                    "split": {"coordinate": 0, "at": 0.5},
+                    "children": [_leaf("direct", NEGATIVE_MU, "open"), _leaf("direct", 0.01, "open")]}
+    r.proof.update(status="unresolved", mu=NEGATIVE_MU, boxes_evaluated=3, rules_used={"direct": 3},
+                   message="the budget of 3 boxes ended with 2 unresolved box(es); the weakest has a sound "
+                           "bound -8.37e-19 < 0.384846 needed")
+    r.failing_region = FailingRegion(
+        kind="budget", message="sound mode: the budget of 3 boxes ended with 2 unresolved box(es)",
+        suggestion="raise boxes=, shrink the region, or certify a floor", points=[],
+        span={"line": 24, "column": 8, "end_line": 24, "end_column": 30},
+        numbers={"boxes_evaluated": 3, "mu_lower": NEGATIVE_MU, "needed_mu": 0.38484573})
+    return r
+
+
+def interrupted_result(code: int) -> Result:
+    """The partial result of a run stopped by Ctrl-C (130) or SIGTERM (143), as runs.partial_result
+    builds it: no method, no loss, nothing claimed."""
+    return Result(
+        spec="specs/two_layer_tanh.rq", title="over-parameterized two-layer tanh network", verdict="inconclusive",
+        sound=False, method={}, loss={}, desingularizer={}, mu=None, mu_source=None, mu_sources=[], region={},
+        rate={}, witness=None,
+        failing_region=FailingRegion(
+            kind="interrupted", message="interrupted during 'witness descent' after 3.2 s",
+            suggestion="run certify again and let it finish (or give it a --budget)", points=[],
+            span={"line": 20, "column": 1, "end_line": 20, "end_column": 30},
+            numbers={"seconds": 3.2, "exit_code": code}),
+        diagnostics=[], problem={}, timing={"total": 3.2},
+        notes=["partial result: the analysis stopped before any verdict; nothing is certified"])
+
+
+SOUND_RESULTS = {"sound_certified": sound_certified_result, "sound_inconclusive": sound_inconclusive_result,
+                 "interrupted": lambda: interrupted_result(143)}
+
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -318,8 +431,11 @@ def test_text_inconclusive_facts():
     assert "Failure: no-radius" in text
     assert "ρ = 812.5 > r = 64 ✗" in text
     assert "nan" in text  # a nan minimum is shown, not hidden
-    # no rate: the witness table shows no bound
-    assert "bound(t)" in text
+    # no rate: the witness table shows the descent only, and says why nothing was compared (not
+    # "checked until t = 0" and "violation none", which read as a check that passed)
+    witness = text.split("Witness")[1].split("Failure")[0]
+    assert "bound(t)" not in witness and "checked until" not in witness and "violation" not in witness
+    assert "compared         no: no rate is claimed, so there is no bound to check the descent against" in witness
     assert "note: the loss seems to level off at 1.1" in text
 
 
@@ -389,7 +505,7 @@ def test_text_power_desingularizer_predicts_the_asymptotic_rate():
     r.loss["constant"] = None
     r.rate["profile"]["exponent"] = 0.331
     text = render(r)
-    assert re.search(r"power\s+α = 0\.6667, φ′\(u\) = u\^-1\.333: predicts L ~ t\^-3\b", text)
+    assert re.search(r"power\s+α = 0\.666667, φ′\(u\) = u\^-1\.33333: predicts L ~ t\^-3\b", text)
     assert "falls like L^0.331" in text
     assert "c·μ" not in text
 
@@ -420,7 +536,7 @@ def test_text_step_mode_counts_steps():
     assert "η = 0.25 ≤ 1/β = 0.5 ✓" in rate
     assert re.search(r"φ-decrease\s+0\.09375 per step = η\(1 − βη/2\)·K", rate)
     assert "after k steps" in rate and "at time t" not in rate
-    assert "L ~ exp(-0.0938 k)" in rate
+    assert "L ~ exp(-0.09375 k)" in rate        # the speed eta (1 - beta eta / 2) K to 6 digits
     # the witness is compared at step k = t / eta, with the bound in steps
     witness = text.split("Witness")[1]
     assert "witness L_k" in witness and "bound_k" in witness
@@ -438,6 +554,230 @@ def test_text_step_above_one_over_beta_is_marked():
     text = render(r)
     assert "η = 1 > 1/β = 0.5 ✗" in text
     assert "φ-decrease" not in text
+
+
+# --- one style for both modes: the sound mode, negative bounds, stopped runs, θ0 -------------------
+
+@pytest.mark.parametrize("name", sorted(SOUND_RESULTS))
+def test_text_snapshot_sound_and_stopped(name):
+    check_snapshot(f"{name}.txt", render(SOUND_RESULTS[name]()))
+
+
+@pytest.mark.parametrize("name", sorted(set(RESULTS) | set(SOUND_RESULTS)))
+def test_text_fits_100_columns(name):
+    make = RESULTS.get(name) or SOUND_RESULTS[name]
+    text = render(make())
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def _evaluate(formula: str, t: float) -> float:
+    """A bound formula as the report prints it, evaluated on its own (Python's math and scipy's
+    Lambert W), so that the printed text is checked, not the code that printed it."""
+    from scipy.special import lambertw
+    expr = formula.split("<=", 1)[1].replace("^", "**")
+    return float(eval(expr, {"exp": math.exp, "log": math.log, "max": max,   # noqa: S307
+                             "W0": lambda x: float(lambertw(x).real), "t": t, "k": t}))
+
+
+def _digits(number: str) -> int:
+    """Significant digits of a number as printed."""
+    return len(number.split("e")[0].replace(".", "").strip("0"))
+
+
+def _rate_rows(text: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^ (1e-\d) · L0\s+(\S+)$", text, re.M)}
+
+
+def test_text_sound_numbers_have_6_digits_rounded_the_safe_way():
+    text = render(sound_certified_result())
+    # the formula with 6 significant digits, L0 and the floor rounded up, mu down (was 17 digits)
+    shown = "L(t) <= max(2.40529 * exp(-4 * 0.477869 * t), 1e-12)"
+    assert re.search(r"bound\s+" + re.escape(shown), text)
+    for t in (0.0, 0.5, 1.0, 3.0, 7.0, 12.0, 20.0, 1000.0):      # still a bound, and a tight one
+        exact, printed = _evaluate(SOUND_FORMULA, t), _evaluate(shown, t)
+        assert exact <= printed <= exact * (1 + 1e-4), t
+    assert re.search(r"L0 = L\(θ0\)\s+2\.40529\n", text)
+    assert re.search(r"^μ\s+0\.477869  \(from spectrum\)$", text, re.M)          # 0.47786950... down
+    assert re.search(r"KL constant K\s+1\.91147 = c·μ = 4 · 0\.477869$", text, re.M)  # 1.91147801... down
+    assert "ρ = 2.24352 ≤ h = 2.5 ✓" in text                                         # 2.24351877... up
+    assert "asymptotic    L ~ exp(-1.91147 t) (linear rate)" in text                  # K down, not 1.91
+    # the times to 1e-k L0 are upper bounds of the exact times log(10^k)/K: rounded up
+    rows = _rate_rows(text)
+    assert len(rows) == 6
+    for k in range(1, 7):
+        exact = math.log(10 ** k) / SOUND_K
+        assert exact <= rows[f"1e-{k}"] <= exact * (1 + 1e-5)
+    # the witness's bound column: bound(t) rounded up; no number anywhere with more than 6 digits
+    witness = text.split("Witness")[1]
+    for t_text, b_text in re.findall(r"^\s+([\d.e-]+)\s+[\d.e-]+\s+([\d.e-]+)\s+✓$", witness, re.M):
+        exact = max(SOUND_L0 * math.exp(-SOUND_K * float(t_text)), SOUND_FLOOR)
+        assert float(b_text) >= exact * (1 - 1e-5)        # t itself is shown rounded
+    assert max(_digits(n) for n in re.findall(r"\d[\d.]*(?:e-?\d+)?", text)) <= 6
+    assert "ESTIMATE" not in text and "estimate" not in text.split("Rate")[0]
+
+
+@pytest.mark.parametrize("formula", [
+    "L(t) <= max((1.000000000000911^(-1) + 1 * 0.5089005822708109 * t)^(-1), 0.05)",
+    "L(t) <= max(log(1 + 1/W0(exp(0.8223223507029116 * 0.3528730473172138 * t + 0.9999999999956546))), 0.515)",
+    "L(t) <= max(log(1 + 1/W0(exp(0.6556136549145231 * 0.1403758853538939 * t - 0.19314718056356317))), 0.1)",
+    "L(t) <= 0.00034086596947874873 * exp(-4 * 0.0115841194075053 * t)",
+])
+def test_text_sound_formulas_of_every_loss_stay_bounds(formula):
+    """The formulas the sound mode writes for exponential (power, alpha = 1), logistic and
+    cross-entropy (Lambert) and least squares, shortened: every printed bound is >= the exact one."""
+    from certifier.report.text import bound_formula
+    shown = bound_formula(formula)
+    assert shown != formula and max(_digits(n) for n in re.findall(r"\d[\d.]*(?:e-?\d+)?", shown)) <= 6
+    for t in (0.0, 0.1, 1.0, 5.0, 30.0, 200.0):
+        exact, printed = _evaluate(formula, t), _evaluate(shown, t)
+        assert exact <= printed <= exact * (1 + 1e-4), (t, shown)
+
+
+def test_text_formula_of_an_unknown_shape_is_printed_exactly():
+    from certifier.report.text import bound_formula
+    odd = "L(t) <= 2.4052846015264793 * cosh(0.4778695035699382 * t)"
+    assert bound_formula(odd) == odd
+
+
+def test_text_sound_spectrum_source_shows_its_minimum_and_the_proof():
+    text = render(sound_certified_result())
+    # the source that gave mu shows it (rounded down), the other its own smallest leaf bound
+    assert re.search(r"→\s+spectrum\s+lambda_min of the tangent kernel by Weyl on an interval Jacobian\s+"
+                     r"0\.477869\s+2$", text, re.M)
+    assert re.search(r"^\s+direct\s+min .*\s0\.62\s+3$", text, re.M)
+    assert "minimum   boxes" in text                       # the sound mode counts boxes, not points
+    # the method in words, on one line, not a dict dump
+    assert "\nmethod     interval (boxes=200, functions=margin, rules: direct on 3 boxes, spectrum on 2 " \
+           "boxes)\n" in text
+    assert "elementary_functions=" not in text and "status=" not in text and "message=" not in text
+    proof = text.split("Proof (interval arithmetic, branch and bound over boxes)")[1].split("Rate")[0]
+    assert "status        proven: every box is proven: R >= 0.47787 on the region above the floor" in proof
+    assert "boxes         5 of at most 200 evaluated, 313 per second" in proof
+    assert "needed        μ ≥ 0.384846 for the path length bound ρ ≤ h = 2.5" in proof
+    assert "tree          3 leaf boxes, depth 2" in proof
+    assert re.search(r"^ proven\s+direct\s+1\s+0\.62$", proof, re.M)
+    assert re.search(r"^ proven\s+spectrum\s+2\s+0\.477869$", proof, re.M)
+
+
+def test_text_sound_inconclusive_is_never_an_estimate_and_mu_never_negative():
+    text = render(sound_inconclusive_result())
+    assert "Verdict  inconclusive · sound mode: nothing proved · exit 3\n" in text
+    assert "exit 3: the rate was neither proved nor contradicted" in text
+    assert "ESTIMATE" not in text and "estimate" not in text
+    assert "status     sound mode: nothing proved: the interval proof did not close" in text
+    # mu = -8.37e-19 (a rounding error below 0 of a lower bound of R >= 0): 0, no positive bound
+    assert "-8.37" not in text and "−8.37" not in text
+    assert "the weakest has a\n              sound bound 0 (no positive lower bound) < 0.384846 needed" in text
+    assert re.search(r"^μ\s+0 \(no positive lower bound\)$", text, re.M)
+    assert re.search(r"^mu_lower\s+0 \(no positive lower bound\)$", text, re.M)
+    assert re.search(r"^\s+direct\s+min .*\s0\s+3$", text, re.M)
+    assert "0: no positive lower bound" in text
+    assert re.search(r"^ open\s+direct\s+2\s+0$", text, re.M)
+    assert "ρ = —  (no positive μ)" in text
+    # no rate: nothing was compared, and the report says so
+    witness = text.split("Witness")[1].split("Failure")[0]
+    assert "checked until" not in witness and "violation" not in witness and "bound(t)" not in witness
+    assert "compared         no: no rate is claimed" in witness
+
+
+def test_text_sound_refuted_is_labelled_sound():
+    r = sound_inconclusive_result()
+    r.verdict, r.sound = "refuted", True
+    r.failing_region.kind = "critical-point"
+    text = render(r)
+    assert "Verdict  refuted · sound · exit 1\n" in text
+    assert "exit 1: a counterexample violates the claimed rate" in text
+    assert "ESTIMATE" not in text
+
+
+@pytest.mark.parametrize("code, why", [(143, "the run was stopped by SIGTERM before a verdict; no rate is claimed"),
+                                       (130, "the run was interrupted (Ctrl-C) before a verdict; no rate is "
+                                             "claimed")])
+def test_text_interrupted_run_says_so(code, why):
+    text = render(interrupted_result(code))
+    assert f"Verdict  inconclusive · ESTIMATE (not a proof) · exit {code}\n" in text
+    assert f"         exit {code}: {why}\n" in text
+    assert "neither confirmed nor contradicted" not in text
+    assert "Composition" not in text and "constant c = —" not in text and "method" not in text.split("Verdict")[0]
+    assert "Failure: interrupted" in text and "exit_code" not in text
+
+
+def test_text_budget_partial_result_says_the_budget_ran_out():
+    r = interrupted_result(3)
+    r.failing_region.kind = "budget"
+    r.failing_region.numbers = {"seconds": 1.0}
+    text = render(r)
+    assert "exit 3: the --budget ran out before a verdict; no rate is claimed" in text
+
+
+def test_text_names_theta0_one_way():
+    r = refuted_result()
+    r.failing_region.message = "R = 1.1e-29 at a point 1.61 from theta0 that the descent from theta0 reached"
+    r.failing_region.points[0].source = "descent from theta0"
+    r.mu_sources[0].description = "R along gradient descent from theta0 and from random points of U"
+    r.notes = ["the descent from theta0 stalls"]
+    r.method["smoothness_at_theta0"] = 2.769
+    text = render(r)
+    assert "theta0" not in text
+    assert "1.61 from θ0 that the descent from θ0 reached" in text and "descent from θ0" in text
+    assert "smoothness at θ0 2.769" in text
+    assert "θ0" in to_json(r) or "theta0" in to_json(r)     # JSON keys and values stay as they are
+    assert '"smoothness_at_theta0"' in to_json(r)
+
+
+def test_text_band_by_band_column_is_explained():
+    r = certified_result()
+    r.rate["profile"]["times_to_fraction"] = {"1e-1": 2.1, "1e-2": 4.5, "1e-3": None}
+    text = render(r)
+    assert re.search(r"L\(t\) ≤\s+at time t\s+band by band", text)
+    assert re.search(r"1e-1 · L0\s+4\.60517\s+2\.1$", text, re.M)
+    assert "  band by band: the times with each loss band's own K in place of one K (rate.profile; an " \
+           "estimate)\n" in text
+    assert "band by band" not in render(certified_result())       # no column, no explanation
+
+
+def test_text_sampled_numbers_have_6_digits():
+    text = render(certified_result())
+    assert re.search(r"1e-1 · L0\s+4\.60517$", text, re.M)      # log(10)/0.5, to nearest
+    assert re.search(r"^\s+4\s+0\.101906\s+0\.338338\s+✓$", text, re.M)
+
+
+def test_summary_line_of_the_sound_mode():
+    from certifier.report.outcome import Outcome
+    from certifier.report.summary import row
+    cells = row(Outcome("s.rq", sound_certified_result(), seconds=1.0))
+    assert cells[1:4] == ["certified", "sound", "μ 0.477869 · L ~ exp(-1.91147 t) to floor 1e-12"]
+    cells = row(Outcome("s.rq", sound_inconclusive_result(), seconds=1.0))
+    assert cells[1:4] == ["inconclusive", "sound mode", "budget"]
+    assert row(Outcome("s.rq", inconclusive_result(), seconds=1.0))[2] == "estimate"
+
+
+# --- locating statements: one line rule with lark ------------------------------------------------
+
+LINE_BREAKS = 'spec "x"\n# a\x0c form feed\u2028 and a line separator\u0085 in a comment\n' + """data {
+  x = normal(shape=[4, 2], seed=0)
+  y = x[:, 0]
+}
+params {
+  w : [2] = zeros()
+}
+model f(x) = w @ x
+loss least_squares
+region ball(center=init, radius=1)
+method sampled(samples=64, seed=0)
+certify rate(floor=0.1, horizon=10)
+"""
+
+
+def test_statement_span_counts_lines_as_lark_does():
+    from certifier.parse import parse
+    from certifier.report.outcome import span_text, statement_span
+    spec = parse(LINE_BREAKS, "t.rq")
+    span = statement_span(LINE_BREAKS, "method")
+    assert span.line == spec.method.span.line == 13          # str.splitlines would say 16
+    assert span_text(LINE_BREAKS, span) == "method sampled(samples=64, seed=0)"
+    assert statement_span(LINE_BREAKS, "region").line == 12
+    assert span_text(LINE_BREAKS, statement_span(LINE_BREAKS, "certify")) == "certify rate(floor=0.1, horizon=10)"
 
 
 # --- json ----------------------------------------------------------------------------------------

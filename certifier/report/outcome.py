@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..diagnostics import Diagnostic, Span
+from ..diagnostics import Diagnostic, Span, source_lines
 from ..result import Result
 
 EXIT_INTERNAL = 4
@@ -80,11 +80,13 @@ _KEYWORD_FOR_KIND = {"critical-point": "certify", "confinement": "region", "no-r
 
 def statement_span(source: str | None, keyword: str) -> Span | None:
     """The first line of the statement that starts with `keyword`, as a span over that line's
-    text (comments and trailing blanks left out)."""
+    text (comments and trailing blanks left out). Lines are counted as every diagnostic counts
+    them (diagnostics.source_lines: at '\n' only, as lark does; a form feed or U+2028 stays inside
+    its line)."""
     if not source:
         return None
     pattern = re.compile(rf"^(\s*)({re.escape(keyword)})\b")
-    for number, line in enumerate(source.splitlines(), start=1):
+    for number, line in enumerate(source_lines(source), start=1):
         code = line.split("#", 1)[0].rstrip()
         m = pattern.match(code)
         if m:
@@ -114,6 +116,6 @@ def span_text(source: str | None, span: Span | None) -> str:
     """The spec text a span covers (whole lines, blanks collapsed): what a fingerprint hashes."""
     if not source or span is None:
         return ""
-    lines = source.splitlines()
+    lines = source_lines(source)
     chosen = lines[max(0, span.line - 1):max(span.line, span.end_line)]
     return " ".join(" ".join(line.split("#", 1)[0].split()) for line in chosen).strip()

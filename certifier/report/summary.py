@@ -3,6 +3,8 @@ several specs, and the verdict line printed last after the report of a single sp
 
     specs/two_layer_tanh.rq   certified     estimate  μ 0.125 · L ~ exp(-0.5 t)  4.25 s  exit 0
 
+Numbers as in the report (report/text.py): 6 significant digits, μ rounded down in the sound mode.
+
 Lines are plain columns (padded, never wrapped): a path is never broken, whatever the width of
 the terminal, so it can be copied and grepped."""
 from __future__ import annotations
@@ -14,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .outcome import Outcome, effective_code, run_exit_code
-from .text import VERDICT_STYLE, num
+from .text import DIGITS, VERDICT_STYLE, asymptotic_text, lower_text, num, sound_mode
 
 _WORD = {0: "certified", 1: "refuted", 2: "error", 3: "inconclusive", 4: "internal error"}
 PATH_WIDTH = 48
@@ -28,7 +30,7 @@ def verdict_cell(outcome: Outcome) -> str:
         codes = sorted({d.code for d in outcome.diagnostics})
         return "error" + (f" {', '.join(codes)}" if codes else "")
     r = outcome.result
-    return r.verdict + ("" if r.sound else " (estimate)")
+    return r.verdict + ("" if r.sound else " (sound mode)" if sound_mode(r) else " (estimate)")
 
 
 def _detail(outcome: Outcome) -> str:
@@ -39,13 +41,13 @@ def _detail(outcome: Outcome) -> str:
     if r is None:                                      # the codes; the diagnostics are on stderr
         return ", ".join(sorted({d.code for d in outcome.diagnostics}))
     if r.verdict == "certified":
-        rate = (r.rate or {}).get("asymptotic") or ""
+        rate = asymptotic_text(r) or ""
         rate = rate.split(", i.e. ")[-1]               # "L ~ (3 * K * t)^(-0.33), i.e. L ~ t^-3": the short form
         rate = re.sub(r" \([a-z ]+\)$", "", rate)      # "(linear rate)" says nothing the form does not
         floor = (r.loss or {}).get("floor")
-        text = f"μ {num(r.mu)}" + (f" · {rate}" if rate else "")
+        text = f"μ {lower_text(r)}" + (f" · {rate}" if rate else "")
         if isinstance(floor, (int, float)) and floor > 0:
-            text += f" to floor {num(floor)}"
+            text += f" to floor {num(floor, DIGITS, 'up' if sound_mode(r) else None)}"
         return text
     return outcome.failing_kind or "—"
 
@@ -54,7 +56,7 @@ def row(outcome: Outcome, fail_on: str = "inconclusive") -> list[str]:
     """spec, verdict, sound|estimate, rate or failure, seconds, exit code."""
     r = outcome.result
     verdict = "internal error" if outcome.internal is not None else outcome.verdict
-    status = "" if r is None else ("sound" if r.sound else "estimate")
+    status = "" if r is None else ("sound" if r.sound else "sound mode" if sound_mode(r) else "estimate")
     seconds = "cached" if outcome.cached else f"{outcome.seconds:.2f} s"
     eff = effective_code(outcome, fail_on)
     exit_text = f"exit {outcome.exit_code}" + ("" if eff == outcome.exit_code else f"→{eff}")
@@ -118,7 +120,7 @@ def render_lines(outcomes: list[Outcome], console: Console, fail_on: str = "inco
 def render_summary(outcomes: list[Outcome], console: Console, fail_on: str = "inconclusive") -> None:
     """The lines of every spec, the notes, and the totals with the run's exit code last."""
     render_lines(outcomes, console, fail_on)
-    if any(o.result is not None and not o.result.sound for o in outcomes):
+    if any(o.result is not None and not sound_mode(o.result) for o in outcomes):
         console.print(Text("estimate: a sampled verdict is an ESTIMATE, not a proof", style="dim"), soft_wrap=True)
     if fail_on == "refuted":
         console.print(Text("--fail-on refuted: inconclusive counts as 0", style="dim"), soft_wrap=True)

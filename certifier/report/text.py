@@ -88,6 +88,9 @@ def num(x, digits: int = 4, way: str | None = None) -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     if way in ("up", "down") and v != 0:
+        short = repr(v)               # the double's own shortest text: exact, no rounding needed
+        if len(short.split("e")[0].replace("-", "").replace(".", "").strip("0")) <= digits:
+            return num(v, digits)
         return _directed(v, digits, way == "up")
     text = f"{v:.{digits}g}"
     if "e" in text:                      # 1e+04 -> 1e4, 1.25e-07 -> 1.25e-7
@@ -124,8 +127,12 @@ def _lower(x, way: str | None = None) -> str:
 
 
 def _words(text: str) -> str:
-    """Engine text in the report's names: θ0 for theta0 (JSON keys and values stay as they are)."""
-    return re.sub(r"\btheta0\b", "θ0", str(text))
+    """Engine text in the report's names and numbers: θ0 for theta0, and a sound lower bound of R
+    ("the weakest has a sound bound -8.37e-19") never negative and to DIGITS digits, rounded down
+    (the JSON keeps the engine's text)."""
+    text = re.sub(r"\btheta0\b", "θ0", str(text))
+    return re.sub(r"(sound bound )(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b",
+                  lambda m: m.group(1) + _lower(float(m.group(2)), "down"), text)
 
 
 def _check(ok: bool | None) -> str:
@@ -260,13 +267,14 @@ _SAMPLED_WORDS = {"evaluations": lambda v: f"R at {_n(v)} points",
 
 
 def _method_text(result: Result) -> Text:
-    """`sampled (samples=2048, seed=0): R at 1292 points, ...` or `interval (boxes=200, seed=0,
-    functions=margin, rules: spectrum on 199 boxes)`: the spec's settings as written, the rest in words."""
+    """`sampled (samples=2048, seed=0): R at 1292 points, ...` or `interval (boxes=200,
+    functions=margin, rules: spectrum on 199 boxes)`: the spec's settings as written, the rest in
+    words (the JSON's method object has them all)."""
     method = result.method or {}
     name = str(method.get("name", "—"))
     text = Text(name)
     if name == "interval":
-        spec = [f"{k}={_value(method[k])}" for k in ("boxes", "seed", "functions") if method.get(k) is not None]
+        spec = [f"{k}={_value(method[k])}" for k in ("boxes", "functions") if method.get(k) is not None]
         rules = ((result.proof or {}).get("rules_used") or {}) or {s.source: s.points for s in result.mu_sources}
         used = ", ".join(f"{r} on {n} box{'es' if n != 1 else ''}" for r, n in sorted(rules.items()))
         text.append(f" ({', '.join(spec + ['rules: ' + (used or 'none')])})", style="dim")
@@ -303,7 +311,7 @@ def _header(result: Result, console: Console) -> None:
                                     style="green"))
     elif sound_mode(result):
         head.add_row("status", Text(SOUND_MODE_LABEL + ": the interval proof did not close, so no rate "
-                                    "is claimed (not an estimate either)", style="yellow"))
+                                    "is claimed", style="yellow"))
     elif _stopped(result):
         head.add_row("status", Text(ESTIMATE_LABEL + ": the run stopped before any verdict; nothing is "
                                     "claimed", style="magenta"))
@@ -483,8 +491,8 @@ def _proof(result: Result, console: Console) -> None:
         t.add_row("needed", Text(f"μ ≥ {_n(tree['target'], 'up')} for the path length bound ρ ≤ "
                                  f"{sym} = {_n(scale)}"))
     if proof.get("min_rayleigh_seen") is not None:
-        t.add_row("min R seen", Text(f"{_n(proof['min_rayleigh_seen'])}  (computed at points of the region: "
-                                     f"an upper estimate of inf R, beside μ)", style="dim"))
+        t.add_row("min R seen", Text(f"{_n(proof['min_rayleigh_seen'])}  (R in float64 at points of the region: "
+                                     f"inf R is at most about this)", style="dim"))
     root = tree.get("root")
     leaves = _leaves(root) if isinstance(root, dict) else []
     if leaves:
@@ -635,8 +643,8 @@ def _rate(result: Result, console: Console) -> None:
             tt.add_row(*row)
         console.print(tt)
         if piecewise:
-            console.print(Text("  band by band: the same times with each loss band's own K (R sampled on that "
-                               "band, rate.profile) in place of the single K: an estimate", style="dim"))
+            console.print(Text("  band by band: the times with each loss band's own K in place of one K "
+                               "(rate.profile; an estimate)", style="dim"))
     if rate.get("convention"):
         console.print(Text(f"  {rate['convention']}", style="dim"))
     _profile(result, console)
@@ -793,8 +801,8 @@ def _witness(result: Result, console: Console) -> None:
         else:
             info.add_row("checked until", Text(f"t = {_n(w.checked_until)}"))
     else:
-        info.add_row("compared", Text(f"no: no rate is claimed ({result.verdict}), so the descent is only "
-                                      f"shown", style="dim"))
+        info.add_row("compared", Text("no: no rate is claimed, so there is no bound to check the descent "
+                                      "against", style="dim"))
     sym, scale = _region_scale(result)
     dtext = Text(f"{_n(w.max_distance)}")
     if scale is not None:
