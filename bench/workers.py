@@ -1,12 +1,21 @@
-"""Speedup of --workers: the sampled engine's region search and the sound mode's branch and bound,
-in this process against N local worker processes, on the same work.
+"""Speedup of --workers.
 
-    python -m bench.workers [--workers 2] [--quick] [--rounds 3] [--out bench/workers.json]
+    python -m bench.workers [--workers 2] [--rounds 3] [--cells 16x1024,16x4096] [--out bench/workers.json]
+    python -m bench.workers --in-process [--quick] [--rounds 3] [--out FILE]
 
-Each candidate is timed in interleaved rounds (one process, then N workers, per round; the
-smallest time of each), after a warm-up run that starts the worker processes and builds their
-problem, so the figures exclude process start-up (reported separately). Every run's numbers are
-compared with one process's: records (sampled) and mu, boxes and proof tree (sound) must be equal.
+Whole runs (the default; issue 21): `certify SPEC` against `certify --workers N SPEC`, each a fresh
+process, start-up, worker start and every phase included, on two-layer tanh networks of the
+given n x width (bench/whole.py's spec), in interleaved rounds; wall time, CPU time and peak RSS
+by os.wait4 (bench/whole.py). A third candidate forces the workers on (CERTIFY_WORKERS=always,
+analyse/parallel.py) to show what they cost where the estimate does not use them.
+The figures are the ratios of one process's wall time to each candidate's, per round; the report's
+note on the workers is kept.
+
+--in-process: the sampled engine's region search and the sound mode's branch and bound, in this
+process against N local worker processes, on the same work, after a warm-up run that starts the
+worker processes and builds their problem: these figures exclude process start-up (reported
+separately) and are not what a run gains. Every run's numbers are compared with one process's:
+records (sampled) and mu, boxes and proof tree (sound) must be equal.
 """
 from __future__ import annotations
 
@@ -77,14 +86,65 @@ def compare(name: str, fn, problem, workers: int, rounds: int) -> dict:
             "rounds": rounds}
 
 
+
+
+def whole(cells: list[tuple[int, int]], workers: int, rounds: int) -> list[dict]:
+    import sys
+    import tempfile
+
+    from .whole import TWO_LAYER, measured
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, h in cells:
+            path = Path(tmp) / f"n{n}_width{h}.rq"
+            path.write_text(TWO_LAYER.format(h=h, d=32, n=n))
+            base = ["--no-cache", "-q", "--format", "json"]
+            run = [sys.executable, "-m", "certifier", *base]
+            argvs = {"one process": (run + [str(path)], None),
+                     f"--workers {workers}": (run + ["--workers", str(workers), str(path)], None),
+                     f"--workers {workers}, forced on": (run + ["--workers", str(workers), str(path)],
+                                                         {"CERTIFY_WORKERS": "always"})}
+            seen: dict = {k: [] for k in argvs}
+            notes, mus = {}, {}
+            for _ in range(rounds):
+                for key, (argv, env) in argvs.items():
+                    wall, cpu, rss, text, code = measured(argv, env)
+                    doc = json.loads(text)
+                    doc = doc[0] if isinstance(doc, list) else doc
+                    seen[key].append({"wall": round(wall, 3), "cpu": round(cpu, 3), "rss_mb": round(rss, 1)})
+                    notes[key] = [x for x in doc.get("notes", []) if x.startswith("--workers")]
+                    mus[key] = (doc["verdict"], doc.get("mu"))
+            one = seen["one process"]
+            row = {"n": n, "width": h, "d": 32, "parameters": 33 * h, "rounds": seen, "notes": notes,
+                   "verdict_and_mu": mus,
+                   "speedup_rounds": {k: [round(a["wall"] / b["wall"], 3) for a, b in zip(one, v)]
+                                      for k, v in seen.items() if k != "one process"}}
+            rows.append(row)
+            print(f"n={n} width={h}: " + "; ".join(
+                f"{k}: {min(r['wall'] for r in v):.1f} s wall, {min(r['cpu'] for r in v):.1f} s CPU"
+                for k, v in seen.items()) + f"; speedups per round {row['speedup_rounds']}; notes {notes}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1; --in-process)")
+    ap.add_argument("--cells", default="16x1024,16x4096", help="whole runs: n x width cells")
+    ap.add_argument("--in-process", action="store_true", help="the searches alone, start-up excluded")
     ap.add_argument("--out", default=str(ROOT / "bench" / "workers.json"))
     args = ap.parse_args(argv)
+    if not args.in_process:
+        load = os.getloadavg()
+        cells = [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")]
+        rows = whole(cells, args.workers, args.rounds)
+        out = {"machine": machine(torch.get_num_threads()), "what": "whole runs, start-up included",
+               "load_before": load, "load_after": os.getloadavg(), "rows": rows}
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     model = QUICK_SAMPLED if args.quick else SAMPLED

@@ -112,7 +112,7 @@ def test_a_signal_prints_the_partial_report_and_its_exit_code(tmp_path, sig, cod
 def test_sys_exit_in_worker_processes_is_E302(tmp_path):
     spec = _folder(tmp_path, "isolation_worker_net")
     proc = _certify([str(spec), "--allow-python", "--no-cache", "-q", "--workers", "2"], tmp_path,
-                    ISOLATION_EXIT_IN_WORKERS="1")
+                    ISOLATION_EXIT_IN_WORKERS="1", CERTIFY_WORKERS="always")   # used, however small
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "net.rq:3:13: error[E302]: 'isolation_worker_net:Net' called sys.exit(0) during the analysis\n" \
         in proc.stderr

@@ -76,7 +76,13 @@ def test_plan_weighs_the_measured_batch_against_the_worker_start():
     assert not use and "its searches form one unit each" in note
 
 
+def test_the_environment_can_force_the_workers_on(monkeypatch):
+    monkeypatch.setenv("CERTIFY_WORKERS", "always")
+    assert parallel.plan(None, 3, 2, [], 1, cores=1) == (True, "--workers 3: used (CERTIFY_WORKERS=always)")
+
+
 def test_a_small_problem_runs_in_one_process_and_says_why(monkeypatch):
+    monkeypatch.delenv("CERTIFY_WORKERS", raising=False)
     def no_pool(*args, **kwargs):
         raise AssertionError("no worker process should start for a small problem")
     monkeypatch.setattr(parallel, "PoolExecutor", no_pool)

@@ -131,9 +131,14 @@ def run_unit(key: str, payload: bytes, device: str, threads: int | None, name: s
     return _rows_to(blocks, "cpu")
 
 
-def _warm(key: str, payload: bytes, device: str, threads: int | None) -> float:
-    """Worker side: import the engine and build the run's problem before the first unit."""
-    _problem(key, payload, device, threads)
+def _warm(key: str, payload: bytes, device: str, threads: int | None) -> float | None:
+    """Worker side: import the engine and build the run's problem before the first unit. A
+    problem that cannot be built here (a torch model's sys.exit(), an error) is left to the first
+    unit, which reports it as a unit does (run_unit); the worker process stays up."""
+    try:
+        _problem(key, payload, device, threads)
+    except (Exception, SystemExit):
+        return None
     return time.time()
 
 
@@ -229,7 +234,8 @@ class PoolExecutor(_Remote):
 
     def ready_seconds(self) -> float | None:
         """Seconds from the start of the pool to the last warm-up done (None while one runs)."""
-        if not all(f.done() and f.exception() is None for f in self.warm):
+        if not all(f.done() and not f.cancelled() and f.exception() is None and f.result() is not None
+                   for f in self.warm):
             return None
         return max(f.result() for f in self.warm) - self.started_at
 
@@ -324,6 +330,9 @@ def batch_seconds(problem, rows: int) -> float:
     return best
 
 
+FORCE_ENV = "CERTIFY_WORKERS"   # =always: skip the estimate (tests and benchmarks of the workers themselves)
+
+
 def plan(problem, workers: int, threads: int, work: list[tuple[int, int, int]], per_unit: int,
          start_seconds: float | None = None, cores: int | None = None,
          measure=batch_seconds) -> tuple[bool, str]:
@@ -336,7 +345,10 @@ def plan(problem, workers: int, threads: int, work: list[tuple[int, int, int]], 
     of their own: min(N, cores // torch threads)); they cost their start, measured as this
     process's own (START_SECONDS), once per ceil(N / cores) processes. The estimate counts one
     search (radius=auto runs several) and evaluations of R only (the adversarial descent's second
-    derivatives cost more): it leans towards one process."""
+    derivatives cost more): it leans towards one process. CERTIFY_WORKERS=always in the
+    environment skips the estimate (for tests and benchmarks of the workers themselves)."""
+    if os.environ.get(FORCE_ENV) == "always":
+        return True, f"--workers {workers}: used ({FORCE_ENV}=always)"
     cores = cores or os.cpu_count() or 1
     start = START_SECONDS if start_seconds is None else start_seconds
     lanes = min(workers, max(1, cores // max(1, threads)))
