@@ -752,6 +752,32 @@ def test_summary_line_of_the_sound_mode():
     assert row(Outcome("s.rq", inconclusive_result(), seconds=1.0))[2] == "estimate"
 
 
+def test_sound_run_reports_each_rule_minimum():
+    """A real sound run (specs/one_neuron_sound.rq: two rules, spectrum and direct): each rule's row
+    shows its smallest leaf bound, the one that gave mu shows mu, and mu is below R at random points
+    of the box, computed here in closed form (f = a tanh(w x), R = ||grad L||^2 / (4 L))."""
+    import numpy as np
+
+    from certifier.pipeline import run_file
+    from certifier.report.text import render_plain
+    result = run_file(str(Path(__file__).resolve().parent.parent / "specs" / "one_neuron_sound.rq"))
+    assert result.verdict == "certified" and result.sound
+    minima = {s.source: s.minimum for s in result.mu_sources}
+    assert set(minima) == {"direct", "spectrum"} and all(v is not None for v in minima.values())
+    assert minima[result.mu_source] == result.mu == min(minima.values())
+    x, y = np.array([-1.0, 2.0]), 1.03 * np.tanh(0.97 * np.array([-1.0, 2.0]))
+    rng = np.random.default_rng(0)
+    for a, w in 1.0 + rng.uniform(-0.3, 0.3, size=(500, 2)):
+        r = a * np.tanh(w * x) - y
+        grad = np.array([np.mean(2 * r * np.tanh(w * x)), np.mean(2 * r * a * x * (1 - np.tanh(w * x) ** 2))])
+        assert result.mu <= grad @ grad / (4 * np.mean(r ** 2))
+    text = render_plain(result)
+    shown = re.search(rf"→\s+{result.mu_source}\s.*\s(\S+)\s+\d+$", text, re.M).group(1)
+    assert float(shown) <= result.mu and _digits(shown) <= 6 and float(shown) >= result.mu * (1 - 1e-5)
+    assert "rules: direct on" in text and "theta0" not in text and "ESTIMATE" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
 # --- locating statements: one line rule with lark ------------------------------------------------
 
 LINE_BREAKS = 'spec "x"\n# a\x0c form feed\u2028 and a line separator\u0085 in a comment\n' + """data {

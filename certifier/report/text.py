@@ -31,6 +31,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -162,6 +163,15 @@ def _options(d: dict | None, skip: tuple[str, ...] = ("name",)) -> str:
     if not d:
         return ""
     return ", ".join(f"{k}={_value(v)}" for k, v in d.items() if k not in skip and v is not None)
+
+
+def _hanging(head: str, text: Text, style: str = "") -> Table:
+    """`head text`, the text's wrapped lines indented under its start (a hanging indent)."""
+    t = Table.grid(padding=(0, 1))
+    t.add_column(no_wrap=True, style=style)
+    t.add_column()
+    t.add_row(Text(head, style=style), text)
+    return t
 
 
 def _heading(console: Console, title: str) -> None:
@@ -844,10 +854,10 @@ def _failure(result: Result, console: Console) -> None:
     if f is None:
         return
     _heading(console, f"Failure: {f.kind}")
-    msg = Text(f"  {_words(f.message)}")
+    msg = Text(_words(f.message))
     if f.span:
         msg.append(f"  (line {f.span.get('line')}, column {f.span.get('column')})", style="dim")
-    console.print(msg)
+    console.print(Padding(msg, (0, 0, 0, 2)))          # wrapped lines keep the indent
     if f.points:
         t = _data_table(("‖θ − center‖", "right"), ("L(θ)", "right"), ("R(θ)", "right"), ("source", "left"))
         for p in f.points:
@@ -860,7 +870,7 @@ def _failure(result: Result, console: Console) -> None:
             nums.add_row(Text(_words(str(k))), Text(_number_text(result, str(k), v)))
         console.print(nums)
     if f.suggestion:
-        console.print(Text(f"  suggestion: {_words(f.suggestion)}", style="yellow"))
+        console.print(_hanging("  suggestion:", Text(_words(f.suggestion), style="yellow"), "yellow"))
 
 
 def _diagnostics(result: Result, console: Console, source: str | None) -> None:
@@ -877,7 +887,7 @@ def _footer(result: Result, console: Console) -> None:
         return
     console.print()
     for note in result.notes:
-        console.print(Text(f"note: {_words(note)}", style="dim"))
+        console.print(_hanging("note:", Text(_words(note), style="dim"), "dim"))
     if result.timing:
         parts = []
         for k, v in result.timing.items():
