@@ -3,15 +3,20 @@ independent computations: a high-accuracy solve_ivp solution of the gradient flo
 real gradient descent, torch Hessians for the one-sided Lipschitz bound, and a tampered replay."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
 
+from certifier import cli
 from certifier.analyse.sound import tube as T
 from certifier.analyse.sound.ball import BallModel
+from certifier.certificate import evidence_digest
 from certifier.check import check
 from certifier.compile.interval_model import IntervalModel
+from certifier.diagnostics import SpecError
 from certifier.parse import parse
 
 SPEC = """spec "small NTK tanh network from a random initialisation"
@@ -145,3 +150,80 @@ def test_replay_accepts_and_rejects_tampering(setup):
     shrunk[1] = shrunk[1] / 10
     with pytest.raises(ValueError):
         T.replay(model, bm, thetas, hs, shrunk)
+
+
+# --- the certificate: emitted, replayed by `certify check`, tampering rejected --------------------------
+
+def _tamper(path, change):
+    c = json.loads(path.read_text())
+    change(c)
+    c["evidence_count"], c["evidence_digest"] = len(c["evidence"]), evidence_digest(c["evidence"])  # a forger's
+    path.write_text(json.dumps(c))
+
+
+def _check(capsys, path):
+    code = cli.main(["check", str(path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out
+
+
+def test_certificate_replayed_and_tampering_rejected(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.rq").write_text(SPEC)
+    assert cli.main(["s.rq", "--quiet", "--no-cache", "--emit", "cert.json"]) == 0
+    capsys.readouterr()
+    path = tmp_path / "cert.json"
+    base = path.read_text()
+    cert = json.loads(base)
+    assert cert["verdict"] == "certified" and cert["sound"]
+    kinds = [e["kind"] for e in cert["evidence"]]
+    assert kinds[0] == "sound-tube" and kinds.count("sound-checkpoint") == cert["evidence"][0]["segments"] + 1
+    assert jsonschema_errors(cert) == []
+    code, out = _check(capsys, path)
+    assert code == 0 and out.startswith("certificate valid"), out
+
+    def moved(c):                    # a checkpoint moved by 1e-2 in one coordinate
+        th = c["evidence"][5]["theta"]
+        th[3] = (float.fromhex(th[3]) + 1e-2).hex()
+    _tamper(path, moved)
+    code, out = _check(capsys, path)
+    assert code == 1 and "does not close" in out, out
+
+    path.write_text(base)
+
+    def shrunk(c):                   # an assumed radius shrunk tenfold
+        e = c["evidence"][3]
+        e["rho"] = (float.fromhex(e["rho"]) / 10).hex()
+    _tamper(path, shrunk)
+    code, out = _check(capsys, path)
+    assert code == 1 and "not below the assumed radius" in out, out
+
+    path.write_text(base)
+    _tamper(path, lambda c: c["rate"]["curve"][3].__setitem__(1, c["rate"]["curve"][3][1] / 2))
+    code, out = _check(capsys, path)
+    assert code == 1 and "curve" in out, out
+
+    path.write_text(base)
+
+    def faster(c):                   # a larger mu for the terminal ball
+        term = c["evidence"][0]["terminal"]
+        term["mu"] = (float.fromhex(term["mu"]) * 1.5).hex()
+    _tamper(path, faster)
+    code, out = _check(capsys, path)
+    assert code == 1 and "ball rule" in out, out
+
+
+def jsonschema_errors(cert):
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+    s = json.loads(resources.files("certifier").joinpath("schemas/certificate.schema.json").read_text("utf-8"))
+    return [e.message for e in jsonschema.Draft202012Validator(s).iter_errors(cert)]
+
+
+def test_route_option_is_checked():
+    bad = SPEC.replace("route=trajectory", "route=trajectry")
+    with pytest.raises(SpecError) as info:
+        check(parse(bad, "bad.rq"))
+    d = info.value.diagnostics[0]
+    assert d.code == "E109" and "route must be region or trajectory" in d.message and "trajectory" in d.hint

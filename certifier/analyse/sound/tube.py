@@ -50,9 +50,9 @@ from ...compile.rounding import INF, down, nonneg_sum_upper, point_bounds, up
 from .ball import BallModel, ball_rule
 from .linalg import nonneg_norm2_upper, sqrt_down, sqrt_up
 
-SAFETY = 1.25            # the assumed radius rho is this times the estimate of E (margin for a replay)
+SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
 MAX_SEGMENTS = 400
-LOCAL_TOL = 0.01         # a segment's own error delta h is at most this fraction of the tube radius cap
+LOCAL_TOL = 0.004         # a segment's own error delta h is at most this fraction of the tube radius cap
 
 
 @dataclass
@@ -226,11 +226,12 @@ def propagate(ell: float, defect: float, e_in: float, h: float) -> float:
 
 # --- building the tube ----------------------------------------------------------------------------
 def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float, max_segments: int = MAX_SEGMENTS,
-          h0: float = 0.05, try_terminal=None, progress=lambda: None) -> Tube:
+          h0: float = 0.0625, try_terminal=None, progress=lambda: None, local_tol: float = None) -> Tube:
     """Follow the tangent-model flow from theta0 and prove the tube segment by segment. `cap` bounds
     the tube radius (beyond it the enclosures are useless); the tube stops once the loss bound is
     below `target_loss`, or when try_terminal(tube) returns a Terminal, or at max_segments."""
     c = 2.0 / model.n
+    local_tol = LOCAL_TOL if local_tol is None else local_tol
     theta = model.theta0.copy()
     e, t, h = 0.0, 0.0, h0
     L_now, _ = loss_over_ball(model, bm, theta, 0.0)
@@ -240,19 +241,21 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
     while len(tube.segments) < max_segments:
         progress()
         accepted = None
+        guess = None
         for _ in range(40):
-            rho = max(float(up(2.0 * e)), cap * 1e-6)
-            for _ in range(4):
+            rho = max(float(up(SAFETY * e)), cap * 1e-6) if guess is None else max(guess, cap * 1e-6)
+            for _ in range(6):
                 nums = segment_numbers(model, bm, tg, h, rho)
                 E = propagate(nums["ell"], nums["defect"], e, h)
                 if E < rho:
                     break
                 rho = float(up(SAFETY * E))
-            ok = E < rho and E <= cap and up(nums["defect"] * h) <= LOCAL_TOL * cap
+            ok = E < rho and E <= cap and up(nums["defect"] * h) <= local_tol * cap
             if ok:
                 accepted = (nums, E, rho)
                 break
             h *= 0.5
+            guess = float(up(SAFETY * E)) if E < INF else None
             if h < 1e-12:
                 break
         if accepted is None:
@@ -316,21 +319,41 @@ def terminal_needed(e: float, loss_upper: float, mu: float) -> float:
 
 
 # --- the bound and its replay ---------------------------------------------------------------------
-def bound_function(tube: Tube):
-    """t -> the proved bound: the tube's step function up to T, L_N exp(-4 mu (t - T)) after."""
-    starts = np.array([s.t for s in tube.segments] + [tube.end_time])
-    losses = [s.loss_upper for s in tube.segments] + [tube.end_loss]
-    term = tube.terminal
+def numbers_of(tube: Tube) -> dict:
+    """What the bound is built from (bound_from_numbers; certificates rebuild it from the replay)."""
+    return {"starts": [s.t for s in tube.segments], "losses": [s.loss_upper for s in tube.segments],
+            "end_time": tube.end_time, "end_loss": tube.end_loss,
+            "mu": tube.terminal.mu if tube.terminal is not None else None}
+
+
+def bound_from_numbers(starts, losses, end_time, end_loss, mu):
+    """t -> the proved bound: losses[j] on [starts[j], starts[j+1]), then end_loss exp(-4 mu (t - T))
+    from T = end_time on (mu None: end_loss, the floor was reached). Rounded up."""
+    starts = np.asarray(list(starts), dtype=np.float64)
+    losses = list(losses)
 
     def bound(t: float) -> float:
-        if t >= tube.end_time:
-            if term is None:
-                return losses[-1]
-            return float(up(losses[-1] * _exp_up(float(up(-4.0 * term.mu * (t - tube.end_time)) if t > tube.end_time
-                                                              else 0.0))))
+        if t >= end_time or not len(losses):
+            if mu is None or t <= end_time:
+                return float(end_loss)
+            return float(up(end_loss * _exp_up(float(up(-4.0 * mu * (t - end_time))))))
         k = int(np.searchsorted(starts, t, side="right")) - 1
-        return losses[max(k, 0)]
+        return float(losses[max(k, 0)])
     return bound
+
+
+def bound_function(tube: Tube):
+    """t -> the proved bound: the tube's step function up to T, L_N exp(-4 mu (t - T)) after."""
+    return bound_from_numbers(**numbers_of(tube))
+
+
+def curve_points(numbers: dict, horizon: float, points: int = 61) -> list[list[float]]:
+    """The rate's curve: the bound at the checkpoints and on a logarithmic grid from T to the horizon."""
+    bound = bound_from_numbers(**numbers)
+    end = numbers["end_time"]
+    grid = np.logspace(math.log10(max(end, 1e-6)), math.log10(max(horizon, end * 1.001)), points)
+    ts = sorted(set([0.0] + list(numbers["starts"]) + [end] + [float(t) for t in grid]))
+    return [[float(t), float(bound(t))] for t in ts if t <= horizon]
 
 
 def replay(model: IntervalModel, bm: BallModel, thetas: list, hs: list, rhos: list) -> dict:
