@@ -379,3 +379,12 @@ def test_two_students_linear_rate_to_zero_is_never_certified():
     text = _spec(W, np.array([1.0, 0.0]), floor=0, halfwidth=0.3, extra="desingularizer log\n")
     r = run_text(text)
     assert r.verdict != "certified" and not r.sound
+
+
+@pytest.mark.slow
+def test_two_students_sound_spec_is_honestly_inconclusive():
+    """tests/fixtures/single_neuron_n2_sound.rq: floor 1e-2 (a true, weaker claim), 200 boxes: the direct
+    rule near the minimiser set needs far more boxes, the convex rule does not apply (singular Hessian)."""
+    r = run_file(str(Path(__file__).parent / "fixtures" / "single_neuron_n2_sound.rq"))
+    assert r.verdict == "inconclusive" and not r.sound
+    assert r.failing_region.kind == "budget"
