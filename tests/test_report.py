@@ -778,6 +778,25 @@ def test_sound_run_reports_each_rule_minimum():
     assert max(len(line) for line in text.splitlines()) <= 100
 
 
+def test_readme_shows_the_report_certify_prints():
+    """README.md's "What a report looks like" is a real capture: the sound spec's report as the
+    renderer prints it now (the timing and the closing summary line, which vary, left out)."""
+    from certifier.pipeline import run_file
+    from certifier.report.text import render_plain
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## What a report looks like")[1].split("```\n")[1]
+    result = run_file(str(root / "specs" / "linear_underparameterized_sound.rq"))
+    result.spec = "specs/linear_underparameterized_sound.rq"
+
+    def lines(text: str) -> list[str]:
+        kept = [line for line in text.splitlines() if not line.startswith(("timing:", "specs/"))]
+        while kept and not kept[-1]:
+            kept.pop()
+        return kept
+    assert lines(block) == lines(render_plain(result))
+
+
 # --- locating statements: one line rule with lark ------------------------------------------------
 
 LINE_BREAKS = 'spec "x"\n# a\x0c form feed\u2028 and a line separator\u0085 in a comment\n' + """data {
