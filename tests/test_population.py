@@ -303,7 +303,8 @@ def test_population_diagnostics():
     assert "error[E112]: a target statement needs a population" in errors(finite)[0]
     assert "cannot read the parameter 'W'" in errors(BASE.replace("target relu(v @ x)", "target relu(W[0] @ x)"))[0]
     assert "E112" in errors(BASE.replace("loss least_squares", "loss logistic"))[0]
-    assert "E107" in errors(BASE + "method interval(boxes=10)\n")[0]
+    # method interval takes populations since issue 17 (tests/test_sound_population.py)
+    assert check(parse(BASE + "method interval(boxes=10)\n", "pop.rq")).population is not None
     assert "unknown data distribution 'gauss'" in errors(BASE.replace("gaussian(d=5)", "gauss(d=5)"))[0]
     assert "gaussian needs d=" in errors(BASE.replace("gaussian(d=5)", "gaussian()"))[0]
     assert "must be positive" in errors(BASE.replace("gaussian(d=5)", "gaussian(d=0)"))[0]
