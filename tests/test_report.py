@@ -687,6 +687,8 @@ def test_text_sound_refuted_is_labelled_sound():
     text = render(r)
     assert "Verdict  refuted · sound · exit 1\n" in text
     assert "exit 1: a counterexample violates the claimed rate" in text
+    # no "μ is a proved lower bound" on a result that has no μ
+    assert "status     sound: the counterexample is verified by interval arithmetic\n" in text
     assert "ESTIMATE" not in text
 
 

@@ -316,7 +316,10 @@ def _header(result: Result, console: Console) -> None:
         parts += [f"{k} = {_value(v)}" for k, v in problem.items()
                   if k not in ("parameters", "samples", "outputs")]
         head.add_row("problem", Text(" · ".join(parts)))
-    if result.sound:
+    if result.sound and result.verdict == "refuted":
+        head.add_row("status", Text(SOUND_LABEL + ": the counterexample is verified by interval arithmetic",
+                                    style="green"))
+    elif result.sound:
         head.add_row("status", Text(SOUND_LABEL + ": μ is a proved lower bound of R over the region",
                                     style="green"))
     elif sound_mode(result):
