@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shlex
 import sys
 import time
@@ -160,14 +161,82 @@ def build_parser(formats: tuple[str, ...] = ("text",)) -> argparse.ArgumentParse
     return p
 
 
-def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+SUBCOMMANDS = {"check": "re-verify a certificate written by --emit",
+               "study": "gradient descent beyond the witness, loss curves and bounds"}
+
+# bash: the SPEC words complete files, and the first word also the subcommands (shtab completes a
+# positional by one function; "_files" in its name makes bash show file names as such)
+_BASH_PREAMBLE = """\
+# $1: the word being completed: a file, or (as the first word) a subcommand of certify
+_shtab_certify_spec_files() {
+  if [[ ${COMP_CWORD:-0} -eq 1 ]]; then
+    compgen -W "%s" -- "$1"
+  fi
+  compgen -f -- "$1"
+}
+"""
+# zsh: the same, by _alternative (CURRENT is 2 on the first word after `certify`); after `check`
+# or `study` the subcommand's own options (shtab writes their arrays, and its own dispatch is for
+# parsers without positionals); the guards keep shtab from adding its default positional specs
+_ZSH_PREAMBLE = """\
+# the SPEC words complete files, and the first word also the subcommands of certify
+_certify_spec_files() {
+  if (( CURRENT == 2 )); then
+    _alternative 'subcommands:subcommand:((%s))' 'files:spec:_files'
+  else
+    _files
+  fi
+}
+
+# certify check ..., certify study ...: the subcommand's options; else certify's
+_certify_dispatch() {
+  if (( CURRENT > 2 )) && [[ $words[2] == (%s) ]]; then
+    local name=$words[2]
+    words=("$words[1]" "${(@)words[3,-1]}")
+    (( CURRENT-- ))
+    _arguments -C -s "${(@P)${:-_shtab_certify_${name}_options}}"
+  else
+    _shtab_certify "$@"
+  fi
+}
+%s
+"""
+# shtab's zsh spec of a positional with nargs * or + is "(*)::" / "(*):", one word only: the spec
+# files are every remaining word
+_ZSH_REST = re.compile(r'^(\s*)"\(\*\)::?', re.MULTILINE)
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str,
+                      subcommands: dict[str, argparse.ArgumentParser] | None = None) -> str:
     """A completion script generated from `parser` (shtab for bash and zsh; fish by hand from its
-    actions, which shtab does not write), with the subcommands check and study as first words."""
+    actions, which shtab does not write), with the subcommands check and study as first words;
+    `subcommands` (their parsers, by name) give their own options after them in bash and zsh."""
     if shell == "fish":
         return _fish_script(parser)
     import shtab
 
-    return shtab.complete(parser, shell=shell)
+    for action in parser._actions:
+        if action.dest == "specs":
+            action.complete = {"bash": "_shtab_certify_spec_files", "zsh": "_certify_spec_files", "tcsh": "f"}
+    if subcommands:
+        # for the script only (the command dispatches check and study before its parser runs)
+        sub = parser.add_subparsers(dest="_subcommand", metavar="COMMAND")
+        for name, sub_parser in subcommands.items():
+            added = sub.add_parser(name, parents=[sub_parser], add_help=False, help=SUBCOMMANDS.get(name))
+            for action in added._actions:
+                if not action.option_strings and not action.choices:
+                    action.complete = shtab.FILE      # CERT, SPEC: files
+    if shell == "bash":
+        return shtab.complete(parser, shell=shell, preamble={shell: _BASH_PREAMBLE % " ".join(SUBCOMMANDS)})
+    if shell != "zsh":
+        return shtab.complete(parser, shell=shell)
+    guards = "".join(f"_shtab_certify{'_' + name if name else ''}_defaults_added=1\n"
+                     for name in ("", *(subcommands or {})))
+    preamble = _ZSH_PREAMBLE % (" ".join(f'{name}\\:"{text}"' for name, text in SUBCOMMANDS.items()),
+                                "|".join(subcommands or SUBCOMMANDS), guards)
+    script = _ZSH_REST.sub(r'\1"*:', shtab.complete(parser, shell=shell, preamble={shell: preamble}))
+    script = script.replace("compdef _shtab_certify -N certify", "compdef _certify_dispatch -N certify")
+    return script.replace('\n  _shtab_certify "$@"\n', '\n  _certify_dispatch "$@"\n')
 
 
 def _fish_script(parser: argparse.ArgumentParser) -> str:

@@ -22,6 +22,7 @@ changed between the key and the load, even changed back since, stores nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -67,6 +68,7 @@ def base_dir(spec_path: str) -> Path:
     return Path(spec_path).parent
 
 
+@functools.lru_cache(maxsize=None)
 def installed_version(package: str) -> str:
     """The installed version of `package` from its metadata (no import: importing torch takes
     about 1 s); its __version__ where no metadata says (a source tree on sys.path)."""

@@ -377,6 +377,18 @@ def _silence_stdout() -> None:
         pass
 
 
+def _subcommand_parsers(shell: str) -> dict:
+    """The parsers of `certify check` and `certify study`, for a completion script of their options
+    (fish lists the subcommands by name only). Importing them imports torch: 2 s, once, when the
+    script is written."""
+    if shell == "fish":
+        return {}
+    from .certificate.command import build_parser as check_parser
+    from .study import build_parser as study_parser
+
+    return {"check": check_parser(), "study": study_parser()}
+
+
 def main(argv: list[str] | None = None) -> int:
     # the budget of the first spec counts from the process's start when this is the command itself
     started = STARTED if argv is None else time.monotonic()
@@ -397,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:          # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     if args.completion is not None:
-        sys.stdout.write(completion_script(parser, args.completion))
+        sys.stdout.write(completion_script(parser, args.completion, _subcommand_parsers(args.completion)))
         sys.stdout.flush()
         return 0
     config_report = None

@@ -10,6 +10,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -495,7 +497,8 @@ def test_color_never_always_and_the_environment(capsys, spec_file, fake_engine, 
     _, plain, _ = run(capsys, spec_file)
     _, never, _ = run(capsys, spec_file, "--color", "never")
     _, always, _ = run(capsys, spec_file, "--color", "always")
-    assert "\x1b[" not in plain and never == plain
+    # the same text but for the seconds (the first run of a process reads the installed versions)
+    assert "\x1b[" not in plain and re.sub(r"\d+\.\d+ s\b", "_ s", never) == re.sub(r"\d+\.\d+ s\b", "_ s", plain)
     assert "\x1b[" in always and "refuted" in always
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert "\x1b[" in run(capsys, spec_file)[1]
@@ -514,9 +517,39 @@ def test_completion_scripts(capsys, tmp_path):
     assert proc.returncode == 0, proc.stderr
     code, zsh, _ = run(capsys, "--completion", "zsh")
     assert code == 0 and zsh.startswith("#compdef certify") and "--fail-on" in zsh
+    # the subcommands as first words, then their own options (_certify_dispatch)
+    assert 'check\\:"re-verify a certificate' in zsh and 'study\\:"gradient descent' in zsh
+    assert "compdef _certify_dispatch -N certify" in zsh and '"--plot[' in zsh
+    assert '"*:spec files, directories (every' in zsh          # every SPEC word, not the first only
+    if shutil.which("zsh"):
+        (tmp_path / "_certify").write_text(zsh)
+        proc = subprocess.run(["zsh", "-n", str(tmp_path / "_certify")], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
     code, fish, _ = run(capsys, "--completion", "fish")
     assert code == 0 and "complete -c certify -l format -x -a 'text json jsonl sarif junit github'" in fish
     assert "-a 'check'" in fish and "-a 'study'" in fish
+
+
+def test_bash_completion_offers_the_subcommands_then_their_options(capsys, tmp_path):
+    """The bash script, sourced, asked as bash asks it (COMP_WORDS, COMP_CWORD): check and study
+    as the first word beside the files, the subcommand's options after it, files for later SPECs."""
+    code, bash, _ = run(capsys, "--completion", "bash")
+    assert code == 0 and "_shtab_certify_subparsers=(check study)" in bash
+    (tmp_path / "certify.bash").write_text(bash)
+    (tmp_path / "stuff.rq").write_text("")
+    probe = """source ./certify.bash
+ask() { COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=(); _shtab_certify
+        echo "${COMPREPLY[*]}"; }
+ask certify ''; ask certify st; ask certify check --d; ask certify study --pl; ask certify stuff.rq ''
+ask certify stuff.rq --rep
+"""
+    proc = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert set(lines[0].split()) == {"check", "study", "certify.bash", "stuff.rq"}
+    assert set(lines[1].split()) == {"study", "stuff.rq"}
+    assert [set(line.split()) for line in lines[2:]] == [{"--device", "--debug"}, {"--plot"},
+                                                         {"certify.bash", "stuff.rq"}, {"--report"}]
 
 
 def test_lines_on_a_narrow_terminal_keep_paths_whole():

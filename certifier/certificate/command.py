@@ -32,9 +32,8 @@ def _source(path: str | None) -> str | None:
         return None
 
 
-def main_check(argv: list[str]) -> int:
-    """`certify check CERT.json [--allow-python] [--device cpu|cuda] [--debug]`: 0 valid, 1 rejected,
-    2 unreadable/malformed certificate or usage, 4 internal error."""
+def build_parser():
+    """The options of `certify check` (also read by `certify --completion`)."""
     import argparse
 
     p = argparse.ArgumentParser(prog="certify check",
@@ -50,8 +49,14 @@ def main_check(argv: list[str]) -> int:
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="json: one object (certifier/schemas/check.schema.json) on stdout; exit codes unchanged")
     p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    return p
+
+
+def main_check(argv: list[str]) -> int:
+    """`certify check CERT.json [--allow-python] [--device cpu|cuda] [--debug]`: 0 valid, 1 rejected,
+    2 unreadable/malformed certificate or usage, 4 internal error."""
     try:
-        args = p.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     problem = environment_problem(args.device)
