@@ -211,3 +211,24 @@ def test_a_python_model_source_edited_before_its_import_stores_nothing(tmp_path,
         monkeypatch.setattr(check_stage, "check", real)
         assert code == 0
         assert len(list(cache.glob("*/*.json"))) == (0 if edit else 1)
+
+
+def test_a_signed_entry_whose_rate_is_not_a_rate_is_a_miss(tmp_path, monkeypatch, capsys):
+    """The bound is rebuilt lazily (report/load.py), but its description is checked when the entry
+    is read: a field compose.rate.Rate lacks, or one it needs missing, is a miss and a fresh run,
+    never a report that fails when it evaluates the bound."""
+    from certifier.cache import _mac, secret_key
+
+    entry = setup(tmp_path, monkeypatch, capsys)
+    original = json.loads(entry.read_text())
+    assert original["rate"]["kind"] == "rate" and "K" in original["rate"]["fields"]
+    for edit in (lambda f: f.update(rho=1.0), lambda f: f.pop("K")):
+        doc = json.loads(json.dumps(original))
+        edit(doc["rate"]["fields"])
+        doc["mac"] = _mac(secret_key(create=False), doc)          # signed with this user's key
+        entry.write_text(json.dumps(doc))
+        code, fresh = run(capsys, "tiny.rq", "--format", "json", "--cache-dir", "cache")
+        assert code == 0 and fresh["verdict"] == "certified"
+        assert not any(n.startswith("read from the cache") for n in fresh["notes"])
+    entry.write_text(json.dumps(original))
+    assert hit(capsys)
