@@ -127,13 +127,20 @@ def _lower(x, way: str | None = None) -> str:
     return _n(x, way)
 
 
-def _words(text: str) -> str:
+def _words(text: str, mu: float | None = None) -> str:
     """Engine text in the report's names and numbers: θ0 for theta0, and a sound lower bound of R
     ("the weakest has a sound bound -8.37e-19") never negative and to DIGITS digits, rounded down
-    (the JSON keeps the engine's text)."""
+    (the JSON keeps the engine's text). With the proved `mu`: "R >= 0.0734065", the engine's μ
+    rounded to nearest (above μ = 0.07340646...), is written with μ rounded down."""
     text = re.sub(r"\btheta0\b", "θ0", str(text))
-    return re.sub(r"(sound bound )(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b",
+    text = re.sub(r"(sound bound )(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b",
                   lambda m: m.group(1) + _lower(float(m.group(2)), "down"), text)
+    if mu is not None and math.isfinite(mu) and mu > 0:
+        def proved(m: re.Match) -> str:
+            value = float(m.group(2))
+            return m.group(1) + _n(mu, "down") if mu < value <= mu * (1 + 1e-3) else m.group(0)
+        text = re.sub(r"(R >= )(\d+(?:\.\d+)?(?:e[-+]?\d+)?)\b", proved, text)
+    return text
 
 
 def _check(ok: bool | None) -> str:
@@ -488,7 +495,7 @@ def _proof(result: Result, console: Console) -> None:
     status = str(proof.get("status") or "—")
     stext = Text(status, style="green" if status == "proven" else ("red" if status == "refuted" else "yellow"))
     if proof.get("message"):
-        stext.append(f": {_words(proof['message'])}")
+        stext.append(f": {_words(proof['message'], _finite(result.mu))}")
     t.add_row("status", stext)
     evaluated = proof.get("boxes_evaluated", method.get("boxes_evaluated"))
     btext = f"{num(evaluated)}" + (f" of at most {num(method['boxes'])}" if method.get("boxes") is not None else "")
