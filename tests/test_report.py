@@ -705,6 +705,15 @@ def test_text_interrupted_run_says_so(code, why):
     assert "Failure: interrupted" in text and "exit_code" not in text
 
 
+def test_text_partial_result_of_the_sound_mode_is_not_an_estimate():
+    r = interrupted_result(130)
+    r.method = {"name": "interval"}
+    text = render(r)
+    assert "Verdict  inconclusive · sound mode: nothing proved · exit 130\n" in text
+    assert "exit 130: the run was interrupted (Ctrl-C) before a verdict; no rate is claimed" in text
+    assert re.search(r"^method\s+interval$", text, re.M) and "ESTIMATE" not in text
+
+
 def test_text_budget_partial_result_says_the_budget_ran_out():
     r = interrupted_result(3)
     r.failing_region.kind = "budget"

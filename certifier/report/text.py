@@ -253,7 +253,7 @@ def _stopped(result: Result) -> str | None:
         return None
     if f.kind == "interrupted":
         return _STOPPED.get(result.exit_code, "the run was interrupted before a verdict; no rate is claimed")
-    if f.kind == "budget" and not result.method:
+    if f.kind == "budget" and result.witness is None and not result.rate and result.proof is None:
         return "the --budget ran out before a verdict; no rate is claimed"
     return None
 
@@ -290,6 +290,8 @@ def _method_text(result: Result) -> Text:
     method = result.method or {}
     name = str(method.get("name", "—"))
     text = Text(name)
+    if set(method) <= {"name"}:      # a partial result names the method only
+        return text
     if name == "interval":
         spec = [f"{k}={_value(method[k])}" for k in ("boxes", "functions") if method.get(k) is not None]
         rules = ((result.proof or {}).get("rules_used") or {}) or {s.source: s.points for s in result.mu_sources}
