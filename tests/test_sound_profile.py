@@ -138,3 +138,139 @@ def test_power_certificate_is_accepted_and_rejected_when_tampered(power_cert):
     assert any("recomputed with outward rounding" in p for p in _problems(power_cert, rho))
     # the same certificate against the spec with its natural phi (log): the spec no longer matches
     assert _problems(power_cert, spec=spec_text(LINEAR, **{"halfwidth=2.5": "halfwidth=5"}))
+
+
+# --- the loss-level profile (docs/theory.md 10.11) -----------------------------------------------------
+CUBIC = "cubic_weight_profile_sound.rq"
+M2 = 2.5                          # mean x^2 of the cubic spec's data
+W0 = 0.5
+
+
+def cubic_loss(t):
+    """The exact flow of L(w) = m w^6: dw/dt = -6 m w^5, so w(t) = (w0^-4 + 24 m t)^(-1/4)."""
+    w = (W0 ** -4 + 24 * M2 * np.asarray(t, dtype=float)) ** -0.25
+    return M2 * w ** 6
+
+
+@pytest.fixture(scope="module")
+def cubic():
+    return run_text((SPECS / CUBIC).read_text(), str(SPECS / CUBIC))
+
+
+def test_profile_certifies_where_one_mu_cannot(cubic):
+    r = cubic
+    assert r.verdict == "certified" and r.sound
+    assert any("loss-level profile" in n for n in r.notes)
+    # one mu over the region above the floor is at most inf R there = R at L = floor: rho would be
+    # sqrt(L0 / mu) = 5.7 > the halfwidth 1
+    L0 = M2 * W0 ** 6
+    mu_floor = 9 * M2 ** (1 / 3) * 1e-6 ** (2 / 3)
+    assert math.sqrt(L0 / mu_floor) > 5
+    path = W0 - (1e-6 / M2) ** (1 / 6)                   # the flow's path to the floor, exactly
+    assert path <= r.region["path_length_bound"] <= 1
+
+
+def test_profile_bands_are_below_the_closed_form_infimum(cubic):
+    bands = cubic.rate["profile"]["bands"]
+    assert len(bands) >= 8
+    for b in bands:
+        # R = 9 m^(1/3) L^(2/3) at every point (both signs of w): its infimum on the band is at the lower edge
+        exact = 9 * M2 ** (1 / 3) * b["low"] ** (2 / 3)
+        assert 0.3 * exact <= b["mu"] <= exact * (1 + 1e-12), b
+    mus = [b["mu"] for b in bands]
+    assert mus == sorted(mus)                           # R grows with L, and so do the proved bands
+    assert 0.5 <= cubic.rate["profile"]["exponent"] <= 0.8   # about 2/3
+
+
+def test_profile_rate_lies_above_the_exact_flow_and_solve_ivp(cubic):
+    from scipy.integrate import solve_ivp
+
+    r = cubic
+    ts = np.concatenate([[0.0], np.logspace(-3, 4, 300)])
+    exact = cubic_loss(ts)
+    sol = solve_ivp(lambda t, w: -6 * M2 * w ** 5, (0, ts[-1]), [W0], method="DOP853", t_eval=ts,
+                    rtol=1e-12, atol=1e-15)
+    for t, L, w in zip(ts, exact, sol.y[0]):
+        assert abs(M2 * w ** 6 - L) <= 1e-9 * L
+        assert L <= r.bound(t) * (1 + 1e-12) or L <= 1e-6, t
+    # times to each level are at least the exact times
+    for key, t in r.rate["times_to_fraction"].items():
+        level = float(key) * M2 * W0 ** 6
+        if t is None:
+            assert level < 1e-6
+            continue
+        w = (level / M2) ** (1 / 6)
+        assert t >= (w ** -4 - W0 ** -4) / (24 * M2) * (1 - 1e-12)
+
+
+def test_profile_with_floor_zero_is_never_certified():
+    text = (SPECS / CUBIC).read_text().replace("floor=1e-6", "floor=0")
+    r = run_text(text)
+    assert r.verdict != "certified" and not r.sound
+
+
+def test_profile_rate_against_a_piecewise_exact_solution():
+    """ProfileRate (log phi) against the exact piecewise solution of dL/dt = -K_band L (mpmath): the
+    slowest flow the bands allow."""
+    from certifier.compose.rate import ProfileRate
+
+    bands = ((1e-4, 1e-3, 0.01), (1e-3, 1e-2, 0.1), (1e-2, 0.05, 1.0))
+    rate = ProfileRate(make("log"), bands, 0.05, 1e-4)
+
+    def slowest(t):
+        L, t = mpmath.mpf(0.05), mpmath.mpf(t)
+        for a, b, K in reversed(bands):
+            need = mpmath.log(L / a) / K
+            if t <= need:
+                return L * mpmath.exp(-K * t)
+            t -= need
+            L = mpmath.mpf(a)
+        return mpmath.mpf(1e-4)
+    for t in [0, 0.1, 1, 1.6, 5, 20, 23.1, 50, 100, 300, 500, 1e4]:
+        assert rate.bound(t) >= slowest(t) * (1 - 1e-15)
+        assert rate.bound(t) <= slowest(t) * (1 + 1e-12) + 1e-300
+    exact = mpmath.log(5) / 1 + mpmath.log(10) / 0.1          # 0.05 -> 0.01 at K = 1, then -> 1e-3 at 0.1
+    assert exact <= rate.time_to(1e-3) <= exact * (1 + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def cubic_cert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("profile_cert")
+    (folder / "s.rq").write_text((SPECS / CUBIC).read_text())
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert cli.main(["s.rq", "--quiet", "--emit", "s.json", "--no-cache"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+def _cubic_problems(folder, edit) -> list[str]:
+    cert = json.loads((folder / "s.json").read_text())
+    edit(cert)
+    cert["evidence_count"] = len(cert["evidence"])
+    cert["evidence_digest"] = evidence_digest(cert["evidence"])
+    (folder / "t.json").write_text(json.dumps(cert))
+    report = verify(str(folder / "t.json"))
+    assert not report.ok
+    return report.problems
+
+
+def test_profile_certificate_is_accepted_and_rejected_when_tampered(cubic_cert):
+    report = verify(str(cubic_cert / "s.json"))
+    assert report.ok, report.problems
+
+    def raise_band(c):
+        mus = c["evidence"][0]["profile"]["mu"]
+        mus[-1] = (float.fromhex(mus[-1]) * 1.5).hex()
+    assert any("the re-run bounds of the leaves that meet it" in p for p in _cubic_problems(cubic_cert, raise_band))
+
+    def edges(c):
+        e = c["evidence"][0]["profile"]["edges"]
+        e[1] = (float.fromhex(e[1]) * 1.01).hex()
+    assert any("band edges" in p for p in _cubic_problems(cubic_cert, edges))
+
+    def rho(c):
+        c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.9).hex()
+    assert any("recomputed band by band" in p for p in _cubic_problems(cubic_cert, rho))

@@ -43,18 +43,23 @@ from ..analyse.sound.rules import RULES, RuleContext, subspace_facts
 from ..analyse.sound.smoothness import smoothness_bound
 from ..compile.interval import NotSupported
 from ..compile.interval_model import IntervalModel
-from ..compile.rounding import elementary, up
+from ..compile.rounding import down, elementary, up
 from ..compose.sound import (
     ZERO_MU,
+    band_edges,
     gradient_bound,
+    meets,
     needed_mu_lower,
     phi_supported,
+    profile_rate,
+    profile_rho,
     rho_step_upper,
     rho_upper,
     sound_constant,
     sound_rate,
 )
 from ..language.desingularizers import make
+from ..language.losses import LOSSES
 from . import tube as tube_cert
 from .base import CertificateError, VerifyContext, evidence_digest, header
 
@@ -133,7 +138,16 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if ev.step is not None and result.verdict == "certified" and outcome is not None:
         # gradient descent: the step and the proved bounds over the region the replay recomputes
         proof.update(step=hx(ev.step), smoothness=hx(ev.smoothness), kernel_bound=hx(ev.kernel_bound))
-    if result.verdict == "certified" and outcome is not None:
+    if ev.profile is not None and result.verdict == "certified" and outcome is not None:
+        # the loss-level profile: the band edges and each band's proved mu (docs/theory.md 10.11)
+        proof["profile"] = {"edges": _hexes(ev.profile["edges"]), "mu": _hexes(ev.profile["mu"])}
+        rate_params = {"kind": "sound", "profile": True, "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu),
+                       "floor": hx(ev.floor), "horizon": float(ev.horizon)}
+        c = (result.loss or {})["constant"]
+        rate = profile_rate(ev.profile["edges"], ev.profile["mu"], c, ev.phi or LOSSES[(result.loss or {})["name"]]
+                            .natural_phi(), ev.L0_upper, ev.floor)
+        formula, curve = rate.formula(), rate.curve(ev.horizon)
+    elif result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
                        "horizon": float(ev.horizon)}
         if ev.step is not None:
@@ -307,6 +321,7 @@ def verify_leaf(entry: dict, ctx: VerifyContext) -> None:
         enc = model.over_box(lo, hi)
         bound = rule(st["rctx"], enc)
         st["rule_evaluations"] += 1
+        st["leaves"][path]["loss"] = (float(enc.L.lo), float(enc.L.hi))    # for a loss-level profile
         if enc.per_sample is not None:       # the largest per-sample bound over the proven leaves
             st["sample_max"] = max(st.get("sample_max", -math.inf), float(max(enc.per_sample.hi)))
     value = None if bound is None or math.isnan(bound.value) else max(float(bound.value), 0.0)
@@ -457,6 +472,9 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     if proof.get("leaves") != len(st["leaves"]):
         ctx.reject(f"sound-proof: {proof.get('leaves')} leaves, the certificate has {len(st['leaves'])} "
                    "(a leaf was removed or added)")
+    if proof.get("profile") is not None:
+        _check_profile(st, proof, cert, ctx, L0_up, mu, rho_rec)
+        return
     recorded = min((leaf.get("recorded", -math.inf) for leaf in proven), default=math.inf)
     if not mu <= recorded:
         ctx.reject(f"mu = {mu!r} is above the smallest leaf bound {recorded!r}")
@@ -528,6 +546,65 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
     ctx.state["summary"] = ("the ball rule re-run on the whole ball, no search" if proof.get("ball") else
                             f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
                             f"no search")
+    ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
+
+
+def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up: float, mu: float,
+                   rho_rec: float) -> None:
+    """The loss-level profile (docs/theory.md 10.11): the band edges recomputed from the floor and L0_up,
+    each band's mu at most the smallest re-run bound of the proven leaves whose recomputed loss
+    enclosure meets it, rho summed over the bands with outward rounding, and the rate rebuilt."""
+    n = ctx.numbers
+    try:
+        edges = [unhex(v) for v in proof["profile"]["edges"]]
+        band_mu = [unhex(v) for v in proof["profile"]["mu"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        ctx.reject(f"sound-proof: the profile is malformed ({exc})")
+        return
+    if edges != band_edges(st["floor"], L0_up) or len(band_mu) != len(edges) - 1:
+        ctx.reject("sound-proof: the profile's band edges are not the half-decades between the floor and L0_upper")
+        return
+    proven = [leaf for leaf in st["leaves"].values() if leaf["status"] == "proven"]
+    for (a, b), m in zip(zip(edges[:-1], edges[1:]), band_mu):
+        values = [leaf.get("value") for leaf in proven if leaf.get("loss") is not None
+                  and meets(leaf["loss"][0], leaf["loss"][1], a, b)]
+        if any(v is None for v in values):
+            ctx.reject(f"band [{a!r}, {b!r}]: a leaf that meets it has no re-run bound")
+            return
+        low = min(values, default=math.inf)
+        if not (m <= low and m > 0):
+            ctx.reject(f"band [{a!r}, {b!r}]: mu = {m!r}, but the re-run bounds of the leaves that meet it give "
+                       f"{low!r} (and mu must be positive)")
+            return
+    finite = [m for m in band_mu if m != math.inf]
+    if not finite or mu != min(finite):
+        ctx.reject(f"mu = {mu!r} is not the smallest band mu {min(finite, default=None)!r}")
+    phi, c = _natural(st["model"], st["floor"], L0_up)
+    Ks = [math.inf if m == math.inf else float(down(c * m)) for m in band_mu]
+    rho = profile_rho(edges, Ks, phi)
+    if rho != rho_rec:
+        ctx.reject(f"rho = {rho_rec!r}, recomputed band by band with outward rounding: {rho!r}")
+    if not rho <= st["radius"]:
+        ctx.reject(f"rho = {rho!r} (rounded up) exceeds the radius {st['radius']!r}")
+    if n.get("mu") != mu or n.get("rho") != rho_rec or n.get("radius") != st["radius"] or n.get("floor") != st["floor"]:
+        ctx.reject("numbers: mu, rho, radius or floor differ from the proof's exact values")
+    rate = cert.get("rate") or {}
+    params = rate.get("parameters") or {}
+    try:
+        same = (params.get("kind") == "sound" and params.get("profile") is True
+                and unhex(params.get("L0_upper")) == L0_up and unhex(params.get("mu")) == mu
+                and unhex(params.get("floor")) == st["floor"])
+    except ValueError:
+        same = False
+    if not same:
+        ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor (a profile rate)")
+    rebuilt = profile_rate(edges, band_mu, c, phi, L0_up, st["floor"])
+    if rate.get("formula") != rebuilt.formula():
+        ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
+    if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):
+        ctx.reject("rate: the recorded curve is not the rebuilt band-by-band bound")
+    ctx.state["summary"] = (f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
+                            f"{len(band_mu)} loss bands, no search")
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
 
 

@@ -97,3 +97,79 @@ def proved_rate(L0_up: float, mu: float, floor: float, c: float, phi: Desingular
     c_text = f"{c:g}" if c == int(c) else repr(c)
     return Rate(phi, K, L0_up, floor, step, smoothness, outward=True,
                 K_text=repr(K) if c == 1 else f"{c_text} * {mu!r}")
+
+
+@dataclass(frozen=True)
+class ProfileRate:
+    """The loss-level profile's rate (the sound mode, docs/theory.md 10.11): on each loss band [a, b] of
+    `bands` (ascending, covering [floor, L0]) phi'(L) ||grad L||^2 >= K_band, so the flow spends at most
+    tau = (phi(b) - phi(a)) / K_band in the band (rounded up) and, with S the sum of the taus of the bands
+    above (rounded up), L(t) <= max(phi^-1(phi(b) - K_band (t - S)), a) for S <= t <= S + tau. Every
+    number is rounded outward like Rate(outward=True). A band with K = 0 stops the profile: the bound
+    stays at its upper edge."""
+
+    phi: Desingularizer
+    bands: tuple          # ((a, b, K), ...) ascending in the loss
+    initial: float        # L0 (an upper bound)
+    floor: float
+    step: None = None
+    outward: bool = True
+
+    @property
+    def K(self) -> float:
+        """The smallest band constant (what a single-K rate would use)."""
+        return min(k for _, _, k in self.bands)
+
+    @property
+    def unit(self) -> str:
+        return "t"
+
+    def schedule(self) -> list[tuple[float, float, float, float, float]]:
+        """(a, b, K, start, tau) from the top band down; start = the time by which L <= b (rounded up)."""
+        out, start = [], 0.0
+        for a, b, K in reversed(self.bands):
+            tau = float(up(self.phi.gap_up(b, a) / K)) if K > 0 else math.inf
+            out.append((a, b, K, start, tau))
+            start = float(up(start + tau))
+        return out
+
+    def bound(self, t: float) -> float:
+        if t <= 0:
+            return self.initial
+        for a, b, K, start, tau in self.schedule():
+            if t <= float(up(start + tau)):
+                if K <= 0:
+                    return b
+                return max(self.phi.descend_up(b, float(down(down(t - start) * K))), a)
+        return self.floor
+
+    def time_to(self, level: float) -> float | None:
+        if level >= self.initial:
+            return 0.0
+        if level < self.floor or level <= 0:
+            return None
+        total = 0.0
+        for a, b, K, _start, tau in self.schedule():
+            if level >= b:
+                break
+            if K <= 0:
+                return None
+            part = tau if level <= a else float(up(self.phi.gap_up(b, level) / K))
+            total = float(up(total + part))
+        return total
+
+    def formula(self) -> str:
+        first = self.schedule()[0]
+        return (f"L(t) <= max(phi^-1(phi(b) - K_band * (t - S_band)), a) on each band [a, b] from L0 = "
+                f"{self.initial!r} (phi = {self.phi.name}; {len(self.bands)} bands, rate.profile.bands), "
+                f"max(..., {self.floor!r}) after; top band K = {first[2]!r}")
+
+    def asymptotic(self) -> str:
+        return self.phi.asymptotic(self.bands[0][2]) + " in the lowest band (band by band above it)"
+
+    def curve(self, horizon: float, points: int = 61) -> list[list[float]]:
+        ts = [0.0] + list(np.logspace(math.log10(horizon) - 6, math.log10(horizon), points))
+        return [[float(t), self.bound(t)] for t in ts]
+
+    def times_to_fraction(self) -> dict[str, float | None]:
+        return {f"{f:.0e}".replace("e-0", "e-"): self.time_to(f * self.initial) for f in FRACTIONS}

@@ -35,7 +35,7 @@ from ..language.desingularizers import LOG, Desingularizer, make
 from ..language.losses import LOSSES
 from ..result import FailingPoint, FailingRegion, MuSource
 from .build import Evidence
-from .rate import proved_rate
+from .rate import ProfileRate, proved_rate
 from .verdicts import nice_up as _nice_up
 
 RADIUS_TRIES = 6
@@ -674,6 +674,25 @@ def _certify_sound(checked, options, functions: str, executor):
             numbers={"boxes_evaluated": outcome.boxes_evaluated, "mu_lower": outcome.mu or 0.0,
                      "needed_mu": need})
 
+    # --- the loss-level profile: a proved mu per loss band, when one mu for the whole region fails -----
+    profile = None
+    left = budget - (outcome.boxes_evaluated if outcome is not None else 0)   # the spec's budget, not more
+    if (verdict == "inconclusive" and failing is not None and failing.kind in ("confinement", "budget")
+            and floor > 0 and step is None and not auto and outcome is not None and left >= PROFILE_MIN_BOXES):
+        with reporter.phase("sound: loss-level profile", total=None):
+            profile = profile_route(problem, model, region, floor, L0_up, phi, c, left, reporter, seed,
+                                    executor, ceiling, radius)
+        if profile["status"] == "certified":
+            verdict, failing, outcome = "certified", None, profile["outcome"]
+            mu_value, rho = profile["mu_min"], profile["rho"]
+            rate, bound = _profile_rate_dict(profile["rate"], horizon, profile)
+            notes.append(f"one mu for the whole region does not confine the flow; the loss-level profile does: "
+                         f"{len(profile['bands'])} loss bands, each with its own proved mu (from "
+                         f"{profile['mu_min']:.4g} in the lowest band to {profile['mu_max']:.4g}), rho = "
+                         f"{rho:.4g} <= {radius:g} (docs/theory.md 10.11)")
+        else:
+            extra.append(f"loss-level profile: {profile['message']}")
+
     # --- witness (evidence, as in the sampled mode) ---------------------------------------------------
     t2 = time.perf_counter()
     beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
@@ -700,7 +719,9 @@ def _certify_sound(checked, options, functions: str, executor):
                              mu_value, rho, needed_mu_lower(float(enc0.L.lo), floor, radius, phi, c_search),
                              M_leaves, step=step, smoothness=smooth["beta"] if smooth else None,
                              kernel_bound=smooth["lam"] if smooth else None,
-                             phi=phi if phi != problem.loss_def.natural_phi() else None)
+                             phi=phi if phi != problem.loss_def.natural_phi() else None,
+                             profile={"edges": profile["edges"], "mu": profile["band_mu"]}
+                             if profile is not None and verdict == "certified" else None)
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
                   radius=radius, rho=rho, history=history, L0_up=L0_up,
@@ -728,6 +749,161 @@ def _recheck(problem, witness, bound, noise, region, floor, beta0, outcome, path
     raise SoundnessViolation(
         f"{path}: gradient descent from theta0 contradicts a sound certificate ({what}; step {eta:.3g}), so a "
         f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
+
+
+PROFILE_FACTORS = (0.5, 0.8)   # band targets: this fraction of the descent's smallest R in the band
+PROFILE_MIN_BOXES = 20         # the profile's search runs when at least this much of the box budget is left
+
+
+def band_edges(floor: float, L0_up: float) -> list[float]:
+    """[floor, 10^(j/2) ..., L0_up]: the half-decades strictly between the floor and L0_up (floor > 0)."""
+    lo, hi = math.floor(2 * math.log10(floor)) + 1, math.ceil(2 * math.log10(L0_up)) - 1
+    inner = [10.0 ** (j / 2) for j in range(lo, hi + 1)]
+    return [floor] + [e for e in inner if floor < e < L0_up] + [L0_up]
+
+
+def meets(lo: float, hi: float, a: float, b: float) -> bool:
+    """Whether a loss enclosure [lo, hi] meets the closed band [a, b]."""
+    return lo <= b and hi >= a
+
+
+def path_upper(phi: Desingularizer, low: float, high: float) -> float:
+    """An upper bound on int_low^high sqrt(phi'(u)) du."""
+    if phi == LOG:
+        return float(up(2.0 * float(up(sqrt_up(high) - sqrt_down(low)))))
+    return path_bounds(phi, low, high)[1]
+
+
+def profile_rho(edges: list[float], Ks: list[float], phi: Desingularizer) -> float:
+    """sum over the bands of int_a^b sqrt(phi'(u) / K_band) du, rounded up (a band with K = inf: none of
+    the region's points has its losses, the flow spends no path there)."""
+    total = 0.0
+    for a, b, K in zip(edges[:-1], edges[1:], Ks):
+        if K == math.inf:
+            continue
+        if not K > 0:
+            return math.inf
+        total = float(up(total + float(up(path_upper(phi, a, b) / sqrt_down(K)))))
+    return total
+
+
+def descent_estimates(problem, edges: list[float], steps: int = 4000) -> list[float | None]:
+    """The smallest float R, per band, along gradient descent from theta0 with a step re-tuned to the
+    local curvature every 50 steps (an estimate: it only sets the search's targets)."""
+    theta = problem.theta0.clone()
+    est: list[float | None] = [None] * (len(edges) - 1)
+    eta = None
+    for k in range(steps):
+        if k % 50 == 0:
+            try:
+                beta = problem.hessian_top_eigenvalue(theta)
+            except Exception:   # noqa: BLE001 - a heuristic only
+                beta = 0.0
+            eta = 0.5 / beta if beta > 0 else (eta or 0.1)
+        p = problem.point(theta)
+        if not (math.isfinite(p.loss) and math.isfinite(p.rayleigh)) or p.loss < edges[0]:
+            break
+        for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            if a <= p.loss <= b and (est[j] is None or p.rayleigh < est[j]):
+                est[j] = p.rayleigh
+        theta = theta - eta * p.grad
+    known = [(j, e) for j, e in enumerate(est) if e is not None]
+    if not known:
+        return est
+    for j in range(len(est)):          # unvisited bands: the nearest visited one below, scaled by the edge
+        if est[j] is None:
+            lower = [(i, e) for i, e in known if i < j]
+            i, e = (lower[-1] if lower else known[0])
+            est[j] = e * min(1.0, edges[j] / edges[i]) if i < j else e * edges[j] / edges[i]
+    return est
+
+
+def profile_route(problem, model, region, floor, L0_up, phi, c, budget, reporter, seed, executor, ceiling,
+                  radius) -> dict:
+    """The loss-level profile (docs/theory.md 10.11): targets per band from the descent's R, a branch and
+    bound in which every box must reach the largest target of the bands its loss enclosure meets, then
+    the proved mu of each band (the smallest bound of the proven leaves that meet it), rho summed over
+    the bands, and the ProfileRate."""
+    edges = band_edges(floor, L0_up)
+    est = descent_estimates(problem, edges)
+    if any(e is None or not e > 0 for e in est):
+        return {"status": "inconclusive", "message": "the descent from theta0 gave no positive R on every band",
+                "edges": edges}
+    targets = None
+    for f in PROFILE_FACTORS:
+        trial = [float(down(f * e)) for e in est]
+        if profile_rho(edges, [float(down(c * t)) for t in trial], phi) <= radius:
+            targets = trial
+            break
+    if targets is None:
+        return {"status": "inconclusive", "edges": edges,
+                "message": (f"even {PROFILE_FACTORS[-1]:g} of the smallest R seen on each band along the descent "
+                            f"gives rho > {radius:g}: no profile certificate on this region")}
+    bands = list(zip(edges[:-1], edges[1:]))
+
+    def band_target(lo: float, hi: float) -> float:
+        need = [t for (a, b), t in zip(bands, targets) if meets(lo, hi, a, b)]
+        return max(need) if need else 0.0
+
+    outcome = bound_mu(problem, region, floor, None, budget, reporter, seed=seed, tighten=False,
+                       executor=executor, ceiling=ceiling, band_target=band_target)
+    if outcome.status != "proven":
+        return {"status": "inconclusive", "edges": edges, "outcome": outcome,
+                "message": f"the profile's branch and bound did not finish ({outcome.message})"}
+    band_mu, points = profile_mu(outcome.tree["leaves"], edges)
+    Ks = [math.inf if m == math.inf else float(down(c * m)) for m in band_mu]
+    rho = profile_rho(edges, Ks, phi)
+    finite = [m for m in band_mu if m != math.inf]
+    out = {"edges": edges, "band_mu": band_mu, "points": points, "outcome": outcome, "rho": rho,
+           "bands": bands, "mu_min": min(finite), "mu_max": max(finite), "targets": targets}
+    if not rho <= radius:
+        return {**out, "status": "inconclusive",
+                "message": f"the proved profile gives rho = {rho:.4g} > {radius:g}"}
+    out["rate"] = profile_rate(edges, band_mu, c, phi, L0_up, floor)
+    return {**out, "status": "certified", "message": "certified"}
+
+
+def profile_mu(leaves, edges: list[float]) -> tuple[list[float], list[int]]:
+    """Per band: the smallest bound of the proven leaves whose loss enclosure meets it (inf: none), and
+    their number. Dropped leaves lie below the floor (or outside the region) and meet no band."""
+    band_mu, points = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        values = [node.bound.value for _, node in leaves
+                  if node.status == "proven" and node.loss is not None and meets(node.loss[0], node.loss[1], a, b)]
+        band_mu.append(min(values) if values else math.inf)
+        points.append(len(values))
+    return band_mu, points
+
+
+def profile_rate(edges, band_mu, c, phi, L0_up, floor) -> ProfileRate:
+    bands = tuple((a, b, float(down(c * m)) if m != math.inf else math.inf)
+                  for a, b, m in zip(edges[:-1], edges[1:], band_mu))
+    # a band no point of the region reaches: the flow spends no time in it while confined (K = inf)
+    bands = tuple((a, b, K if K != math.inf else float(np.finfo(float).max)) for a, b, K in bands)
+    return ProfileRate(phi, bands, L0_up, floor)
+
+
+def _profile_rate_dict(rate: ProfileRate, horizon: float, profile: dict):
+    bands = [{"low": a, "high": b, "points": n, "mu": m if m != math.inf else None,
+              "kl_constant": K if m != math.inf else None, "start": start}
+             for (a, b, K, start, _), m, n in zip(rate.schedule()[::-1], profile["band_mu"], profile["points"])]
+    return {"formula": rate.formula(), "asymptotic": rate.asymptotic(), "kl_constant": rate.K,
+            "curve": rate.curve(horizon), "times_to_fraction": rate.times_to_fraction(),
+            "horizon": horizon, "time": "gradient-flow time t", "unit": "gradient-flow time t",
+            "profile": {"exponent": profile_exponent(profile), "bands": bands, "proved": True,
+                        "times_to_fraction": rate.times_to_fraction()},
+            "convention": "R = ||grad L||^2 / ||g||_D^2 with the L2(D) inner product (mean over the data)"}, rate.bound
+
+
+def profile_exponent(profile: dict) -> float | None:
+    """The least-squares slope of log mu_band against log(lower edge) over the proved bands (information:
+    mu ~ C L^gamma; the rate itself is band by band)."""
+    pts = [(math.log(a), math.log(m)) for a, m in zip(profile["edges"][:-1], profile["band_mu"])
+           if m != math.inf and m > 0]
+    if len(pts) < 3:
+        return None
+    x, y = np.array(pts).T
+    return float(np.polyfit(x, y, 1)[0])
 
 
 def _violation(witness, outcome, path, step) -> None:

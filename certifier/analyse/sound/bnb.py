@@ -63,11 +63,16 @@ class SearchState:
 class BranchAndBound:
     def __init__(self, evaluate: Callable[[list[Node]], None], target: float, budget: int,
                  seconds: float | None = None, tighten_to: Callable[[], float] | None = None,
-                 advance=None, width: int = ROUND):
+                 advance=None, width: int = ROUND, node_target: Callable[[Node], float] | None = None):
         """evaluate(nodes) fills, for each node, node.status ('open'/'proven' is decided here from
-        node.bound, 'dropped' by evaluate), node.bound, node.score; it may set state.refutation."""
+        node.bound, 'dropped' by evaluate), node.bound, node.score; it may set state.refutation.
+        node_target (the loss-level profile): each node's own target, from its loss enclosure; the
+        weakest leaf is then the one with the smallest bound / target, and a leaf is proven when that
+        ratio is >= 1 (tighten_to is not used then)."""
         self.evaluate = evaluate
         self.target = target
+        self.node_target = node_target
+        self._bar = 1.0 if node_target is not None else target
         self.budget = budget
         self.seconds = seconds
         self.tighten_to = tighten_to
@@ -98,9 +103,19 @@ class BranchAndBound:
             if node.status == "dropped":
                 continue
             value = node.bound.value if node.bound is not None else -math.inf
-            node.status = "proven" if value >= self.target else "open"
+            key = self._key(node, value)
+            node.status = "proven" if key >= self._bar else "open"
             width = float(np.max(node.hi - node.lo)) if node.lo.size else 0.0
-            heapq.heappush(self._heap, (value, -width, node.id))
+            heapq.heappush(self._heap, (key, -width, node.id))
+
+    def _key(self, node: Node, value: float) -> float:
+        """The heap key: the bound itself, or (profile) the bound over the node's own target."""
+        if self.node_target is None:
+            return value
+        need = self.node_target(node)
+        if not need > 0:
+            return math.inf if value >= 0 else -math.inf
+        return value / need
 
     def run(self) -> SearchState:
         start = time.perf_counter()
@@ -113,9 +128,9 @@ class BranchAndBound:
             if weakest is None:
                 state.stop_reason = "empty"
                 break
-            value = weakest.bound.value if weakest.bound is not None else -math.inf
-            bar = self.target
-            if value >= self.target:
+            value = self._heap[0][0]        # the bound (or, for a profile, bound / target)
+            bar = self._bar
+            if value >= self._bar:
                 # every leaf is proven; optionally tighten mu while the budget lasts, unless the
                 # weakest leaf gained (almost) nothing over its parent: splitting does not help it
                 goal = self.tighten_to() if self.tighten_to is not None else -math.inf
@@ -135,7 +150,7 @@ class BranchAndBound:
                 break
             plans = self._round(bar)
             if not plans:
-                if value >= self.target:
+                if value >= self._bar:
                     state.stop_reason = "proven"
                     break
                 weakest.status = "unsplittable"

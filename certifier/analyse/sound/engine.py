@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,7 +104,8 @@ def size_problem(model: IntervalModel) -> str | None:
 def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int,
              reporter=None, *, seed: int = 0, seconds: float | None = None, tighten: bool = True,
              candidates: list | None = None, refute_below: float | None = None,
-             executor=None, ceiling: float = math.inf) -> SoundOutcome:
+             executor=None, ceiling: float = math.inf,
+             band_target: Callable[[float, float], float] | None = None) -> SoundOutcome:
     """A sound lower bound on inf{R(theta) : theta in region, L(theta) >= floor}.
 
     needed_mu: the bound the caller needs (e.g. for confinement); None: any positive bound, then
@@ -114,7 +116,10 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     ceiling: an upper bound on L(theta0); boxes with min L above it are dropped (the flow never
     leaves {L <= L(theta0)}), and mu then bounds R on the region above the floor and below L(theta0).
     executor: where the boxes of each round are evaluated (analyse/parallel.py); None: here. The
-    result is the same whoever evaluates them (bnb.py, rounds)."""
+    result is the same whoever evaluates them (bnb.py, rounds).
+    band_target (the loss-level profile, docs/theory.md 10.11): a box whose loss enclosure is [lo, hi]
+    needs a bound >= band_target(lo, hi) instead of needed_mu; `proven` then means every leaf met its
+    own target (mu is the smallest leaf bound, possibly 0 for boxes no band asks anything of)."""
     t0 = time.perf_counter()
     reporter = reporter or NullReporter()
     floor = float(floor)
@@ -127,7 +132,8 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                             seconds=time.perf_counter() - t0)
     too_large = size_problem(model)
     reg = SoundRegion(region)
-    ball_model = BallModel(model) if reg.kind == "ball" and (model.m > BALL_FROM or too_large) else None
+    ball_model = BallModel(model) if reg.kind == "ball" and (model.m > BALL_FROM or too_large) \
+        and band_target is None else None
     use_ball = ball_model is not None and ball_model.unsupported is None
     if too_large and not use_ball:
         why = f"; the ball rule does not apply: {ball_model.unsupported}" if ball_model is not None else ""
@@ -236,7 +242,12 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
 
     tighten_to = (lambda: TIGHTEN_RATIO * seen["min_r"]) if tighten else None
     with reporter.phase("sound: branch and bound", total=budget) as advance:
-        bnb = BranchAndBound(evaluate, target, budget, seconds, tighten_to, advance)
+        node_target = None
+        if band_target is not None:
+            def node_target(node: Node) -> float:
+                return band_target(*node.loss) if node.loss is not None else target
+            tighten_to = None
+        bnb = BranchAndBound(evaluate, target, budget, seconds, tighten_to, advance, node_target=node_target)
         bnb.add_root(reg.lo.copy(), reg.hi.copy())
         state = bnb.run()
     elapsed = time.perf_counter() - t0
@@ -252,11 +263,11 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     common = dict(boxes_evaluated=state.evaluated, seconds=elapsed, bnb_seconds=state.seconds,
                   min_rayleigh_seen=seen["min_r"] if math.isfinite(seen["min_r"]) else None,
                   rules_used=rules_used, facts=facts)
-    if not open_leaves and math.isfinite(mu) and mu >= target:
+    if not open_leaves and math.isfinite(mu) and (mu >= target or band_target is not None):
         above = "above the floor" if not math.isfinite(ceiling) else "above the floor and below L(theta0)"
         sample = [n.sample_max for n in bnb.leaves() if n.status == "proven"]
         common["sample_max"] = max(sample) if sample and None not in sample else None
-        return SoundOutcome("proven", float(mu), proof,
+        return SoundOutcome("proven", max(float(mu), 0.0), proof,
                             message=f"every box is proven: R >= {mu:.6g} on the region {above}",
                             tree=split_tree(bnb, reg), **common)
     if not open_leaves and not math.isfinite(mu):

@@ -24,3 +24,4 @@ class SoundEvidence:
     smoothness: float | None = None    # beta >= sup ||Hess L|| over the region (raised by 1e-9 relative)
     kernel_bound: float | None = None  # lam >= sup lambda_max(K) over the region (G = sqrt(4 L0 lam))
     phi: object | None = None           # the rate's desingularizer (None: the loss's natural one)
+    profile: dict | None = None         # the loss-level profile: {"edges": [...], "mu": [...]} (docs/theory.md 10.11)
