@@ -4,6 +4,7 @@ real gradient descent, torch Hessians for the one-sided Lipschitz bound, and a t
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -168,49 +169,68 @@ def _check(capsys, path):
     return code, out
 
 
-def test_certificate_replayed_and_tampering_rejected(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(scope="module")
+def emitted(tmp_path_factory):
+    """A certificate of SPEC written by `certify --emit` (once for the module)."""
+    root = tmp_path_factory.mktemp("tube_cert")
+    (root / "s.rq").write_text(SPEC)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert cli.main(["s.rq", "--quiet", "--no-cache", "--emit", "cert.json"]) == 0
+    finally:
+        os.chdir(cwd)
+    return root, (root / "cert.json").read_text()
+
+
+def _tampered(emitted, tmp_path, change):
+    root, base = emitted
     (tmp_path / "s.rq").write_text(SPEC)
-    assert cli.main(["s.rq", "--quiet", "--no-cache", "--emit", "cert.json"]) == 0
-    capsys.readouterr()
     path = tmp_path / "cert.json"
-    base = path.read_text()
-    cert = json.loads(base)
+    path.write_text(base)
+    if change is not None:
+        _tamper(path, change)
+    return path
+
+
+def test_certificate_replayed_and_a_moved_checkpoint_rejected(emitted, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    cert = json.loads(emitted[1])
     assert cert["verdict"] == "certified" and cert["sound"]
     kinds = [e["kind"] for e in cert["evidence"]]
     assert kinds[0] == "sound-tube" and kinds.count("sound-checkpoint") == cert["evidence"][0]["segments"] + 1
     assert jsonschema_errors(cert) == []
-    code, out = _check(capsys, path)
+    code, out = _check(capsys, _tampered(emitted, tmp_path, None))
     assert code == 0 and out.startswith("certificate valid"), out
 
     def moved(c):                    # a checkpoint moved by 1e-2 in one coordinate
         th = c["evidence"][5]["theta"]
         th[3] = (float.fromhex(th[3]) + 1e-2).hex()
-    _tamper(path, moved)
-    code, out = _check(capsys, path)
+    code, out = _check(capsys, _tampered(emitted, tmp_path, moved))
     assert code == 1 and "does not close" in out, out
 
-    path.write_text(base)
+
+@pytest.mark.slow
+def test_certificate_tampering_rejected(emitted, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
 
     def shrunk(c):                   # an assumed radius shrunk tenfold
         e = c["evidence"][3]
         e["rho"] = (float.fromhex(e["rho"]) / 10).hex()
-    _tamper(path, shrunk)
-    code, out = _check(capsys, path)
+    code, out = _check(capsys, _tampered(emitted, tmp_path, shrunk))
     assert code == 1 and "not below the assumed radius" in out, out
 
-    path.write_text(base)
-    _tamper(path, lambda c: c["rate"]["curve"][3].__setitem__(1, c["rate"]["curve"][3][1] / 2))
-    code, out = _check(capsys, path)
+    def lower(c):                    # a lowered point of the proved curve
+        c["rate"]["curve"][3][1] /= 2
+    code, out = _check(capsys, _tampered(emitted, tmp_path, lower))
     assert code == 1 and "curve" in out, out
-
-    path.write_text(base)
 
     def faster(c):                   # a larger mu for the terminal ball
         term = c["evidence"][0]["terminal"]
         term["mu"] = (float.fromhex(term["mu"]) * 1.5).hex()
-    _tamper(path, faster)
-    code, out = _check(capsys, path)
+    code, out = _check(capsys, _tampered(emitted, tmp_path, faster))
     assert code == 1 and "ball rule" in out, out
 
 

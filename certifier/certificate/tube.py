@@ -1,5 +1,5 @@
 """Certificates of the trajectory route (`method interval(route=trajectory)`, analyse/sound/tube.py,
-docs/theory.md 10.9).
+docs/theory.md 10.12).
 
 Evidence: one `sound-tube` entry (floor, L0↑, the elementary-function mode, the number of segments,
 the tube's end time T and the terminal ball's radius and μ, or none when the tube reached the

@@ -1,5 +1,5 @@
 """`method interval(route=trajectory)`: the sound run by a validated tube around the numerical flow
-from theta0, then the ball rule around the tube's end (analyse/sound/tube.py; docs/theory.md 10.9).
+from theta0, then the ball rule around the tube's end (analyse/sound/tube.py; docs/theory.md 10.12).
 
 certify_trajectory returns (verdict, sound, keyword arguments of compose/sound.py's result(), a
 violation message or None: the caller raises SoundnessViolation with it).
@@ -55,7 +55,7 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
                "loss_upper_at_end": tube.end_loss, "tube_radius_max": max([s.e_out for s in segs] or [0.0])}
     notes = [f"trajectory route: {len(segs)} segments of the tangent-model flow from theta0 up to T = {T:.6g}, "
              f"the true flow proved within {tube.end_e:.3g} of them (Gronwall with ell >= -lambda_min(Hess L)); "
-             f"L(t) <= {tube.end_loss:.6g} at T (docs/theory.md 10.9); {seconds:.1f} s"]
+             f"L(t) <= {tube.end_loss:.6g} at T (docs/theory.md 10.12); {seconds:.1f} s"]
     rate, failing, mu, radius, rho = None, None, None, None, None
     if certified:
         if term is not None:

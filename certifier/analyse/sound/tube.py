@@ -1,6 +1,6 @@
 """The trajectory route of the sound mode (`method interval(route=trajectory)`, issue 18): a
 validated tube around the numerical gradient flow from theta0, then the ball rule around its end
-(docs/theory.md section 10.9, docs/sound.md "Certifying the trajectory").
+(docs/theory.md section 10.12, docs/sound.md "Certifying the trajectory").
 
 Least squares only (grad L = (2/n) J^T r, r = F - y), models the ball rule takes (ball.py: a
 Lipschitz Jacobian). On segment j = [t_j, t_j + h_j] the comparison curve is the exact flow of the
@@ -262,6 +262,9 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
             tube.message = f"no segment from t = {t:.4g} keeps the tube below radius {cap:g} (tube radius {e:.3g})"
             return tube
         nums, E, rho = accepted
+        if (t + h) - t != h:            # segment times must be exact: t_{j+1} = t_j + h_j
+            tube.message = f"the segment times lost exactness at t = {t:.6g}"
+            return tube
         # the next checkpoint: the comparison curve's end in floats
         phi, phi_iv = phi_end(tg, c, h)
         nxt = tg.theta + tg.B @ phi
