@@ -112,14 +112,18 @@ def whole(cells: list[tuple[int, int]], workers: int, rounds: int) -> list[dict]
                     wall, cpu, rss, text, code = measured(argv, env)
                     doc = json.loads(text)
                     doc = doc[0] if isinstance(doc, list) else doc
-                    seen[key].append({"wall": round(wall, 3), "cpu": round(cpu, 3), "rss_mb": round(rss, 1)})
-                    notes[key] = [x for x in doc.get("notes", []) if x.startswith("--workers")]
+                    said = [x for x in doc.get("notes", []) if x.startswith("--workers")]
+                    seen[key].append({"wall": round(wall, 3), "cpu": round(cpu, 3), "rss_mb": round(rss, 1),
+                                      "note": said[0] if said else None})
+                    notes[key] = said
                     mus[key] = (doc["verdict"], doc.get("mu"))
             one = seen["one process"]
             row = {"n": n, "width": h, "d": 32, "parameters": 33 * h, "rounds": seen, "notes": notes,
                    "verdict_and_mu": mus,
                    "speedup_rounds": {k: [round(a["wall"] / b["wall"], 3) for a, b in zip(one, v)]
-                                      for k, v in seen.items() if k != "one process"}}
+                                      for k, v in seen.items() if k != "one process"},
+                   "cpu_ratio_rounds": {k: [round(a["cpu"] / b["cpu"], 3) for a, b in zip(one, v)]
+                                        for k, v in seen.items() if k != "one process"}}
             rows.append(row)
             print(f"n={n} width={h}: " + "; ".join(
                 f"{k}: {min(r['wall'] for r in v):.1f} s wall, {min(r['cpu'] for r in v):.1f} s CPU"
