@@ -196,8 +196,7 @@ def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, 
     the ball B(theta_j, D + rho)."""
     c = 2.0 / model.n
     Phi = phi_bounds(tg, c, h)
-    col = np.sqrt(np.sum(tg.B * tg.B, axis=0))
-    colup = up(col * (1 + 1e-12))                         # column norms, rounded up generously
+    colup = up(np.sqrt(nonneg_sum_upper(up(tg.B * tg.B), 0)))     # column norms, rounded up
     D1 = float(nonneg_sum_upper(up(Phi * colup), None))
     D2 = float(up(nonneg_norm2_upper(np.abs(tg.B)) * _norm_up(Phi)))
     D = min(D1, D2)
@@ -339,7 +338,8 @@ def bound_from_numbers(starts, losses, end_time, end_loss, mu):
         if t >= end_time or not len(losses):
             if mu is None or t <= end_time:
                 return float(end_loss)
-            return float(up(end_loss * _exp_up(float(up(-4.0 * mu * (t - end_time))))))
+            decay = float(down(down(4.0 * mu) * down(t - end_time)))   # <= 4 mu (t - T)
+            return float(up(end_loss * _exp_up(-max(decay, 0.0))))
         k = int(np.searchsorted(starts, t, side="right")) - 1
         return float(losses[max(k, 0)])
     return bound
