@@ -296,6 +296,16 @@ def test_n1_sound_spec_is_certified_with_a_linear_rate(n1):
     assert r.region["path_length_bound"] <= 0.06
 
 
+@pytest.mark.slow
+def test_n1_functions_arb_agrees(n1):
+    """functions=arb (no libm trusted for sin, cos, arcsin) proves the same mu to 1e-9."""
+    text = N1_SOUND.read_text().replace("method interval(boxes=200, seed=0)",
+                                        "method interval(boxes=200, seed=0, functions=arb)")
+    r = run_text(text)
+    assert r.verdict == "certified" and r.sound
+    assert r.mu == pytest.approx(n1.mu, rel=1e-9)
+
+
 def test_n1_bound_lies_above_the_flow_and_descent(n1):
     r = n1
     problem = problem_of(N1_SOUND.read_text())

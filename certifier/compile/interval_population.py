@@ -123,9 +123,10 @@ def sin_on_angles(theta: Iv) -> Iv:
 
 
 def cos_on_angles(theta: Iv) -> Iv:
-    """cos over intervals inside [0, pi] (decreasing there)."""
+    """cos over intervals inside [0, pi] (decreasing there; -1 where the enclosure reaches past pi's double)."""
     lo, _ = point_bounds("cos", theta.hi)
     _, hi = point_bounds("cos", theta.lo)
+    lo = np.where(theta.hi >= PI_LO, -1.0, lo)
     return Iv(np.clip(lo, -1.0, 1.0), np.clip(hi, -1.0, 1.0))
 
 
