@@ -4,8 +4,7 @@
                     [-q | -v] [-o FILE] [--color auto|always|never] [--fail-on inconclusive|refuted]
                     [--budget SECONDS] [--no-cache] [--cache-dir DIR] [--emit CERT.json]
                     [--allow-python] [--max-params N] [--max-memory SIZE] [--device cpu|cuda]
-                    [--debug]
-                    [--workers N] [--scheduler ADDRESS] [--threads N] [--isolated]
+                    [--debug] [--workers N] [--scheduler ADDRESS] [--threads N] [--isolated]
     certify check CERT.json          re-verify a certificate written by --emit
     certify study SPEC... --plot F   gradient descent beyond the witness, loss curves and bounds (F.png, F.svg)
     certify --explain CODE|KIND      what a diagnostic code or a failing-region kind means
