@@ -13,6 +13,8 @@ grad L = (1/n) J^T g for every loss, ||grad L||^2 >= lambda_min(K) ||g||_D^2 wha
 - block:     the same with the columns of one parameter block: K >= K_b.
 - subspace:  least squares on models affine in theta (exactly, by structure): R >= lambda_min(Sigma) (1 - L*/L),
              Sigma = J^T J / n, L* = min L <= L*_up, on {L >= max(floor, min L over the box)}.
+- convex:    populations (no Jacobian): L a-strongly convex on the box joined with a near-minimiser theta*
+             (Gershgorin on the interval Hessian): R >= (a/2)(1 - L(theta*)/L) (docs/theory.md 11.5).
 """
 from __future__ import annotations
 
