@@ -407,6 +407,7 @@ def _certify_sound(checked, options, functions: str, executor):
         problem.initial_loss_check(p0)   # E206: L, grad L and R at theta0 finite at this scale
     noise = NOISE * p0.loss
     timing: dict = {}
+    reason: dict = {}      # why phi (the loss-level profile)
     claim_step = checked.claim.options.get("step")
     notes = ["sound mode: R >= mu is proved by interval arithmetic for the model and data as stored "
              "(float64 values read as exact reals); the rate is a theorem about gradient flow"
@@ -436,7 +437,7 @@ def _certify_sound(checked, options, functions: str, executor):
             loss={"initial": p0.loss, "initial_upper": L0_up, "constant": c, "floor": floor,
                   "sample_bound": M_used,
                   "inequality": problem.loss_def.inequality, "minimum_seen": None},
-            phi=phi,
+            phi=phi, phi_reason=reason.get("phi"),
             mu=mu, mu_source=_weakest_rule(outcome) if outcome and mu is not None else None, mu_sources=sources,
             radius=radius, rho=rho, radius_search=list(history),
             rate=rate or {"formula": None, "curve": [], "times_to_fraction": {}, "horizon": horizon,
@@ -683,6 +684,9 @@ def _certify_sound(checked, options, functions: str, executor):
             profile = profile_route(problem, model, region, floor, L0_up, phi, c, left, reporter, seed,
                                     executor, ceiling, radius)
         if profile["status"] == "certified":
+            profile["outcome"].boxes_evaluated += budget - left      # both searches count against boxes=
+            reason["phi"] = (f"the loss-level profile: {_phi_spec(phi)} band by band, each band with its own proved "
+                             f"mu (one mu for the region does not confine the flow)")
             verdict, failing, outcome = "certified", None, profile["outcome"]
             mu_value, rho = profile["mu_min"], profile["rho"]
             rate, bound = _profile_rate_dict(profile["rate"], horizon, profile)
