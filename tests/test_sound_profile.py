@@ -274,3 +274,12 @@ def test_profile_certificate_is_accepted_and_rejected_when_tampered(cubic_cert):
     def rho(c):
         c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.9).hex()
     assert any("recomputed band by band" in p for p in _cubic_problems(cubic_cert, rho))
+
+
+def test_profile_certificate_is_refused_for_a_spec_with_a_step(cubic_cert):
+    (cubic_cert / "s.rq").write_text((SPECS / CUBIC).read_text().replace("horizon=100)", "horizon=100, step=0.01)"))
+    try:
+        report = verify(str(cubic_cert / "s.json"))
+    finally:
+        (cubic_cert / "s.rq").write_text((SPECS / CUBIC).read_text())
+    assert not report.ok

@@ -555,6 +555,9 @@ def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up:
     each band's mu at most the smallest re-run bound of the proven leaves whose recomputed loss
     enclosure meets it, rho summed over the bands with outward rounding, and the rate rebuilt."""
     n = ctx.numbers
+    if st.get("step") is not None or proof.get("step") is not None:
+        ctx.reject("sound-proof: a loss-level profile proves a gradient-flow rate; the spec claims a step")
+        return
     try:
         edges = [unhex(v) for v in proof["profile"]["edges"]]
         band_mu = [unhex(v) for v in proof["profile"]["mu"]]
