@@ -666,7 +666,8 @@ def _rate(result: Result, console: Console) -> None:
         console.print(tt)
         if piecewise:
             console.print(Text("  band by band: the times with each loss band's own K in place of one K "
-                               "(rate.profile; an estimate)", style="dim"))
+                               + ("(rate.profile; proved)" if (rate.get("profile") or {}).get("proved")
+                                  else "(rate.profile; an estimate)"), style="dim"))
     if rate.get("convention"):
         console.print(Text(f"  {rate['convention']}", style="dim"))
     _profile(result, console)
@@ -731,8 +732,9 @@ def _profile(result: Result, console: Console) -> None:
     if exponent is None:
         t.add_row("exponent", Text("— (not fitted: the descent from θ0 crossed fewer than 3 loss bands)"))
     else:
-        t.add_row("exponent", Text(f"{_n(exponent)}: along the descent from θ0, min R on loss bands "
-                                   f"falls like L^{_n(exponent)}"))
+        where = "the proved μ of the loss bands" if profile.get("proved") else \
+            "along the descent from θ0, min R on loss bands"
+        t.add_row("exponent", Text(f"{_n(exponent)}: {where} falls like L^{_n(exponent)}"))
     alpha = _power_alpha(result)
     if alpha is not None and 2 * alpha - 1 > 0:
         var = "k" if _step(result) is not None else "t"
