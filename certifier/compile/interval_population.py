@@ -37,7 +37,10 @@ float near-minimiser (gradient descent on the closed form; a candidate only). Wh
 enclosure over B' has lambda_min >= a > 0 (Gershgorin), L is a-strongly convex on B', so for theta in B
 L(theta*) >= L(theta) - |grad L(theta)|^2 / (2 a), i.e. R(theta) >= (a/2)(1 - L(theta*) / L(theta)), with
 L(theta*) enclosed from above. This bounds R on {L >= max(floor, min_B L)} even on boxes that hold the
-minimiser, where min |grad L| = 0 defeats the direct rule.
+minimiser, where min |grad L| = 0 defeats the direct rule. theta* is snapped to the teachers' rows when
+the students can fit them exactly (as many students as teachers, equal coefficients); there s = 0 exactly
+and every J term is <= 0, so L(theta*) = 0 is proved, |grad L|^2 >= 2 a L on the box and R >= a/2 with
+floor 0.
 
 Scope: the model's neuron weights are parameter names (W in relu(W @ x)) and its coefficients do
 not depend on the parameters (a fixed second layer, numbers, data constants); anything else is
@@ -239,6 +242,9 @@ def enclose_closed_form(P: Iv, c: Iv, nvar: int, hessian: bool = True) -> Popula
     pair_sum = iv_sum(Iv(np.where(upper, pair.lo, 0.0), np.where(upper, pair.hi, 0.0)), None)
     L = iv_add(iv_scale(iv_sum(iv_square(s), None), 0.5), iv_mul(INV_PI, pair_sum))
     L = Iv(np.maximum(L.lo, 0.0), np.maximum(L.hi, 0.0))
+    if np.all(s.lo == 0) and np.all(s.hi == 0) and np.all(cc.hi[upper] <= 0):
+        # s = 0 exactly and every J term is <= 0 (c_a c_b <= 0, J >= 0): 0 <= L <= |s|^2 / 2 = 0
+        L = Iv(np.float64(0.0), np.float64(0.0))
 
     # gradient rows: c_i s + (1/pi) [ (sum_b A_ib sin t_ib) u_i - sum_b A_ib t_ib u_b ],  A_ib = c_i c_b |p_b|
     A = iv_mul(cc, Iv(norm.lo[None, :], norm.hi[None, :]))
@@ -427,7 +433,7 @@ class PopulationIntervalModel:
         for g in self.population.target:
             W, _, coef = self._group(g, False)
             fixed_P.append(W)
-            fixed_c.append(iv_scale(coef, -1.0))
+            fixed_c.append(Iv(-coef.hi, -coef.lo))          # negation is exact
         self.nvar = len(self._rows)
         cs = var_c + fixed_c
         self._c = Iv(np.concatenate([c.lo for c in cs]), np.concatenate([c.hi for c in cs]))
@@ -526,6 +532,9 @@ class PopulationIntervalModel:
         if not a > 0:
             return (0.0, "the Hessian enclosure over the box and the near-minimiser is not positive definite "
                     "(Gershgorin)", numbers)
+        if m_up == 0.0:        # L(theta*) = 0 exactly: |grad L|^2 >= 2 a L everywhere on the box, floor 0 included
+            return (float(down(a * 0.5)), "L is a-strongly convex on the box and theta*, where L = 0 exactly "
+                    "(Gershgorin on the interval Hessian): R >= a/2", numbers)
         if not level > m_up:
             return (0.0, f"L at the near-minimiser ({m_up:.3g}) is not below the box's level {level:.3g}", numbers)
         factor = float(down(1.0 - float(up(m_up / level))))
@@ -554,7 +563,29 @@ class PopulationIntervalModel:
             if not np.all(np.isfinite(g)):
                 break
             theta = theta - step * g
-        return theta
+        return self._snapped(theta)
+
+    def _snapped(self, theta: np.ndarray) -> np.ndarray:
+        """theta, or theta with every student row replaced by the teacher row nearest to it when that gives
+        a smaller upper bound on L: with as many students as teachers and equal coefficients this is an exact
+        fit (L = 0 exactly, enclose_closed_form), which lets the convex rule reach floor 0."""
+        nfix = self._fixed.shape[0]
+        point = bool(np.all(self._c.lo == self._c.hi) and np.all(self._fixed.lo == self._fixed.hi))
+        if self.nvar != nfix or self.nvar == 0 or not point:
+            return theta
+        fixed = self._fixed.lo
+        snapped, used = theta.copy(), set()
+        for r in range(self.nvar):
+            row = theta[self._idx[r]]
+            order = np.argsort(np.linalg.norm(fixed - row, axis=1))
+            j = next((int(j) for j in order if int(j) not in used), None)
+            if j is None or self._c.lo[r] != -self._c.lo[self.nvar + j]:
+                return theta
+            used.add(j)
+            snapped[self._idx[r]] = fixed[j]
+        here = float(self.at_point(theta, False).L.hi)
+        there = float(self.at_point(snapped, False).L.hi)
+        return snapped if there < here else theta
 
 
 def _names(e) -> set[str]:
