@@ -1,7 +1,8 @@
 """Desingularizers other than the loss's natural one in the sound mode: `power(alpha)` for least
 squares (and the exponential loss), with c = min over the loss band of phi'(L) G(L) computed in arb,
 checked against closed forms (mpmath), the exact linear flow, and the certificate replay
-(docs/theory.md 10.10)."""
+(docs/theory.md 10.10); and the proved loss-level profile (10.11) against closed-form band infima, the
+exact flow, solve_ivp and an mpmath piecewise oracle."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,13 @@ from certifier.language.desingularizers import make
 from certifier.language.losses import LOSSES
 from certifier.pipeline import run_text
 
-mpmath.mp.dps = 50
+
+@pytest.fixture(autouse=True)
+def _digits():
+    """mpmath at 50 digits for this module's oracles only (mpmath's precision is global state)."""
+    with mpmath.workdps(50):
+        yield
+
 LINEAR = "linear_underparameterized_sound.rq"
 POWER = {"loss least_squares\n": "loss least_squares\ndesingularizer power(alpha=0.75)\n",
          "halfwidth=2.5": "halfwidth=5"}
