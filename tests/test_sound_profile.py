@@ -214,6 +214,13 @@ def test_profile_with_floor_zero_is_never_certified():
     text = (SPECS / CUBIC).read_text().replace("floor=1e-6", "floor=0")
     r = run_text(text)
     assert r.verdict != "certified" and not r.sound
+    assert any("needs a floor > 0" in n for n in r.notes)
+
+
+def test_profile_out_of_budget_is_inconclusive_and_says_where():
+    r = run_text((SPECS / CUBIC).read_text().replace("boxes=2000", "boxes=40"))
+    assert r.verdict == "inconclusive" and not r.sound
+    assert any("loss-level profile: the profile's branch and bound did not finish" in n for n in r.notes)
 
 
 def test_profile_rate_against_a_piecewise_exact_solution():

@@ -696,6 +696,9 @@ def _certify_sound(checked, options, functions: str, executor):
                          f"{rho:.4g} <= {radius:g} (docs/theory.md 10.11)")
         else:
             extra.append(f"loss-level profile: {profile['message']}")
+    elif verdict == "inconclusive" and failing is not None and failing.kind == "confinement" and not floor > 0:
+        extra.append("a loss-level profile (a proved mu per loss band) needs a floor > 0: R may vanish with L, "
+                     "and no band reaching L = 0 then has a positive bound")
 
     # --- witness (evidence, as in the sampled mode) ---------------------------------------------------
     t2 = time.perf_counter()
@@ -852,8 +855,10 @@ def profile_route(problem, model, region, floor, L0_up, phi, c, budget, reporter
     outcome = bound_mu(problem, region, floor, None, budget, reporter, seed=seed, tighten=False,
                        executor=executor, ceiling=ceiling, band_target=band_target)
     if outcome.status != "proven":
+        lows = [box["loss"][0] for box in outcome.failing_boxes if box.get("loss")]
+        where = f"; the weakest open boxes reach down to L = {min(lows):.3g}" if lows else ""
         return {"status": "inconclusive", "edges": edges, "outcome": outcome,
-                "message": f"the profile's branch and bound did not finish ({outcome.message})"}
+                "message": f"the profile's branch and bound did not finish ({outcome.message}){where}"}
     band_mu, points = profile_mu(outcome.tree["leaves"], edges)
     Ks = [math.inf if m == math.inf else float(down(c * m)) for m in band_mu]
     rho = profile_rho(edges, Ks, phi)

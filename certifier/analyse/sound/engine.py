@@ -290,7 +290,9 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     return SoundOutcome(
         "unresolved", float(mu) if math.isfinite(mu) and mu > 0 else None, proof,
         failing_boxes=failing,
-        message=(f"{why} with {len(open_leaves)} unresolved box(es); the weakest has a sound bound "
+        message=(f"{why} with {len(open_leaves)} unresolved box(es) below the targets of their loss bands"
+                 if band_target is not None else
+                 f"{why} with {len(open_leaves)} unresolved box(es); the weakest has a sound bound "
                  f"{failing[0]['bound'] if failing[0]['bound'] is not None else 'none'} < {target:.6g} needed"),
         **common)
 
