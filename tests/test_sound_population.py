@@ -310,6 +310,21 @@ def test_n1_sound_spec_is_certified_with_a_linear_rate(n1):
     assert r.region["path_length_bound"] <= 0.06
 
 
+def test_n1_mu_is_below_R_everywhere_in_the_box(n1):
+    """R = |grad L|^2 / (4 L) by the independent float oracle at 400 random points and the corners of the box
+    (where L > 1e-12, so the float R is accurate to far better than the margin)."""
+    theta0 = problem_of(N1_SOUND.read_text()).theta0.numpy()
+    v = np.array([1.0, 0, 0, 0, 0])
+    rng = np.random.default_rng(0)
+    corners = np.array([[(b >> k) & 1 for k in range(5)] for b in range(32)]) * 0.12 - 0.06
+    for d in np.concatenate([rng.uniform(-0.06, 0.06, (400, 5)), corners]):
+        w = (theta0 + d).reshape(1, 5)
+        L = oracle.loss(w, v)
+        if L > 1e-12:
+            g = oracle.grad(w, v)
+            assert n1.mu <= float((g * g).sum()) / (4 * L) * (1 + 1e-6)
+
+
 @pytest.mark.slow
 def test_n1_functions_arb_agrees(n1):
     """functions=arb (no libm trusted for sin, cos, arcsin) proves the same mu to 1e-9."""
