@@ -42,6 +42,7 @@ from certifier.compile.interval_population import (
 )
 from certifier.compile.iv import Iv
 from certifier.compile.rounding import elementary, point_bounds
+from certifier.diagnostics import SpecError
 from certifier.pipeline import run_file, run_text
 
 mp.mp.dps = 50
@@ -284,6 +285,15 @@ def test_model_over_box_contains_mpmath_and_rules_are_below_R(seed, width):
         point = model.at_point(th)
         _inside(L, point.L.lo, point.L.hi, "L at a point")
         assert point.gsq.lo <= 4 * point.L.lo and point.gsq.hi >= 4 * point.L.hi
+
+
+def test_a_trainable_second_layer_is_a_diagnostic():
+    text = _spec(np.array([[0.6, 0.1], [0.4, -0.1]]), np.array([1.0, 0.0]))
+    text = text.replace("  W : [2, 2]", "  a : [2] = [1, 1]\n  W : [2, 2]").replace("sum(relu(W @ x))", "a @ relu(W @ x)")
+    with pytest.raises(SpecError) as info:
+        run_text(text)
+    d = info.value.diagnostics[0]
+    assert d.code == "E105" and "second layer" in d.message and d.span is not None
 
 
 def test_a_box_reaching_a_zero_neuron_is_split_with_a_reason():
