@@ -553,17 +553,20 @@ class PopulationIntervalModel:
         if self.nvar == 0:
             return theta
         step = 0.5 / max(1.0, float(np.max(c[:self.nvar] ** 2)) * self.nvar)
+        best, best_L = theta, math.inf
         for _ in range(DESCENT_STEPS):
             P = np.concatenate([theta[self._idx], fixed])
             if np.any(np.linalg.norm(P[:self.nvar], axis=1) == 0):
                 break
-            _, gP, _ = energy_and_grads(P, c)
+            L, gP, _ = energy_and_grads(P, c)
             g = np.zeros(self.m)
             np.add.at(g, self._idx.reshape(-1), gP[:self.nvar].reshape(-1))
-            if not np.all(np.isfinite(g)):
+            if not (np.all(np.isfinite(g)) and math.isfinite(L)):
                 break
+            if L <= best_L:
+                best, best_L = theta, L
             theta = theta - step * g
-        return self._snapped(theta)
+        return self._snapped(best)     # the lowest float L seen (theta0 if the descent went astray)
 
     def _snapped(self, theta: np.ndarray) -> np.ndarray:
         """theta, or theta with every student row replaced by the teacher row nearest to it when that gives
