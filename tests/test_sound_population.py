@@ -45,8 +45,27 @@ from certifier.compile.rounding import elementary, point_bounds
 from certifier.diagnostics import SpecError
 from certifier.pipeline import run_file, run_text
 
-mp.mp.dps = 50
-flint.ctx.prec = 200        # as tests/arb_oracle.py
+DIGITS = 50         # mpmath's precision inside the oracle (set per call, never globally)
+
+
+def _digits(fn):
+    def wrapped(*args, **kwargs):
+        with mp.workdps(DIGITS):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+class _prec:
+    """flint's precision inside a block, restored after (no global state between test modules)."""
+
+    def __init__(self, bits):
+        self.bits = bits
+
+    def __enter__(self):
+        self.old, flint.ctx.prec = flint.ctx.prec, self.bits
+
+    def __exit__(self, *exc):
+        flint.ctx.prec = self.old
 N1_SOUND = SPECS / "single_neuron_n1_sound.rq"
 
 
@@ -77,12 +96,14 @@ def _dk(u, w):
     return [((mp.pi - t) * wi + b * mp.sin(t) * ui / a) / (2 * mp.pi) for ui, wi in zip(u, w)]
 
 
+@_digits
 def mp_loss(P, c):
     N = len(P)
     return mp.fsum(c[i] * c[j] * (_dot(P[i], P[i]) / 2 if i == j else _k(P[i], P[j]))
                    for i in range(N) for j in range(N))
 
 
+@_digits
 def mp_grad(P, c, nvar):
     out = []
     for i in range(nvar):
@@ -95,6 +116,7 @@ def mp_grad(P, c, nvar):
     return out
 
 
+@_digits
 def mp_hessian(P, c, nvar, h=mp.mpf("1e-22")):
     """Central differences of the mpmath gradient (error ~ h^2 |g'''|, far below the enclosures' widths)."""
     d = len(P[0])
@@ -116,6 +138,7 @@ def mp_hessian(P, c, nvar, h=mp.mpf("1e-22")):
 TOL = mp.mpf("1e-35")      # the oracle's own error allowance (50 digits; differences 1e-44)
 
 
+@_digits
 def _inside(value, lo, hi, what):
     assert mp.mpf(float(lo)) - TOL <= value <= mp.mpf(float(hi)) + TOL, (what, float(lo), float(value), float(hi))
 
@@ -211,13 +234,10 @@ def test_zero_is_proved_only_where_the_fit_is_exact():
 @pytest.mark.parametrize("t", [0.0, 1e-300, 1e-12, 1e-6, 1e-3, 0.1, 0.5, 0.999, 1.0, 1.5, 3.0, math.pi])
 def test_j_bounds_contain_arb(t):
     lo, hi = j_point_bounds(np.array([t]))
-    old, flint.ctx.prec = flint.ctx.prec, 4000      # sin t - t cos t cancels to t^3 / 3: 1e-900 at t = 1e-300
-    try:
+    with _prec(4000):       # sin t - t cos t cancels to t^3 / 3: 1e-900 at t = 1e-300
         a = flint.arb(t)
         exact = a.sin() - a * a.cos()
-    finally:
-        flint.ctx.prec = old
-    assert bool(flint.arb(float(lo[0])) <= exact) and bool(exact <= flint.arb(float(hi[0])))
+        assert bool(flint.arb(float(lo[0])) <= exact) and bool(exact <= flint.arb(float(hi[0])))
     if t > 0:
         assert hi[0] - lo[0] <= 1e-10 * float(exact.mid()) + 1e-300     # the libm margin 2^-40 (rounding.py)
 
@@ -227,9 +247,10 @@ def test_directed_arcsin_contains_arb(x):
     for mode in ("margin", "arb"):
         with elementary(mode):
             lo, hi = point_bounds("arcsin", np.array([x, -x]))
-        exact = flint.arb(x).asin()
-        assert bool(flint.arb(float(lo[0])) <= exact) and bool(exact <= flint.arb(float(hi[0])))
-        assert bool(flint.arb(float(lo[1])) <= -exact) and bool(-exact <= flint.arb(float(hi[1])))
+        with _prec(200):
+            exact = flint.arb(x).asin()
+            assert bool(flint.arb(float(lo[0])) <= exact) and bool(exact <= flint.arb(float(hi[0])))
+            assert bool(flint.arb(float(lo[1])) <= -exact) and bool(-exact <= flint.arb(float(hi[1])))
     assert np.isnan(point_bounds("arcsin", np.array([1.0000000000000002]))[0][0])
 
 
@@ -279,9 +300,10 @@ def test_model_over_box_contains_mpmath_and_rules_are_below_R(seed, width):
         for j in range(n * d):
             _inside(G[j], enc.grad.lo[j], enc.grad.hi[j], ("grad", j))
         if L >= mp.mpf(1e-12):
-            R = _dot(G, G) / (4 * L)
-            for b in found:
-                assert mp.mpf(b.value) <= R, (b.rule, b.value, R)
+            with mp.workdps(DIGITS):
+                R = _dot(G, G) / (4 * L)
+                for b in found:
+                    assert mp.mpf(b.value) <= R, (b.rule, b.value, R)
         point = model.at_point(th)
         _inside(L, point.L.lo, point.L.hi, "L at a point")
         assert point.gsq.lo <= 4 * point.L.lo and point.gsq.hi >= 4 * point.L.hi
@@ -345,6 +367,7 @@ def test_n1_functions_arb_agrees(n1):
     assert r.mu == pytest.approx(n1.mu, rel=1e-9)
 
 
+@_digits
 def _exact_loss(w, v) -> float:
     """L at the float point w, by mpmath at 50 digits (the float closed form's own rounding, about 1e-16,
     would hide the bound far below it: floor 0)."""
