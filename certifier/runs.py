@@ -7,6 +7,7 @@ A cache hit is answered without the pipeline: it (and torch, numpy) is imported 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -52,6 +53,13 @@ def _partial(reporter) -> dict | None:
         return None
 
 
+def _method_named(source: str | None) -> dict:
+    """{"name": ...} of the spec's method statement, so that a stopped interval run is labelled as
+    the sound mode (with nothing proved), never as an estimate; {} when there is none."""
+    m = re.search(r"^[ \t]*method[ \t]+([A-Za-z_]\w*)", source or "", re.MULTILINE)
+    return {"name": m.group(1)} if m else {}
+
+
 def partial_result(path: str, source: str | None, kind: str, message: str, suggestion: str,
                    seconds: float, reporter=None, partial: dict | None = None, exit_code: int | None = None):
     """An inconclusive Result for a run that stopped early (budget, Ctrl-C) before the engine
@@ -74,7 +82,8 @@ def partial_result(path: str, source: str | None, kind: str, message: str, sugge
         notes.append(f"the smallest R found before stopping was {partial['smallest_R_so_far']:.4g} at "
                      f"{partial['points']} points (sampled: an upper estimate of inf R, not a bound)")
     return Result(
-        spec=path, title=title, verdict="inconclusive", sound=False, method={}, loss=partial.get("loss", {}),
+        spec=path, title=title, verdict="inconclusive", sound=False, method=_method_named(source),
+        loss=partial.get("loss", {}),
         desingularizer={}, mu=None, mu_source=None, mu_sources=[], region={}, rate={}, witness=None,
         failing_region=FailingRegion(
             kind=kind, message=message, suggestion=suggestion, points=[],

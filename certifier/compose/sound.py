@@ -45,6 +45,7 @@ RULE_TEXT = {
     "block": "lambda_min of one parameter block's kernel (K >= K_b)",
     "direct": "min ||grad L||^2 / max ||g||_D^2 over interval enclosures",
     "ball": "lambda_min of the tangent kernel on the whole ball: sigma_min(Jc) - Lip_J r (Lipschitz Jacobian)",
+    "convex": "strong convexity on the hull of the box and a near-minimiser: R >= (a/2)(1 - L(theta*)/L)",
     "none": "no rule applied",
 }
 
@@ -429,6 +430,7 @@ def _certify_sound(checked, options, functions: str, executor):
         return problem, Evidence(
             verdict=verdict, sound=sound,
             method={"name": "interval", "boxes": budget, "seed": seed, "functions": functions,
+                    **({"route": method["route"]} if method.get("route") else {}),
                     "boxes_evaluated": boxes,
                     "boxes_per_second": boxes / seconds if seconds > 0 and boxes > 1 else None,
                     "elementary_functions": FUNCTIONS_TEXT[functions],

@@ -292,6 +292,11 @@ def _method_text(result: Result) -> Text:
     text = Text(name)
     if set(method) <= {"name"}:      # a partial result names the method only
         return text
+    if name == "interval" and method.get("route") == "trajectory":
+        spec = [f"{k}={_value(method[k])}" for k in ("route", "functions") if method.get(k) is not None]
+        text.append(f" ({', '.join(spec)}: a validated tube around the flow, then the ball rule at its end)",
+                    style="dim")
+        return text
     if name == "interval":
         spec = [f"{k}={_value(method[k])}" for k in ("boxes", "functions") if method.get(k) is not None]
         rules = ((result.proof or {}).get("rules_used") or {}) or {s.source: s.points for s in result.mu_sources}
@@ -327,6 +332,10 @@ def _header(result: Result, console: Console) -> None:
         head.add_row("problem", Text(" · ".join(parts)))
     if result.sound and result.verdict == "refuted":
         head.add_row("status", Text(SOUND_LABEL + ": the counterexample is verified by interval arithmetic",
+                                    style="green"))
+    elif result.sound and (result.method or {}).get("route") == "trajectory":
+        head.add_row("status", Text(SOUND_LABEL + ": the loss is proved along a tube that holds the flow up to "
+                                    "T, and μ is a proved lower bound of R on a ball around the tube's end",
                                     style="green"))
     elif result.sound:
         head.add_row("status", Text(SOUND_LABEL + ": μ is a proved lower bound of R over the region",

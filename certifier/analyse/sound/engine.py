@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Context, Decimal
 from typing import Callable
 
 import numpy as np
@@ -38,6 +39,16 @@ CANDIDATE_STEPS = 300           # gradient-descent steps from theta0 searched fo
 BALL_FROM = 8                   # balls in more dimensions try the ball rule (no splitting) first
 BOXES_UP_TO = 64                # ... and above this dimension do not fall back to boxes
 
+
+
+def shown_down(x: float, digits: int = 6) -> str:
+    """A proved lower bound written with `digits` significant digits, rounded down so that the
+    text is still a lower bound (".6g" rounds to nearest, which may be above it)."""
+    if not math.isfinite(x):
+        return f"{x}"
+    if x <= 0:
+        return "0"
+    return f"{Context(prec=digits, rounding=ROUND_FLOOR).plus(Decimal(float(x))):g}"
 
 @dataclass
 class SoundOutcome:
@@ -198,14 +209,14 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
                       rules_used=rules_used, facts=facts)
         if ball.value >= target:
             return SoundOutcome("proven", float(ball.value), proof,
-                                message=f"the ball rule proves R >= {ball.value:.6g} on the whole ball",
+                                message=f"the ball rule proves R >= {shown_down(ball.value)} on the whole ball",
                                 tree={"kind": "ball", "size": reg.size, "ball": ball}, **common)
         if too_large or model.m > BOXES_UP_TO:
             return SoundOutcome(
                 "unresolved", float(ball.value) if ball.value > 0 else None, proof,
                 failing_boxes=[{"box": {"ball": True, "radius": reg.size}, "bound": ball.value, "rule": "ball",
                                 "reason": ball.reason, "loss": None}],
-                message=(f"the ball rule proves R >= {ball.value:.4g} on the whole ball, below {target:.6g} needed "
+                message=(f"the ball rule proves R >= {shown_down(ball.value)} on the whole ball, below {target:.6g} needed "
                          f"(sigma_min(Jc) >= {ball.numbers.get('sigma_center_lower', 0):.4g}, Lip_J r = "
                          f"{ball.numbers.get('drift', math.inf):.4g}); in {model.m} dimensions boxes cannot do "
                          f"better: shrink the radius (Lip_J r falls with it) or widen the model"), **common)
@@ -268,7 +279,7 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
         sample = [n.sample_max for n in bnb.leaves() if n.status == "proven"]
         common["sample_max"] = max(sample) if sample and None not in sample else None
         return SoundOutcome("proven", max(float(mu), 0.0), proof,
-                            message=f"every box is proven: R >= {mu:.6g} on the region {above}",
+                            message=f"every box is proven: R >= {shown_down(mu)} on the region {above}",
                             tree=split_tree(bnb, reg), **common)
     if not open_leaves and not math.isfinite(mu):
         # every box dropped: the region lies entirely below the floor, nothing is asked
