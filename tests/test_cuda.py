@@ -108,7 +108,8 @@ def test_the_pipeline_on_the_gpu_gives_the_cpus_verdict_and_mu(path):
     assert all(rel(a[1], b[1]) <= 1e-6 for a, b in zip(gpu.witness.curve, cpu.witness.curve))
 
 
-def test_workers_on_the_gpu_give_one_gpu_process_numbers():
+def test_workers_on_the_gpu_give_one_gpu_process_numbers(monkeypatch):
+    monkeypatch.setenv("CERTIFY_WORKERS", "always")   # used however small (analyse/parallel.plan)
     path = ROOT / "specs" / "logistic_nonseparable.rq"
     one = pipeline.run_file(str(path), pipeline.RunOptions(device="cuda"))
     many = pipeline.run_file(str(path), pipeline.RunOptions(device="cuda", workers=2))
