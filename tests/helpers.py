@@ -1,9 +1,12 @@
 """Helpers shared by several test modules (no test module imports another)."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-from certifier import check
+from certifier import check, cli
+from certifier.certificate import evidence_digest, verify
 from certifier.compile.problem import Problem
 from certifier.parse import parse
 
@@ -31,3 +34,28 @@ def untimed(value):
     if isinstance(value, list):
         return [untimed(v) for v in value]
     return value
+
+
+def emit_certificate(folder: Path, text: str, name: str = "s") -> Path:
+    """Write the spec `name`.rq into `folder` and emit its certificate `name`.json beside it (run
+    from that folder, as a user would: the spec's paths resolve against it); returns the folder."""
+    (folder / f"{name}.rq").write_text(text)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert cli.main([f"{name}.rq", "--quiet", "--emit", f"{name}.json", "--no-cache"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+def reforged(cert: Path, edit, out: Path) -> list[str]:
+    """What `certify check` finds wrong with the certificate `cert` changed by `edit`, its count
+    and digest recomputed as a forger would, written to `out`; [] when it is accepted."""
+    c = json.loads(cert.read_text())
+    edit(c)
+    c["evidence_count"] = len(c["evidence"])
+    c["evidence_digest"] = evidence_digest(c["evidence"])
+    out.write_text(json.dumps(c))
+    report = verify(str(out))
+    return [] if report.ok else list(report.problems)

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 
 import arb_oracle as oracle
 import flint
 import numpy as np
 import pytest
-from helpers import SPECS, problem_of
+from helpers import SPECS, emit_certificate, problem_of, reforged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from certifier import cli
 from certifier.analyse.sound.rules import RuleContext, best_bound
-from certifier.certificate import evidence_digest, verify
 from certifier.compile.interval_losses import INTERVAL_LOSSES
 from certifier.compile.interval_model import IntervalModel
 from certifier.compile.iv import Iv
@@ -226,26 +224,12 @@ def test_a_floor_below_the_minimum_is_never_certified(floor, hw):
 # --- certificates -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("exp_emitted")
-    shutil.copy(SOUND_SPEC, folder / "e.rq")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert cli.main(["e.rq", "--quiet", "--emit", "e.json", "--no-cache"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder
+    return emit_certificate(tmp_path_factory.mktemp("exp_emitted"), SOUND_SPEC.read_text(), "e")
 
 
 def _tampered(folder, tmp_path, change) -> list[str]:
     shutil.copy(folder / "e.rq", tmp_path / "e.rq")
-    cert = json.loads((folder / "e.json").read_text())
-    change(cert)
-    cert["evidence_count"] = len(cert["evidence"])
-    cert["evidence_digest"] = evidence_digest(cert["evidence"])
-    (tmp_path / "e.json").write_text(json.dumps(cert))
-    report = verify(str(tmp_path / "e.json"))
-    return [] if report.ok else list(report.problems)
+    return reforged(folder / "e.json", change, tmp_path / "e.json")
 
 
 def test_check_accepts_the_exponential_certificate(emitted, tmp_path, monkeypatch):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -26,14 +25,12 @@ import mpmath as mp
 import numpy as np
 import pytest
 import single_neuron_oracle as oracle
-from helpers import SPECS, problem_of
+from helpers import SPECS, emit_certificate, problem_of, reforged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
-from certifier import cli
 from certifier.analyse.sound.rules import RuleContext, best_bound
-from certifier.certificate import evidence_digest, verify
 from certifier.compile.interval_model import IntervalModel
 from certifier.compile.interval_population import (
     PopulationIntervalModel,
@@ -398,26 +395,12 @@ def test_n1_bound_lies_above_the_flow_and_descent(n1):
 
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pop_emitted")
-    shutil.copy(N1_SOUND, folder / "e.rq")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert cli.main(["e.rq", "--quiet", "--emit", "e.json", "--no-cache"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder
+    return emit_certificate(tmp_path_factory.mktemp("pop_emitted"), N1_SOUND.read_text(), "e")
 
 
 def _tampered(folder: Path, tmp_path: Path, change) -> list[str]:
     shutil.copy(folder / "e.rq", tmp_path / "e.rq")
-    cert = json.loads((folder / "e.json").read_text())
-    change(cert)
-    cert["evidence_count"] = len(cert["evidence"])
-    cert["evidence_digest"] = evidence_digest(cert["evidence"])
-    (tmp_path / "e.json").write_text(json.dumps(cert))
-    report = verify(str(tmp_path / "e.json"))
-    return [] if report.ok else list(report.problems)
+    return reforged(folder / "e.json", change, tmp_path / "e.json")
 
 
 def _proof(cert):

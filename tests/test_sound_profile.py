@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import mpmath
 import numpy as np
 import oracles
 import pytest
-from helpers import SPECS, spec_text
+from helpers import SPECS, emit_certificate, reforged, spec_text
 
-from certifier import cli
 from certifier.certificate import evidence_digest, verify
 from certifier.compose.sound import path_bounds, power_constant, rho_upper
 from certifier.diagnostics import SpecError
@@ -106,15 +104,7 @@ def test_power_one_needs_a_floor_for_least_squares():
 
 @pytest.fixture(scope="module")
 def power_cert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("power_cert")
-    (folder / "s.rq").write_text(spec_text(LINEAR, **POWER))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert cli.main(["s.rq", "--quiet", "--emit", "s.json", "--no-cache"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder
+    return emit_certificate(tmp_path_factory.mktemp("power_cert"), spec_text(LINEAR, **POWER))
 
 
 def _problems(folder, edit=None, spec=None) -> list[str]:
@@ -249,26 +239,13 @@ def test_profile_rate_against_a_piecewise_exact_solution():
 
 @pytest.fixture(scope="module")
 def cubic_cert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("profile_cert")
-    (folder / "s.rq").write_text((SPECS / CUBIC).read_text())
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert cli.main(["s.rq", "--quiet", "--emit", "s.json", "--no-cache"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder
+    return emit_certificate(tmp_path_factory.mktemp("profile_cert"), (SPECS / CUBIC).read_text())
 
 
 def _cubic_problems(folder, edit) -> list[str]:
-    cert = json.loads((folder / "s.json").read_text())
-    edit(cert)
-    cert["evidence_count"] = len(cert["evidence"])
-    cert["evidence_digest"] = evidence_digest(cert["evidence"])
-    (folder / "t.json").write_text(json.dumps(cert))
-    report = verify(str(folder / "t.json"))
-    assert not report.ok
-    return report.problems
+    problems = reforged(folder / "s.json", edit, folder / "t.json")
+    assert problems
+    return problems
 
 
 def test_profile_certificate_is_accepted_and_rejected_when_tampered(cubic_cert):

@@ -12,10 +12,9 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from helpers import SPECS, problem_of, spec_text
+from helpers import SPECS, emit_certificate, problem_of, reforged, spec_text
 
-from certifier import cli
-from certifier.certificate import evidence_digest, verify
+from certifier.certificate import verify
 from certifier.compile.interval_model import IntervalModel
 from certifier.compose.sound import gradient_bound, needed_mu_step, rho_step_upper, rho_upper
 from certifier.language.desingularizers import LOG
@@ -166,28 +165,13 @@ def test_step_needs_least_squares_and_a_fixed_region():
 # --- certificates -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cert_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("step_cert")
-    (folder / "s.rq").write_text(spec_text(STEP_SPEC))
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert cli.main(["s.rq", "--quiet", "--emit", "s.json", "--no-cache"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder
+    return emit_certificate(tmp_path_factory.mktemp("step_cert"), spec_text(STEP_SPEC))
 
 
 def _tampered(folder, edit) -> list[str]:
-    cert = json.loads((folder / "s.json").read_text())
-    edit(cert)
-    cert["evidence_count"] = len(cert["evidence"])
-    cert["evidence_digest"] = evidence_digest(cert["evidence"])
-    (folder / "t.json").write_text(json.dumps(cert))
-    report = verify(str(folder / "t.json"))
-    assert not report.ok
-    return report.problems
+    problems = reforged(folder / "s.json", edit, folder / "t.json")
+    assert problems
+    return problems
 
 
 def test_step_certificate_is_accepted(cert_file):
