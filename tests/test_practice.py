@@ -90,6 +90,7 @@ def test_wide_tanh_network_on_16_points_is_certified_to_floor_zero_above_the_flo
         assert value <= r.bound(t) * (1 + 1e-7), (t, value, r.bound(t))
 
 
+@pytest.mark.slow     # about 47 s; .ci/run runs the slow suite too
 def test_relu_mlp_in_a_small_ball_is_refuted_only_because_descent_really_leaves_it():
     problem, x, y, theta0 = inputs("relu_mlp_radius_1")
     r = run_file(str(PRACTICE / "relu_mlp_radius_1.rq"))
