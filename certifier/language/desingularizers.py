@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import lambertw
 
 
 @dataclass(frozen=True)
@@ -171,6 +170,8 @@ def w0_exp(x: float) -> float:
     """W0(e^x), the principal Lambert W of e^x, for any real x (no overflow; for x below about
     -745, e^x underflows and so does W0(e^x) ~ e^x: callers use log1p(w) + w - x, exact there)."""
     if x < 700:
+        from scipy.special import lambertw  # here: scipy costs a cache hit's report ~0.2 s at start-up
+
         return float(lambertw(math.exp(x)).real)
     w = x - math.log(x)   # w + log w = x, by Newton from the asymptotic start
     for _ in range(50):
