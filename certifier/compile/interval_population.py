@@ -59,6 +59,7 @@ from ..language.losses import LOSSES
 from .interval import Dual, NotSupported, enclose
 from .interval_losses import INTERVAL_LOSSES
 from .iv import Iv, iv_add, iv_div, iv_intersect, iv_matmul, iv_mul, iv_of, iv_scale, iv_square, iv_sub, iv_sum
+from .population import names_in
 from .rounding import INF, check_environment, down, nonneg_sum_upper, point_bounds, up
 
 PI_LO, PI_HI = math.pi, float(up(math.pi))                 # math.pi < pi < up(math.pi)
@@ -390,7 +391,7 @@ class PopulationIntervalModel:
     # neurons ---------------------------------------------------------------------------------------
     def _const(self, e):
         env = {k: Dual(Iv(v[None]), None, v.ndim) for k, v in self.constants.items()}
-        names = _names(e)
+        names = names_in(e)
         if names & set(self.names):
             raise NotSupported("a population model whose neuron coefficients depend on the parameters "
                                "(the sound mode takes a fixed second layer: numbers or data constants)", e)
@@ -413,7 +414,7 @@ class PopulationIntervalModel:
             off = int(self.offsets[j])
             idx = off + np.arange(self.sizes[j]).reshape(count, self.d)
             return None, idx, coef
-        if _names(g.weights) & set(self.names):
+        if names_in(g.weights) & set(self.names):
             raise NotSupported("population neuron weights that are not a parameter name (the sound mode takes "
                                "relu(W @ x) with W a parameter)", g.weights)
         W = self._const(g.weights)
@@ -589,14 +590,3 @@ class PopulationIntervalModel:
         here = float(self.at_point(theta, False).L.hi)
         there = float(self.at_point(snapped, False).L.hi)
         return snapped if there < here else theta
-
-
-def _names(e) -> set[str]:
-    if e.op == "name":
-        return {e.attrs["id"]}
-    out = set()
-    for a in e.args:
-        out |= _names(a)
-    for v in e.kwargs.values():
-        out |= _names(v)
-    return out

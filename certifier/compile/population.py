@@ -272,7 +272,7 @@ def _fast_plan(problem, groups, constants) -> list[dict] | None:
             return None
         scale = 1.0
         for factor in group.factors:
-            if any(n in offsets for n in _names(factor)):
+            if any(n in offsets for n in names_in(factor)):
                 return None
             scale *= float(evaluate(factor, {**constants}))
         read_w, add_w = w
@@ -290,14 +290,15 @@ def _fast_plan(problem, groups, constants) -> list[dict] | None:
     return plan
 
 
-def _names(e) -> set[str]:
+def names_in(e) -> set[str]:
+    """Every name an expression reads."""
     if e.op == "name":
         return {e.attrs["id"]}
     out = set()
     for a in e.args:
-        out |= _names(a)
+        out |= names_in(a)
     for v in e.kwargs.values():
-        out |= _names(v)
+        out |= names_in(v)
     return out
 
 

@@ -32,7 +32,7 @@ from ..compile.problem import Problem, problem_device
 from ..compile.rounding import down, elementary, up
 from ..diagnostics import Diagnostic, SpecError
 from ..language.desingularizers import LOG, Desingularizer, make
-from ..language.losses import LOSSES
+from ..language.losses import LOSSES, tangent_point
 from ..result import FailingPoint, FailingRegion, MuSource
 from .build import Evidence
 from .rate import ProfileRate, proved_rate
@@ -144,25 +144,6 @@ def sample_bound(sample_max: float | None) -> float | None:
     return float(up(up(sample_max) * (1 + 1e-9)))
 
 
-def _u1_float(M: float) -> float:
-    """u1 in (0, ln 2] with h'(u1) (M - u1) = h(M) - h(u1), by bisection in floats (an estimate: the
-    caller verifies the sign it needs in arb)."""
-    def h(u):
-        return math.expm1(-u) ** 2
-
-    def dh(u):
-        return 2 * math.exp(-u) * -math.expm1(-u)
-    lo, hi = 0.0, math.log(2)
-    hM = 1.0 if M > 700 else h(M)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if dh(mid) * (M - mid) > hM - h(mid):
-            hi = mid
-        else:
-            lo = mid
-    return lo
-
-
 def minorant_ratio_lower(M: float, low: float, high: float, pieces: int = 512) -> float:
     """A float <= G(L) / h(L) for every L in [low, high] (0 < low <= high <= M), h(u) = (1 - e^-u)^2 and
     G <= h_M the minorant of docs/theory.md 3b: h up to a point u <= u1, the tangent of h at u after.
@@ -187,7 +168,7 @@ def minorant_ratio_lower(M: float, low: float, high: float, pieces: int = 512) -
         ln2 = A(2).log()
         if A(M) <= ln2:                    # h convex on [0, M]: h_M = h
             return 1.0
-        u = _u1_float(M)
+        u = tangent_point(M)
         for _ in range(200):
             ua = A(u)
             f = dh(ua) * (A(M) - ua) - h(A(M)) + h(ua)

@@ -95,6 +95,21 @@ def _dh(u: float) -> float:
     return 2 * math.exp(-u) * -math.expm1(-u)
 
 
+def tangent_point(M: float) -> float:
+    """u1 in (0, ln 2] with h'(u1) (M - u1) = h(M) - h(u1) (M > ln 2), by bisection in floats: the
+    lower end of the last bracket, so that the tangent from u1 lies below the chord and the minorant
+    stays below h (the sound mode verifies the sign it needs in arb)."""
+    lo, hi = 0.0, math.log(2)
+    hM = 1.0 if M > 700 else _h(M)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _dh(mid) * (M - mid) > hM - _h(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def _bounded_kl(L: float, M: float) -> float:
     """The largest G with mean_i (1 - e^-l_i)^2 >= G(L) for every l in [0, M]^n with mean L:
     the convex minorant of h(u) = (1 - e^-u)^2 on [0, M] at L (Jensen). h is convex on
@@ -105,16 +120,7 @@ def _bounded_kl(L: float, M: float) -> float:
     L = min(L, M)
     if M <= math.log(2):
         return _h(L)
-    # u1 in (0, ln 2]: h'(u1) (M - u1) = h(M) - h(u1)
-    lo, hi = 0.0, math.log(2)
-    hM = 1.0 if M > 700 else _h(M)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _dh(mid) * (M - mid) > hM - _h(mid):
-            hi = mid
-        else:
-            lo = mid
-    u1 = lo   # the lower end: the tangent from u1 lies below the chord, so the minorant stays below h
+    u1 = tangent_point(M)
     if L <= u1:
         return _h(L)
     return _h(u1) + _dh(u1) * (L - u1)
