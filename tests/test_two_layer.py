@@ -266,3 +266,37 @@ def test_the_evaluators_one_theta_point_off_the_fast_path_is_problem_point_itsel
     assert ev.path == "vmap"
     assert (q.loss, q.rayleigh, q.grad_sqnorm, q.sample_max) == (ref.loss, ref.rayleigh, ref.grad_sqnorm, ref.sample_max)
     assert torch.equal(q.grad, ref.grad)
+
+
+@pytest.mark.parametrize("model", list(RECOGNISED), ids=lambda m: m.strip())
+def test_written_out_jacobian_and_kernel_products_are_autograds(model):
+    """J, J^T v and J w of the fast path against torch.func.jacrev of the model's own outputs."""
+    p = problem(spec(model, "\n".join(RECOGNISED[model])))
+    fast = BatchedEvaluator(p).two_layer()
+    assert fast is not None
+    gen = torch.Generator().manual_seed(11)
+    theta = p.theta0 + 0.2 * torch.randn(p.m, generator=gen, dtype=torch.float64)
+    ref = torch.func.jacrev(lambda t: p.outputs(t).reshape(-1))(theta)
+    J = fast.jacobian(theta, p.x)
+    assert J.shape == ref.shape == (p.n, p.m)
+    assert float((J - ref).abs().max()) <= 1e-13 * (1 + float(ref.abs().max()))
+    jt, j = fast.kernel_products(theta, p.x)
+    v = torch.randn(p.n, generator=gen, dtype=torch.float64)
+    w = torch.randn(p.m, generator=gen, dtype=torch.float64)
+    assert torch.allclose(jt(v), ref.T @ v, rtol=1e-12, atol=1e-13)
+    assert torch.allclose(j(w), ref @ w, rtol=1e-12, atol=1e-13)
+
+
+def test_the_fast_paths_tangent_kernel_imports_no_sympy():
+    """The flow's J and the kernel's lambda_min on the fast path need no autograd with
+    grad_outputs, whose first call imports torch.fx's symbolic shapes and sympy (issue 21)."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom certifier.check import check\nfrom certifier.parse import parse\n"
+            "from certifier.compile.problem import Problem\n"
+            "from certifier.compile.kernel import lambda_min, jacobian\n"
+            f"p = Problem(check(parse({spec('a @ tanh(W @ x + b) + c', chr(10).join((W_HD, BIAS, A, C)))!r}, 't')), 'cpu')\n"
+            "jacobian(p, p.theta0); lambda_min(p, p.theta0, 'formed'); lambda_min(p, p.theta0, 'lanczos')\n"
+            "print('sympy' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

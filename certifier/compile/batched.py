@@ -107,6 +107,12 @@ class BatchedEvaluator:
             return "loop"
         return f"two-layer {self._fast.activation}" if self._fast is not None else "vmap"
 
+    def two_layer(self) -> TwoLayer | None:
+        """The two-layer fast path when batches take it (after the first-use check), else None."""
+        if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
+            return None
+        return self._fast
+
     def chunk_size(self) -> int:
         """How many thetas one batch evaluates (from the measured activations of one theta; on the
         fast path, from the bytes of its hidden activations)."""

@@ -10,6 +10,8 @@
   u -> J (J^T u) / n, never forming J or K. J^T u is a backward pass through one saved forward
   pass; J w is a backward pass through that backward pass (linear in u, so its vector-Jacobian
   product with respect to u is J w). Memory O(m + n k) besides the saved activations.
+- On the two-layer fast path (compile/two_layer.py) J, J^T v and J w are written out instead:
+  exact, cheaper, and no autograd call with grad_outputs, whose first use imports sympy.
 
 Which is faster depends on how many products Lanczos needs (the small eigenvalues of a tangent
 kernel are clustered) against the n k batched products and the O((n k)^3) eigvalsh of forming.
@@ -36,6 +38,9 @@ SMALL = 8                      # n k at most this: K from n k products, then eig
 def jacobian(problem, theta: torch.Tensor) -> torch.Tensor:
     """J [n k, m] at theta, by vector-Jacobian products in chunks of bounded memory: row i is the
     gradient of output i, one batched backward pass per chunk of rows through one forward pass."""
+    fast = evaluator(problem).two_layer()
+    if fast is not None:
+        return fast.jacobian(theta.detach(), problem.x)
     t = theta.detach().requires_grad_(True)
     F = problem.outputs(t).reshape(-1)
     nk = F.shape[0]
@@ -80,14 +85,24 @@ class KernelOperator:
 
     def __init__(self, problem, theta: torch.Tensor):
         self.problem = problem
+        self.products = 0
+        fast = evaluator(problem).two_layer()
+        self._fast = None if fast is None else fast.kernel_products(theta.detach(), problem.x)
+        if self._fast is not None:
+            self.size = problem.n
+            self.F = theta          # dtype and device only
+            return
         self.th = theta.detach().clone().requires_grad_(True)
         self.F = problem.outputs(self.th).reshape(-1)
         self.size = self.F.numel()
         self.u = torch.zeros(self.size, dtype=self.F.dtype, device=self.F.device, requires_grad=True)
         (self.JTu,) = torch.autograd.grad(self.F, self.th, self.u, create_graph=True)
-        self.products = 0
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
+        if self._fast is not None:
+            jt, j = self._fast
+            self.products += 1
+            return j(jt(v)) / self.problem.n
         (w,) = torch.autograd.grad(self.F, self.th, v, retain_graph=True)           # J^T v
         (Jw,) = torch.autograd.grad(self.JTu, self.u, w, retain_graph=True)        # J w
         self.products += 1

@@ -247,6 +247,78 @@ class TwoLayer:
         op, k = self.scale
         return t / k if op == "div" else t * k
 
+    # --------------------------------------------------------------------------------------
+    # J at one theta, written out: the flow's linearised steps and the tangent kernel need J, and
+    # autograd's batched vector-Jacobian products (grad_outputs given) import torch.fx's symbolic
+    # shapes and sympy on their first call (0.3 s of a small run, docs/performance.md).
+    @torch.no_grad()
+    def _hidden(self, theta: torch.Tensor, x: torch.Tensor):
+        """(a [h], T = s(Z) [n, h], S = s'(Z) [n, h]) at one theta."""
+        W, a, b, _ = self._parts(theta.reshape(1, -1))
+        Z = torch.matmul(x, W[0])
+        if b is not None:
+            Z += b[0]
+        act = self._act
+        if act.from_output:
+            T = act.apply_(Z)
+            S = act.derivative(T.clone())
+        else:
+            T = FUNCTIONS[self.activation](Z)
+            S = act.derivative(Z)
+        return a[0], T, S
+
+    @torch.no_grad()
+    def jacobian(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """J [n, m] = dF/dtheta at one theta (F's scale applied as the model writes it)."""
+        a, T, S = self._hidden(theta, x)
+        n = x.shape[0]
+        J = torch.zeros(n, theta.numel(), dtype=theta.dtype, device=theta.device)
+        J[:, self.slices["a"]] = self._scaled(T)
+        aS = self._scaled(S * a)                                    # dF/dZ, [n, h]
+        if "b" in self.slices:
+            J[:, self.slices["b"]] = aS
+        if "c" in self.slices:
+            J[:, self.slices["c"]] = 1.0
+        JW = J[:, self.slices["W"]]
+        if self.w_first:
+            JW.view(n, self.h, self.d).copy_(aS.unsqueeze(2) * x.unsqueeze(1))
+        else:
+            JW.view(n, self.d, self.h).copy_(x.unsqueeze(2) * aS.unsqueeze(1))
+        return J
+
+    def kernel_products(self, theta: torch.Tensor, x: torch.Tensor):
+        """(J^T v, J w) as functions at one theta, J never formed (the tangent kernel's Lanczos)."""
+        a, T, S = self._hidden(theta, x)
+        aS = self._scaled(S * a)
+        m = theta.numel()
+
+        @torch.no_grad()
+        def jt(v: torch.Tensor) -> torch.Tensor:            # J^T v, v [n]
+            out = torch.zeros(m, dtype=theta.dtype, device=theta.device)
+            out[self.slices["a"]] = self._scaled(T.T @ v)
+            g = aS.T @ v if "b" in self.slices else None
+            if g is not None:
+                out[self.slices["b"]] = g
+            if "c" in self.slices:
+                out[self.slices["c"]] = v.sum()
+            M = x.T @ (aS * v.unsqueeze(1))                   # [d, h]
+            out[self.slices["W"]] = (M.T if self.w_first else M).reshape(-1)
+            return out
+
+        @torch.no_grad()
+        def j(w: torch.Tensor) -> torch.Tensor:             # J w, w [m]
+            Wd = w[self.slices["W"]]
+            Wd = Wd.reshape(self.h, self.d).T if self.w_first else Wd.reshape(self.d, self.h)
+            Zd = x @ Wd
+            if "b" in self.slices:
+                Zd = Zd + w[self.slices["b"]]
+            out = self._scaled(T @ w[self.slices["a"]]) + (aS * Zd).sum(dim=1)
+            if "c" in self.slices:
+                out = out + w[self.slices["c"]]
+            return out
+
+        return jt, j
+
     @torch.no_grad()
     def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
         """(F [B, n], the row losses [B], gradients [B, m]) without autograd's graph over the
