@@ -35,6 +35,7 @@ CODES: dict[str, tuple[str, str]] = {
     "E301": ("python code not allowed", "The spec imports Python code; certify runs it only with --allow-python."),
     "E302": ("python model failed", "The Python model cannot be imported, built or run on the data."),
     "E303": ("model parameters mismatch", "The parameters given for a torch model do not fit the module."),
+    "E304": ("module not translatable", "The sound mode cannot translate a layer or operation of the torch model."),
 }
 
 

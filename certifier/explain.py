@@ -181,6 +181,16 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              'model torch("mypkg.nets:Net")\nparams from "weights.pt"   # holds extra.bias',
              "save the module's own state_dict (torch.save or safetensors), or leave params out "
              "to use the module's initial parameters."),
+    "E304": ("With method interval, certify translates a torch model into the spec's own model form "
+             "(torch.fx traces it) so that the sound mode can bound it; this module has a layer or "
+             "operation the translation does not take (a convolution, a normalisation, a reshape, an "
+             "operation over the sample axis), or one torch.fx cannot trace. The message names it and "
+             "its module path.",
+             'model torch("mypkg.nets:ConvNet")\nmethod interval(route=trajectory)\n'
+             "# spec.rq:3:13: error[E304]: model torch(\"mypkg.nets:ConvNet\"): nn.Conv2d at "
+             "'features.0' is not supported by the sound mode (method interval)",
+             "write the network with nn.Linear layers and the supported activations (tanh, sigmoid, "
+             "softplus, relu), or use method sampled(...) for an estimate."),
 }
 
 _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {

@@ -79,14 +79,15 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
     # the parameters a spec declares count in the estimate that the data meets first
     budget = memory.Memory(max_memory, *declared(spec, max_params))
     data = check_data(spec, collector, max_elements, budget) if spec.data is not None else Data()
-    module = None
+    module = model_expr = None
     if isinstance(spec.model, ModelImport) and data.population is not None:
 
         collector.error("E112", "a Python model has no closed-form population loss", spec.model.span, HINT)
         return None
     if isinstance(spec.model, ModelImport):   # model torch("pkg.mod:Net"): parameters from the module
 
-        params, output, module = check_model_import(spec, collector, data, allow_python, max_params, budget)
+        params, output, module, model_expr = check_model_import(spec, collector, data, allow_python, max_params,
+                                                                budget)
     else:
         params = (check_params(spec, collector, max_params, data.spans, budget) if spec.params is not None
                   else Params())
@@ -124,5 +125,6 @@ def _check(spec: Spec, collector: Collector, max_params: int, max_elements: int,
         desingularizer=choices["desingularizer"],
         claim=choices["certify"],
         model_module=module,
+        model_expr=model_expr,
         population=population,
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..diagnostics import Span
-from ..language.ast import Expr, Spec
+from ..language.ast import Expr, Model, Spec
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Checked:
     desingularizer: Choice             # 'auto' | 'log' (no options)
     claim: Choice                      # 'rate' {floor: float, horizon: float}
     model_module: object | None = None  # model torch(...): the torch.nn.Module (float64, eval mode); None for model f(x) = ...
+    model_expr: Model | None = None     # model torch(...) with method interval: the module as model f(x) = ... (check/torch_expr.py)
     population: object | None = None    # data gaussian(d=...): check.population.PopulationForm (x, y hold no samples)
     file_digests: list = field(default_factory=list)   # (name as written in the spec, sha256) of each file read, in order
 
@@ -48,4 +49,4 @@ class Checked:
 
     @property
     def model_body(self) -> Expr:
-        return self.spec.model.body
+        return (self.model_expr or self.spec.model).body

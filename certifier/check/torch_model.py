@@ -1,7 +1,8 @@
 """The model statement's Python form, `model torch("package.module:Name")`: the model kind, the
 permission to import (--allow-python, E301), building the module (E302), its parameters from
 the module or from `params from "weights.pt|.safetensors|.npz"` (E201-E205, E303, E103), and
-the shape of its forward pass on x against y (E103)."""
+the shape of its forward pass on x against y (E103); with `method interval`, its translation into
+the spec's model form (check/torch_expr.py, E304 for a layer it cannot translate)."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ from .data import Data, keyword_span, nonfinite
 from .memory import Memory, default_limit
 from .params import LIMIT_HINT, Params
 from .shapes import count, show
+from .torch_expr import SUPPORTED, Unsupported, translate
 from .weights import Weights
 
 KINDS = ("torch",)
@@ -24,7 +26,8 @@ KINDS = ("torch",)
 
 def check_model_import(spec: Spec, collector: Collector, data: Data, allow_python: bool,
                        max_params: int, memory: Memory | None = None):
-    """(Params, per-sample output shape or None, the module or None)."""
+    """(Params, per-sample output shape or None, the module or None, the module translated into
+    `model f(x) = ...` or None: only for `method interval`, the sound mode's model)."""
     memory = memory or Memory(default_limit())
 
     m = spec.model
@@ -33,29 +36,29 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
         collector.error("E302", f"unknown model kind '{m.kind}'", m.span,
                         "the Python model kinds are: torch, as in model torch(\"package.module:Name\"); "
                         "or write the model in the spec: model f(x) = ...")
-        return params, None, None
+        return params, None, None, None
     try:
         module_name, _ = split_target(m.target)
     except ModelProblem as p:
         collector.error(p.code, p.message, m.target_span, p.hint)
-        return params, None, None
+        return params, None, None, None
     if not allow_python:
         collector.error("E301", f"model {m.kind}(\"{m.target}\") imports the Python module '{module_name}', "
                         "which runs its code; certify does that only with --allow-python", m.target_span,
                         f"rerun with --allow-python if you trust '{module_name}'")
-        return params, None, None
+        return params, None, None, None
     if isinstance(spec.params, ParamsBlock):
         collector.error("E303", "a torch model takes its parameters from the module or from "
                         "`params from \"weights.pt\"`, not from a params block",
                         keyword_span(spec.params.span, "params"),
                         "remove the params block (the module's own initial parameters are used) "
                         "or save the weights and write params from \"weights.pt\"")
-        return params, None, None
+        return params, None, None, None
     try:
         module = build_module(m.target, files.base_dir(spec.path))
     except ModelProblem as p:
         collector.error(p.code, p.message, m.target_span, p.hint)
-        return params, None, None
+        return params, None, None, None
     digest = source_digest(module_name)
     if digest is not None:   # the module as imported (the cache key names its source file)
         files.record(f"python:{module_name}", digest)
@@ -64,13 +67,13 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
     if total > max_params:
         collector.error("E205", f"the module has {total:,} parameter entries, more than the limit of "
                         f"{max_params:,}", m.target_span, LIMIT_HINT)
-        return params, None, None
+        return params, None, None, None
     if not memory.admit(collector, m.target_span, params=total):
-        return params, None, None
+        return params, None, None, None
     if not named:
         collector.error("E302", f"'{m.target}' has no parameters", m.target_span,
                         "certify analyses gradient descent on the module's parameters")
-        return params, None, None
+        return params, None, None, None
     span = m.target_span
     values = {name: p.detach().cpu().to(torch.float64).numpy().copy() for name, p in named.items()}
     if isinstance(spec.params, ParamsFrom):
@@ -95,20 +98,20 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
                                             f"more than the limit of {max_params:,}", LIMIT_HINT)
                 if not _match(collector, stmt.path, span, weights.shapes, named, buffers, expected):
                     weights.close()
-                    return params, None, None
+                    return params, None, None, None
                 state = weights.arrays()
         except files.FileProblem as p:
             collector.error(p.code, p.message, span, p.hint)
-            return params, None, None
+            return params, None, None, None
         except _Refused:
-            return params, None, None
+            return params, None, None, None
         for name, array in state.items():
             bad = nonfinite(array)
             if bad:
                 collector.error("E203", f"'{name}' in '{stmt.path}' has {bad} non-finite "
                                 f"entr{'y' if bad == 1 else 'ies'} (NaN or infinite)", span,
                                 "initial parameters must be finite")
-                return params, None, None
+                return params, None, None, None
             if name in named:
                 values[name] = array
             else:
@@ -118,7 +121,28 @@ def check_model_import(spec: Spec, collector: Collector, data: Data, allow_pytho
     params.shapes = {k: tuple(v.shape) for k, v in values.items()}
     params.spans = {k: span for k in values}
     output = _output_shape(spec, collector, data, module, values)
-    return params, output, (module if output is not None else None)
+    if output is None:
+        return params, None, None, None
+    expr = None
+    if getattr(spec.method, "name", None) == "interval":
+        expr = _translate(spec, collector, data, module, values, output)
+        if expr is None:
+            return params, None, None, None
+    return params, output, module, expr
+
+
+def _translate(spec: Spec, collector: Collector, data: Data, module, values, output):
+    """The module as the spec's model form for the sound mode, or None after E304 (E302 for its
+    own sys.exit() while traced)."""
+    m = spec.model
+    try:
+        return translate(module, data.arrays["x"], output, m.target_span, values)
+    except Unsupported as u:
+        collector.error("E304", f"model torch(\"{m.target}\"): {u.message}", m.target_span,
+                        f"the sound mode translates {SUPPORTED}; use method sampled(...) for other modules")
+    except SystemExit as exc:
+        collector.error("E302", exit_message(f"tracing '{m.target}'", exc), m.target_span, EXIT_HINT)
+    return None
 
 
 class _Refused(Exception):

@@ -61,7 +61,8 @@ class IntervalModel:
         self.loss = loss
         self.iloss = INTERVAL_LOSSES[loss.name]
         self.least_squares = loss.name == "least_squares"   # the subspace rule and its refutation need it
-        model = getattr(checked.spec, "model", None)
+        # a model torch(...) comes translated into the same form (check/torch_expr.py)
+        model = getattr(checked, "model_expr", None) or getattr(checked.spec, "model", None)
         if model is None or not isinstance(getattr(model, "body", None), Expr):
             raise NotSupported("a model that is not a spec expression (e.g. a Python model)", None)
         self.checked = checked
@@ -78,8 +79,8 @@ class IntervalModel:
         self.out_shape = tuple(checked.output_shape)
         self.k = int(np.prod(self.out_shape)) if self.out_shape else 1
         self.constants = {k: np.asarray(v, dtype=np.float64) for k, v in checked.constants.items()}
-        self.body = checked.spec.model.body
-        self.arg = checked.spec.model.arg
+        self.body = model.body
+        self.arg = model.arg
         if loss.targets == "class" and self.y.ndim == 1 and self.k > 1:    # class indices -> one-hot rows
             self.y = np.eye(self.k)[self.y.astype(np.int64)]
         self.yk = self.y.reshape(self.n, self.k)
