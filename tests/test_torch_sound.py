@@ -300,3 +300,48 @@ def test_certificate_replayed_and_tampering_rejected(tmp_path, monkeypatch, caps
         term["mu"] = (float.fromhex(term["mu"]) * 1.5).hex()
     code, out = _check(capsys, tampered(faster), "--allow-python")
     assert code == 1 and "ball rule" in out, out
+
+
+# --- the practice spec: a width-256 PyTorch module certified along its trajectory ---------------------------
+
+@pytest.mark.slow
+def test_practice_torch_module_is_certified_above_the_flow_and_descent(monkeypatch):
+    """specs/practice/torch_tanh_ntk_sound.rq (about 45 s on 2 shared cores): certified soundly, and
+    the bound lies above an independent DOP853 solve of the module's gradient flow (rtol 1e-10) and
+    above real gradient descent on the module (torch autograd)."""
+    from scipy.integrate import solve_ivp
+
+    path = Path(__file__).resolve().parents[1] / "specs" / "practice" / "torch_tanh_ntk_sound.rq"
+    monkeypatch.syspath_prepend(str(path.parent))
+    r = pipeline.run_file(str(path), pipeline.RunOptions(allow_python=True))
+    assert r.verdict == "certified" and r.sound is True and r.mu > 0
+    c = check(parse(path.read_text(), str(path)), allow_python=True)
+    names = list(c.params)
+    shapes = [c.params[k].shape for k in names]
+    x, y = torch.from_numpy(np.asarray(c.x)), torch.from_numpy(np.asarray(c.y))
+
+    def loss(th):
+        params, off = {}, 0
+        for name, shape in zip(names, shapes):
+            size = int(np.prod(shape))
+            params[name] = th[off:off + size].reshape(shape)
+            off += size
+        return torch.mean((functional_call(c.model_module, params, (x,)).reshape(-1) - y) ** 2)
+
+    def grad(th: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(th.copy()).requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(t), t)
+        return g.numpy()
+    theta0 = np.concatenate([c.params[k].reshape(-1) for k in names])
+    assert float(loss(torch.from_numpy(theta0))) == pytest.approx(r.loss["initial"], rel=1e-12)
+    times = np.concatenate([np.linspace(0.0, 60.0, 25), np.linspace(80.0, 600.0, 14)])
+    sol = solve_ivp(lambda _t, th: -grad(th), (0.0, float(times[-1])), theta0, method="DOP853",
+                    rtol=1e-10, atol=1e-12, t_eval=times)
+    assert sol.success
+    for t, th in zip(sol.t, sol.y.T):
+        assert float(loss(torch.from_numpy(th))) <= r.bound(float(t)), t
+    eta, theta = 0.05, theta0.copy()
+    for k in range(int(600 / eta) + 1):
+        if k % 200 == 0:
+            assert float(loss(torch.from_numpy(theta))) <= r.bound(k * eta), k * eta
+        theta = theta - eta * grad(theta)
