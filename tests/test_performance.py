@@ -136,7 +136,7 @@ def test_a_chunk_is_whole_rounds_of_the_cpu_threads(threads, chunk, expect):
 
 def test_the_evaluators_chunk_follows_the_threads_it_was_built_under():
     p = problem_of(net(n=8, h=32))
-    memory = 3 * (3 * 8 * 32 * 8 + 1)            # three thetas' activations on the fast path
+    memory = 3 * (3 * 8 * 32 * 8 + 4 * p.m * 8 + 1)   # three thetas: activations, theta, gradient, dW, W
     assert BatchedEvaluator(p, memory=memory).chunk_size() == 3
     torch.set_num_threads(2)
     ev = BatchedEvaluator(p, memory=memory)
@@ -251,6 +251,49 @@ def test_blocks_keep_every_theta_that_records_keeps():
         assert all(torch.equal(flushed.thetas[k], direct.thetas[k]) for k in direct.thetas)
 
 
+def test_a_units_blocks_keep_every_theta_that_records_keeps_and_a_bounded_number():
+    """Blocks of one unit (analyse/units.group) filled in interleaved order, as trajectories
+    advance together, with a small keep: the union of what they hold is what Records of that keep
+    holds after adding them in order, and never more than about 5 keep thetas at once."""
+    rng = random.Random(1)
+    for trial in range(60):
+        keep = rng.choice([1, 2, 3, 8])
+        count = rng.choice([1, 2, 5, 8])
+        ceiling = rng.choice([math.inf, 1.0])      # rows above Records' ceiling: no theta, not counted
+        blocks = units.group(count, keep, ceiling)
+        lengths = [rng.choice([0, 3, 20, 60]) for _ in range(count)]
+        values = [[float(rng.choice(range(15))) if trial % 2 else rng.random() for _ in range(n)] for n in lengths]
+        losses = [[2 * rng.random() for _ in range(n)] for n in lengths]
+        most = 0
+        for step in range(max(lengths, default=0)):
+            for j, block in enumerate(blocks):
+                if step < lengths[j]:
+                    v = values[j][step]
+                    v = math.nan if rng.random() < 0.03 else v
+                    values[j][step] = v
+                    block.add("random", 0.0, losses[j][step], v, torch.tensor([float(j), float(step)]))
+            most = max(most, sum(1 for b in blocks for row in b.rows if row[4] is not None))
+        if trial % 2 == 0:      # without ties (tied values below the 2K-th are all held)
+            assert most <= 5 * keep
+        blocks = [b.finish() for b in blocks]
+        direct = Records(keep=keep, ceiling=ceiling)
+        for j in range(count):
+            for step, v in enumerate(values[j]):
+                direct.add("random", 0.0, losses[j][step], v, torch.tensor([float(j), float(step)]))
+        flushed = Records(keep=keep, ceiling=ceiling)
+        units.flush(blocks, flushed)           # raises if a dropped theta were kept
+        assert sorted(flushed.thetas) == sorted(direct.thetas)
+        assert all(torch.equal(flushed.thetas[k], direct.thetas[k]) for k in direct.thetas)
+
+
+def test_kept_thetas_are_bounded_in_bytes():
+    from certifier.analyse.records import MAX_KEEP, MIN_KEEP, THETA_BYTES, theta_keep
+    assert theta_keep(100) == MAX_KEEP and theta_keep(10**9) == MIN_KEEP
+    for m in (8448, 33792, 135168, 278784):
+        k = theta_keep(m)
+        assert MIN_KEEP <= k <= MAX_KEEP and (k == MIN_KEEP or 5 * k * 8 * m <= THETA_BYTES)
+
+
 # --- Lanczos ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n,d,h,k,seed", [(3, 2, 8, 1, 0), (9, 3, 16, 1, 1), (12, 4, 32, 1, 2), (6, 3, 24, 2, 3),
@@ -302,7 +345,8 @@ def test_chunked_jacobian_equals_jacrev(k):
         for budget, chunk in ((1, 1), (7 * per_row, 7), (2**40, None)):     # bytes of activations per chunk
             kernel.ACTIVATIONS = budget
             assert kernel.jacobian_chunk(p) == chunk
-            assert torch.equal(kernel.jacobian(p, p.theta0), full)
+            assert torch.equal(kernel.jacobian(p, p.theta0, fast_path=False), full)
+            assert torch.allclose(kernel.jacobian(p, p.theta0), full, rtol=1e-12, atol=1e-14)
     finally:
         kernel.ACTIVATIONS = old
 

@@ -155,8 +155,10 @@ class LocalExecutor:
         """What the report says about --workers (why they were not used), or None."""
         return self._note
 
-    def map(self, problem, fn, arglist: list[tuple], advance) -> list[list]:
-        return [fn(problem, *args, advance=advance) for args in arglist]
+    def map(self, problem, fn, arglist: list[tuple], advance):
+        """The units' results one at a time, as they run: a caller that adds each unit's records
+        before the next runs holds one unit's thetas at once."""
+        return (fn(problem, *args, advance=advance) for args in arglist)
 
     def close(self) -> None:
         pass

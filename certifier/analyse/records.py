@@ -16,6 +16,19 @@ import torch
 # reported beside mu, never used for it (docs/theory.md, section 7).
 LOWER_BOUNDS = frozenset({"tangent-kernel"})
 
+# The thetas kept for later queries (the lowest points: adversarial starts, kernel and smoothness
+# points, a certificate's evidence; at most 8 a query) are bounded in bytes: Records keeps the
+# `keep` lowest after each pruning (at most 2 keep), a unit of searches about 5 keep
+# (analyse/units.py). At m = 278 784 the fixed 128 had Records hold 570 MB and one unit 2.3 GB.
+THETA_BYTES = 32 * 2**20
+MAX_KEEP = 128
+MIN_KEEP = 8
+
+
+def theta_keep(m: int) -> int:
+    """How many lowest thetas Records keeps when it prunes, for thetas of m floats."""
+    return int(max(MIN_KEEP, min(MAX_KEEP, THETA_BYTES // (5 * 8 * max(1, m)))))
+
 
 @dataclass
 class Best:
@@ -35,6 +48,7 @@ class Records:
     thetas: dict[int, torch.Tensor] = field(default_factory=dict)  # kept for the lowest points only
     ceiling: float = math.inf   # L(theta0): the flow never climbs above it
     path: int = 0               # records [0, path) lie on the descent from theta0
+    keep: int = MAX_KEEP        # thetas kept after a pruning (theta_keep); it prunes above 2 keep
 
     def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None,
             sample_max: float = math.nan):
@@ -48,8 +62,8 @@ class Records:
         # a point above the ceiling is never evidence: keeping its theta could evict one that is
         if theta is not None and loss <= self.ceiling * (1 + 1e-12):
             self.thetas[len(self.value) - 1] = theta.detach().clone()
-            if len(self.thetas) > 256:  # keep the 128 lowest
-                keep = sorted(self.thetas, key=lambda i: self.value[i])[:128]
+            if len(self.thetas) > 2 * self.keep:  # keep the `keep` lowest
+                keep = sorted(self.thetas, key=lambda i: self.value[i])[:self.keep]
                 self.thetas = {i: self.thetas[i] for i in keep}
 
     def count(self, source: str | None = None) -> int:

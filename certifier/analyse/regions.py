@@ -73,7 +73,7 @@ class Ball:
         radii = torch.rand(count, 1, generator=gen, dtype=self.center.dtype).to(self.center.device)
         dirs = torch.randn(count, m, generator=gen, dtype=self.center.dtype).to(self.center.device)
         dirs /= dirs.norm(dim=1, keepdim=True)
-        return self.center + dirs * radii * self.radius
+        return dirs.mul_(radii).mul_(self.radius).add_(self.center)    # in place: no [count, m] temporaries
 
     def sample_chunks(self, gen: torch.Generator, count: int, rows: int):
         """sample(gen, count) in chunks of at most `rows` points (aligned by chunk_rows)."""
@@ -81,7 +81,7 @@ class Ball:
 
         def finish(dirs, radii):
             dirs /= dirs.norm(dim=1, keepdim=True)
-            return self.center + dirs * radii * self.radius
+            return dirs.mul_(radii).mul_(self.radius).add_(self.center)
 
         yield from _chunks(self, gen, count, rows,
                            lambda g, c: torch.randn(c, m, generator=g, dtype=dtype).to(device),

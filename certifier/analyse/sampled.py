@@ -19,7 +19,7 @@ from ..compile.kernel import lambda_min as kernel_lambda_min
 from ..compile.problem import Problem
 from . import parallel, units
 from .parallel import LocalExecutor, rows_per_unit, split
-from .records import Records
+from .records import Records, theta_keep
 from .regions import chunk_rows
 from .trajectory import FLOW_STEPS, SearchContext, flow_applicable, flow_path, trajectory
 from .units import flush
@@ -34,7 +34,7 @@ SOURCE_TEXT = {
 
 # bytes of random points of a region held at once (their temporaries while drawn take about as
 # much again, twice): the random points are drawn, evaluated and recorded chunk by chunk
-POINTS_BYTES = 64 * 2**20
+POINTS_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -67,25 +67,28 @@ def search_region(problem: Problem, region, records: Records, budget: Budget, ct
     here or in workers; the records are added in the order of bench/serial.py's one-at-a-time loops,
     whatever ran where."""
     center = region.center
+    # the units drop thetas that a Records of this keep never holds (analyse/units.py)
+    records.keep = min(records.keep, theta_keep(problem.m))
     ex = ctx.executor or LocalExecutor()
     per_unit = rows_per_unit(problem)
 
     def run(unit, thetas: torch.Tensor, *args) -> None:
         arglist = [(thetas[r.start:r.stop],) + args for r in split(len(thetas), per_unit)]
-        flush([b for blocks in ex.map(problem, unit, arglist, ctx.advance) for b in blocks], records)
+        flush((b for blocks in ex.map(problem, unit, arglist, ctx.advance) for b in blocks), records)
 
     starts = region.sample(ctx.gen, budget.starts)
-    run(units.trajectories, starts, center, region, budget.trajectory_steps, ctx.eta, ctx.noise, ctx.floor)
+    top = records.ceiling
+    run(units.trajectories, starts, center, region, budget.trajectory_steps, ctx.eta, ctx.noise, ctx.floor, top)
     # adversarial descent from theta0, from the lowest points found so far, and from random points
     lowest = [records.thetas[i] for i in records.lowest(region.inner_radius, floor, budget.starts)
               if i in records.thetas]
     adv_starts = [center] + lowest[: budget.starts // 2]
     adv_starts += list(region.sample(ctx.gen, max(0, budget.starts - len(adv_starts))))
-    run(units.adversarial, torch.stack(adv_starts), region, budget.adversarial_steps, ctx.noise, ctx.floor)
+    run(units.adversarial, torch.stack(adv_starts), region, budget.adversarial_steps, ctx.noise, ctx.floor, top)
     # random points in chunks of whole units (the same units, points and records as one draw)
     rows = chunk_rows(problem.m, POINTS_BYTES // (8 * problem.m), per_unit)
     for chunk in region.sample_chunks(ctx.gen, budget.random_points, rows):
-        run(units.random_points, chunk, region)
+        run(units.random_points, chunk, region, top)
 
 
 def parallel_work(budget: Budget, per_unit: int) -> list[tuple[int, int, int]]:

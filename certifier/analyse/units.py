@@ -12,17 +12,20 @@ unit can run in this process or in a worker (analyse/parallel.py) with the same 
 searches share a unit is decided by the problem alone, parallel.rows_per_unit: the values of a
 row can differ in the last bits with the size of the batch it is evaluated in.)
 
-Thetas of a block. Records keeps the theta of a record only while it is among the 128 lowest
-values or among the records added since its last pruning (it prunes to the 128 lowest once it
-holds more than 256, so at most 128 records are added after the last pruning). After every
-pruning it therefore holds the 128 lowest records ever added, and a record kept at any later time
-is either one of those (then fewer than 128 lower values came before the last pruning and at most
-128 after it: fewer than 256 strictly lower values in all) or was added after the last pruning
-(then it is among the last 256 records). Both hold within the record's own block too, so a block
-keeps the theta of a row only while the row has fewer than KEEP_LOWEST = 256 strictly lower values
-in the block or is among its last KEEP_RECENT = 256 rows, and drops the others as it goes (bounded
-memory, small transfers from workers); flush adds such rows with an empty placeholder theta and
-checks that no placeholder is among the kept thetas (tests/test_performance.py checks the rule
+Thetas of a unit. Records keeps the theta of a record only while it is among the K lowest values
+or among the records added since its last pruning (K = records.theta_keep(m); it prunes to the K
+lowest once it holds more than 2K, so at most K records are added after the last pruning). Only
+records at or below its ceiling L(theta0), with finite values, are kept and counted; the units
+count the same rows (they are given the ceiling). After
+every pruning it therefore holds the K lowest records ever added, and a record kept at any later
+time is either one of those (then fewer than K lower values came before the last pruning and at
+most K after it: fewer than 2K strictly lower values in all) or was added after the last pruning
+(then it is among the last 2K records). The blocks of one unit are added one after the other, so
+both hold within the unit's rows taken as one sequence: a unit keeps the theta of a row only while
+the row has fewer than 2K strictly lower values among the unit's rows or is among its last 2K rows,
+and drops the others as it goes (every K rows; at most about 5K thetas held, bounded in bytes by
+theta_keep, small transfers from workers); flush adds such rows with an empty placeholder theta
+and checks that no placeholder is among the kept thetas (tests/test_performance.py checks the rule
 against Records on random sequences).
 """
 from __future__ import annotations
@@ -34,10 +37,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..compile.batched import evaluator
-from .records import Records
+from .records import MAX_KEEP, Records, theta_keep
 
-KEEP_LOWEST = 256     # Records keeps the 128 lowest thetas when it prunes, and at most 128 are added after
-KEEP_RECENT = 256     # its last pruning (it prunes once it holds more than 256)
 _PLACEHOLDER = torch.empty(0)
 
 
@@ -45,39 +46,81 @@ def _noop(n: float = 1) -> None:
     pass
 
 
+class _Group:
+    """The blocks of one unit, whose rows Records adds as one sequence (module docstring)."""
+
+    def __init__(self, keep: int, ceiling: float = math.inf):
+        self.keep = keep
+        self.top = ceiling * (1 + 1e-12)   # Records keeps no theta above its ceiling, L(theta0)
+        self.blocks: list[Block] = []
+        self.values: list[float] = []   # values of the counted rows of every block, sorted
+        self.counted = 0
+
+    def note(self, value: float) -> None:
+        bisect.insort(self.values, value)
+        self.counted += 1
+        if self.counted % self.keep == 0:
+            self.slim()
+
+    def slim(self) -> None:
+        """Drop the thetas that Records can never keep."""
+        bound = 2 * self.keep
+        after = 0                        # counted rows of the later blocks
+        for block in reversed(self.blocks):
+            total = block.counted
+            held = []
+            for position, i in block.held:
+                row = block.rows[i]
+                if (total - 1 - position + after >= bound
+                        and bisect.bisect_left(self.values, row[3]) >= bound):
+                    block.rows[i] = row[:4] + (None,) + row[5:]
+                else:
+                    held.append((position, i))
+            block.held = held
+            after += total
+
+
+def group(count: int, keep: int = MAX_KEEP, ceiling: float = math.inf) -> list["Block"]:
+    """`count` blocks of one unit, added to Records in this order (keep: records.theta_keep;
+    ceiling: Records' ceiling, above which it keeps no theta and counts none)."""
+    g = _Group(keep, ceiling)
+    g.blocks = [Block(_group=g) for _ in range(count)]
+    return g.blocks
+
+
 @dataclass
 class Block:
     """The records of one search, in order: (source, distance, loss, value, theta or None,
-    sample_max). Same add() as Records."""
+    sample_max). Same add() as Records. A Block made alone is a unit of its own with Records'
+    default keep; group() makes the blocks of one unit."""
 
     rows: list = field(default_factory=list)
     evaluations: int = 0
-    _sorted: list = field(default_factory=list)    # values of the counted rows, sorted
-    _counted: list = field(default_factory=list)   # row indices that Records will count, in order
+    counted: int = 0                                   # rows Records will count (finite values)
+    held: list = field(default_factory=list)           # (counted position, row index) holding a theta
+    _group: _Group | None = None
+
+    def __post_init__(self):
+        if self._group is None:
+            self._group = _Group(MAX_KEEP)
+            self._group.blocks = [self]
 
     def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None,
             sample_max: float = math.nan) -> None:
-        keep = theta.detach().clone() if theta is not None else None
+        # the rows whose theta Records.add keeps (and counts towards its pruning)
+        counted = math.isfinite(value) and math.isfinite(loss) and loss <= self._group.top
+        keep = theta.detach().clone() if theta is not None and counted else None
         self.rows.append((source, distance, loss, value, keep, sample_max))
-        if math.isfinite(value) and math.isfinite(loss):     # the rows Records.add keeps
-            self._counted.append(len(self.rows) - 1)
-            bisect.insort(self._sorted, value)
-            if len(self._counted) % KEEP_RECENT == 0:
-                self._slim()
-
-    def _slim(self) -> None:
-        """Drop the thetas that Records can never keep (module docstring)."""
-        recent = set(self._counted[-KEEP_RECENT:])
-        for i in self._counted:
-            row = self.rows[i]
-            if row[4] is None or i in recent:
-                continue
-            if bisect.bisect_left(self._sorted, row[3]) >= KEEP_LOWEST:   # >= 256 strictly lower values
-                self.rows[i] = row[:4] + (None,) + row[5:]
+        if counted:
+            if keep is not None:
+                self.held.append((self.counted, len(self.rows) - 1))
+            self.counted += 1
+            self._group.note(value)
 
     def finish(self) -> "Block":
-        self._slim()
-        self._sorted, self._counted = [], []
+        if self._group is not None:
+            self._group.slim()
+        self._group, self.held = None, []     # nothing but the rows travels back from a worker
         return self
 
 
@@ -95,11 +138,12 @@ def flush(blocks: list[Block], records: Records) -> None:
 # --- units -------------------------------------------------------------------------------------
 
 def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, steps: int, eta0: float,
-                 noise: float, floor: float, advance=_noop, source: str = "trajectory") -> list[Block]:
+                 noise: float, floor: float, ceiling: float = math.inf, advance=_noop,
+                 source: str = "trajectory") -> list[Block]:
     """serial.trajectory from every start, advanced together (one batched evaluation per step)."""
     ev = evaluator(problem)
     count = len(starts)
-    blocks = [Block() for _ in range(count)]
+    blocks = group(count, theta_keep(problem.m), ceiling)
     theta = [s.clone() for s in starts]
     eta = [eta0] * count
     prev: list = [None] * count
@@ -150,14 +194,14 @@ class _Descent:
 
 
 def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: float, floor: float,
-                advance=_noop) -> list[Block]:
+                ceiling: float = math.inf, advance=_noop) -> list[Block]:
     """serial.adversarial from every start, advanced together: each round evaluates, for every
     descent still running, its current candidate (or its start) in one batch."""
     ev = evaluator(problem)
     scale = region.inner_radius
     lowest = max(floor, noise)
     runs = [_Descent(region.project(s.clone())) for s in starts]
-    blocks = [Block() for _ in runs]
+    blocks = group(len(runs), theta_keep(problem.m), ceiling)
 
     def begin(r: _Descent, block: Block) -> None:
         """The top of iteration r.i of serial.adversarial: record, stop, or propose a step."""
@@ -201,8 +245,8 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
     return [b.finish() for b in blocks]
 
 
-def random_points(problem, thetas: torch.Tensor, region, advance=_noop) -> list[Block]:
-    block = Block()
+def random_points(problem, thetas: torch.Tensor, region, ceiling: float = math.inf, advance=_noop) -> list[Block]:
+    (block,) = group(1, theta_keep(problem.m), ceiling)
     if len(thetas):
         for theta, p in zip(thetas, evaluator(problem).points(thetas)):
             block.evaluations += 1

@@ -35,10 +35,11 @@ LANCZOS_NCV = 64               # Lanczos basis size (more: fewer restarts, more 
 SMALL = 8                      # n k at most this: K from n k products, then eigvalsh
 
 
-def jacobian(problem, theta: torch.Tensor) -> torch.Tensor:
+def jacobian(problem, theta: torch.Tensor, fast_path: bool = True) -> torch.Tensor:
     """J [n k, m] at theta, by vector-Jacobian products in chunks of bounded memory: row i is the
-    gradient of output i, one batched backward pass per chunk of rows through one forward pass."""
-    fast = evaluator(problem).two_layer()
+    gradient of output i, one batched backward pass per chunk of rows through one forward pass.
+    On the two-layer fast path (unless fast_path=False), written out."""
+    fast = evaluator(problem).two_layer() if fast_path else None
     if fast is not None:
         return fast.jacobian(theta.detach(), problem.x)
     t = theta.detach().requires_grad_(True)

@@ -214,11 +214,14 @@ class TwoLayer:
 
     def chunk(self, n: int, itemsize: int, memory: int, most: int) -> int:
         """Thetas per batch: the hidden activations [n, h] of one theta three times (s and s' are in
-        place; matrix products and copies around them), four times where Z is kept beside T, within
-        `memory` bytes: 10 on the reference network (n = 256, h = 1024, 64 MiB), 8 with Z kept,
-        near the best batch bench/ measured (docs/performance.md, "Batch size of the fast path")."""
+        place; matrix products and copies around them), four times where Z is kept beside T, and
+        four vectors of m (theta, its gradient, dW before it is copied in, a copy of W), within
+        `memory` bytes: 9 on the reference network (n = 256, h = 1024, 64 MiB), 7 with Z kept,
+        near the best batch bench/ measured (docs/performance.md, "Batch size of the fast path");
+        11 at n = 16, h = 4096, where theta and its gradient dominate."""
         copies = 3 if self._act.from_output else 4
-        return int(max(1, min(most, memory // (copies * n * self.h * itemsize + 1))))
+        m = sum(s.stop - s.start for s in (*self.slices.values(), *self.unused))
+        return int(max(1, min(most, memory // (copies * n * self.h * itemsize + 4 * m * itemsize + 1))))
 
     # --------------------------------------------------------------------------------------
     def _parts(self, th: torch.Tensor):

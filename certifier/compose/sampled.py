@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..analyse.levels import DESCENT_STEPS, NOISE, WITNESS_MAX_STEPS, WITNESS_STEPS, ZERO_MU
-from ..analyse.records import Records
+from ..analyse.records import Records, theta_keep
 from ..analyse.regions import Ball, Box
 from ..analyse.sampled import SOURCE_TEXT, Budget, initial_trajectory, search_executor, search_region, total_evaluations
 from ..analyse.threads import choose as choose_threads
@@ -65,7 +65,7 @@ def _sampled_evidence(checked, options, problem: Problem, executor, t_start: flo
     gen = torch.Generator().manual_seed(seed)
     eta = 0.5 / beta0 if beta0 > 0 else 1.0
     budget = Budget(samples)
-    records = Records(ceiling=L0)   # the flow never climbs above L(theta0)
+    records = Records(ceiling=L0, keep=theta_keep(problem.m))   # the flow never climbs above L(theta0)
     timing = {}
     # what is known if --budget or Ctrl-C stops the run early (the CLI reports it as partial)
     reporter.partial = lambda: {
