@@ -16,7 +16,7 @@ REQUIRED = object()
 MAX_HORIZON = 1e15   # below 2^53: with step=, every step count k <= horizon is exact in a double
 
 # statement -> choice -> keyword -> (default, kind). Kinds: init, auto|positive, positive,
-# nonneg, posint, seed, horizon, samples, alpha, functions, route.
+# nonneg, posint, seed, horizon, samples, alpha, functions, route, onoff.
 FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     "region": {
         "ball": {"center": ("init", "init"), "radius": ("auto", "auto|positive")},
@@ -24,7 +24,8 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     },
     "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "seed")},
                "interval": {"boxes": (2000, "posint"), "seed": (0, "seed"),
-                            "functions": ("margin", "functions"), "route": ("region", "route")}},
+                            "functions": ("margin", "functions"), "route": ("region", "route"),
+                            "hessian": ("off", "onoff")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "horizon"), "step": (None, "positive")}},
 }
@@ -54,6 +55,8 @@ WHAT = {
     "route": ("route", "how the sound mode confines the flow: region (a bound on R over the whole region) "
               "or trajectory (a validated tube around the numerical flow from theta0, then the ball rule "
               "around its end; docs/sound.md)"),
+    "hessian": ("hessian", "the `hessian` rule of the sound mode (least squares with fewer parameters than outputs: "
+                "strong convexity from an interval Hessian near a minimiser, docs/sound.md): on or off"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
                 "steps), such as horizon=1e4; at most 1e15"),
@@ -150,6 +153,13 @@ def _value(key: str, kind: str, e, collector: Collector, source: str):
             collector.error("E109", "route must be region or trajectory" + (f", not '{bare}'" if bare else ""),
                             e.span, join(did_you_mean(bare, ("region", "trajectory")) if bare else None,
                                          "write route=region or route=trajectory; " + hint))
+            return None
+        return bare
+    if kind == "onoff":
+        if bare not in ("on", "off"):
+            collector.error("E109", f"{key} must be on or off" + (f", not '{bare}'" if bare else ""),
+                            e.span, join(did_you_mean(bare, ("on", "off")) if bare else None,
+                                         f"write {key}=on or {key}=off; " + hint))
             return None
         return bare
     if kind == "auto|positive" and bare == "auto":

@@ -46,6 +46,7 @@ RULE_TEXT = {
     "direct": "min ||grad L||^2 / max ||g||_D^2 over interval enclosures",
     "ball": "lambda_min of the tangent kernel on the whole ball: sigma_min(Jc) - Lip_J r (Lipschitz Jacobian)",
     "convex": "strong convexity on the hull of the box and a near-minimiser: R >= (a/2)(1 - L(theta*)/L)",
+    "hessian": "strong convexity from an interval Hessian of L on the hull of the box and a near-minimiser",
     "none": "no rule applied",
 }
 

@@ -15,6 +15,8 @@ grad L = (1/n) J^T g for every loss, ||grad L||^2 >= lambda_min(K) ||g||_D^2 wha
              Sigma = J^T J / n, L* = min L <= L*_up, on {L >= max(floor, min L over the box)}.
 - convex:    populations (no Jacobian): L a-strongly convex on the box joined with a near-minimiser theta*
              (Gershgorin on the interval Hessian): R >= (a/2)(1 - L(theta*)/L) (docs/theory.md 11.5).
+- hessian:   least squares with m < n k (a singular kernel): the same on sample models, with an interval
+             Hessian of L and Weyl (hessian_rule.py, docs/theory.md 10.13).
 """
 from __future__ import annotations
 
@@ -147,12 +149,20 @@ def rule_convex(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
     return None if out is None else Bound("convex", *out)
 
 
+def rule_hessian(ctx: RuleContext, enc: BoxEnclosure) -> Bound | None:
+    from .hessian_rule import hessian_bound
+
+    out = hessian_bound(ctx.model, enc, ctx.floor)
+    return None if out is None else Bound("hessian", *out)
+
+
 RULES: dict[str, Callable[[RuleContext, BoxEnclosure], Bound | None]] = {
     "direct": rule_direct,
     "spectrum": rule_spectrum,
     "block": rule_block,
     "subspace": rule_subspace,
     "convex": rule_convex,
+    "hessian": rule_hessian,
 }
 
 
