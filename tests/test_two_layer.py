@@ -300,3 +300,24 @@ def test_the_fast_paths_tangent_kernel_imports_no_sympy():
             "print('sympy' in sys.modules, 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("model", [m for m in RECOGNISED if activation_of(m) in ("tanh", "relu", "softplus", "sin")],
+                         ids=lambda m: m.strip())
+def test_the_written_out_gradient_of_log_r_is_autograds(model, monkeypatch):
+    """log R and its gradient by the written-out Hessian-vector product (TwoLayer.log_rayleigh_grad)
+    against autograd's double backward through the same batch, far from theta0 too."""
+    from certifier.compile.two_layer import SECOND
+    p = problem(spec(model, "\n".join(RECOGNISED[model])))
+    ev = BatchedEvaluator(p)
+    assert activation_of(model) in SECOND and ev.two_layer() is not None
+    calls = []
+    real = ev._fast_log_rayleigh
+    monkeypatch.setattr(ev, "_fast_log_rayleigh", lambda th: calls.append(1) or real(th))
+    gen = torch.Generator().manual_seed(5)
+    thetas = p.theta0 + 0.8 * torch.randn(4, p.m, generator=gen, dtype=torch.float64)
+    for theta, (L, log_r, d, _) in zip(thetas, ev.log_rayleigh_and_grad(thetas)):
+        rL, r_log_r, rd, _ = p.log_rayleigh_and_grad(theta)
+        assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-11
+        assert float((d - rd).norm()) <= 1e-10 * float(rd.norm())
+    assert calls

@@ -33,7 +33,7 @@ import torch
 from torch.func import vmap
 
 from .model import model_outputs
-from .problem import Point, gnorm_factors, log_rayleigh, plain_quotient, rayleigh_quotient
+from .problem import MIN_NORMAL, Point, gnorm_factors, log_rayleigh, plain_quotient, rayleigh_quotient
 from .two_layer import TwoLayer
 
 MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
@@ -208,6 +208,10 @@ class BatchedEvaluator:
 
     def _log_rayleigh(self, thetas: torch.Tensor):
         loss = self.problem.loss_def
+        if self._fast is not None and self._fast.has_second and self._vector_rows:
+            out = self._fast_log_rayleigh(thetas.detach())
+            if out is not None:
+                return out
         th = thetas.detach().requires_grad_(True)
         F, L = self._forward(th, fast=True)
         (G,) = torch.autograd.grad(L.sum(), th, create_graph=True)
@@ -225,6 +229,17 @@ class BatchedEvaluator:
         (D,) = torch.autograd.grad(logs.sum(), th)
         _, _, smax = self._row_facts(F.detach(), L.detach(), D)
         return [(Lb, lr, D[b], sm) for b, (Lb, lr, sm) in enumerate(zip(L.detach().tolist(), logs.detach().tolist(), smax))]
+
+    def _fast_log_rayleigh(self, th: torch.Tensor):
+        """The two-layer fast path's written-out log R and gradient (compile/two_layer.py), or None
+        where a row's quotient over- or underflows (autograd's path then scales it)."""
+        F, L, gsq, gn, logs, D = self._fast.log_rayleigh_grad(
+            th, self.x, self._losses, lambda F, L: self._row_grad_sqnorm(F, self.y, L))
+        if not all(math.isfinite(a) and math.isfinite(b) and a >= MIN_NORMAL and b >= MIN_NORMAL
+                   for a, b in zip(gsq.tolist(), gn.tolist())):
+            return None
+        _, _, smax = self._row_facts(F, L, D)
+        return [(Lb, lr, D[b], sm) for b, (Lb, lr, sm) in enumerate(zip(L.tolist(), logs.tolist(), smax))]
 
     # ------------------------------------------------------------------------------------------
     def _ensure_checked(self) -> None:

@@ -99,6 +99,36 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+def _softplus_second(Z: torch.Tensor, T: torch.Tensor):
+    S = torch.sigmoid(Z)                          # torch's softplus (beta 1, threshold 20): s = Z above 20
+    S2 = S * (1.0 - S)
+    above = Z > 20.0
+    return S.masked_fill_(above, 1.0), S2.masked_fill_(above, 0.0)
+
+
+def _tanh_second(Z, T):
+    S = 1.0 - T * T
+    return S, -2.0 * T * S
+
+
+def _sigmoid_second(Z, T):
+    S = T * (1.0 - T)
+    return S, S * (1.0 - 2.0 * T)
+
+
+# (s'(Z), s''(Z)) from Z and T = s(Z), for the written-out gradient of log R (log_rayleigh_grad);
+# an activation missing here takes autograd's double backward
+SECOND: dict[str, Callable] = {
+    "tanh": _tanh_second,
+    "sigmoid": _sigmoid_second,
+    "relu": lambda Z, T: ((Z > 0).to(Z.dtype), torch.zeros_like(Z)),   # autograd's relu'' is 0
+    "exp": lambda Z, T: (T, T),
+    "softplus": _softplus_second,
+    "sin": lambda Z, T: (torch.cos(Z), -T),
+    "cos": lambda Z, T: (-torch.sin(Z), -T),
+}
+
+
 def _name(e: Expr) -> str | None:
     return e.attrs.get("id") if e.op == "name" else None
 
@@ -321,6 +351,84 @@ class TwoLayer:
             return out
 
         return jt, j
+
+    # --------------------------------------------------------------------------------------
+    # log R and its gradient written out (the adversarial search's step): autograd's double
+    # backward through the [B, n, h] activations took 13 batched products and 19 multiplications
+    # a call; this takes 4 products. With the loss's derivatives in F by autograd on F alone,
+    #   g = J^T r,  Hg = J^T (d2l . Jg) + sum_i r_i (d2F_i) g,  log R = log|g|^2 - log||g||_D^2,
+    #   grad log R = 2 Hg / |g|^2 - J^T q,   q = d log||g||_D^2 / dF.
+    @property
+    def has_second(self) -> bool:
+        return self.activation in SECOND
+
+    def log_rayleigh_grad(self, th: torch.Tensor, x: torch.Tensor, losses_of, gnorm_of):
+        """(F [B, n], L [B], |g|^2 [B], ||g||_D^2 [B], log R [B], grad log R [B, m]) for B thetas;
+        losses_of(F) -> [B] and gnorm_of(F, L) -> [B] are differentiable functions of F (the
+        loss table's, vmapped over rows)."""
+        B = th.shape[0]
+        W, a, b, c = self._parts(th)
+        with torch.no_grad():
+            Z = torch.matmul(x, W)                                   # [B, n, h]
+            if b is not None:
+                Z += b.unsqueeze(1)
+            T = _tanh_(Z.clone()) if self.activation == "tanh" else FUNCTIONS[self.activation](Z)
+            S, S2 = SECOND[self.activation](Z, T)
+            F = self._scaled(torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1))
+            if c is not None:
+                F += c
+        Fl = F.requires_grad_(True)
+        losses = losses_of(Fl)
+        (r,) = torch.autograd.grad(losses.sum(), Fl, create_graph=True)
+        gn = gnorm_of(Fl, losses)
+        with torch.no_grad():
+            G = self._jt(th, x, a, T, S, r.detach())
+            gsq = torch.linalg.vecdot(G, G)
+            dW, da, db, dc = self._parts(G)
+            Zd = torch.matmul(x, dW)                                 # J g, through Z
+            if db is not None:
+                Zd += db.unsqueeze(1)
+            SZd = S * Zd
+            Jg = self._scaled(torch.bmm(T, da.unsqueeze(2)).squeeze(2) + torch.bmm(SZd, a.unsqueeze(2)).squeeze(2))
+            if dc is not None:
+                Jg += dc
+        (w,) = torch.autograd.grad((r * Jg).sum(), Fl, retain_graph=True)     # d2l . Jg
+        (q,) = torch.autograd.grad(torch.log(gn).sum(), Fl)
+        with torch.no_grad():
+            inv = (2.0 / gsq).unsqueeze(1)
+            u = inv * w - q                                          # J^T u: first-order part
+            rho = self._scaled(inv * r.detach())                     # weights of the second-order part
+            D = self._jt(th, x, a, T, S, u)
+            D[:, self.slices["a"]] += torch.bmm(rho.unsqueeze(1), SZd).squeeze(1)
+            P = (S * da.unsqueeze(1)).add_(S2.mul_(Zd).mul_(a.unsqueeze(1))).mul_(rho.unsqueeze(2))  # [B, n, h]
+            self._add_w(D, torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), P), B)
+            if b is not None:
+                D[:, self.slices["b"]] += P.sum(dim=1)
+            logs = torch.log(gsq) - torch.log(gn.detach())
+        return F.detach(), losses.detach(), gsq, gn.detach(), logs, D
+
+    def _jt(self, th, x, a, T, S, v):
+        """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas)."""
+        B = th.shape[0]
+        out = torch.zeros_like(th)
+        vs = self._scaled(v)
+        out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
+        if "c" in self.slices:
+            out[:, self.slices["c"]] = v.sum(dim=1, keepdim=True)
+        VS = S * vs.unsqueeze(2)                                     # [B, n, h]
+        if "b" in self.slices:
+            out[:, self.slices["b"]] = VS.sum(dim=1) * a
+        M = torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), VS).mul_(a.unsqueeze(1))   # [B, d, h]
+        self._add_w(out, M, B)
+        return out
+
+    def _add_w(self, out, M, B):
+        """out's W block += M ([B, d, h]) in the parameter's own layout."""
+        GW = out[:, self.slices["W"]]
+        if self.w_first:
+            GW.view(B, self.h, self.d).add_(M.transpose(1, 2))
+        else:
+            GW.view(B, self.d, self.h).add_(M)
 
     @torch.no_grad()
     def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
