@@ -81,7 +81,8 @@ def module_jacobian(checked, theta: np.ndarray) -> np.ndarray:
     return jacrev(f)(torch.from_numpy(theta.copy())).numpy()
 
 
-TRANSLATED = [("TanhNTK", DATA), ("Sequential3", DATA2), ("Functional", DATA), ("SoftplusNTK", DATA)]
+TRANSLATED = [("TanhNTK", DATA), ("Sequential3", DATA2), ("Functional", DATA), ("SoftplusNTK", DATA),
+              ("Tied", DATA)]
 
 
 # --- the translation is the module -------------------------------------------------------------------
@@ -237,10 +238,30 @@ def test_unsupported_layer_is_E304_at_the_target(tmp_path, monkeypatch, capsys):
                       "axis (dim=0) or all axes: it would mix samples"),
     ("SoftplusBeta", DATA, "nn.Softplus(beta=2.0, threshold=20.0) at 'act' is not supported by the sound mode "
                            "(method interval): the language's softplus is torch's with beta=1, threshold=20"),
-], ids=["Conv", "Branching", "Centred", "SoftplusBeta"])
+    ("WithVectorBuffer", DATA, "the tensor 'shift' is not supported by the sound mode (method interval): the "
+                               "sound mode reads parameters and scalar buffers"),
+], ids=["Conv", "Branching", "Centred", "SoftplusBeta", "WithVectorBuffer"])
 def test_what_is_not_translated_is_named(name, data, text):
     (message,) = errors(spec(name, data))
     assert f"error[E304]: model torch(\"{NETS}:{name}\"): {text}" in message
+
+
+def test_weights_from_a_file_are_the_translated_models_theta0(tmp_path, monkeypatch):
+    """params from "w.npz" with a module: θ0 is the file's, for the translation's check at θ0 and
+    for the interval model, whose enclosure at θ0 holds the module's output there."""
+    monkeypatch.chdir(tmp_path)
+    module = checked_of(spec("TanhNTK")).model_module
+    rng = np.random.default_rng(5)
+    state = {k: v.detach().numpy() + rng.normal(0.0, 0.1, tuple(v.shape)) for k, v in module.named_parameters()}
+    np.savez(tmp_path / "w.npz", **state)
+    c = check(parse(spec("TanhNTK", params='params from "w.npz"\n'), str(tmp_path / "spec.rq")), allow_python=True)
+    model = IntervalModel(c)
+    theta = np.concatenate([state[k].reshape(-1) for k in c.params])
+    np.testing.assert_array_equal(model.theta0, theta)
+    F, _ = model.outputs(theta, None, False)
+    out = module_outputs(c, theta)
+    assert np.all(F.lo <= out) and np.all(out <= F.hi)
+    assert np.all(F.hi - F.lo <= 1e-9 * (1 + np.abs(out)))      # a point: libm margins 2^-40 only
 
 
 def test_the_sampled_mode_takes_any_module():

@@ -97,8 +97,14 @@ def translate(module: torch.nn.Module, x: np.ndarray, output_shape: tuple, span:
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64))
     n = int(xt.shape[0])
     from torch.fx.passes.shape_prop import ShapeProp
-    with torch.no_grad():
-        ShapeProp(graph).propagate(xt)
+    try:
+        with torch.no_grad():
+            ShapeProp(graph).propagate(xt)
+    except SystemExit:
+        raise
+    except Exception as exc:      # the traced graph fails where the module ran (check/torch_model.py ran it)
+        raise Unsupported("the forward pass", why=f"its torch.fx graph fails on x ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     body = _Translator(graph, names, span, n, arg).run()
     if not body.batched:
         raise Unsupported("an output that does not depend on the input x")
