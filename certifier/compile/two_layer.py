@@ -366,7 +366,6 @@ class TwoLayer:
         """(F [B, n], L [B], |g|^2 [B], ||g||_D^2 [B], log R [B], grad log R [B, m]) for B thetas;
         losses_of(F) -> [B] and gnorm_of(F, L) -> [B] are differentiable functions of F (the
         loss table's, vmapped over rows)."""
-        B = th.shape[0]
         W, a, b, c = self._parts(th)
         with torch.no_grad():
             Z = torch.matmul(x, W)                                   # [B, n, h]
@@ -401,7 +400,7 @@ class TwoLayer:
             D = self._jt(th, x, a, T, S, u)
             D[:, self.slices["a"]] += torch.bmm(rho.unsqueeze(1), SZd).squeeze(1)
             P = (S * da.unsqueeze(1)).add_(S2.mul_(Zd).mul_(a.unsqueeze(1))).mul_(rho.unsqueeze(2))  # [B, n, h]
-            self._add_w(D, torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), P), B)
+            self._add_w(D, P, x)
             if b is not None:
                 D[:, self.slices["b"]] += P.sum(dim=1)
             logs = torch.log(gsq) - torch.log(gn.detach())
@@ -409,7 +408,6 @@ class TwoLayer:
 
     def _jt(self, th, x, a, T, S, v):
         """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas)."""
-        B = th.shape[0]
         out = torch.zeros_like(th)
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
@@ -418,16 +416,22 @@ class TwoLayer:
         VS = S * vs.unsqueeze(2)                                     # [B, n, h]
         if "b" in self.slices:
             out[:, self.slices["b"]] = VS.sum(dim=1) * a
-        M = torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), VS).mul_(a.unsqueeze(1))   # [B, d, h]
-        self._add_w(out, M, B)
+        self._add_w(out, VS, x, a)
         return out
 
-    def _add_w(self, out, M, B):
-        """out's W block += M ([B, d, h]) in the parameter's own layout."""
+    def _add_w(self, out, P, x, a=None):
+        """out's W block += x^T P (P [B, n, h]), times a per unit when given, in W's own layout."""
+        B = P.shape[0]
         GW = out[:, self.slices["W"]]
         if self.w_first:
-            GW.view(B, self.h, self.d).add_(M.transpose(1, 2))
+            M = torch.matmul(P.transpose(1, 2), x)                   # [B, h, d]
+            if a is not None:
+                M.mul_(a.unsqueeze(2))
+            GW.view(B, self.h, self.d).add_(M)
         else:
+            M = torch.matmul(x.T, P)                                  # [B, d, h]
+            if a is not None:
+                M.mul_(a.unsqueeze(1))
             GW.view(B, self.d, self.h).add_(M)
 
     @torch.no_grad()
@@ -469,12 +473,16 @@ class TwoLayer:
         if b is not None:
             G[:, self.slices["b"]] = torch.bmm(r.unsqueeze(1), S).squeeze(1) * a
         xr = x.T.unsqueeze(0) * r.unsqueeze(1)                       # [B, d, n]: x^T diag(r)
-        M = torch.bmm(xr, S).mul_(a.unsqueeze(1))                   # [B, d, h]
-        mark("backward product")
         GW = G[:, self.slices["W"]]
         if self.w_first:
-            GW.view(B, self.h, self.d).copy_(M.transpose(1, 2))
+            # dW in W's own layout [B, h, d] (a transposed operand is a BLAS flag; a transposed
+            # copy into theta was a strided pass of its own)
+            M = torch.bmm(S.transpose(1, 2), xr.transpose(1, 2)).mul_(a.unsqueeze(2))
+            mark("backward product")
+            GW.view(B, self.h, self.d).copy_(M)
         else:
+            M = torch.bmm(xr, S).mul_(a.unsqueeze(1))               # [B, d, h]
+            mark("backward product")
             GW.view(B, self.d, self.h).copy_(M)
         mark("dW into theta")
         return F, losses.detach(), G
