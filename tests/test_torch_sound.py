@@ -82,7 +82,7 @@ def module_jacobian(checked, theta: np.ndarray) -> np.ndarray:
 
 
 TRANSLATED = [("TanhNTK", DATA), ("Sequential3", DATA2), ("Functional", DATA), ("SoftplusNTK", DATA),
-              ("Tied", DATA)]
+              ("Tied", DATA), ("Reshaped", DATA)]
 
 
 # --- the translation is the module -------------------------------------------------------------------
@@ -219,7 +219,8 @@ def test_unsupported_layer_is_E304_at_the_target(tmp_path, monkeypatch, capsys):
         "  = hint: the sound mode translates nn.Linear, nn.Tanh, nn.Sigmoid, nn.Softplus (beta=1, threshold=20), "
         "nn.ReLU, nn.Identity, nn.Dropout, nn.Flatten and nn.Sequential of them; torch.tanh, sigmoid, relu, "
         "softplus, exp, log, sin, cos, sqrt, abs, F.linear, @ by a parameter, + - * / ** with numbers or "
-        "parameters, sum and mean over a sample's own axes, x[:, i]; use method sampled(...) for other modules")
+        "parameters, sum and mean over a sample's own axes, x[:, i], .squeeze(-1), .view(-1) of one output; use "
+        "method sampled(...) for other modules")
     # the command line: exit 2, the diagnostic on stderr, no traceback
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.rq").write_text(source)

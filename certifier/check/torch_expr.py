@@ -50,7 +50,7 @@ REDUCTIONS = {torch.sum: "sum", torch.mean: "mean"}
 SUPPORTED = ("nn.Linear, nn.Tanh, nn.Sigmoid, nn.Softplus (beta=1, threshold=20), nn.ReLU, nn.Identity, "
              "nn.Dropout, nn.Flatten and nn.Sequential of them; torch.tanh, sigmoid, relu, softplus, exp, log, "
              "sin, cos, sqrt, abs, F.linear, @ by a parameter, + - * / ** with numbers or parameters, sum and "
-             "mean over a sample's own axes, x[:, i]")
+             "mean over a sample's own axes, x[:, i], .squeeze(-1), .view(-1) of one output")
 
 
 class Unsupported(Exception):
@@ -72,9 +72,11 @@ class _V:
     """A translated node: its expression, whether it depends on the input (then its first axis is
     the sample axis) and its shape (per sample when batched)."""
 
-    def __init__(self, expr: Expr, batched: bool, shape: tuple, transposed_of: Expr | None = None):
+    def __init__(self, expr: Expr | None, batched: bool, shape: tuple, transposed_of: Expr | None = None):
         self.expr, self.batched, self.shape = expr, batched, tuple(shape)
         self.transposed_of = transposed_of     # P.T of a 2-D parameter: only `v @ P.T` takes it
+        # expr None: a tensor's size (x.shape, x.size(), x.shape[0]), which only a reshape's
+        # arguments may use (reshape is decided by shapes)
 
 
 def translate(module: torch.nn.Module, x: np.ndarray, output_shape: tuple, span: Span,
@@ -213,6 +215,8 @@ class _Translator:
     def operand(self, a, allow_number: bool = True) -> _V:
         if isinstance(a, torch.fx.Node):
             v = self.values[a]
+            if v.expr is None:
+                self.fail(f"{self.what()} of a tensor's size", "sizes serve only as reshape arguments")
             if v.transposed_of is not None:
                 self.fail(f"{self.what()} of a transposed parameter", "only x @ W.T takes one")
             return v
@@ -334,21 +338,34 @@ class _Translator:
             return self.reduction(REDUCTIONS.get(fn, fn), args)
         if (not method and fn is getattr) and len(args) == 2 and args[1] == "T":
             return self.transpose(args[0])
+        if ((not method and fn is getattr and len(args) == 2 and args[1] == "shape")
+                or (method and fn == "size")):
+            return _V(None, False, ())
+        if not method and fn is operator.getitem and isinstance(args[0], torch.fx.Node) \
+                and self.values[args[0]].expr is None:
+            return _V(None, False, ())
         if method and fn == "t" and len(args) == 1:
             return self.transpose(args[0])
         if not method and fn is operator.getitem:
             return self.index(args)
-        if (not method and fn is torch.flatten) or (method and fn == "flatten"):
-            v = self.operand(args[0], allow_number=False)
-            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
-            if not v.batched or start != 1 or len(v.shape) > 1 or len(args) > 2 or set(node.kwargs) - {"start_dim"}:
-                self.fail(self.what(), "only the identity case: one axis per sample, start_dim=1")
-            return self.result(v.expr, True)
-        if method and fn == "squeeze" and len(args) == 2 and not node.kwargs:
-            v = self.operand(args[0], allow_number=False)
-            if v.batched and v.shape == (1,) and args[1] in (1, -1):
-                return self.result(_e("index", v.expr, _num(0, self.span), span=self.span), True)
+        if (not method and fn in (torch.flatten, torch.reshape, torch.squeeze)) or (
+                method and fn in ("flatten", "reshape", "view", "squeeze")):
+            return self.reshape(args)
         self.fail(self.what())
+
+    def reshape(self, args) -> _V:
+        """flatten, reshape, view, squeeze: taken when they keep the sample axis (its length n first)
+        and either keep a sample's shape or turn one output [1] into a number. A reshape never
+        permutes entries, so these two cases are the identity and x[0] per sample, whatever the
+        arguments were."""
+        v = self.operand(args[0], allow_number=False)
+        shape = self.shape_of(self.node)
+        if v.batched and shape == (self.n,) + v.shape:
+            return self.result(v.expr, True)
+        if v.batched and v.shape == (1,) and shape == (self.n,):
+            return self.result(_e("index", v.expr, _num(0, self.span), span=self.span), True)
+        self.fail(self.what(), f"a reshape of samples of shape {list(v.shape)} into {list(shape[1:])}: certify "
+                               "takes one that keeps a sample's shape or makes one output a number")
 
     def binary(self, op: str, a: _V, b: _V) -> _V:
         if a.batched and b.batched and len(a.shape) != len(b.shape):
