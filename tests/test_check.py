@@ -3,6 +3,7 @@ round trips, and robustness (check raises SpecError and nothing else)."""
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -796,6 +797,14 @@ def test_E302_python_model_failed():
     assert error(TORCH_SPEC.replace("certify_fixture_nets:Linear", "no_such_module_for_certify:Net"),
                  allow_python=True).startswith(
         "spec.rq:6:13: error[E302]: cannot import 'no_such_module_for_certify': ModuleNotFoundError")
+
+
+def test_E304_module_not_translated_in_the_sound_mode(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fixtures"))   # more in test_torch_sound.py
+    source = DATA + 'model torch("certify_fixture_sound_nets:LayerNormed")\n' + LOSS + "method interval\n"
+    assert error(source, allow_python=True).startswith(
+        "spec.rq:6:13: error[E304]: model torch(\"certify_fixture_sound_nets:LayerNormed\"): nn.LayerNorm at "
+        "'features.1' is not supported by the sound mode (method interval)\n")
 
 
 def test_E303_params_block_with_a_torch_model():
