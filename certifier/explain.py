@@ -183,9 +183,9 @@ _CODE_TEXTS: dict[str, tuple[str, str, str]] = {
              "to use the module's initial parameters."),
     "E304": ("With method interval, certify translates a torch model into the spec's own model form "
              "(torch.fx traces it) so that the sound mode can bound it; this module has a layer or "
-             "operation the translation does not take (a convolution, a normalisation, a reshape, an "
-             "operation over the sample axis), or one torch.fx cannot trace. The message names it and "
-             "its module path.",
+             "operation the translation does not take (a convolution, a normalisation, a reshape of a "
+             "sample's entries, an operation over the sample axis), or one torch.fx cannot trace. The "
+             "message names it and its module path.",
              'model torch("mypkg.nets:ConvNet")\nmethod interval(route=trajectory)\n'
              "# spec.rq:3:13: error[E304]: model torch(\"mypkg.nets:ConvNet\"): nn.Conv2d at "
              "'features.0' is not supported by the sound mode (method interval)",
