@@ -266,8 +266,8 @@ def test_point_tolerance_is_the_rounding_level_of_r():
 
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.rq"))
-# about 40 s each (the trajectory route proves 164 tube segments): in the slow suite
-SLOW_EXAMPLES = {"two_layer_tanh_random_init_sound"}
+# in the slow suite: about 40 s (the trajectory route proves 164 tube segments), 25 s (2751 boxes)
+SLOW_EXAMPLES = {"two_layer_tanh_random_init_sound", "single_neuron_n2_sound"}
 
 
 @pytest.mark.parametrize("spec", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p

@@ -11,7 +11,9 @@
 - specs/single_neuron_n1_sound.rq: certified, the bound above a DOP853 flow of the population ODE and
   above real gradient descent (the gradient of tests/single_neuron_oracle.py, not certify's), the flow
   inside the box; the certificate replays and is rejected when tampered;
-- two students: `desingularizer log` (a linear rate to floor 0, false: L ~ t^-3) is never certified.
+- two students (specs/single_neuron_n2_sound.rq): a power(alpha=2/3) profile to floor 3e-2, every band's
+  mu below the oracle's R in the box, the bound above a DOP853 flow and real descent; `desingularizer log`
+  or auto with floor 0 (a linear rate to 0, false: L ~ t^-3) never certified; floor 1e-2 blocked.
 """
 from __future__ import annotations
 
@@ -444,10 +446,80 @@ def test_two_students_linear_rate_to_zero_is_never_certified():
     assert r.verdict != "certified" and not r.sound
 
 
+N2_SOUND = SPECS / "single_neuron_n2_sound.rq"
+
+
+def _n2_text(floor, desingularizer, boxes=200):
+    text = N2_SOUND.read_text()
+    assert "desingularizer power(alpha=2/3)" in text and "floor=3e-2" in text
+    return (text.replace("desingularizer power(alpha=2/3)", desingularizer)
+            .replace("floor=3e-2", f"floor={floor}").replace("boxes=3000", f"boxes={boxes}"))
+
+
+@pytest.mark.parametrize("desingularizer", ["desingularizer log", "desingularizer auto"])
+def test_two_students_spec_never_gets_a_linear_rate_to_zero(desingularizer):
+    """specs/single_neuron_n2_sound.rq with floor 0: L ~ t^-3, so no linear rate (log, or auto's natural
+    log for least squares) to 0 is true; certify must not certify it."""
+    r = run_text(_n2_text(0, desingularizer))
+    assert r.verdict != "certified" and not r.sound
+
+
+def test_two_students_lower_floor_is_blocked_by_confinement():
+    """Floor 1e-2 with halfwidth 0.2 (docs/sound.md): a verified point with R below the mu confinement
+    needs: inconclusive, never certified."""
+    text = _n2_text("1e-2", "desingularizer power(alpha=2/3)", boxes=400).replace("halfwidth=0.1", "halfwidth=0.2")
+    r = run_text(text)
+    assert r.verdict == "inconclusive" and not r.sound and r.failing_region.kind == "confinement"
+
+
+@pytest.fixture(scope="module")
+def n2():
+    return run_file(str(N2_SOUND))
+
+
 @pytest.mark.slow
-def test_two_students_sound_spec_is_honestly_inconclusive():
-    """tests/fixtures/single_neuron_n2_sound.rq: floor 1e-2 (a true, weaker claim), 200 boxes: the direct
-    rule near the minimiser set needs far more boxes, the convex rule does not apply (singular Hessian)."""
-    r = run_file(str(Path(__file__).parent / "fixtures" / "single_neuron_n2_sound.rq"))
-    assert r.verdict == "inconclusive" and not r.sound
-    assert r.failing_region.kind == "budget"
+def test_two_students_sound_spec_proves_a_power_profile(n2):
+    """Certified by the loss-level profile with phi = power(alpha=2/3), L ~ t^-3 in form; every band's
+    mu below R at 300 random points of the box (the independent numpy oracle), rho <= 0.1."""
+    r = n2
+    assert r.verdict == "certified" and r.sound
+    assert r.desingularizer["name"] == "power" and r.desingularizer["params"]["alpha"] == pytest.approx(2 / 3)
+    bands = r.rate["profile"]["bands"]
+    assert len(bands) == 2 and all(b["mu"] > 0 for b in bands)
+    assert "t^-3" in r.rate["asymptotic"]
+    assert r.region["path_length_bound"] <= 0.1
+    W0 = problem_of(N2_SOUND.read_text()).theta0.numpy().reshape(2, 2)
+    v = np.array([1.0, 0.0])
+    rng = np.random.default_rng(1)
+    for d in rng.uniform(-0.1, 0.1, (300, 2, 2)):
+        w = W0 + d
+        L = oracle.loss(w, v)
+        g = oracle.grad(w, v)
+        R = float((g * g).sum()) / (4 * L)
+        for b in bands:
+            if b["low"] <= L <= b["high"]:
+                assert b["mu"] <= R * (1 + 1e-9)
+
+
+@pytest.mark.slow
+def test_two_students_bound_lies_above_the_flow_and_descent(n2):
+    """The profile's bound above a DOP853 flow of the population ODE (numpy oracle gradient) and real
+    gradient descent, the flow inside the box until it crosses the floor."""
+    r = n2
+    W0 = problem_of(N2_SOUND.read_text()).theta0.numpy().reshape(2, 2)
+    v = np.array([1.0, 0.0])
+    sol = solve_ivp(lambda t, y: -oracle.grad(y.reshape(2, 2), v).ravel(), (0, 5), W0.ravel(), method="DOP853",
+                    rtol=1e-12, atol=1e-15, dense_output=True)
+    assert sol.success
+    crossed = False
+    for t in np.linspace(0, 5, 201):
+        w = sol.sol(t).reshape(2, 2)
+        L = oracle.loss(w, v)
+        assert L <= r.bound(t) * (1 + 1e-9)
+        crossed = crossed or L <= 3e-2
+        assert crossed or np.max(np.abs(w - W0)) <= 0.1
+    assert crossed
+    w, eta = W0.copy(), 0.01
+    for k in range(1, 501):
+        w = w - eta * oracle.grad(w, v)
+        assert oracle.loss(w, v) <= r.bound(k * eta) * (1 + 1e-9)

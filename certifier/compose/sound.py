@@ -540,6 +540,10 @@ def _certify_sound(checked, options, functions: str, executor):
     else:
         radii = [float(region_choice.options.get("radius") or region_choice.options.get("halfwidth"))]
         per_radius = budget
+        if phi.name == "power" and phi != problem.loss_def.natural_phi() and floor > 0 and step is None:
+            # a power phi says that R falls with L: one mu for the region rarely confines the flow, and
+            # the loss-level profile below gets what this search leaves of the budget
+            per_radius = max(budget // PROFILE_FIRST_SHARE, 1)
     outcome = None
     radius = radii[0]
     step_refused = smooth is not None and not float(up(step * smooth["beta"])) <= 1.0
@@ -744,6 +748,7 @@ def _recheck(problem, witness, bound, noise, region, floor, beta0, outcome, path
 
 PROFILE_FACTORS = (0.5, 0.8)   # band targets: this fraction of the descent's smallest R in the band
 PROFILE_MIN_BOXES = 20         # the profile's search runs when at least this much of the box budget is left
+PROFILE_FIRST_SHARE = 4        # with a power phi chosen in the spec, the one-mu search gets 1/4 of the boxes
 
 
 def band_edges(floor: float, L0_up: float) -> list[float]:
@@ -820,24 +825,39 @@ def profile_route(problem, model, region, floor, L0_up, phi, c, budget, reporter
     if any(e is None or not e > 0 for e in est):
         return {"status": "inconclusive", "message": "the descent from theta0 gave no positive R on every band",
                 "edges": edges}
-    targets = None
-    for f in PROFILE_FACTORS:
-        trial = [float(down(f * e)) for e in est]
-        if profile_rho(edges, [float(down(c * t)) for t in trial], phi) <= radius:
-            targets = trial
-            break
-    if targets is None:
+    def passes(f: float) -> bool:
+        return profile_rho(edges, [float(down(c * float(down(f * e)))) for e in est], phi) <= radius
+
+    first = next((f for f in PROFILE_FACTORS if passes(f)), None)
+    if first is None:
         return {"status": "inconclusive", "edges": edges,
                 "message": (f"even {PROFILE_FACTORS[-1]:g} of the smallest R seen on each band along the descent "
                             f"gives rho > {radius:g}: no profile certificate on this region")}
+    # the descent sees R along one path only; the region's weakest points in a band may lie below
+    # first * R there. A second search asks only what confinement needs: the smallest factor that
+    # passes (bisection), raised 5 % (every proven leaf >= its bands' targets, so rho <= radius)
+    lo, hi = 0.0, first
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
+    lowest = min(first, 1.05 * hi)
+    factors = [first] + ([lowest] if lowest < 0.9 * first else [])
     bands = list(zip(edges[:-1], edges[1:]))
+    spent = 0
+    for i, f in enumerate(factors):
+        targets = [float(down(f * e)) for e in est]
 
-    def band_target(lo: float, hi: float) -> float:
-        need = [t for (a, b), t in zip(bands, targets) if meets(lo, hi, a, b)]
-        return max(need) if need else 0.0
+        def band_target(lo: float, hi: float, targets=targets) -> float:
+            need = [t for (a, b), t in zip(bands, targets) if meets(lo, hi, a, b)]
+            return max(need) if need else 0.0
 
-    outcome = bound_mu(problem, region, floor, None, budget, reporter, seed=seed, tighten=False,
-                       executor=executor, ceiling=ceiling, band_target=band_target)
+        share = budget - spent if i == len(factors) - 1 else (budget - spent) // 2
+        outcome = bound_mu(problem, region, floor, None, share, reporter, seed=seed, tighten=False,
+                           executor=executor, ceiling=ceiling, band_target=band_target)
+        spent += outcome.boxes_evaluated
+        if outcome.status == "proven":
+            break
+    outcome.boxes_evaluated = spent       # both searches count against the budget
     if outcome.status != "proven":
         lows = [box["loss"][0] for box in outcome.failing_boxes if box.get("loss")]
         where = f"; the weakest open boxes reach down to L = {min(lows):.3g}" if lows else ""
