@@ -14,7 +14,7 @@ from helpers import problem_of, spec_text, untimed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certifier.analyse.parallel import PoolExecutor
+from certifier.analyse.parallel import LazyPoolExecutor, PoolExecutor
 from certifier.analyse.regions import Box
 from certifier.analyse.sound.bnb import BranchAndBound
 from certifier.analyse.sound.engine import bound_mu
@@ -127,3 +127,41 @@ def test_dask_scheduler_gives_the_sound_verdict_of_one_process():
     assert (many.verdict, many.mu, many.method["boxes_evaluated"]) == \
         (one.verdict, one.mu, one.method["boxes_evaluated"])
     assert untimed(json.loads(to_json(many))) == untimed(json.loads(to_json(one)))
+
+
+# --- --workers in the sound mode: started only when a measured estimate says they pay ---------------
+def test_a_lazy_pool_stays_unstarted_where_the_boxes_are_cheap(neuron, monkeypatch):
+    monkeypatch.delenv("CERTIFY_WORKERS", raising=False)
+    region = Box(neuron.theta0, 0.3)
+    one = bound_mu(neuron, region, 0.0, 0.005, 400, None, tighten=True)
+    lazy = LazyPoolExecutor(neuron.checked, 2, "cpu", 1, cores=2, start_seconds=30.0)
+    try:
+        many = bound_mu(neuron, region, 0.0, 0.005, 400, None, tighten=True, executor=lazy)
+        assert lazy.pool is None
+        assert lazy.note().startswith("--workers 2: not used: the boxes left are too few (a box ")
+    finally:
+        lazy.close()
+    assert outcome_summary(many) == outcome_summary(one)
+
+
+def test_a_lazy_pool_starts_after_a_timed_round_where_it_pays(neuron, monkeypatch):
+    monkeypatch.delenv("CERTIFY_WORKERS", raising=False)
+    region = Box(neuron.theta0, 0.3)
+    one = bound_mu(neuron, region, 0.0, 0.025, 400, None)
+    lazy = LazyPoolExecutor(neuron.checked, 2, "cpu", 1, cores=2, start_seconds=0.0)
+    try:
+        many = bound_mu(neuron, region, 0.0, 0.025, 400, None, executor=lazy)
+        assert lazy.pool is not None and "used from a round of the branch and bound" in lazy.note()
+    finally:
+        lazy.close()
+    assert one.status == "refuted" and outcome_summary(many) == outcome_summary(one)
+
+
+def test_the_lazy_pools_estimate():
+    lazy = LazyPoolExecutor(None, 2, "cpu", 1, cores=2, start_seconds=2.0)
+    assert not lazy.decide(100, 0.01, 5.0)                # saves 0.5 s against a 2 s start
+    assert "too few" in lazy.note() and lazy.pool is None
+    assert not lazy.decide(10**4, 0.01, 1.0)              # would pay, but 1 s here < the 2 s start so far
+    assert "took less than starting" in lazy.note() and lazy.pool is None
+    busy = LazyPoolExecutor(None, 2, "cpu", 2, cores=2, start_seconds=0.0)
+    assert not busy.decide(10**6, 1.0, 100.0) and "already use the 2 cores" in busy.note()

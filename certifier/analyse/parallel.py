@@ -288,6 +288,62 @@ def connect(address: str):
                            f"{CONNECT_TIMEOUT} s ({type(exc).__name__}: {exc})") from exc
 
 
+class LazyPoolExecutor:
+    """--workers N for the sound mode's branch and bound: the processes start only once a measured
+    estimate says they pay. Rounds run here first, timed. How many boxes a run will take is not
+    known (the budget is an upper bound: one_neuron_sound.rq proves its mu after 125 of 400), so
+    the rule is the ski-rental one: the processes start once the rounds run here have taken as
+    long as starting them costs (START_SECONDS, once per ceil(N / cores) processes), and only if
+    what they would save on the boxes left of the budget exceeds that cost; at most about twice
+    the better choice's time either way. Once started they take every later round. The boxes are
+    the same wherever they are evaluated, so the numbers are one process's either way. note()
+    says which, for the report."""
+
+    def __init__(self, checked, workers: int, device: str = "cpu", threads: int | None = None,
+                 cores: int | None = None, start_seconds: float | None = None):
+        self.checked, self.device, self.threads = checked, device, threads
+        self.workers = workers
+        self.description = f"{workers} local processes"
+        self.cores = cores or os.cpu_count() or 1
+        self.start = START_SECONDS if start_seconds is None else start_seconds
+        self.pool: PoolExecutor | None = None
+        self._note: str | None = None
+        if os.environ.get(FORCE_ENV) == "always":
+            self._start(f"--workers {workers}: used ({FORCE_ENV}=always)")
+
+    def _start(self, note: str) -> None:
+        self.pool = PoolExecutor(self.checked, self.workers, self.device, self.threads, note=note)
+
+    def decide(self, boxes_left: int, seconds_per_box: float, seconds_here: float) -> bool:
+        """Whether the next round goes to the processes (starting them now if so)."""
+        if self.pool is not None:
+            return True
+        lanes = min(self.workers, max(1, self.cores // max(1, self.threads or 1)))
+        saved = boxes_left * seconds_per_box * (1 - 1 / lanes)
+        cost = self.start * math.ceil(self.workers / self.cores)
+        said = (f"a box {seconds_per_box * 1e3:.3g} ms here, {seconds_here:.3g} s of rounds here, at most "
+                f"{boxes_left} boxes left, worker start {self.start:.2g} s; estimated")
+        if lanes <= 1 or saved <= cost or seconds_here < cost:
+            why = (f"this run's {self.threads} torch threads already use the {self.cores} cores" if lanes <= 1
+                   else "the boxes left are too few" if saved <= cost
+                   else "the rounds so far took less than starting the processes would")
+            self._note = f"--workers {self.workers}: not used: {why} ({said})"
+            return False
+        self._start(f"--workers {self.workers}: used from a round of the branch and bound on ({said} saving "
+                    f"{saved:.3g} s)")
+        return True
+
+    def map(self, problem, fn, arglist: list[tuple], advance):
+        return self.pool.map(problem, fn, arglist, advance)
+
+    def note(self) -> str | None:
+        return self.pool.note() if self.pool is not None else self._note
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
 def make_executor(checked, workers: int | None = None, scheduler: str | None = None, device: str = "cpu",
                   threads: int | None = None):
     """The executor for RunOptions(workers, scheduler): Local unless asked otherwise."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..analyse.levels import NOISE, WITNESS_STEPS, ZERO_MU
-from ..analyse.parallel import make_executor
+from ..analyse.parallel import LazyPoolExecutor, make_executor
 from ..analyse.regions import Ball, Box
 from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size_problem
 from ..analyse.sound.evidence import SoundEvidence
@@ -360,11 +360,18 @@ def certify_sound(checked, options):
     (the problem, its Evidence)."""
     functions = str(checked.method.options.get("functions") or "margin")
     # --workers / --scheduler: the boxes of each branch-and-bound round (analyse/parallel.py)
-    executor = make_executor(checked, options.workers, options.scheduler, problem_device(checked, options.device),
-                             options.threads or 1)
+    device = problem_device(checked, options.device)
+    if options.workers and options.workers > 1 and not options.scheduler:
+        executor = LazyPoolExecutor(checked, options.workers, device, options.threads or 1)
+    else:
+        executor = make_executor(checked, options.workers, options.scheduler, device, options.threads or 1)
     try:
         with elementary(functions):
-            return _certify_sound(checked, options, functions, executor)
+            problem, evidence = _certify_sound(checked, options, functions, executor)
+        note = executor.note() if getattr(executor, "note", None) else None
+        if note and evidence is not None:
+            evidence.notes.append(note)
+        return problem, evidence
     finally:
         executor.close()
 

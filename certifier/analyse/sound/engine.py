@@ -225,10 +225,20 @@ def bound_mu(problem, region, floor: float, needed_mu: float | None, budget: int
     spec = BoxSpec(reg.kind, reg.center, reg.size, floor, refute, seed, elementary_mode(), float(ceiling))
     ses = Session(problem, spec, model, ctx)
 
+    rounds = {"evaluated": 0, "per_box": None, "seconds": 0.0}     # for a lazily started pool's estimate
+
     def evaluate(nodes: list[Node]) -> None:
         boxes = [(n.id, n.lo, n.hi) for n in nodes]
-        if executor is None or executor.workers <= 1:
+        remote = executor is not None and executor.workers > 1
+        if remote and hasattr(executor, "decide"):
+            remote = rounds["per_box"] is not None and executor.decide(budget - rounds["evaluated"], rounds["per_box"],
+                                                                       rounds["seconds"])
+        rounds["evaluated"] += len(boxes)
+        if not remote:
+            tr = time.perf_counter()
             results = [evaluate_boxes(problem, spec, boxes, advance=lambda k=0: advance(0), ses=ses)]
+            rounds["seconds"] += time.perf_counter() - tr
+            rounds["per_box"] = (time.perf_counter() - tr) / max(1, len(boxes))
         else:
             per_unit = -(-len(boxes) // executor.workers)
             units = [(spec, boxes[i:i + per_unit]) for i in range(0, len(boxes), per_unit)]
