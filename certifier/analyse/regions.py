@@ -43,6 +43,14 @@ def _chunks(region, gen: torch.Generator, count: int, rows: int, draw, scales, f
         at += c
 
 
+def _directions(gen: torch.Generator, count: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """[count, m] standard normals, to be normalised into uniform directions. Drawn in float32
+    (torch's float64 randn costs 3 times as much: 1.6 s of a 13 s run at m = 135 168) and widened:
+    a direction's distribution is uniform to float32's rounding, all a random point of the region
+    needs (it is an evaluation point, not part of any bound)."""
+    return torch.randn(count, m, generator=gen, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
+
+
 @dataclass
 class Ball:
     center: torch.Tensor
@@ -71,7 +79,7 @@ class Ball:
         volume would put every point at the boundary in high dimension."""
         m = self.center.numel()
         radii = torch.rand(count, 1, generator=gen, dtype=self.center.dtype).to(self.center.device)
-        dirs = torch.randn(count, m, generator=gen, dtype=self.center.dtype).to(self.center.device)
+        dirs = _directions(gen, count, m, self.center)
         dirs /= dirs.norm(dim=1, keepdim=True)
         return dirs.mul_(radii).mul_(self.radius).add_(self.center)    # in place: no [count, m] temporaries
 
@@ -84,7 +92,7 @@ class Ball:
             return dirs.mul_(radii).mul_(self.radius).add_(self.center)
 
         yield from _chunks(self, gen, count, rows,
-                           lambda g, c: torch.randn(c, m, generator=g, dtype=dtype).to(device),
+                           lambda g, c: _directions(g, c, m, self.center),
                            lambda g, c: torch.rand(c, 1, generator=g, dtype=dtype).to(device), finish)
 
     def with_radius(self, radius: float) -> "Ball":
