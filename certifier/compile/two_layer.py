@@ -164,6 +164,12 @@ def _split_scale(e: Expr) -> tuple[Expr, str | None, float]:
     return e, None, 1.0
 
 
+def _xw(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """x @ W_b for each b ([n, d] @ [B, d, h]) as one bmm on W's own strides: torch.matmul
+    broadcasts x by copying W first (B = 8, n = 16, h = 4096, one thread: 1.76 against 1.16 ms)."""
+    return torch.bmm(x.unsqueeze(0).expand(W.shape[0], -1, -1), W)
+
+
 def _no_mark(step: str) -> None:
     """forward_backward's default: no timing."""
 
@@ -368,7 +374,7 @@ class TwoLayer:
         loss table's, vmapped over rows)."""
         W, a, b, c = self._parts(th)
         with torch.no_grad():
-            Z = torch.matmul(x, W)                                   # [B, n, h]
+            Z = _xw(x, W)                                            # [B, n, h]
             if b is not None:
                 Z += b.unsqueeze(1)
             T = _tanh_(Z.clone()) if self.activation == "tanh" else FUNCTIONS[self.activation](Z)
@@ -384,7 +390,7 @@ class TwoLayer:
             G = self._jt(th, x, a, T, S, r.detach())
             gsq = torch.linalg.vecdot(G, G)
             dW, da, db, dc = self._parts(G)
-            Zd = torch.matmul(x, dW)                                 # J g, through Z
+            Zd = _xw(x, dW)                                          # J g, through Z
             if db is not None:
                 Zd += db.unsqueeze(1)
             SZd = S * Zd
@@ -453,7 +459,7 @@ class TwoLayer:
         mark = mark or _no_mark
         B = th.shape[0]
         W, a, b, c = self._parts(th)
-        Z = torch.matmul(x, W)                                      # [B, n, h]
+        Z = _xw(x, W)                                               # [B, n, h]
         if b is not None:
             Z += b.unsqueeze(1)
         mark("forward product")
