@@ -4,16 +4,17 @@ docs/theory.md 10.12).
 Evidence: one `sound-tube` entry (floor, L0↑, the elementary-function mode, the number of segments,
 the tube's end time T and the terminal ball's radius and μ, or none when the tube reached the
 floor) and one `sound-checkpoint` entry per checkpoint θ_0 .. θ_N (its index, its time t_j, the
-segment length h_j and the assumed radius ρ_j, θ_j; readable copies of the proved tube radius and
-loss bound). Every float the proof rests on is written with float.hex.
+segment length h_j and the assumed radius ρ_j, with the row-space split also the assumed bounds
+ρ_row,j and ρ_null,j of the error's components in and orthogonal to the row space of J(θ_j), θ_j;
+readable copies of the proved tube radius and loss bound). Every float the proof rests on is written with float.hex.
 
 The replay (`check`): θ_0 must be the spec's θ0, t_0 = 0 and t_{j+1} = t_j + h_j exactly; then
 tube.replay re-proves every segment from the recorded checkpoints (the tangent-model curve, ℓ, the
-defect, E_j < ρ_j, the jump to the next checkpoint, the loss bound over each cross-section), with
-no search; the ball rule is re-run around θ_N at the recorded radius and must give at least the
-recorded μ (1e-9 relative), and e_N + √(L_N/μ) ≤ r; the rate's curve is rebuilt from the
-recomputed bounds and must equal the recorded one. A moved checkpoint, a shrunk radius or a
-lowered loss bound is rejected."""
+defect, E_j < ρ_j, with the split the row and kernel bounds below ρ_row,j and ρ_null,j, the jump to
+the next checkpoint, the loss bound over each cross-section), with no search; the ball rule is
+re-run around θ_N at the recorded radius and must give at least the recorded μ (1e-9 relative),
+and e_N + √(L_N/μ) ≤ r; the rate's curve is rebuilt from the recomputed bounds and must equal the
+recorded one. A moved checkpoint, a shrunk radius or a lowered loss bound is rejected."""
 from __future__ import annotations
 
 import math
@@ -54,9 +55,11 @@ def build(result, spec_path: str, source: str, allow_python: bool = False) -> di
                               if term is not None else None),
                  "loss_upper_end": tube.end_loss, "tube_radius_end": tube.end_e}]
     for j, s in enumerate(tube.segments):
-        evidence.append({"kind": "sound-checkpoint", "index": j, "t": float(s.t).hex(), "h": float(s.h).hex(),
-                         "rho": float(s.rho).hex(), "theta": _hexes(s.theta), "tube_radius": s.e_in,
-                         "loss_upper": s.loss_upper})
+        entry = {"kind": "sound-checkpoint", "index": j, "t": float(s.t).hex(), "h": float(s.h).hex(),
+                 "rho": float(s.rho).hex(), "theta": _hexes(s.theta), "tube_radius": s.e_in, "loss_upper": s.loss_upper}
+        if s.rho_row is not None:        # the row-space split's assumed radii (docs/theory.md 10.12)
+            entry.update(rho_row=float(s.rho_row).hex(), rho_null=float(s.rho_null).hex())
+        evidence.append(entry)
     evidence.append({"kind": "sound-checkpoint", "index": len(tube.segments), "t": float(tube.end_time).hex(),
                      "theta": _hexes(tube.end_theta), "tube_radius": tube.end_e, "loss_upper": tube.end_loss})
     numbers = T.numbers_of(tube)
@@ -135,11 +138,13 @@ def _check(cert: dict, ctx: VerifyContext) -> None:
         ts = [float.fromhex(e["t"]) for e in points]
         hs = [float.fromhex(e["h"]) for e in points[:-1]]
         rhos = [float.fromhex(e["rho"]) for e in points[:-1]]
+        rho_rows = [float.fromhex(e["rho_row"]) if "rho_row" in e else None for e in points[:-1]]
+        rho_nulls = [float.fromhex(e["rho_null"]) if "rho_null" in e else None for e in points[:-1]]
         if ts[0] != 0.0 or any(ts[j] + hs[j] != ts[j + 1] or ts[j + 1] - ts[j] != hs[j] for j in range(N)):
             ctx.reject("sound-tube: the checkpoint times are not t_0 = 0, t_{j+1} = t_j + h_j exactly")
             return
         try:
-            out = T.replay(model, bm, thetas, hs, rhos)
+            out = T.replay(model, bm, thetas, hs, rhos, rho_rows, rho_nulls)
         except ValueError as exc:
             ctx.reject(f"sound-tube: the tube does not close: {exc}")
             return

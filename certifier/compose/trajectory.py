@@ -54,7 +54,8 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
     numbers = {"segments": len(segs), "tube_end_time": T, "tube_radius_end": tube.end_e,
                "loss_upper_at_end": tube.end_loss, "tube_radius_max": max([s.e_out for s in segs] or [0.0])}
     notes = [f"trajectory route: {len(segs)} segments of the tangent-model flow from theta0 up to T = {T:.6g}, "
-             f"the true flow proved within {tube.end_e:.3g} of them (Gronwall with ell >= -lambda_min(Hess L)); "
+             f"the true flow proved within {tube.end_e:.3g} of them (row space of J within {tube.end_row:.3g}; "
+             f"Gronwall with ell >= -lambda_min(Hess L) and the row-space contraction); "
              f"L(t) <= {tube.end_loss:.6g} at T (docs/theory.md 10.12); {seconds:.1f} s"]
     rate, failing, mu, radius, rho = None, None, None, None, None
     if certified:

@@ -27,7 +27,16 @@ Hess L = (2/n)(J^T J + sum_i r_i Hess f_i) and J^T J >= 0, so ell = (2/n) sum_i 
 |e(t)| <= exp(ell h) (e_j + delta h) =: E_j for every t in the segment; E_j < rho closes the
 assumption (first exit time). At the next checkpoint e_{j+1} = E_j + |theta~_j(h) - theta_{j+1}|
 (the jump, by interval arithmetic). The loss bound on [t_j, t_{j+1}] is the sup of L over the
-cross-section ball B(theta_j, e_j) (L never increases along the flow).
+cross-section at t_j (L never increases along the flow).
+
+Row-space split (docs/theory.md 10.12): with P the exact orthogonal projector onto the row space of
+J_j (sigma_min(J_j) >= sigma > 0 proved at the point), a = |P e|, b = |(1 - P) e| obey the Metzler
+comparison system a' <= -alpha a + beta b + |delta|, b' <= ell b + beta a + |delta| with
+alpha = (2/n)(sigma - Lip_J R)^2 - ell and beta = (2/n)(||J_j|| + Lip_J R) Lip_J R + ell; it is
+solved with assumed bounds rho_row >= a, rho_null >= b in the coupling terms (closed like rho). The
+Gronwall bound stays: every bound is the smaller of the two. The residuals in ell and the defect
+are bounded on the comparison curve and the tube's region by Taylor at theta_j (the kernel part of
+e moves F only to second order), not over the whole ball. `build(split=False)` is the old bound.
 
 Terminal step: at the last checkpoint N, every flow point theta(T) lies in B(theta_N, e_N); the
 ball rule proves R >= mu on B(theta_N, r), and e_N + sqrt(L_N / mu) <= r (L_N >= sup L over the
@@ -46,9 +55,9 @@ import numpy as np
 
 from ...compile.interval_model import IntervalModel
 from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_sub, mid_rad
-from ...compile.rounding import INF, down, nonneg_sum_upper, point_bounds, up
+from ...compile.rounding import INF, down, nonneg_matmul_upper, nonneg_sum_upper, point_bounds, up
 from .ball import BallModel, ball_rule
-from .linalg import nonneg_norm2_upper, sqrt_down, sqrt_up
+from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
 
 SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
 MAX_SEGMENTS = 400
@@ -66,7 +75,15 @@ class Segment:
     defect: float            # sup |delta| on the segment
     extent: float            # D
     e_out: float             # E: |theta(t) - theta~(t)| <= E on the segment
-    loss_upper: float        # sup L over B(theta_j, e_in): L(t) <= it on [t_j, t_j + h]
+    loss_upper: float        # sup L over the cross-section at t_j: L(t) <= it on [t_j, t_j + h]
+    a_in: float = 0.0        # |P_j (theta(t_j) - theta_j)| <= a_in (P_j: onto the row space of J(theta_j))
+    b_in: float = 0.0        # |(1 - P_j)(theta(t_j) - theta_j)| <= b_in
+    rho_row: float | None = None    # assumed bounds of the two components (None: no split)
+    rho_null: float | None = None
+    alpha: float | None = None      # row-space contraction rate (may be negative)
+    beta: float | None = None       # coupling
+    a_sup: float = math.inf         # |P_j e| <= a_sup, |(1 - P_j) e| <= b_sup on the segment (e = theta - theta~)
+    b_sup: float = math.inf
 
 
 @dataclass
@@ -86,6 +103,8 @@ class Tube:
     end_loss: float = math.inf                 # sup L over B(theta_N, e_N)
     end_time: float = 0.0
     terminal: Terminal | None = None
+    end_row: float = 0.0                       # |P_N e_N| <= end_row
+    end_null: float = 0.0
     message: str = ""
     notes: list = field(default_factory=list)
 
@@ -129,6 +148,14 @@ class Tangent:
     Jnorm: float             # >= ||J_j||_2
     C: float                 # >= |J_j^T r_j - B ur|
     M: float                 # >= ||J_j^T J_j B - B diag(lam)||_2
+    U: np.ndarray | None = None       # the float eigenvectors of J~ J~^T
+    JB: np.ndarray | None = None      # >= |J_j B| entrywise
+    JBres: np.ndarray | None = None   # >= |J_j B - U diag(lam)| entrywise
+    rres: np.ndarray | None = None    # >= |r_j - U ur| entrywise
+    rmag: np.ndarray | None = None    # >= |r_j| entrywise
+    Uur: np.ndarray | None = None     # >= |U| |ur| entrywise
+    rows: np.ndarray | None = None    # >= ||grad f_i(theta_j)|| (the row norms of J_j)
+    sigma: float | None = None        # <= sigma_min(J_j) (None: no positive bound; no row-space split)
 
 
 def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
@@ -148,7 +175,22 @@ def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     JJB = iv_matmul(JT, JB)                                # (m, nk)
     Bl = iv_mul(Iv(B), Iv(np.broadcast_to(lam, B.shape).copy()))
     M = nonneg_norm2_upper(iv_mag(iv_sub(JJB, Bl)))
-    return Tangent(np.asarray(theta, dtype=np.float64), J, r, B, lam, ur, Jnorm, C, M)
+    # the residual along the comparison curve: r_j + J_j B phi = (r_j - U ur) + (J_j B - U diag lam) phi
+    # + U (ur + lam phi), and |ur_k + lam_k phi_k(s)| = |ur_k| exp(-c lam_k s) <= |ur_k|
+    Ul = iv_mul(Iv(U), Iv(np.broadcast_to(lam, U.shape).copy()))
+    JBres = iv_mag(iv_sub(JB, Ul))
+    rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
+    Uur = nonneg_matmul_upper(np.abs(U), np.abs(ur))
+    Jmag = iv_mag(J)
+    rows = np.asarray(up(np.sqrt(nonneg_sum_upper(up(Jmag * Jmag), 1))))
+    sigma = None
+    if J.lo.shape[0] <= J.lo.shape[1]:
+        lam_c, _ = gram_lower(Jm)               # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl)
+        if lam_c is not None:
+            s = float(down(sqrt_down(lam_c) - nonneg_norm2_upper(iv_mag(iv_sub(J, Iv(Jm))))))
+            sigma = s if s > 0 else None
+    return Tangent(np.asarray(theta, dtype=np.float64), J, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
+                   rres, iv_mag(r), Uur, rows, sigma)
 
 
 def phi_bounds(tg: Tangent, c: float, h: float) -> np.ndarray:
@@ -191,9 +233,12 @@ def jump(tg: Tangent, phi_iv: Iv, nxt: np.ndarray) -> float:
     return _norm_up(np.maximum(np.abs(lo), np.abs(hi)))
 
 
-def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, rho: float) -> dict:
-    """ell, the defect bound and the extent D of the segment of length h from tg's checkpoint, over
-    the ball B(theta_j, D + rho)."""
+def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, rho: float,
+                    rho_row: float | None = None) -> dict:
+    """The segment's constants over the ball B(theta_j, D + rho) and the tube's region there (|e| <= rho,
+    and |P e| <= rho_row when given: P the orthogonal projector onto the row space of J_j):
+    ell (>= sup (2/n) sum_i |r_i| ||Hess f_i||), the defect bound, the extent D, and with rho_row and a
+    proved sigma_min(J_j) the row-space split's alpha (contraction) and beta (coupling)."""
     c = 2.0 / model.n
     Phi = phi_bounds(tg, c, h)
     colup = up(np.sqrt(nonneg_sum_upper(up(tg.B * tg.B), 0)))     # column norms, rounded up
@@ -203,64 +248,168 @@ def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, 
     radius = float(up(D + rho))
     lip = bm.lipschitz(tg.theta, radius)
     H = np.asarray(lip["H"], dtype=np.float64)
+    Lip = float(lip["lip_jacobian"])
     node = lip["node"]
     shape = (model.n,) + model.out_shape
     F = Iv(np.broadcast_to(node.v.lo, shape).reshape(-1), np.broadcast_to(node.v.hi, shape).reshape(-1))
-    rmag = iv_mag(iv_sub(F, Iv(model.yk.reshape(-1))))
-    sH = float(nonneg_sum_upper(up(rmag * H), None))
+    rball = iv_mag(iv_sub(F, Iv(model.yk.reshape(-1))))
+    # |r_i| on the comparison curve: r(theta~) = r_j + J_j B phi + O(D^2) (Taylor, H_i), with
+    # |r_j + J_j B phi| <= |r_j| + |J_j B| Phi, or <= |r_j - U ur| + |J_j B - U diag lam| Phi + |U| |ur|
+    taylor = up(up(H * up(D * D)) * 0.5)
+    rc1 = up(up(tg.rmag + nonneg_matmul_upper(tg.JB, Phi)) + taylor)
+    rc2 = up(up(up(tg.rres + nonneg_matmul_upper(tg.JBres, Phi)) + tg.Uur) + taylor)
+    rc = np.minimum(rball, np.minimum(rc1, rc2))
+    # |r_i| over the region theta~ + e: + |grad f_i(theta_j) . e| + |(grad f_i(theta~) - grad f_i(theta_j)) . e|
+    # + H_i |e|^2 / 2, and grad f_i(theta_j) . e = grad f_i(theta_j) . P e (e - P e is in the kernel of J_j)
+    first = rho if rho_row is None else min(rho_row, rho)
+    rt = np.minimum(rball, up(up(rc + up(tg.rows * first)) + up(H * up(rho * up(D + 0.5 * rho)))))
+    sH = float(nonneg_sum_upper(up(rt * H), None))
     cup = float(up(2.0 / model.n))
     ell = float(up(cup * sH))
-    termA = float(up(sH * D))
+    termA = float(up(float(nonneg_sum_upper(up(rc * H), None)) * D))
     Hl2 = _norm_up(H)
     termB = float(up(up(up(tg.Jnorm * Hl2) * up(D * D)) * 0.5))
     termD = float(up(tg.M * _norm_up(Phi)))
     defect = float(up(cup * up(up(termA + termB) + up(tg.C + termD))))
-    return {"ell": ell, "defect": defect, "extent": D, "ball_radius": radius}
+    out = {"ell": ell, "defect": defect, "extent": D, "ball_radius": radius, "lip_jacobian": Lip,
+           "residual_curve": float(_norm_up(rc)), "residual_tube": float(_norm_up(rt))}
+    if rho_row is not None and tg.sigma is not None:
+        LR = float(up(Lip * radius))                              # >= ||J(theta) - J_j|| on the ball
+        sig = float(down(tg.sigma - LR))                          # <= sigma_min of J(theta) on row(J_j)
+        clo = float(down(2.0 / model.n))
+        alpha = float(down(down(clo * down(sig * sig)) - ell)) if sig > 0 else -ell
+        kappa = float(up(up(tg.Jnorm + LR) * LR))                 # |J e_r| |J e_n| <= kappa |e_r| |e_n|
+        beta = float(up(up(cup * kappa) + ell))
+        out.update(alpha=alpha, beta=beta, sigma_row=sig)
+    return out
 
 
 def propagate(ell: float, defect: float, e_in: float, h: float) -> float:
-    """E = exp(ell h) (e_in + defect h), rounded up."""
+    """E = exp(ell h) (e_in + defect h), rounded up (for ell >= 0: the sup over the segment)."""
     return float(up(_exp_up(float(up(ell * h))) * up(e_in + up(defect * h))))
 
 
+def contract(alpha: float, g: float, a_in: float, h: float) -> tuple[float, float]:
+    """(sup, end) over [0, h] of the solution of u' = -alpha u + g, u(0) = a_in, rounded up (alpha > 0):
+    u(h) = a_in e^{-alpha h} + g (1 - e^{-alpha h}) / alpha, monotone in t, so sup = max(a_in, u(h))."""
+    if not alpha > 0:
+        E = propagate(-alpha, g, a_in, h)
+        return E, E
+    x_lo, x_hi = float(down(alpha * h)), float(up(alpha * h))
+    decay = _exp_up(-x_lo)                                        # >= e^{-alpha h}
+    rise = float(up(1.0 - float(point_bounds("exp", np.array([-x_hi]))[0][0])))   # >= 1 - e^{-alpha h}
+    gain = min(h, float(up(rise / alpha)))                        # (1 - e^{-x}) / x <= 1
+    end = float(up(up(a_in * decay) + up(g * gain)))
+    return max(a_in, end), end
+
+
+def bounds(nums: dict, h: float, e_in: float, a_in: float, b_in: float, rho: float,
+           rho_row: float | None, rho_null: float | None) -> dict:
+    """The error bounds on the segment under the assumptions |e| <= rho, |P e| <= rho_row, |(1 - P) e| <=
+    rho_null: Gronwall for |e| (the old bound), and with the split the comparison system
+        a' <= -alpha a + beta b + |delta|,   b' <= ell b + beta a + |delta|
+    (a = |P e|, b = |(1 - P) e|) solved with b <= rho_null in a's equation and a <= rho_row in b's.
+    ok: every sup strictly below its assumption (first exit time)."""
+    E_old = propagate(nums["ell"], nums["defect"], e_in, h)
+    if "alpha" not in nums or rho_row is None or rho_null is None:
+        return {"E": E_old, "e_end": E_old, "a_sup": E_old, "b_sup": E_old, "a_end": E_old, "b_end": E_old,
+                "E_gronwall": E_old, "ok": E_old < rho}
+    d, beta = nums["defect"], nums["beta"]
+    B = propagate(nums["ell"], float(up(up(beta * rho_row) + d)), b_in, h)
+    A_sup, A_end = contract(nums["alpha"], float(up(up(beta * rho_null) + d)), a_in, h)
+    a_sup, b_sup = min(A_sup, E_old), min(B, E_old)
+    a_end, b_end = min(A_end, E_old), min(B, E_old)
+    E = min(E_old, sqrt_up(float(up(up(a_sup * a_sup) + up(b_sup * b_sup)))))
+    e_end = min(E_old, sqrt_up(float(up(up(a_end * a_end) + up(b_end * b_end)))))
+    return {"E": E, "e_end": e_end, "a_sup": a_sup, "b_sup": b_sup, "a_end": a_end, "b_end": b_end,
+            "E_gronwall": E_old, "ok": E < rho and a_sup < rho_row and b_sup < rho_null}
+
+
+def reproject(tg: Tangent, nxt: Tangent, a: float, b: float, e: float, jmp: float) -> tuple[float, float]:
+    """Bounds on |P' v|, |(1 - P') v| for v = e(h) + the jump, P' the projector of the next checkpoint:
+    ||P' (1 - P)|| <= ||J' - J|| / sigma_min(J') and ||(1 - P') P|| <= ||J' - J|| / sigma_min(J) (the rows
+    of J are in row(J), so (1 - P) J'^T = (1 - P)(J' - J)^T, and P' = J'^T (J' J'^T)^-1 J')."""
+    if tg.sigma is None or nxt.sigma is None:
+        return e, e
+    dJ = nonneg_norm2_upper(iv_mag(iv_sub(nxt.J, tg.J)))
+    s_next, s_prev = min(1.0, float(up(dJ / nxt.sigma))), min(1.0, float(up(dJ / tg.sigma)))
+    a2 = float(up(up(a + up(s_next * b)) + jmp))
+    b2 = float(up(up(b + up(s_prev * a)) + jmp))
+    return min(a2, e), min(b2, e)
+
+
+def cross_section_loss(model: IntervalModel, bm: BallModel, tg: Tangent, e: float, a: float, b: float) -> float:
+    """An upper bound of L over the cross-section {theta_j + v : |v| <= e, |P v| <= a, |(1 - P) v| <= b}:
+    the ball's enclosure, and |r_i| <= |r_i(theta_j)| + ||grad f_i(theta_j)|| a + H_i |v|^2 / 2 (the
+    kernel component moves F only to second order)."""
+    if e == 0.0:
+        return loss_over_ball(model, bm, tg.theta, 0.0)[0]
+    lip = bm.lipschitz(tg.theta, e)
+    node = lip["node"]
+    shape = (model.n,) + model.out_shape
+    F = Iv(np.broadcast_to(node.v.lo, shape).reshape(-1), np.broadcast_to(node.v.hi, shape).reshape(-1))
+    mag = iv_mag(iv_sub(F, Iv(model.yk.reshape(-1))))
+    if tg.sigma is not None and a < e:
+        q = min(float(up(e * e)), float(up(up(a * a) + up(b * b))))
+        split = up(up(tg.rmag + up(tg.rows * a)) + up(up(np.asarray(lip["H"]) * q) * 0.5))
+        mag = np.minimum(mag, split)
+    sq = nonneg_sum_upper(up(mag * mag), None)
+    return float(up(sq / model.n))
+
+
 # --- building the tube ----------------------------------------------------------------------------
+def _prove(model, bm, tg, h, e, a, b, guess, split):
+    """Fixed-point search for the assumed radii (rho, rho_row, rho_null): (nums, bounds, radii)."""
+    rho, rr, rn = guess
+    nums = out = None
+    for _ in range(8):
+        nums = segment_numbers(model, bm, tg, h, rho, rr if split else None)
+        out = bounds(nums, h, e, a, b, rho, rr if split else None, rn if split else None)
+        if out["ok"] or not math.isfinite(out["E"]):
+            break
+        rho = max(rho, float(up(SAFETY * out["E"])))
+        rr = max(rr, float(up(SAFETY * out["a_sup"])))
+        rn = max(rn, float(up(SAFETY * out["b_sup"])))
+    return nums, out, (rho, rr, rn)
+
+
 def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float, max_segments: int = MAX_SEGMENTS,
-          h0: float = 0.0625, try_terminal=None, progress=lambda: None, local_tol: float = None) -> Tube:
+          h0: float = 0.0625, try_terminal=None, progress=lambda: None, local_tol: float = None,
+          split: bool = True) -> Tube:
     """Follow the tangent-model flow from theta0 and prove the tube segment by segment. `cap` bounds
     the tube radius (beyond it the enclosures are useless); the tube stops once the loss bound is
-    below `target_loss`, or when try_terminal(tube) returns a Terminal, or at max_segments."""
+    below `target_loss`, or when try_terminal(tube) returns a Terminal, or at max_segments.
+    split=False: Gronwall on |e| alone (no row-space split)."""
     c = 2.0 / model.n
     local_tol = LOCAL_TOL if local_tol is None else local_tol
     theta = model.theta0.copy()
-    e, t, h = 0.0, 0.0, h0
-    L_now, _ = loss_over_ball(model, bm, theta, 0.0)
-    tube = Tube([], theta, 0.0, L_now, 0.0)
+    e = a = b = 0.0
+    t, h = 0.0, h0
     tg = tangent(model, theta)
+    L_now = cross_section_loss(model, bm, tg, 0.0, 0.0, 0.0)
+    tube = Tube([], theta, 0.0, L_now, 0.0)
     last_try = math.inf
+    floor_r = cap * 1e-6
     while len(tube.segments) < max_segments:
         progress()
         accepted = None
-        guess = None
+        guess = (max(float(up(SAFETY * e)), floor_r), max(float(up(SAFETY * a)), floor_r),
+                 max(float(up(SAFETY * b)), floor_r))
         for _ in range(40):
-            rho = max(float(up(SAFETY * e)), cap * 1e-6) if guess is None else max(guess, cap * 1e-6)
-            for _ in range(6):
-                nums = segment_numbers(model, bm, tg, h, rho)
-                E = propagate(nums["ell"], nums["defect"], e, h)
-                if E < rho:
-                    break
-                rho = float(up(SAFETY * E))
-            ok = E < rho and E <= cap and up(nums["defect"] * h) <= local_tol * cap
-            if ok:
-                accepted = (nums, E, rho)
+            nums, out, radii = _prove(model, bm, tg, h, e, a, b, guess, split)
+            if out["ok"] and out["E"] <= cap and up(nums["defect"] * h) <= local_tol * cap:
+                accepted = (nums, out, radii)
                 break
             h *= 0.5
-            guess = float(up(SAFETY * E)) if E < INF else None
+            if math.isfinite(out["E"]):
+                guess = (max(float(up(SAFETY * out["E"])), floor_r), max(float(up(SAFETY * out["a_sup"])), floor_r),
+                         max(float(up(SAFETY * out["b_sup"])), floor_r))
             if h < 1e-12:
                 break
         if accepted is None:
             tube.message = f"no segment from t = {t:.4g} keeps the tube below radius {cap:g} (tube radius {e:.3g})"
             return tube
-        nums, E, rho = accepted
+        nums, out, (rho, rr, rn) = accepted
         if (t + h) - t != h:            # segment times must be exact: t_{j+1} = t_j + h_j
             tube.message = f"the segment times lost exactness at t = {t:.6g}"
             return tube
@@ -268,13 +417,17 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
         phi, phi_iv = phi_end(tg, c, h)
         nxt = tg.theta + tg.B @ phi
         jmp = jump(tg, phi_iv, nxt)
-        tube.segments.append(Segment(t, h, tg.theta, e, rho, nums["ell"], nums["defect"], nums["extent"], E, L_now))
+        split_here = "alpha" in nums
+        tube.segments.append(Segment(t, h, tg.theta, e, rho, nums["ell"], nums["defect"], nums["extent"], out["E"],
+                                     L_now, a, b, rr if split_here else None, rn if split_here else None,
+                                     nums.get("alpha"), nums.get("beta"), out["a_sup"], out["b_sup"]))
         t = float(t + h)
-        e = float(up(E + jmp))
-        theta = nxt
-        L_now = min(L_now, loss_over_ball(model, bm, theta, e)[0])
+        tg_next = tangent(model, nxt)
+        e, a, b = _advance(tg, tg_next, out, jmp, split_here)
+        theta, tg = nxt, tg_next
+        L_now = min(L_now, cross_section_loss(model, bm, tg, e, a, b))
         tube.end_theta, tube.end_e, tube.end_loss, tube.end_time = theta, e, L_now, t
-        tg = tangent(model, theta)
+        tube.end_row, tube.end_null = a, b
         h *= 2.0
         if try_terminal is not None and L_now <= 0.5 * last_try:
             last_try = L_now
@@ -288,6 +441,15 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
             return tube
     tube.message = f"{max_segments} segments: the loss bound is {L_now:.3g} at t = {t:.4g}"
     return tube
+
+
+def _advance(tg: Tangent, tg_next: Tangent, out: dict, jmp: float, split: bool) -> tuple[float, float, float]:
+    """(e, a, b) at the next checkpoint: the segment's end bounds plus the jump, re-projected."""
+    e = float(up(out["e_end"] + jmp))
+    if not split:
+        return e, e, e
+    a, b = reproject(tg, tg_next, out["a_end"], out["b_end"], e, jmp)
+    return e, a, b
 
 
 def terminal(model: IntervalModel, bm: BallModel, theta: np.ndarray, e: float, loss_upper: float,
@@ -359,31 +521,50 @@ def curve_points(numbers: dict, horizon: float, points: int = 61) -> list[list[f
     return [[float(t), float(bound(t))] for t in ts if t <= horizon]
 
 
-def replay(model: IntervalModel, bm: BallModel, thetas: list, hs: list, rhos: list) -> dict:
+def replay(model: IntervalModel, bm: BallModel, thetas: list, hs: list, rhos: list, rho_rows: list | None = None,
+           rho_nulls: list | None = None) -> dict:
     """Re-prove a recorded tube: checkpoints theta_0..theta_N (theta_0 must be the spec's theta0),
-    lengths h_j and assumed radii rho_j. Returns the recomputed numbers, or raises ValueError naming
-    the first segment that does not close."""
+    lengths h_j and assumed radii rho_j (and, for the row-space split, rho_row_j and rho_null_j; None
+    entries or lists: Gronwall on |e| alone for that segment). Returns the recomputed numbers, or
+    raises ValueError naming the first segment that does not close."""
     if not np.array_equal(thetas[0], model.theta0):
         raise ValueError("the first checkpoint is not theta0")
+    N = len(hs)
+    rho_rows = list(rho_rows) if rho_rows is not None else [None] * N
+    rho_nulls = list(rho_nulls) if rho_nulls is not None else [None] * N
+    if len(rho_rows) != N or len(rho_nulls) != N:
+        raise ValueError("the split's radii are not one per segment")
     c = 2.0 / model.n
-    e, t = 0.0, 0.0
-    L_now, _ = loss_over_ball(model, bm, thetas[0], 0.0)
+    e = a = b = 0.0
+    t = 0.0
+    tg = tangent(model, thetas[0])
+    L_now = cross_section_loss(model, bm, tg, 0.0, 0.0, 0.0)
     out = []
-    for j, (h, rho) in enumerate(zip(hs, rhos)):
+    for j, (h, rho, rr, rn) in enumerate(zip(hs, rhos, rho_rows, rho_nulls)):
         if not (h > 0 and math.isfinite(h) and rho > 0 and math.isfinite(rho)):
             raise ValueError(f"segment {j}: h = {h!r}, rho = {rho!r} are not positive numbers")
-        tg = tangent(model, thetas[j])
-        nums = segment_numbers(model, bm, tg, h, rho)
-        E = propagate(nums["ell"], nums["defect"], e, h)
-        if not E < rho:
-            raise ValueError(f"segment {j}: the error bound E = {E!r} is not below the assumed radius {rho!r}")
+        split = rr is not None and rn is not None
+        if split and not (rr > 0 and rn > 0 and math.isfinite(rr) and math.isfinite(rn)):
+            raise ValueError(f"segment {j}: rho_row = {rr!r}, rho_null = {rn!r} are not positive numbers")
+        if split and tg.sigma is None:
+            raise ValueError(f"segment {j}: no positive bound on sigma_min(J) at the checkpoint: no row-space split")
+        if not split:
+            a = b = e
+        nums = segment_numbers(model, bm, tg, h, rho, rr if split else None)
+        res = bounds(nums, h, e, a, b, rho, rr if split else None, rn if split else None)
+        if not res["ok"]:
+            raise ValueError(f"segment {j}: the error bound E = {res['E']!r} (row {res['a_sup']!r}, kernel "
+                             f"{res['b_sup']!r}) is not below the assumed radius {rho!r} (row {rr!r}, kernel {rn!r})")
         _, phi_iv = phi_end(tg, c, h)
         jmp = jump(tg, phi_iv, thetas[j + 1])
-        out.append({"t": t, "e_in": e, "loss_upper": L_now, "e_out": E, "ell": nums["ell"], "defect": nums["defect"]})
+        out.append({"t": t, "e_in": e, "a_in": a, "b_in": b, "loss_upper": L_now, "e_out": res["E"],
+                    "ell": nums["ell"], "defect": nums["defect"], "alpha": nums.get("alpha")})
         t = float(t + h)
-        e = float(up(E + jmp))
-        L_now = min(L_now, loss_over_ball(model, bm, thetas[j + 1], e)[0])
-    return {"segments": out, "end_time": t, "end_e": e, "end_loss": L_now}
+        tg_next = tangent(model, thetas[j + 1])
+        e, a, b = _advance(tg, tg_next, res, jmp, split)
+        tg = tg_next
+        L_now = min(L_now, cross_section_loss(model, bm, tg, e, a, b))
+    return {"segments": out, "end_time": t, "end_e": e, "end_loss": L_now, "end_row": a, "end_null": b}
 
 
 # --- the route, for compose/sound.py --------------------------------------------------------------
