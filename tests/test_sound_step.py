@@ -152,14 +152,17 @@ def test_step_with_a_nonlinear_model_is_certified_above_real_descent():
     assert path <= r.region["path_length_bound"] <= 0.3
 
 
-def test_step_needs_least_squares_and_a_fixed_region():
+def test_step_with_another_loss_needs_a_linear_model():
+    """Other losses than least squares take a step on affine models only (their beta is the weighted Gram
+    bound of tests/test_sound_step_losses.py): a tanh model with the logistic loss is E109."""
     from certifier.diagnostics import SpecError
 
-    text = (SPECS / "exponential_separable_sound.rq").read_text()
-    text = text.replace("horizon=", "step=0.01, horizon=", 1)
+    text = (SPECS / "logistic_nonseparable_sound.rq").read_text()
+    text = text.replace("model f(x) = w @ x", "model f(x) = tanh(w @ x)").replace("horizon=", "step=0.01, horizon=", 1)
     with pytest.raises(SpecError) as e:
         run_text(text)
-    assert "least squares only" in str(e.value.diagnostics[0].message)
+    d = e.value.diagnostics[0]
+    assert d.code == "E109" and "not affine" in d.message
 
 
 # --- certificates -------------------------------------------------------------------------------------

@@ -518,7 +518,8 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         if not float(up(step * beta)) <= 1.0:
             ctx.reject(f"sound-proof: step {step!r} exceeds 1/beta with beta = {beta!r}: no descent-lemma rate")
             return
-        rho = rho_step_upper(L0_up, st["floor"], mu, phi, c, step, beta, gradient_bound(L0_up, lam), st["horizon"])
+        G = gradient_bound(L0_up, lam, st["model"].loss.name, st["model"].n)
+        rho = rho_step_upper(L0_up, st["floor"], mu, phi, c, step, beta, G, st["horizon"])
     else:
         rho = rho_upper(L0_up, st["floor"], mu, phi, c)
     if rho != rho_rec:

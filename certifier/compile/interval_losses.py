@@ -16,15 +16,22 @@ For outputs F [n, k] enclosed over a box (or at a point) and the stored targets,
 `refine(enc, L)` recomputes what depends on L after the caller tightened L (the mean-value form
 over a box): least squares has ||g||_D^2 = 4 L exactly, the exponential loss ||g||_D^2 >= L^2, the
 logistic loss nothing (its ||g||_D^2 = mean h(l_i) is not a function of L).
+
+`curvature(F, y)` bounds the loss's second derivative in the outputs: d_i >= sup ||Hess_F l_i||_2 over
+the enclosure F (least squares 2; logistic sigma'(z_i) <= 1/4; exponential l_i; cross-entropy
+||diag(p) - p p^T||_2 <= max_j 2 p_j (1 - p_j) <= 1/2 by Gershgorin, the rows' sums being exact since
+sum p = 1), so that Hess L <= (1/n) J^T diag(d) J for an affine model (the smoothness of gradient
+descent, analyse/sound/smoothness.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from .interval import NotSupported, sigmoid_iv
+from .interval import NotSupported, sigmoid_iv, unimodal_s1ms
 from .iv import Iv, iv_of, iv_square, iv_sub, iv_sum, monotone
 from .rounding import down, nonneg_sum_lower, nonneg_sum_upper, point_bounds, up
 
@@ -44,6 +51,8 @@ class IntervalLoss:
     enclose: Callable[[Iv, np.ndarray], LossEnclosure]     # (F [n, k], y [n, k])
     refine: Callable[[LossEnclosure, Iv], LossEnclosure]    # the same with a tighter L
     gsq_text: str                                           # ||g||_D^2 in the direct rule's reason
+    curvature: Callable[[Iv, np.ndarray], np.ndarray]      # d [n] >= sup ||Hess_F l_i||_2 over F
+    gsq_per_loss: float     # ||g||_D^2 <= gsq_per_loss * L (exponential: * n L): G of gradient descent
 
 
 def _scalar(lo, hi) -> Iv:
@@ -124,6 +133,18 @@ def _logistic_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
     return LossEnclosure(Iv(l.lo[:, 0], l.hi[:, 0]), _mean_nonneg(l.lo, l.hi, n), g, 1.0, gsq)
 
 
+def _logistic_curvature(F: Iv, y: np.ndarray) -> np.ndarray:
+    # l'' in F is sigmoid(z) (1 - sigmoid(z)) (y^2 = 1): concave in s = sigmoid(z), at most 1/4
+    _, zlo, zhi = _pm1_z(F, y, "logistic")
+    return unimodal_s1ms(sigmoid_iv(Iv(zlo, zhi))).hi[:, 0]
+
+
+def _exp_curvature(F: Iv, y: np.ndarray) -> np.ndarray:
+    # l'' in F is y^2 exp(-y F) = l_i: the per-sample loss's upper bound
+    _, zlo, zhi = _pm1_z(F, y, "exponential")
+    return monotone("exp", Iv(zlo, zhi)).hi[:, 0]
+
+
 # --- softmax cross-entropy, one-hot labels: l_i = log(1 + sum_{j != y} e^{F_j - F_y}), g_i = p_i - e_{y_i} ------
 def _exp_sum(dlo: np.ndarray, dhi: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bounds on sum_j e^{d_j} over the entries where mask is true (last axis), d_j in [dlo, dhi]."""
@@ -135,11 +156,41 @@ def _exp_sum(dlo: np.ndarray, dhi: np.ndarray, mask: np.ndarray) -> tuple[np.nda
         return nonneg_sum_lower(e_lo, axis=-1), nonneg_sum_upper(e_hi, axis=-1)
 
 
-def _ce_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
-    n, k = F.shape
+def _ce_labels(F: Iv, y: np.ndarray) -> np.ndarray:
     onehot = y == 1.0
     if not (np.all((y == 0.0) | onehot) and np.all(onehot.sum(axis=1) == 1)):
         raise NotSupported("the cross_entropy loss with labels that are not one class per sample", None)
+    return onehot
+
+
+def _ce_probabilities(F: Iv) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds on the softmax p_j = 1 / (1 + sum_{m != j} e^{F_m - F_j}): increasing in F_j, decreasing
+    in the others."""
+    n, k = F.shape
+    p_lo, p_hi = np.empty((n, k)), np.empty((n, k))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(k):
+            others = np.ones(k, dtype=bool)
+            others[j] = False
+            mask = np.broadcast_to(others, (n, k))
+            _, t_hi = _exp_sum(up(F.hi - F.lo[:, j:j + 1]), up(F.hi - F.lo[:, j:j + 1]), mask)
+            t_lo, _ = _exp_sum(down(F.lo - F.hi[:, j:j + 1]), down(F.lo - F.hi[:, j:j + 1]), mask)
+            p_lo[:, j] = down(1.0 / up(1.0 + t_hi))
+            p_hi[:, j] = up(1.0 / down(1.0 + t_lo))
+    return np.nan_to_num(np.clip(p_lo, 0.0, 1.0), nan=0.0), np.nan_to_num(np.clip(p_hi, 0.0, 1.0), nan=1.0)
+
+
+def _ce_curvature(F: Iv, y: np.ndarray) -> np.ndarray:
+    # Hess_F l_i = diag(p) - p p^T: PSD, row j's absolute sum p_j (1 - p_j) + p_j sum_{m != j} p_m
+    # = 2 p_j (1 - p_j) exactly (sum p = 1), so lambda_max <= max_j 2 p_j (1 - p_j) (Gershgorin)
+    _ce_labels(F, y)
+    p_lo, p_hi = _ce_probabilities(F)
+    return np.minimum(up(2.0 * np.max(unimodal_s1ms(Iv(p_lo, p_hi)).hi, axis=1)), 0.5)
+
+
+def _ce_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
+    n, k = F.shape
+    onehot = _ce_labels(F, y)
     cls = np.argmax(onehot, axis=1)
     ylo, yhi = F.lo[np.arange(n), cls][:, None], F.hi[np.arange(n), cls][:, None]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -149,17 +200,7 @@ def _ce_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
         l_lo, _ = point_bounds("log1p", s_lo)
         _, l_hi = point_bounds("log1p", s_hi)
         l = iv_of(np.maximum(l_lo, 0.0), l_hi)
-        # p_j = 1 / (1 + sum_{m != j} e^{F_m - F_j}): increasing in F_j, decreasing in the others
-        p_lo, p_hi = np.empty((n, k)), np.empty((n, k))
-        for j in range(k):
-            others = np.ones(k, dtype=bool)
-            others[j] = False
-            mask = np.broadcast_to(others, (n, k))
-            _, t_hi = _exp_sum(up(F.hi - F.lo[:, j:j + 1]), up(F.hi - F.lo[:, j:j + 1]), mask)
-            t_lo, _ = _exp_sum(down(F.lo - F.hi[:, j:j + 1]), down(F.lo - F.hi[:, j:j + 1]), mask)
-            p_lo[:, j] = down(1.0 / up(1.0 + t_hi))
-            p_hi[:, j] = up(1.0 / down(1.0 + t_lo))
-    p_lo, p_hi = np.nan_to_num(np.clip(p_lo, 0.0, 1.0), nan=0.0), np.nan_to_num(np.clip(p_hi, 0.0, 1.0), nan=1.0)
+    p_lo, p_hi = _ce_probabilities(F)
     # g = p - e_y; |g_ij| = p_j off the label, 1 - p_y on it
     g = iv_of(np.where(onehot, down(p_lo - 1.0), p_lo), np.where(onehot, up(p_hi - 1.0), p_hi))
     a_lo = np.where(onehot, np.maximum(down(1.0 - p_hi), 0.0), p_lo)
@@ -170,10 +211,14 @@ def _ce_enclose(F: Iv, y: np.ndarray) -> LossEnclosure:
 
 
 INTERVAL_LOSSES: dict[str, IntervalLoss] = {
-    "least_squares": IntervalLoss("least_squares", _ls_enclose, _ls_refine, "4L"),
-    "exponential": IntervalLoss("exponential", _exp_enclose, _exp_refine, "||g||_D^2 = mean l_i^2"),
+    "least_squares": IntervalLoss("least_squares", _ls_enclose, _ls_refine, "4L",
+                                  lambda F, y: np.full(F.shape[0], 2.0), 4.0),
+    "exponential": IntervalLoss("exponential", _exp_enclose, _exp_refine, "||g||_D^2 = mean l_i^2",
+                                _exp_curvature, math.inf),
+    # logistic: sigmoid(z)^2 <= sigmoid(z) = 1 - e^-l <= l; cross-entropy: ||p - e_y||^2 <= 2 (1 - p_y)^2
+    # <= 2 (1 - p_y) <= 2 l; exponential: mean l_i^2 <= max l_i L <= n L^2 (gsq_per_loss inf: that case)
     "logistic": IntervalLoss("logistic", _logistic_enclose, lambda enc, L: replace(enc, L=L),
-                             "||g||_D^2 = mean sigmoid(-y_i F_i)^2"),
+                             "||g||_D^2 = mean sigmoid(-y_i F_i)^2", _logistic_curvature, 1.0),
     "cross_entropy": IntervalLoss("cross_entropy", _ce_enclose, lambda enc, L: replace(enc, L=L),
-                                  "||g||_D^2 = mean ||p_i - e_y_i||^2"),
+                                  "||g||_D^2 = mean ||p_i - e_y_i||^2", _ce_curvature, 2.0),
 }

@@ -441,9 +441,9 @@ def _certify_sound(checked, options, functions: str, executor):
     unsupported = None
     step = claim.get("step")
     step = float(step) if step is not None else None
-    if step is not None and problem.loss_def.name != "least_squares":
+    if step is not None and problem.loss_def.name not in INTERVAL_LOSSES:
         unsupported = ("E109", f"a step size with loss {problem.loss_def.name} (the sound mode proves a "
-                       "smoothness bound for least squares only)",
+                       "smoothness bound for the losses of its table only)",
                        checked.claim.option_spans.get("step", checked.claim.span),
                        "leave out step= (gradient flow), or use loss least_squares")
     elif step is not None and region_choice.options.get("radius") == "auto":
@@ -939,8 +939,7 @@ def _violation(witness, outcome, path, step) -> None:
 def step_facts(model: IntervalModel, region, L0_up: float) -> dict | str:
     """For gradient descent over the region: beta >= sup ||Hess L||, lam >= sup lambda_max(K) (both raised
     by 1e-9 relative, so that a replay on another BLAS build finds its own bounds below them), and
-    G = sqrt(4 L0 lam) >= ||grad L|| at every point of the region with L <= L0 (least squares:
-    ||grad L||^2 = R ||g||_D^2 <= lambda_max(K) 4 L). A string: why there is none."""
+    G >= ||grad L|| at every point of the region with L <= L0 (gradient_bound). A string: why there is none."""
     from ..analyse.sound.smoothness import smoothness_bound
 
     reg = SoundRegion(region)
@@ -949,11 +948,17 @@ def step_facts(model: IntervalModel, region, L0_up: float) -> dict | str:
         return sm
     beta = float(up(up(sm.beta) * (1 + 1e-9)))
     lam = float(up(up(sm.lam) * (1 + 1e-9)))
-    return {"beta": beta, "lam": lam, "grad_bound": gradient_bound(L0_up, lam), "numbers": sm.numbers}
+    return {"beta": beta, "lam": lam, "grad_bound": gradient_bound(L0_up, lam, model.loss.name, model.n),
+            "numbers": sm.numbers}
 
 
-def gradient_bound(L0_up: float, lam: float) -> float:
-    return sqrt_up(float(up(up(4.0 * L0_up) * lam)))
+def gradient_bound(L0_up: float, lam: float, loss: str = "least_squares", n: int = 1) -> float:
+    """G = sqrt(lam q) with q >= ||g||_D^2 wherever L <= L0: ||grad L||^2 = ||J^T g||^2 / n^2 <=
+    lambda_max(K) ||g||_D^2, and ||g||_D^2 <= gsq_per_loss L0 (least squares 4 L, logistic L,
+    cross-entropy 2 L), or n L0^2 for the exponential loss (every l_i <= n L)."""
+    per = INTERVAL_LOSSES[loss].gsq_per_loss
+    q = float(up(up(n * L0_up) * L0_up)) if per == math.inf else float(up(per * L0_up))
+    return sqrt_up(float(up(q * lam)))
 
 
 def _rho(L0_up, floor, mu, phi, c, smooth, step, horizon) -> float:

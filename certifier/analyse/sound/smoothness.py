@@ -5,6 +5,11 @@ For least squares Hess L = (2/n) (J^T J + sum_e r_e Hess F_e): the first term fr
 Jacobian (sigma_max(Jc) verified by a Cholesky of s I - Gram, plus ||J - Jc||_2 by Weyl), the second
 from the residual's magnitude and ball.py's second-order rule table (H_e >= sup ||Hess F_e||_2 over a
 ball that contains the box; 0 for affine models).
+
+For the other losses of the table on affine models (logistic, exponential, cross-entropy),
+Hess L = (1/n) sum_i J_i^T Hess_F l_i J_i with Hess_F l_i PSD and ||Hess_F l_i||_2 <= d_i over the box
+(compile/interval_losses.py's curvature), so 0 <= Hess L <= (1/n) J^T diag(d) J in the Loewner order
+and beta is a verified lambda_max of that interval matrix (the same shifted Cholesky).
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 
 from ...compile.interval_model import IntervalModel
 from ...compile.iv import Iv, iv_matmul, iv_sub, mid_rad
-from ...compile.rounding import nonneg_sum_upper, sqnorm_upper, up
+from ...compile.rounding import down, nonneg_sum_upper, sqnorm_upper, up
 from .ball import BallModel, _umul
 from .linalg import nonneg_norm2_upper, symmetrize
 
@@ -75,8 +80,9 @@ def smoothness_bound(model: IntervalModel, lo: np.ndarray, hi: np.ndarray) -> Sm
     matrix, verified), |r_e| the residual's magnitude over the box, H_e >= sup ||Hess F_e||_2 over the
     ball around the box's centre through its corners (ball.py's second-order rule table; 0 for affine
     models). A string says why no bound is available."""
-    if not model.least_squares:
-        return f"a smoothness bound for loss '{model.loss.name}' (least squares only)"
+    if not model.least_squares and not model.affine:
+        return (f"a smoothness bound for loss '{model.loss.name}' on a model that is not affine (least squares "
+                "takes any model, the other losses linear models)")
     enc = model.over_box(lo, hi)
     Jm, Jr = mid_rad(enc.J)
     if not (np.all(np.isfinite(Jm)) and np.all(np.isfinite(Jr))):
@@ -107,7 +113,35 @@ def smoothness_bound(model: IntervalModel, lo: np.ndarray, hi: np.ndarray) -> Sm
     if not math.isfinite(curvature) or not math.isfinite(jtj):
         return "the model's curvature over the region is unbounded in interval arithmetic"
     n = model.n
-    beta = float(up(up(2.0 * float(up(jtj + curvature))) / n))
     lam = float(up(jtj / n))
+    if not model.least_squares:
+        beta = _weighted_gram_bound(model, enc, numbers)
+        if isinstance(beta, str):
+            return beta
+        numbers.update(beta=beta, kernel_lambda_max_upper=lam)
+        return Smoothness(beta, lam, numbers)
+    beta = float(up(up(2.0 * float(up(jtj + curvature))) / n))
     numbers.update(beta=beta, kernel_lambda_max_upper=lam)
     return Smoothness(beta, lam, numbers)
+
+
+def _weighted_gram_bound(model: IntervalModel, enc, numbers: dict) -> float | str:
+    """beta >= lambda_max((1/n) J^T diag(d) J) >= ||Hess L||_2 over the box, for an affine model and a loss
+    with Hess_F l_i PSD and ||Hess_F l_i||_2 <= d_i (each row (i, e) of J weighted by d_i)."""
+    from ...compile.interval_losses import INTERVAL_LOSSES
+
+    n, k = enc.F.shape
+    d = np.asarray(INTERVAL_LOSSES[model.loss.name].curvature(enc.F, model.yk), dtype=np.float64)
+    if not (d.shape == (n,) and np.all(np.isfinite(d)) and np.all(d >= 0)):
+        return "the loss's second derivative over the region is unbounded in interval arithmetic"
+    rows = np.repeat(d, k)[:, None]                       # row (i, e) of J belongs to sample i
+    DJ = Iv(down(enc.J.lo * rows), up(enc.J.hi * rows))    # rows >= 0: J d is monotone in J
+    M = iv_matmul(Iv(np.ascontiguousarray(enc.J.lo.T), np.ascontiguousarray(enc.J.hi.T)), DJ)
+    Mm, Mr = mid_rad(M)
+    if not (np.all(np.isfinite(Mm)) and np.all(np.isfinite(Mr))):
+        return "the weighted Gram matrix over the region is unbounded in interval arithmetic"
+    Mm, Mr = symmetrize(Mm, Mr)
+    top, _ = lambda_max_upper(Mm, Mr)
+    beta = float(up(max(top, 0.0) / n))
+    numbers.update(loss_curvature_max=float(np.max(d)) if d.size else 0.0, weighted_gram_lambda_max_upper=top)
+    return beta
