@@ -153,6 +153,104 @@ def test_replay_accepts_and_rejects_tampering(setup):
         T.replay(model, bm, thetas, hs, shrunk)
 
 
+# --- the row-space split (docs/theory.md 10.12) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def long_tube(setup):
+    """The route's whole tube (tube and terminal ball proved, about 90 segments): the split contracts
+    (alpha > 0) once the loss is small."""
+    _, model, bm, _ = setup
+    return T.route(model, floor=0.0)
+
+
+def test_split_bounds_hold_the_flow_components(setup, long_tube):
+    """|P e| and |(1 - P) e| of the true error (DOP853 flow minus the comparison curve, P from numpy's
+    SVD of the torch Jacobian at the checkpoint) lie below the proved a_sup and b_sup."""
+    _, model, _, _ = setup
+    tube = long_tube
+    assert tube.terminal is not None
+    segs = [s for s in tube.segments if s.rho_row is not None]
+    contracting = [s for s in segs if s.alpha > 0 and s.a_sup < 0.95 * s.e_out]
+    assert len(contracting) >= 5                         # the split is strictly better there
+    F, _ = _torch_fns(model)
+    c = 2.0 / model.n
+    picks = segs[::6] + contracting[-3:]
+    times, centres, rows = [], [], []
+    for s in picks:
+        tg = T.tangent(model, s.theta)
+        J = torch.autograd.functional.jacobian(F, torch.tensor(s.theta)).numpy()
+        V = np.linalg.svd(J, full_matrices=False)[2]         # orthonormal basis of the row space
+        for frac in (0.5, 1.0):
+            times.append(s.t + frac * s.h)
+            centres.append(tg.theta + tg.B @ T.phi_end(tg, c, frac * s.h)[0])
+            rows.append((V, s))
+    grid, index = np.unique(np.array(times), return_inverse=True)
+    flow, _ = _flow(model, float(grid[-1]), grid)
+    for th, cen, (V, s) in zip(flow[index], centres, rows):
+        e = th - cen
+        a = float(np.linalg.norm(V @ e))
+        b = float(np.linalg.norm(e - V.T @ (V @ e)))
+        assert a <= s.a_sup and b <= s.b_sup, (s.t, a, s.a_sup, b, s.b_sup)
+        assert float(np.linalg.norm(e)) <= s.e_out
+
+
+def test_comparison_system_against_solve_ivp():
+    """bounds(): the sups and ends are above the solution of the linear Metzler system
+    a' = -alpha a + beta b + d, b' = beta a + ell b + d (scipy, rtol 1e-12) with the same data."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        alpha, beta, ell = rng.uniform(-0.05, 0.2), rng.uniform(0, 0.05), rng.uniform(0, 0.05)
+        d, h = rng.uniform(0, 1e-3), float(2.0 ** rng.integers(-4, 2))
+        a0, b0 = rng.uniform(0, 0.01), rng.uniform(0, 0.01)
+        M = np.array([[-alpha, beta], [beta, ell]])
+        sol = solve_ivp(lambda _t, u: M @ u + d, (0.0, h), [a0, b0], method="DOP853", rtol=1e-12, atol=1e-15,
+                        dense_output=True)
+        path = sol.sol(np.linspace(0.0, h, 201))
+        a_max, b_max = path[0].max(), path[1].max()
+        nums = {"ell": ell, "defect": d, "alpha": alpha, "beta": beta}
+        # assumptions at the true sups (times 1 + 1e-9): the bounds must lie above the solution (e_in = 1
+        # keeps the Gronwall bound on |e|, valid for the flow but not for this synthetic system, out of the min)
+        out = T.bounds(nums, h, 1.0, a0, b0, 10.0, a_max * (1 + 1e-9) + 1e-300, b_max * (1 + 1e-9) + 1e-300)
+        assert out["E_gronwall"] > 1.0
+        assert out["a_sup"] >= a_max * (1 - 1e-12) and out["b_sup"] >= b_max * (1 - 1e-12)
+        assert out["a_end"] >= path[0][-1] * (1 - 1e-12) and out["b_end"] >= path[1][-1] * (1 - 1e-12)
+        sup_norm = float(np.hypot(path[0], path[1]).max())
+        assert out["E"] >= sup_norm * (1 - 1e-12)
+
+
+def test_contract_against_the_closed_form():
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    for alpha, g, a0, h in [(0.03, 1e-4, 0.004, 1.0), (2.0, 0.5, 0.0, 0.25), (1e-6, 1e-3, 1.0, 8.0),
+                            (0.5, 0.0, 0.01, 0.0625)]:
+        sup, end = T.contract(alpha, g, a0, h)
+        A, G, X, H = map(mpmath.mpf, (alpha, g, a0, h))
+        exact = X * mpmath.exp(-A * H) + G * (1 - mpmath.exp(-A * H)) / A
+        assert end >= exact and end <= exact * (1 + 1e-8)      # tight (1 - e^-x by exp loses digits at small x)
+        assert sup >= max(X, exact)
+
+
+def test_a_split_too_thin_is_rejected(setup, long_tube):
+    _, model, bm, _ = setup
+    segs = long_tube.segments
+    j = next(i for i, s in enumerate(segs) if s.rho_row is not None and s.alpha > 0 and s.a_sup < 0.95 * s.e_out)
+    segs = segs[:j + 2]
+    thetas = [s.theta for s in segs] + [long_tube.segments[j + 2].theta]
+    hs, rhos = [s.h for s in segs], [s.rho for s in segs]
+    rr, rn = [s.rho_row for s in segs], [s.rho_null for s in segs]
+    out = T.replay(model, bm, thetas, hs, rhos, rr, rn)
+    assert out["end_e"] == long_tube.segments[j + 2].e_in
+    assert out["end_row"] == long_tube.segments[j + 2].a_in < out["end_e"]
+    thin = list(rr)
+    thin[j] = segs[j].a_sup / 2                     # below the row component's proved sup
+    with pytest.raises(ValueError, match="not below the assumed radius"):
+        T.replay(model, bm, thetas, hs, rhos, thin, rn)
+    thin = list(rn)
+    thin[j] = segs[j].b_sup / 2
+    with pytest.raises(ValueError, match="not below the assumed radius"):
+        T.replay(model, bm, thetas, hs, rhos, rr, thin)
+
+
 # --- the certificate: emitted, replayed by `certify check`, tampering rejected --------------------------
 
 def _tamper(path, change):
@@ -209,6 +307,12 @@ def test_certificate_replayed_and_a_moved_checkpoint_rejected(emitted, tmp_path,
         th[3] = (float.fromhex(th[3]) + 1e-2).hex()
     code, out = _check(capsys, _tampered(emitted, tmp_path, moved))
     assert code == 1 and "does not close" in out, out
+
+    def thin(c):                     # the row-space split's assumed radius shrunk tenfold
+        e = next(e for e in c["evidence"][1:] if "rho_row" in e and e["index"] > 2)
+        e["rho_row"] = (float.fromhex(e["rho_row"]) / 10).hex()
+    code, out = _check(capsys, _tampered(emitted, tmp_path, thin))
+    assert code == 1 and "not below the assumed radius" in out, out
 
 
 @pytest.mark.slow

@@ -121,22 +121,27 @@ def test_tube_holds_the_flow_and_its_loss_bound_is_above_flow_and_descent(case):
     tube, model = case.tube, case.model
     assert len(tube.segments) == 8
     c = 2.0 / model.n
-    times, centres, radii = [], [], []
+    times, centres, radii, parts = [], [], [], []
     for s in tube.segments:
         tg = T.tangent(model, s.theta)
+        V = np.linalg.svd(jacrev(case.F)(torch.from_numpy(s.theta)).numpy(), full_matrices=False)[2]   # row space
         for frac in (0.0, 0.5, 1.0):
             tau = frac * s.h
             phi = T.phi_end(tg, c, tau)[0] if tau > 0 else np.zeros_like(tg.ur)
             times.append(s.t + tau)
             centres.append(tg.theta + tg.B @ phi)
             radii.append(s.e_out if frac > 0 else s.e_in)
+            parts.append((V, s.a_sup, s.b_sup) if frac > 0 else (V, s.a_in, s.b_in))
     grid, index = np.unique(np.array(times), return_inverse=True)
     sol = solve_ivp(lambda _t, th: -case.grad(th), (0.0, float(grid[-1])), model.theta0, method="DOP853",
                     rtol=1e-10, atol=1e-12, t_eval=grid)
     assert sol.success
     bound = T.bound_function(tube)
-    for t, th, cen, rad in zip(times, sol.y.T[index], centres, radii):
-        assert np.linalg.norm(th - cen) <= rad, t
+    for t, th, cen, rad, (V, a, b) in zip(times, sol.y.T[index], centres, radii, parts):
+        e = th - cen
+        assert np.linalg.norm(e) <= rad, t
+        # the row-space split: |P e| <= a, |(1 - P) e| <= b (P from numpy's SVD of the module's Jacobian)
+        assert np.linalg.norm(V @ e) <= a * (1 + 1e-9) + 1e-15 and np.linalg.norm(e - V.T @ (V @ e)) <= b * (1 + 1e-9) + 1e-15, t
         assert float(case.L(torch.from_numpy(th))) <= bound(t), t
     eta, theta = 1e-3, model.theta0.copy()
     for k in range(int(tube.end_time / eta) + 1):
@@ -159,3 +164,13 @@ def test_a_tube_too_thin_or_moved_is_rejected(case):
     moved[2][0] += 0.05
     with pytest.raises(ValueError):
         T.replay(case.model, case.bm, moved, hs, rhos)
+    # the row-space split's assumed radii: replayed as built, rejected when shrunk
+    rr, rn = [s.rho_row for s in segs], [s.rho_null for s in segs]
+    assert all(r is not None for r in rr)
+    out = T.replay(case.model, case.bm, thetas, hs, rhos, rr, rn)
+    assert out["end_e"] == case.tube.segments[4].e_in and out["end_row"] == case.tube.segments[4].a_in
+    for which in (0, 1):
+        thin = [list(rr), list(rn)]
+        thin[which][2] /= 10
+        with pytest.raises(ValueError, match="not below the assumed radius"):
+            T.replay(case.model, case.bm, thetas, hs, rhos, *thin)
