@@ -1,35 +1,55 @@
 """Tightness of the sound mode: sound mu / sampled mu per spec, and boxes per second.
 
-    python -m bench.tightness specs/*_sound*.rq [--samples 2048]
+    python -m bench.tightness specs/*_sound*.rq specs/practice/*_sound.rq --allow-python [--samples 2048]
 
 Each spec is run as written (`method interval(...)`) and with its method line replaced by
 `method sampled(samples=N, seed=0)`. The sampled mu is the engine's estimate (it may hold a
 tangent-kernel lambda_min(K) <= R); "min R sampled" is the smallest R itself among the sampled
 points, an upper bound of inf R; sound mu <= inf R, so sound / min R <= 1 measures what the proof
 loses.
+`--allow-python` lets specs with `model torch(...)` import their module (both runs). The first line
+printed names the machine; the last column is the 1-minute load average when the row finished.
 The table is docs/sound.md's. `--ball` prints the ball rule's table (wide networks, docs/sound.md).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import re
 import time
 from pathlib import Path
 
 from certifier.compile.kernel import jacobian
-from certifier.pipeline import run_text
+from certifier.pipeline import RunOptions, run_text
 
 
-def measure(path: str, samples: int = 2048) -> dict:
+def machine() -> str:
+    """The CPU's model name, core count and Python/numpy versions (for the table's caption)."""
+    import numpy
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {numpy.__version__}"
+
+
+def measure(path: str, samples: int = 2048, allow_python: bool = False) -> dict:
     text = Path(path).read_text(encoding="utf-8")
+    options = (lambda: RunOptions(allow_python=True)) if allow_python else (lambda: None)
     t0 = time.perf_counter()
-    sound = run_text(text, path)
+    sound = run_text(text, path, options())
     t_sound = time.perf_counter() - t0
     sampled_text, count = re.subn(r"(?m)^method\s+interval\b.*$", f"method sampled(samples={samples}, seed=0)", text)
     sampled = None
     if count:
         t1 = time.perf_counter()
-        sampled = run_text(sampled_text, path)
+        sampled = run_text(sampled_text, path, options())
         t_sampled = time.perf_counter() - t1
     row = {"spec": path, "parameters": sound.problem.get("parameters"), "samples": sound.problem.get("samples"),
            "verdict": sound.verdict, "sound_mu": sound.mu,
@@ -56,22 +76,25 @@ def main(argv=None) -> int:
     ap.add_argument("specs", nargs="*")
     ap.add_argument("--samples", type=int, default=2048)
     ap.add_argument("--ball", action="store_true", help="the ball rule's table on wide networks instead")
+    ap.add_argument("--allow-python", action="store_true", help="let model torch(...) specs import their module")
     args = ap.parse_args(argv)
     if args.ball:
         main_ball()
         return 0
+    print(f"machine: {machine()}; load average at the start {os.getloadavg()[0]:.2f}")
     print("| spec | m | n | verdict (sound) | sound μ | sampled μ | sound / sampled | min R sampled | sound / min R "
-          "| min R in the sound run | sound / that | boxes | boxes/s | seconds (sound / sampled) |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| min R in the sound run | sound / that | boxes | boxes/s | seconds (sound / sampled) | load |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path in args.specs:
-        r = measure(path, args.samples)
+        r = measure(path, args.samples, args.allow_python)
         fmt = lambda v, f="{:.6g}": "—" if v is None else f.format(v)   # noqa: E731
-        print(f"| {Path(path).name} | {r['parameters']} | {r['samples']} | {r['verdict']} | {fmt(r['sound_mu'])} | "
+        n = r["samples"] if r["samples"] is not None else "population"
+        print(f"| {Path(path).name} | {r['parameters']} | {n} | {r['verdict']} | {fmt(r['sound_mu'])} | "
               f"{fmt(r['sampled_mu'])} | {fmt(r.get('ratio'), '{:.3f}')} | {fmt(r['sampled_min_R'])} | "
               f"{fmt(r.get('ratio_R'), '{:.3f}')} | {fmt(r['box_min_R'])} | {fmt(r.get('ratio_box'), '{:.3f}')} | "
               f"{fmt(r['boxes'], '{}')} | "
               f"{fmt(r['boxes_per_second'], '{:.0f}')} | {r['seconds_sound']:.1f} / "
-              f"{fmt(r['seconds_sampled'], '{:.1f}')} |", flush=True)
+              f"{fmt(r['seconds_sampled'], '{:.1f}')} | {os.getloadavg()[0]:.1f} |", flush=True)
     return 0
 
 

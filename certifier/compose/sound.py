@@ -680,6 +680,7 @@ def _certify_sound(checked, options, functions: str, executor):
                                     executor, ceiling, radius)
         if profile["status"] == "certified":
             profile["outcome"].boxes_evaluated += budget - left      # both searches count against boxes=
+            profile["outcome"].bnb_seconds += outcome.bnb_seconds
             reason["phi"] = (f"the loss-level profile: {_phi_spec(phi)} band by band, each band with its own proved "
                              f"mu (one mu for the region does not confine the flow)")
             verdict, failing, outcome = "certified", None, profile["outcome"]
@@ -850,7 +851,7 @@ def profile_route(problem, model, region, floor, L0_up, phi, c, budget, reporter
     lowest = min(first, 1.05 * hi)
     factors = [first] + ([lowest] if lowest < 0.9 * first else [])
     bands = list(zip(edges[:-1], edges[1:]))
-    spent = 0
+    spent, seconds = 0, 0.0
     for i, f in enumerate(factors):
         targets = [float(down(f * e)) for e in est]
 
@@ -861,10 +862,10 @@ def profile_route(problem, model, region, floor, L0_up, phi, c, budget, reporter
         share = budget - spent if i == len(factors) - 1 else (budget - spent) // 2
         outcome = bound_mu(problem, region, floor, None, share, reporter, seed=seed, tighten=False,
                            executor=executor, ceiling=ceiling, band_target=band_target)
-        spent += outcome.boxes_evaluated
+        spent, seconds = spent + outcome.boxes_evaluated, seconds + outcome.bnb_seconds
         if outcome.status == "proven":
             break
-    outcome.boxes_evaluated = spent       # both searches count against the budget
+    outcome.boxes_evaluated, outcome.bnb_seconds = spent, seconds     # both searches count (boxes per second)
     if outcome.status != "proven":
         lows = [box["loss"][0] for box in outcome.failing_boxes if box.get("loss")]
         where = f"; the weakest open boxes reach down to L = {min(lows):.3g}" if lows else ""
