@@ -40,10 +40,6 @@ from ..compile.batched import evaluator
 from .records import MAX_KEEP, Records, theta_keep
 
 _PLACEHOLDER = torch.empty(0)
-# an adversarial descent ends once R has not fallen below its smallest value so far (by a
-# relative STALL_LOG) for ADVERSARIAL_STALL steps (docs/theory.md, section 6)
-ADVERSARIAL_STALL = 16
-STALL_LOG = 1e-9
 
 
 def _noop(n: float = 1) -> None:
@@ -195,8 +191,6 @@ class _Descent:
     candidate: torch.Tensor | None = None
     started: bool = False
     done: bool = False
-    best: float = math.inf
-    best_at: int = 0
 
 
 def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: float, floor: float,
@@ -219,11 +213,6 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
         block.add("adversarial", region.distance(r.theta), r.L, math.exp(r.log_r), r.theta, r.smax)
         norm = float(r.d.norm())
         if not math.isfinite(norm) or norm == 0.0 or r.L < lowest:
-            r.done = True
-            return
-        if r.log_r < r.best - STALL_LOG:
-            r.best, r.best_at = r.log_r, r.i
-        elif r.i - r.best_at >= ADVERSARIAL_STALL:
             r.done = True
             return
         r.norm, r.tries = norm, 0
