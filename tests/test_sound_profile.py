@@ -274,3 +274,138 @@ def test_profile_certificate_is_refused_for_a_spec_with_a_step(cubic_cert):
     finally:
         (cubic_cert / "s.rq").write_text((SPECS / CUBIC).read_text())
     assert not report.ok
+
+
+# --- `desingularizer auto` chooses from the proved profile (docs/sound.md, "The loss-level profile") -------
+def test_auto_chooses_the_power_the_closed_form_implies(cubic):
+    """R = 9 m^(1/3) L^(2/3) on the cubic spec: the proved lower envelope falls like L^(2/3), so auto picks
+    phi'(u) = u^-(1 + 2/3), i.e. power(alpha = 5/6) in certify's convention phi'(u) = u^(-2 alpha)
+    (2 alpha = 1 + beta for least squares); the flow is then phi(L) = -(3/2) L^(-2/3) falling at the
+    constant rate 36 m^(1/3) (checked here), the t^(-3/2) kind."""
+    r = cubic
+    assert r.desingularizer["requested"] == "auto"
+    auto = r.rate["profile"]["auto"]
+    assert auto["alpha"] == pytest.approx(5 / 6, abs=1e-15) and auto["chosen"].startswith("power(")
+    assert 0.6 <= auto["exponent"] <= 0.72
+    # the closed form: d/dt phi(L) = -phi'(L) ||grad L||^2 = -L^(-5/3) 4 L R = -36 m^(1/3), for every L
+    for L in [1e-6, 1e-4, 0.03]:
+        R = 9 * M2 ** (1 / 3) * L ** (2 / 3)
+        assert L ** (-5 / 3) * 4 * L * R == pytest.approx(36 * M2 ** (1 / 3), rel=1e-12)
+    # with one proved mu per band the natural log is never worse, band by band: it is kept, and says so
+    assert auto["kept"] == "natural" and r.desingularizer["name"] == "log"
+    assert "power(alpha=5/6)" in r.desingularizer["reason"] and "natural log kept" in r.desingularizer["reason"]
+    assert any(n.startswith("auto from the proved loss-level profile") for n in r.notes)
+    for key, t in auto["candidate_times_to_fraction"].items():
+        mine = r.rate["times_to_fraction"][key]
+        assert (t is None) == (mine is None) and (t is None or t >= mine)
+
+
+def test_auto_rates_lie_above_the_exact_flow_and_solve_ivp(cubic):
+    """Both the kept rate and auto's power rate against the closed-form flow and a DOP853 solve."""
+    from scipy.integrate import solve_ivp
+
+    auto = cubic.rate["profile"]["auto"]
+    kept = [[t, cubic.bound(t)] for t in np.concatenate([[0.0], np.logspace(-3, 4, 200)])]
+    for curve in (kept, auto["candidate_curve"]):
+        ts = np.array([t for t, _ in curve])
+        sol = solve_ivp(lambda t, w: -6 * M2 * w ** 5, (0, ts[-1]), [W0], method="DOP853", t_eval=ts,
+                        rtol=1e-12, atol=1e-15)
+        for (t, bound), L, w in zip(curve, cubic_loss(ts), sol.y[0]):
+            assert abs(M2 * w ** 6 - L) <= 1e-9 * L
+            assert L <= bound * (1 + 1e-12) or L <= 1e-6, t
+            assert M2 * w ** 6 <= bound * (1 + 1e-9) or L <= 1e-6, t
+    for key, t in auto["candidate_times_to_fraction"].items():
+        if t is not None:
+            w = (float(key) * M2 * W0 ** 6 / M2) ** (1 / 6)
+            assert t >= (w ** -4 - W0 ** -4) / (24 * M2) * (1 - 1e-12)
+
+
+def _slowest(bands, L0, t):
+    """The slowest flow a proved profile allows (mpmath): dL/dt = -4 mu_k L on band k (least squares,
+    R = mu_k there), from L0 down."""
+    L, t = mpmath.mpf(L0), mpmath.mpf(t)
+    for a, b, mu in reversed(bands):
+        if L <= a:
+            continue
+        need = mpmath.log(L / a) / (4 * mu)
+        if t <= need:
+            return L * mpmath.exp(-4 * mu * t)
+        t -= need
+        L = mpmath.mpf(a)
+    return L
+
+
+@pytest.mark.parametrize("beta,alpha", [(1 / 3, 2 / 3), (2 / 3, 5 / 6), (1.0, 1.0)])
+def test_auto_from_a_proved_power_profile_against_the_slowest_flow(beta, alpha):
+    """mu_k = 2 a_k^beta on the half-decades from 1e-6 to 0.05: auto picks 2 alpha = 1 + beta; both rates
+    lie above the slowest flow the bands allow, and the power's never below the natural one's."""
+    from certifier.compose.sound import auto_from_profile, band_edges
+
+    floor, L0 = 1e-6, 0.05
+    edges = band_edges(floor, L0)
+    mus = [2 * a ** beta for a in edges[:-1]]
+    choice = auto_from_profile("least_squares", edges, mus, 4.0, L0, floor, 1e3)
+    assert choice["alpha"] == pytest.approx(alpha, abs=1e-15)
+    assert choice["exponent"] == pytest.approx(beta, rel=1e-9)
+    cand, kept = choice["candidate"], choice["rate"]
+    assert choice["kept"] == "natural" and kept.phi.name == "log"
+    bands = list(zip(edges[:-1], edges[1:], mus))
+    for t in [0, 1e-3, 0.1, 1, 10, 50, 100, 300, 1e3]:
+        slow = _slowest(bands, L0, t)
+        assert kept.bound(t) >= slow * (1 - 1e-15) and cand.bound(t) >= slow * (1 - 1e-15)
+        assert cand.bound(t) >= kept.bound(t) * (1 - 1e-12)
+
+
+def test_auto_keeps_the_natural_phi_without_a_vanishing_profile():
+    from certifier.compose.sound import auto_from_profile, band_edges
+
+    # the two-student spec's range (floor 3e-2, L0 0.041): far fewer than 4 decades
+    edges = band_edges(3e-2, 0.041)
+    choice = auto_from_profile("least_squares", edges, [0.17] * (len(edges) - 1), 4.0, 0.041, 3e-2, 1e3)
+    assert choice["alpha"] is None and choice["kept"] == "natural" and choice["candidate"] is None
+    assert "natural log" in choice["reason"]
+    # a flat profile over 5 decades: R does not vanish with L
+    edges = band_edges(1e-6, 0.05)
+    choice = auto_from_profile("least_squares", edges, [0.3] * (len(edges) - 1), 4.0, 0.05, 1e-6, 1e3)
+    assert choice["alpha"] is None and "does not vanish" in choice["reason"]
+    # the exponential loss: a power phi follows R ~ L^beta for least squares only
+    mus = [2 * a ** 0.5 for a in edges[:-1]]
+    choice = auto_from_profile("exponential", edges, mus, 1.0, 0.05, 1e-6, 1e3)
+    assert choice["alpha"] is None and "least squares only" in choice["reason"]
+
+
+def test_two_students_with_auto_never_get_a_linear_rate_to_zero():
+    """specs/single_neuron_n2_sound.rq with auto and floor 0 (L ~ t^-3): never certified, whatever auto
+    chooses (the profile needs a floor > 0, and log's one mu is not proved)."""
+    text = (SPECS / "single_neuron_n2_sound.rq").read_text()
+    text = (text.replace("desingularizer power(alpha=2/3)", "desingularizer auto")
+            .replace("floor=3e-2", "floor=0").replace("boxes=3000", "boxes=200"))
+    r = run_text(text)
+    assert r.verdict != "certified" and not r.sound
+    assert r.desingularizer["requested"] == "auto"
+
+
+def test_auto_choice_replays_and_a_tampered_choice_is_rejected(cubic_cert):
+    assert verify(str(cubic_cert / "s.json")).ok
+    auto = json.loads((cubic_cert / "s.json").read_text())["evidence"][0]["profile"]["auto"]
+    assert float.fromhex(auto["alpha"]) == pytest.approx(5 / 6, abs=1e-15) and auto["kept"] == "natural"
+
+    def alpha(c):
+        c["evidence"][0]["profile"]["auto"]["alpha"] = (2 / 3).hex()
+    assert any("auto's choice" in p for p in _cubic_problems(cubic_cert, alpha))
+
+    def kept(c):
+        c["evidence"][0]["profile"]["auto"]["kept"] = "power"
+    assert any("auto's choice" in p for p in _cubic_problems(cubic_cert, kept))
+
+    def dropped(c):
+        del c["evidence"][0]["profile"]["auto"]
+    assert any("auto's choice" in p for p in _cubic_problems(cubic_cert, dropped))
+    # the certificate against the same spec naming log: no longer the certified spec
+    (cubic_cert / "s.rq").write_text((SPECS / CUBIC).read_text().replace("loss least_squares",
+                                                                         "loss least_squares\ndesingularizer log"))
+    try:
+        report = verify(str(cubic_cert / "s.json"))
+    finally:
+        (cubic_cert / "s.rq").write_text((SPECS / CUBIC).read_text())
+    assert not report.ok

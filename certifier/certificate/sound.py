@@ -46,6 +46,7 @@ from ..compile.interval_model import IntervalModel
 from ..compile.rounding import down, elementary, up
 from ..compose.sound import (
     ZERO_MU,
+    auto_from_profile,
     band_edges,
     gradient_bound,
     meets,
@@ -141,11 +142,18 @@ def build_sound(result, spec_path: str, source: str, allow_python: bool = False,
     if ev.profile is not None and result.verdict == "certified" and outcome is not None:
         # the loss-level profile: the band edges and each band's proved mu (docs/theory.md 10.11)
         proof["profile"] = {"edges": _hexes(ev.profile["edges"]), "mu": _hexes(ev.profile["mu"])}
+        if ev.profile.get("auto") is not None:
+            # `desingularizer auto`'s choice from the proved profile; the replay re-derives it
+            auto = ev.profile["auto"]
+            proof["profile"]["auto"] = {"alpha": hx(auto["alpha"]) if auto["alpha"] is not None else None,
+                                        "kept": auto["kept"], "exponent": auto["exponent"]}
         rate_params = {"kind": "sound", "profile": True, "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu),
                        "floor": hx(ev.floor), "horizon": float(ev.horizon)}
-        c = (result.loss or {})["constant"]
-        rate = profile_rate(ev.profile["edges"], ev.profile["mu"], c, ev.phi or LOSSES[(result.loss or {})["name"]]
-                            .natural_phi(), ev.L0_upper, ev.floor)
+        rate = ev.profile.get("rate")
+        if rate is None:
+            c = (result.loss or {})["constant"]
+            rate = profile_rate(ev.profile["edges"], ev.profile["mu"], c, ev.phi or LOSSES[(result.loss or {})["name"]]
+                                .natural_phi(), ev.L0_upper, ev.floor)
         formula, curve = rate.formula(), rate.curve(ev.horizon)
     elif result.verdict == "certified" and outcome is not None:
         rate_params = {"kind": "sound", "L0_upper": hx(ev.L0_upper), "mu": hx(ev.mu), "floor": hx(ev.floor),
@@ -603,6 +611,17 @@ def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up:
     if not same:
         ctx.reject("rate: its parameters are not the proof's L0_upper, mu and floor (a profile rate)")
     rebuilt = profile_rate(edges, band_mu, c, phi, L0_up, st["floor"])
+    recorded_auto = proof["profile"].get("auto")
+    if st["model"].checked.desingularizer.name == "auto":
+        # auto's choice re-derived from the proved mu_k (docs/sound.md, "The loss-level profile"): the recorded one must match
+        choice = auto_from_profile(st["model"].loss, edges, band_mu, c, L0_up, st["floor"], st["horizon"])
+        derived = {"alpha": hx(choice["alpha"]) if choice["alpha"] is not None else None, "kept": choice["kept"]}
+        if not isinstance(recorded_auto, dict) or {k: recorded_auto.get(k) for k in derived} != derived:
+            ctx.reject(f"sound-proof: auto's choice {recorded_auto!r} is not the one re-derived from the proved "
+                       f"profile {derived!r}")
+        rebuilt = choice["rate"]
+    elif recorded_auto is not None:
+        ctx.reject("sound-proof: a choice of `desingularizer auto` is recorded, but the spec names its desingularizer")
     if rate.get("formula") != rebuilt.formula():
         ctx.reject(f"rate: the formula {rate.get('formula')!r} is not the rebuilt {rebuilt.formula()!r}")
     if [list(map(float, p)) for p in rate.get("curve") or []] != rebuilt.curve(st["horizon"]):

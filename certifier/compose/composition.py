@@ -139,27 +139,35 @@ def vanishing_exponent(profile: list[dict]) -> float | None:
     return gamma if gamma is not None and gamma > POWER_SLOPE else None
 
 
-def choose(loss: Loss, requested: str, params: dict, records: Records, radius: float, floor: float
-           ) -> Composition:
-    profile = loss_profile(records, radius, floor)
+def auto_power(loss_name: str, profile: list[dict]) -> tuple[float | None, float | None]:
+    """(beta, alpha) of `auto` from a loss-level profile ([{low, high, mu}] ascending in L, sampled or
+    proved): beta the slope of log mu against log L over the lowest TAIL_DECADES of bands (all bands
+    when those are fewer than three), alpha = (1 + b) / 2 with b = beta rounded to a twelfth, when the
+    loss is least squares, POWER_SLOPE < beta <= 1 and the bands span DECADES (R vanishes as L -> 0,
+    not R collapsing at one loss level); alpha None otherwise (the natural phi)."""
     beta = fit_exponent(profile)
     # the exponent that matters as L -> 0 is that of the lowest decades (the single neuron with
     # n = 2 students: 0.333 there, 0.376 over all bands, whose upper part is the transient)
     beta_tail = fit_exponent(tail(profile))
     if beta_tail is not None:
         beta = beta_tail
+    spans_decades = bool(profile) and profile[0]["low"] <= DECADES * profile[-1]["high"]
+    if not (loss_name == "least_squares" and beta is not None and POWER_SLOPE < beta <= 1.0 and spans_decades):
+        return beta, None
+    b = min(round(beta * 12) / 12, 1.0)   # a nearby fraction (1/3 stays 1/3), at most 1
+    b = max(b, 1 / 12)
+    return beta, (1 + b) / 2             # R falls like L^beta: phi'(u) = u^-(1+b)
+
+
+def choose(loss: Loss, requested: str, params: dict, records: Records, radius: float, floor: float
+           ) -> Composition:
+    profile = loss_profile(records, radius, floor)
+    beta, alpha = auto_power(loss.name, profile)
     if requested != "auto":
         return Composition(make(requested, **params), "requested in the spec", beta, profile)
     natural = loss.natural_phi()
-    # a power law needs the sampled losses to fall several decades (R -> 0 as L -> 0), not R
-    # collapsing at one loss level (a critical point), and 0 < beta <= 1 (1/2 < alpha <= 1)
-    spans_decades = bool(profile) and profile[0]["low"] <= DECADES * profile[-1]["high"]
-    if (loss.name == "least_squares" and beta is not None and POWER_SLOPE < beta <= 1.0
-            and spans_decades):
-        # R falls like L^beta: a power desingularizer, phi'(u) = u^-(1+beta)
-        b = min(round(beta * 12) / 12, 1.0)   # a nearby fraction (1/3 stays 1/3), at most 1
-        b = max(b, 1 / 12)
-        return Composition(make("power", alpha=(1 + b) / 2),
+    if alpha is not None:
+        return Composition(make("power", alpha=alpha),
                            f"auto: min R on the lowest loss bands falls like L^{beta:.3g} (no constant mu): "
-                           f"power with 2 alpha = 1 + {b:.4g}", beta, profile)
+                           f"power with 2 alpha = 1 + {2 * alpha - 1:.4g}", beta, profile)
     return Composition(natural, f"auto: the natural desingularizer of {loss.name}", beta, profile)

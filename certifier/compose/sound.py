@@ -35,6 +35,7 @@ from ..language.desingularizers import LOG, Desingularizer, make
 from ..language.losses import LOSSES, tangent_point
 from ..result import FailingPoint, FailingRegion, MuSource
 from .build import Evidence
+from .composition import DECADES, auto_power
 from .rate import ProfileRate, proved_rate
 from .verdicts import nice_up as _nice_up
 
@@ -428,7 +429,7 @@ def _certify_sound(checked, options, functions: str, executor):
             loss={"initial": p0.loss, "initial_upper": L0_up, "constant": c, "floor": floor,
                   "sample_bound": M_used,
                   "inequality": problem.loss_def.inequality, "minimum_seen": None},
-            phi=phi, phi_reason=reason.get("phi"),
+            phi=reason.get("rate_phi", phi), phi_reason=reason.get("phi"),
             mu=mu, mu_source=_weakest_rule(outcome) if outcome and mu is not None else None, mu_sources=sources,
             radius=radius, rho=rho, radius_search=list(history),
             rate=rate or {"formula": None, "curve": [], "times_to_fraction": {}, "horizon": horizon,
@@ -685,7 +686,18 @@ def _certify_sound(checked, options, functions: str, executor):
                              f"mu (one mu for the region does not confine the flow)")
             verdict, failing, outcome = "certified", None, profile["outcome"]
             mu_value, rho = profile["mu_min"], profile["rho"]
+            if checked.desingularizer.name == "auto":
+                # auto chooses from the proved profile (docs/sound.md, "The loss-level profile"); rho above stays the natural
+                # phi's: it confines the flow, and the kept rate is composed from the same proved mu_k
+                profile["auto"] = auto_from_profile(problem.loss_def, profile["edges"], profile["band_mu"], c,
+                                                    L0_up, floor, horizon)
+                profile["rate"] = profile["auto"]["rate"]
+                reason["phi"] = profile["auto"]["reason"]
+                reason["rate_phi"] = profile["rate"].phi
+                notes.append(profile["auto"]["reason"])
             rate, bound = _profile_rate_dict(profile["rate"], horizon, profile)
+            if profile.get("auto") is not None:
+                rate["profile"]["auto"] = auto_dict(profile["auto"], horizon)
             notes.append(f"one mu for the whole region does not confine the flow; the loss-level profile does: "
                          f"{len(profile['bands'])} loss bands, each with its own proved mu (from "
                          f"{profile['mu_min']:.4g} in the lowest band to {profile['mu_max']:.4g}), rho = "
@@ -723,7 +735,9 @@ def _certify_sound(checked, options, functions: str, executor):
                              M_leaves, step=step, smoothness=smooth["beta"] if smooth else None,
                              kernel_bound=smooth["lam"] if smooth else None,
                              phi=phi if phi != problem.loss_def.natural_phi() else None,
-                             profile={"edges": profile["edges"], "mu": profile["band_mu"]}
+                             profile={"edges": profile["edges"], "mu": profile["band_mu"], "rate": profile["rate"],
+                                      **({"auto": {k: profile["auto"][k] for k in ("exponent", "alpha", "kept")}}
+                                         if profile.get("auto") is not None else {})}
                              if profile is not None and verdict == "certified" else None)
     return result(verdict, verdict in ("certified", "refuted"), mu=mu_value, outcome=outcome, failing=failing,
                   rate=rate, bound=bound, witness=witness,
@@ -897,11 +911,81 @@ def profile_mu(leaves, edges: list[float]) -> tuple[list[float], list[int]]:
 
 
 def profile_rate(edges, band_mu, c, phi, L0_up, floor) -> ProfileRate:
-    bands = tuple((a, b, float(down(c * m)) if m != math.inf else math.inf)
-                  for a, b, m in zip(edges[:-1], edges[1:], band_mu))
+    """The ProfileRate of the proved mu per band, K_k = c mu_k rounded down; c one float, or one per band
+    (a power phi chosen by `auto`: the minimum of phi'(L) G(L) over each band)."""
+    cs = list(c) if isinstance(c, (list, tuple)) else [c] * len(band_mu)
+    bands = tuple((a, b, float(down(ck * m)) if m != math.inf else math.inf)
+                  for a, b, m, ck in zip(edges[:-1], edges[1:], band_mu, cs))
     # a band no point of the region reaches: the flow spends no time in it while confined (K = inf)
     bands = tuple((a, b, K if K != math.inf else float(np.finfo(float).max)) for a, b, K in bands)
     return ProfileRate(phi, bands, L0_up, floor)
+
+
+def auto_from_profile(loss, edges: list[float], band_mu: list[float], c: float, L0_up: float, floor: float,
+                      horizon: float) -> dict:
+    """`desingularizer auto` on a proved loss-level profile (docs/sound.md, "The loss-level profile"), from proved numbers only:
+    the exponent beta of the proved lower envelope mu_k ~ L^beta over the bands (composition.auto_power, as
+    the sampled mode does from its estimate) picks power(alpha), 2 alpha = 1 + beta, when R vanishes as
+    L -> 0 on the bands; the natural phi otherwise. The power's rate is composed from the same mu_k with
+    K_k = c_k mu_k, c_k = min over [a_k, b_k] of phi'(L) G(L) in arb (power_constant, rounded down). The
+    flow is confined by the natural phi's rho (a fact about the flow, whatever phi composes the rate), so
+    both rates are theorems; the one with the smaller bound at the horizon is kept (ties: the natural one).
+    Replayed as it is computed here (certificate/sound.py). Returns {exponent, alpha (None: natural), kept
+    ('power' | 'natural'), rate (the kept ProfileRate), candidate (the power's, or None), reason}."""
+    loss = LOSSES[loss] if isinstance(loss, str) else loss
+    natural_phi = loss.natural_phi()
+    natural_rate = profile_rate(edges, band_mu, c, natural_phi, L0_up, floor)
+    proved = [{"low": a, "high": b, "mu": m} for a, b, m in zip(edges[:-1], edges[1:], band_mu)
+              if m != math.inf and m > 0]
+    beta, alpha = auto_power(loss.name, proved)
+    out = {"exponent": beta, "alpha": None, "kept": "natural", "rate": natural_rate, "candidate": None}
+    nat = _phi_spec(natural_phi)
+    slope = "no exponent (fewer than 3 proved bands)" if beta is None else f"slope {beta:.3g}"
+    if alpha is None or not phi_supported(loss, make("power", alpha=alpha)):
+        spans = bool(proved) and proved[0]["low"] <= DECADES * proved[-1]["high"]
+        why = (f"loss {loss.name} (a power phi follows R ~ L^beta for least squares only)"
+               if loss.name != "least_squares" else
+               f"the proved bands span {math.log10(proved[-1]['high'] / proved[0]['low']):.2g} decades, "
+               f"fewer than the {-math.log10(DECADES):g} that show R vanishing as L -> 0" if proved and not spans else
+               "R does not vanish with L on the proved bands")
+        out["reason"] = (f"auto from the proved loss-level profile: log mu_k against log L has {slope}; {why}: "
+                         f"the natural {nat}, band by band")
+        return out
+    phi = make("power", alpha=alpha)
+    cs = [power_constant(loss, phi, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    candidate = profile_rate(edges, band_mu, cs, phi, L0_up, floor)
+    out.update(alpha=alpha, candidate=candidate)
+    at_nat, at_pow = natural_rate.bound(horizon), candidate.bound(horizon)
+    keep = at_pow < at_nat
+    if keep:
+        out.update(kept="power", rate=candidate)
+    spec = f"power(alpha={_fraction(alpha)})"
+    out["reason"] = (f"auto from the proved loss-level profile: the proved mu_k fall like L^{beta:.3g} over the "
+                     f"lowest bands (R vanishes as L -> 0): {spec}, phi'(u) = u^-{_fraction(2 * alpha)}, "
+                     f"K_k = c_k mu_k with c_k = min of phi'(L) G(L) over each band; at t = {horizon:g} its "
+                     f"bound is {at_pow:.4g}, the natural {nat}'s {at_nat:.4g}: "
+                     + (f"{spec} kept" if keep else
+                        f"the natural {nat} kept (with one proved mu per band the natural phi is never worse "
+                        f"band by band; {spec} gives the kind of the rate)"))
+    return out
+
+
+def _fraction(x: float) -> str:
+    """alpha as a fraction with denominator 24 where it is one (auto's alphas), else %g."""
+    n = round(x * 24)
+    if abs(n - 24 * x) < 1e-9:
+        from fractions import Fraction
+        return str(Fraction(n, 24))
+    return f"{x:g}"
+
+
+def auto_dict(choice: dict, horizon: float) -> dict:
+    """rate.profile.auto of the report: what `auto` chose from the proved profile and which rate was kept."""
+    cand = choice["candidate"]
+    return {"exponent": choice["exponent"], "chosen": _phi_spec(cand.phi) if cand is not None else None,
+            "alpha": choice["alpha"], "kept": choice["kept"], "reason": choice["reason"],
+            "candidate_curve": cand.curve(horizon) if cand is not None else None,
+            "candidate_times_to_fraction": cand.times_to_fraction() if cand is not None else None}
 
 
 def _profile_rate_dict(rate: ProfileRate, horizon: float, profile: dict):
