@@ -49,6 +49,7 @@ def test_tanh_network_on_64_points_is_certified_to_its_floor_above_the_flow():
         assert descent[k] <= r.bound(k * eta) * (1 + 1e-7)
 
 
+@pytest.mark.slow     # 32 s on a quiet 2-core EPYC (64 s loaded); .ci/run runs the slow suite too
 def test_relu_mlp_is_never_refuted_by_a_point_the_flow_cannot_reach():
     problem, x, y, theta0 = inputs("relu_mlp")
     r = run_file(str(PRACTICE / "relu_mlp.rq"))
