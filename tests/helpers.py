@@ -59,3 +59,29 @@ def reforged(cert: Path, edit, out: Path) -> list[str]:
     out.write_text(json.dumps(c))
     report = verify(str(out))
     return [] if report.ok else list(report.problems)
+
+
+# --- tampering with a sound certificate's box proof (the replay must reject each) -----------------
+def sound_proof(cert: dict) -> dict:
+    return next(e for e in cert["evidence"] if e["kind"] == "sound-proof")
+
+
+def raise_mu(cert: dict) -> None:
+    mu = float.fromhex(sound_proof(cert)["mu"]) * 1.5
+    sound_proof(cert)["mu"] = mu.hex()
+    cert["numbers"]["mu"] = mu
+    cert["rate"]["parameters"]["mu"] = mu.hex()
+
+
+def raise_a_leaf(cert: dict) -> None:
+    leaf = next(e for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven")
+    value = float.fromhex(leaf["bound"]) * 1.7
+    leaf["bound"], leaf["value"] = value.hex(), value
+
+
+def drop_a_leaf(cert: dict) -> None:
+    leaf = next(e for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven")
+    leaf["status"], leaf["reason"] = "dropped", "entirely below the floor"
+
+
+BOX_PROOF_TAMPERS = (raise_mu, raise_a_leaf, drop_a_leaf)

@@ -27,7 +27,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 import single_neuron_oracle as oracle
-from helpers import SPECS, emit_certificate, problem_of, reforged
+from helpers import BOX_PROOF_TAMPERS, SPECS, emit_certificate, problem_of, reforged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
@@ -405,10 +405,6 @@ def _tampered(folder: Path, tmp_path: Path, change) -> list[str]:
     return reforged(folder / "e.json", change, tmp_path / "e.json")
 
 
-def _proof(cert):
-    return next(e for e in cert["evidence"] if e["kind"] == "sound-proof")
-
-
 def test_check_accepts_the_population_certificate(emitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _tampered(emitted, tmp_path, lambda cert: None) == []
@@ -419,22 +415,7 @@ def test_check_accepts_the_population_certificate(emitted, tmp_path, monkeypatch
 def test_check_rejects_a_tampered_population_certificate(emitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    def raise_mu(cert):
-        mu = float.fromhex(_proof(cert)["mu"]) * 1.5
-        _proof(cert)["mu"] = mu.hex()
-        cert["numbers"]["mu"] = mu
-        cert["rate"]["parameters"]["mu"] = mu.hex()
-
-    def raise_a_leaf(cert):
-        leaf = next(e for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven")
-        value = float.fromhex(leaf["bound"]) * 1.7
-        leaf["bound"], leaf["value"] = value.hex(), value
-
-    def drop_a_leaf(cert):
-        leaf = next(e for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven")
-        leaf["status"], leaf["reason"] = "dropped", "entirely below the floor"
-
-    for change in (raise_mu, raise_a_leaf, drop_a_leaf):
+    for change in BOX_PROOF_TAMPERS:
         assert _tampered(emitted, tmp_path, change), change.__name__
 
 
