@@ -85,3 +85,18 @@ def drop_a_leaf(cert: dict) -> None:
 
 
 BOX_PROOF_TAMPERS = (raise_mu, raise_a_leaf, drop_a_leaf)
+
+
+def reforged_beside(folder: Path, tmp_path: Path, change, name: str = "e") -> list[str]:
+    """The replay's problems with folder/NAME.json edited by `change`, written beside a copy of its
+    spec in tmp_path (the replay finds the spec by its recorded relative path)."""
+    import shutil
+    shutil.copy(folder / f"{name}.rq", tmp_path / f"{name}.rq")
+    return reforged(folder / f"{name}.json", change, tmp_path / f"{name}.json")
+
+
+def tampered(folder: Path, edit) -> list[str]:
+    """The replay's problems with folder/s.json edited by `edit` (written to t.json); never none."""
+    problems = reforged(folder / "s.json", edit, folder / "t.json")
+    assert problems
+    return problems

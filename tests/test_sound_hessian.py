@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import flint
 import numpy as np
 import pytest
 import torch
-from helpers import BOX_PROOF_TAMPERS, SPECS, emit_certificate, problem_of, reforged, sound_proof, spec_text
+from helpers import BOX_PROOF_TAMPERS, SPECS, emit_certificate, problem_of, reforged_beside, sound_proof, spec_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
@@ -250,14 +248,9 @@ def emitted(tmp_path_factory):
     return emit_certificate(tmp_path_factory.mktemp("hessian_emitted"), SPEC.read_text(), "e")
 
 
-def _tampered(folder: Path, tmp_path: Path, change) -> list[str]:
-    shutil.copy(folder / "e.rq", tmp_path / "e.rq")
-    return reforged(folder / "e.json", change, tmp_path / "e.json")
-
-
 def test_check_accepts_the_hessian_certificate(emitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _tampered(emitted, tmp_path, lambda cert: None) == []
+    assert reforged_beside(emitted, tmp_path, lambda cert: None) == []
     cert = json.loads((emitted / "e.json").read_text())
     assert {e["rule"] for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven"} == \
         {"hessian"}
@@ -267,5 +260,5 @@ def test_check_rejects_a_tampered_hessian_certificate(emitted, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
 
     for change in BOX_PROOF_TAMPERS:
-        assert _tampered(emitted, tmp_path, change), change.__name__
+        assert reforged_beside(emitted, tmp_path, change), change.__name__
     assert math.isfinite(float.fromhex(sound_proof(json.loads((emitted / "e.json").read_text()))["mu"]))

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from pathlib import Path
 
 import flint
 import mpmath as mp
 import numpy as np
 import pytest
 import single_neuron_oracle as oracle
-from helpers import BOX_PROOF_TAMPERS, SPECS, emit_certificate, problem_of, reforged
+from helpers import BOX_PROOF_TAMPERS, SPECS, emit_certificate, problem_of, reforged_beside
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
@@ -400,14 +398,9 @@ def emitted(tmp_path_factory):
     return emit_certificate(tmp_path_factory.mktemp("pop_emitted"), N1_SOUND.read_text(), "e")
 
 
-def _tampered(folder: Path, tmp_path: Path, change) -> list[str]:
-    shutil.copy(folder / "e.rq", tmp_path / "e.rq")
-    return reforged(folder / "e.json", change, tmp_path / "e.json")
-
-
 def test_check_accepts_the_population_certificate(emitted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _tampered(emitted, tmp_path, lambda cert: None) == []
+    assert reforged_beside(emitted, tmp_path, lambda cert: None) == []
     cert = json.loads((emitted / "e.json").read_text())
     assert {e["rule"] for e in cert["evidence"] if e["kind"] == "sound-leaf" and e["status"] == "proven"} == {"convex"}
 
@@ -416,7 +409,7 @@ def test_check_rejects_a_tampered_population_certificate(emitted, tmp_path, monk
     monkeypatch.chdir(tmp_path)
 
     for change in BOX_PROOF_TAMPERS:
-        assert _tampered(emitted, tmp_path, change), change.__name__
+        assert reforged_beside(emitted, tmp_path, change), change.__name__
 
 
 # --- two students: a linear rate to floor 0 is false (L ~ t^-3) and never certified ----------------------

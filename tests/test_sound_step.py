@@ -12,7 +12,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from helpers import SPECS, emit_certificate, problem_of, reforged, spec_text
+from helpers import SPECS, emit_certificate, problem_of, spec_text, tampered
 
 from certifier.certificate import verify
 from certifier.compile.interval_model import IntervalModel
@@ -171,12 +171,6 @@ def cert_file(tmp_path_factory):
     return emit_certificate(tmp_path_factory.mktemp("step_cert"), spec_text(STEP_SPEC))
 
 
-def _tampered(folder, edit) -> list[str]:
-    problems = reforged(folder / "s.json", edit, folder / "t.json")
-    assert problems
-    return problems
-
-
 def test_step_certificate_is_accepted(cert_file):
     report = verify(str(cert_file / "s.json"))
     assert report.ok, report.problems
@@ -190,25 +184,25 @@ def test_step_certificate_is_accepted(cert_file):
 def test_step_certificate_rejects_a_smaller_smoothness(cert_file):
     def edit(c):
         c["evidence"][0]["smoothness"] = (float.fromhex(c["evidence"][0]["smoothness"]) * 0.9).hex()
-    assert any("below the recomputed proved bounds" in p for p in _tampered(cert_file, edit))
+    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, edit))
 
 
 def test_step_certificate_rejects_a_changed_rho_or_rate(cert_file):
     def edit(c):
         c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.5).hex()
-    assert any("recomputed with outward rounding" in p for p in _tampered(cert_file, edit))
+    assert any("recomputed with outward rounding" in p for p in tampered(cert_file, edit))
 
     def edit2(c):
         c["rate"]["parameters"]["smoothness"] = (1.0).hex()
-    assert any("step and smoothness" in p for p in _tampered(cert_file, edit2))
+    assert any("step and smoothness" in p for p in tampered(cert_file, edit2))
 
 
 def test_step_certificate_rejects_a_changed_step(cert_file):
     def edit(c):
         c["evidence"][0]["step"] = (0.35).hex()
-    assert any("step 0.35, the spec's is 0.3" in p for p in _tampered(cert_file, edit))
+    assert any("step 0.35, the spec's is 0.3" in p for p in tampered(cert_file, edit))
 
     def drop(c):
         for key in ("step", "smoothness", "kernel_bound"):
             del c["evidence"][0][key]
-    assert any("the proof's step, smoothness or kernel_bound is missing" in p for p in _tampered(cert_file, drop))
+    assert any("the proof's step, smoothness or kernel_bound is missing" in p for p in tampered(cert_file, drop))

@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import SPECS, emit_certificate, problem_of, reforged, spec_text
+from helpers import SPECS, emit_certificate, problem_of, spec_text, tampered
 
 from certifier.analyse.sound.smoothness import smoothness_bound
 from certifier.certificate import verify
@@ -163,12 +163,6 @@ def cert_file(tmp_path_factory):
     return emit_certificate(tmp_path_factory.mktemp("step_losses_cert"), spec_text(STEP_SPEC))
 
 
-def _tampered(folder, edit) -> list[str]:
-    problems = reforged(folder / "s.json", edit, folder / "t.json")
-    assert problems
-    return problems
-
-
 def test_step_certificate_is_accepted(cert_file):
     report = verify(str(cert_file / "s.json"))
     assert report.ok, report.problems
@@ -179,16 +173,16 @@ def test_step_certificate_is_accepted(cert_file):
 def test_step_certificate_rejects_tampering(cert_file):
     def smaller_beta(c):
         c["evidence"][0]["smoothness"] = (float.fromhex(c["evidence"][0]["smoothness"]) * 0.9).hex()
-    assert any("below the recomputed proved bounds" in p for p in _tampered(cert_file, smaller_beta))
+    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, smaller_beta))
 
     def smaller_rho(c):
         c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.5).hex()
-    assert any("recomputed with outward rounding" in p for p in _tampered(cert_file, smaller_rho))
+    assert any("recomputed with outward rounding" in p for p in tampered(cert_file, smaller_rho))
 
     def other_step(c):
         c["evidence"][0]["step"] = (2.5).hex()
-    assert any("step 2.5, the spec's is 2.0" in p for p in _tampered(cert_file, other_step))
+    assert any("step 2.5, the spec's is 2.0" in p for p in tampered(cert_file, other_step))
 
     def smaller_kernel_bound(c):      # a smaller G would shrink rho_eta
         c["evidence"][0]["kernel_bound"] = (float.fromhex(c["evidence"][0]["kernel_bound"]) * 0.5).hex()
-    assert any("below the recomputed proved bounds" in p for p in _tampered(cert_file, smaller_kernel_bound))
+    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, smaller_kernel_bound))
