@@ -503,3 +503,14 @@ def enclose(e: Expr, env: dict[str, Dual]) -> Dual:
         raise NotSupported(f"the operator '{op}'", e)
     return rule(*(enclose(a, env) for a in e.args))
 
+
+def param_layout(model, checked) -> None:
+    """Set model.names, shapes, sizes, offsets, m and theta0 (float64) from the checked params: the
+    flat theta of Problem, for the interval models (the spec's and the population's)."""
+    model.names = list(checked.params)
+    model.shapes = [tuple(np.shape(checked.params[k])) for k in model.names]
+    model.sizes = [int(np.prod(s)) if s else 1 for s in model.shapes]
+    model.offsets = list(np.cumsum([0] + model.sizes[:-1]))
+    model.m = int(sum(model.sizes))
+    model.theta0 = np.concatenate([np.asarray(checked.params[k], dtype=np.float64).reshape(-1)
+                                   for k in model.names]) if model.names else np.zeros(0)

@@ -9,7 +9,7 @@ import numpy as np
 from ..language.ast import Expr
 from ..language.losses import LOSSES
 from .degree import AFFINE, degree
-from .interval import Dual, NotSupported, enclose
+from .interval import Dual, NotSupported, enclose, param_layout
 from .interval_losses import INTERVAL_LOSSES, LossEnclosure
 from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_sum
 from .rounding import (
@@ -66,13 +66,7 @@ class IntervalModel:
         if model is None or not isinstance(getattr(model, "body", None), Expr):
             raise NotSupported("a model that is not a spec expression (e.g. a Python model)", None)
         self.checked = checked
-        self.names = list(checked.params)
-        self.shapes = [tuple(np.shape(checked.params[k])) for k in self.names]
-        self.sizes = [int(np.prod(s)) if s else 1 for s in self.shapes]
-        self.offsets = list(np.cumsum([0] + self.sizes[:-1]))
-        self.m = int(sum(self.sizes))
-        self.theta0 = np.concatenate([np.asarray(checked.params[k], dtype=np.float64).reshape(-1)
-                                      for k in self.names]) if self.names else np.zeros(0)
+        param_layout(self, checked)
         self.x = np.asarray(checked.x, dtype=np.float64)
         self.y = np.asarray(checked.y, dtype=np.float64)
         self.n = int(self.x.shape[0])

@@ -56,7 +56,7 @@ import numpy as np
 
 from ..language.evaluate import CONSTANTS
 from ..language.losses import LOSSES
-from .interval import Dual, NotSupported, enclose
+from .interval import Dual, NotSupported, enclose, param_layout
 from .interval_losses import INTERVAL_LOSSES
 from .iv import Iv, iv_add, iv_div, iv_intersect, iv_matmul, iv_mul, iv_of, iv_scale, iv_square, iv_sub, iv_sum
 from .population import names_in
@@ -357,13 +357,7 @@ class PopulationIntervalModel:
         self.affine = False
         self.population = form
         self.checked = checked
-        self.names = list(checked.params)
-        self.shapes = [tuple(np.shape(checked.params[k])) for k in self.names]
-        self.sizes = [int(np.prod(s)) if s else 1 for s in self.shapes]
-        self.offsets = list(np.cumsum([0] + self.sizes[:-1]))
-        self.m = int(sum(self.sizes))
-        self.theta0 = np.concatenate([np.asarray(checked.params[k], dtype=np.float64).reshape(-1)
-                                      for k in self.names]) if self.names else np.zeros(0)
+        param_layout(self, checked)
         self.d = int(form.population.d)
         # no samples: one zero sample stands in where only shapes are read (engine._estimate_memory)
         self.x = np.zeros((1, self.d))
