@@ -242,3 +242,18 @@ def test_sound_refutation_needs_a_point_in_the_sublevel_set():
     assert not decisive(slow_point, r0, L0_lo)
     assert decisive({"claim_false": True, "rayleigh_upper": 0.5, "loss_upper": 9.0}, r0, L0_lo)
     assert math.isfinite(L0_lo)
+
+
+def test_a_contradicted_certificate_names_where_in_steps_or_time():
+    from types import SimpleNamespace
+    above = SimpleNamespace(violation={"loss": 2.0, "bound": 1.0, "t": 3.0}, left_region_at=None)
+    out = SimpleNamespace(violation=None, left_region_at=1.5)
+    with pytest.raises(sound_verdict.SoundnessViolation,
+                       match=r"step 0\.5 contradicts a sound certificate \(L = 2 above the proved bound 1 at step 6\)"):
+        sound_verdict._violation(above, None, "s.rq", 0.5)
+    with pytest.raises(sound_verdict.SoundnessViolation, match=r"leaves the proved region at step 3\)"):
+        sound_verdict._violation(out, None, "s.rq", 0.5)
+    with pytest.raises(sound_verdict.SoundnessViolation,
+                       match=r"from theta0 contradicts a sound certificate \(L = 2 above the proved bound 1 at t = 3; "
+                             r"step 0\.01\).*rules used: none"):
+        sound_verdict._contradiction(above, None, "s.rq", "gradient descent from theta0", None, "; step 0.01")

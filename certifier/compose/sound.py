@@ -759,13 +759,7 @@ def _recheck(problem, witness, bound, noise, region, floor, beta0, outcome, path
     if fine.violation is None and fine.left_region_at is None:
         return (f"the witness descent (step {witness.step:.3g}) disagreed with the proved rate at t = {t_bad:.4g}; "
                 f"descent with step {eta:.3g} agrees with it there (finite-step drift, not the flow)")
-    rules = ", ".join(sorted((outcome.rules_used or {}).keys())) if outcome else "none"
-    what = (f"L = {fine.violation['loss']:.6g} above the proved bound {fine.violation['bound']:.6g} at t = "
-            f"{fine.violation['t']:.4g}" if fine.violation is not None else
-            f"it leaves the proved region at t = {fine.left_region_at:.4g}")
-    raise SoundnessViolation(
-        f"{path}: gradient descent from theta0 contradicts a sound certificate ({what}; step {eta:.3g}), so a "
-        f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
+    _contradiction(fine, outcome, path, "gradient descent from theta0", None, f"; step {eta:.3g}")
 
 
 PROFILE_FACTORS = (0.5, 0.8)   # band targets: this fraction of the descent's smallest R in the band
@@ -1012,12 +1006,22 @@ def profile_exponent(profile: dict) -> float | None:
 
 
 def _violation(witness, outcome, path, step) -> None:
+    _contradiction(witness, outcome, path, f"gradient descent with the spec's step {step!r}", step, "")
+
+
+def _contradiction(descent, outcome, path, who: str, step: float | None, extra: str) -> None:
+    """A real descent above a proved bound, or out of the proved region: a proof is wrong (exit 4).
+    Times are shown as steps of `step` (gradient descent's claim) or as t (the flow's)."""
     rules = ", ".join(sorted((outcome.rules_used or {}).keys())) if outcome else "none"
-    what = (f"L = {witness.violation['loss']:.6g} above the proved bound {witness.violation['bound']:.6g} at step "
-            f"{witness.violation['t'] / step:.0f}" if witness.violation is not None else
-            f"it leaves the proved region at step {witness.left_region_at / step:.0f}")
+
+    def shown(t: float) -> str:
+        return f"step {t / step:.0f}" if step is not None else f"t = {t:.4g}"
+
+    what = (f"L = {descent.violation['loss']:.6g} above the proved bound {descent.violation['bound']:.6g} at "
+            f"{shown(descent.violation['t'])}" if descent.violation is not None else
+            f"it leaves the proved region at {shown(descent.left_region_at)}")
     raise SoundnessViolation(
-        f"{path}: gradient descent with the spec's step {step!r} contradicts a sound certificate ({what}), so a "
+        f"{path}: {who} contradicts a sound certificate ({what}{extra}), so a "
         f"proof is wrong (rules used: {rules}); this is a bug in certify: please report it with the spec")
 
 
