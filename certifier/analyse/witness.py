@@ -50,6 +50,14 @@ def _stepper(problem: Problem, fast: bool):
     return point
 
 
+def _inside(region, theta, theta0, dist: float) -> bool:
+    """region.contains(theta), from the distance to theta0 already taken when the region is a ball
+    around theta0 (the usual `ball(center=init)`): one pass over theta fewer a step."""
+    if getattr(region, "kind", None) == "ball" and region.center is theta0:
+        return dist <= region.radius * (1 + 1e-12)
+    return region.contains(theta)
+
+
 def step_count(horizon: float, eta: float, cap: int) -> int:
     """min(cap, ceil(horizon / eta)), also when the ratio overflows to infinity (or is NaN)."""
     ratio = horizon / eta
@@ -106,9 +114,9 @@ def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, adva
             return None
         stalled = stalled + 1 if prev - p.loss <= 1e-15 * p.loss else 0
         prev = p.loss
-        dist = float((theta - theta0).norm())
+        dist = float(torch.dist(theta, theta0))
         max_dist = max(max_dist, dist)
-        if left_at is None and region is not None and p.loss > floor and not region.contains(theta):
+        if left_at is None and region is not None and p.loss > floor and not _inside(region, theta, theta0, dist):
             left_at = t
         if k in keep:
             curve.append([t, p.loss])
@@ -136,9 +144,9 @@ def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, adva
             if not curve or curve[-1][0] != t:
                 curve.append([t, p.loss])
             break
-        step = eta * p.grad
-        path += float(step.norm())
-        theta = theta - step
+        # |eta g| from g . g, which the point already holds (one pass over theta fewer a step)
+        path += eta * math.sqrt(p.grad_sqnorm)
+        theta = theta - eta * p.grad
     return Witness(method="gradient descent", step=eta, steps=k, time=k * eta, curve=curve,
                    max_distance=max_dist, path_length=path, checked_until=checked_until,
                    violation=violation, left_region_at=left_at, settled_at=settled_at, horizon=horizon)
