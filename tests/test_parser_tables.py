@@ -75,9 +75,8 @@ def test_the_interactive_parser_accepts_the_same_tokens(both):
         for lark in (built, loaded):
             ip = lark.parse_interactive(text)
             try:
-                for _ in ip.iter_parse():
-                    pass
-                states.append(("done", sorted(ip.accepts())))
+                tokens = list(ip.iter_parse())          # the whole text, token by token
+                states.append(("done", len(tokens), sorted(ip.accepts())))
             except UnexpectedInput as exc:
                 states.append(("error", exc.line, exc.column, sorted(ip.accepts())))
         assert states[0] == states[1]
