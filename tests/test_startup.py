@@ -12,21 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cache_cert import SPEC  # the tiny spec of the cache tests
 
 from certifier import cache as cache_module
 from certifier import cli
 from certifier.cache import key_material, key_of
 
-SPEC = """\
-spec "tiny realizable linear model"
-data from "d.npz"
-params { w : [2] = zeros() }
-model f(x) = w @ x
-loss least_squares
-region ball(center=init, radius=auto)
-method sampled(samples=64, seed=0)
-certify rate(floor=0, horizon=100)
-"""
 OPTIONS = {"device": "cpu", "threads": None, "max_params": None, "max_memory": None, "allow_python": False,
            "spec_path": "tiny.rq"}
 
