@@ -1,5 +1,6 @@
 """The checked spec's model and loss as interval functions of theta over boxes and at points
-(IntervalModel, BoxEnclosure): the forward rules of compile/interval.py applied to the model."""
+(IntervalModel, BoxEnclosure): the forward rules of compile/interval.py applied to the model over
+boxes, and at a point the reverse rules of compile/interval_reverse.py for the Jacobian."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from ..language.losses import LOSSES
 from .degree import AFFINE, degree
 from .interval import Dual, NotSupported, enclose, param_layout
 from .interval_losses import INTERVAL_LOSSES, LossEnclosure
+from .interval_reverse import covered, jacobian, leaf
 from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_sum
 from .rounding import (
     check_environment,
@@ -80,6 +82,7 @@ class IntervalModel:
         self.yk = self.y.reshape(self.n, self.k)
         self.affine = degree(self.body, set(self.names)) <= AFFINE
         self.blocks = {name: (int(o), int(o) + s) for name, o, s in zip(self.names, self.offsets, self.sizes)}
+        self.reverse = covered(self.body)           # the Jacobian at a point by reverse mode (interval_reverse.py)
         self.outputs(self.theta0, None, False)      # raises NotSupported (with its span) now, not mid-search
 
     # environment ---------------------------------------------------------------------------
@@ -104,6 +107,10 @@ class IntervalModel:
                 derivatives: bool = True) -> tuple[Iv, Iv | None]:
         """(F [n, k], J [n k, m] or None) over the box [lo, hi] (hi None: the point lo)."""
         hi = lo if hi is None else hi
+        if derivatives and lo is hi and self.reverse:
+            out = self._outputs_reverse(lo)
+            if out is not None:
+                return out
         if derivatives and lo is hi and self.m > POINT_CHUNK:
             return self._outputs_chunked(lo)
         out = enclose(self.body, self._env(lo, hi, derivatives))
@@ -120,6 +127,20 @@ class IntervalModel:
             dhi = np.broadcast_to(out.d.hi, dshape).reshape(self.m, self.n * self.k)
             J = Iv(np.ascontiguousarray(dlo.T), np.ascontiguousarray(dhi.T))
         return F, J
+
+    def _outputs_reverse(self, theta: np.ndarray) -> tuple[Iv, Iv] | None:
+        """(F, J) at a point by interval reverse mode: one backward pass seeded with every output entry
+        of every sample (fewer at a time where an adjoint would be large; compile/interval_reverse.py),
+        the same value enclosures F as forward mode; None where it does not apply."""
+        layout = list(zip(self.names, self.shapes, self.offsets, self.sizes))
+
+        def env(i0: int, i1: int):
+            nodes = {name: leaf(Iv(value[None]), value.ndim) for name, value in self.constants.items()}
+            for name, shape, off, size in layout:
+                nodes[name] = leaf(Iv(theta[off:off + size].reshape((1,) + shape)), len(shape), name)
+            nodes[self.arg] = leaf(Iv(self.x[i0:i1]), self.x.ndim - 1)
+            return nodes
+        return jacobian(self.body, env, self.n, self.out_shape, layout, self.m)
 
     def _outputs_chunked(self, theta: np.ndarray) -> tuple[Iv, Iv]:
         """(F, J) at a point by forward mode over POINT_CHUNK parameter directions at a time (the
