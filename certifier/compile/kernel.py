@@ -1,20 +1,25 @@
 """lambda_min of the tangent kernel K = J J^T / n, formed or by Lanczos.
 
-- formed: J by n k vector-Jacobian products through one forward pass (torch.autograd.grad with
-  is_grads_batched, vectorised in chunks so that memory stays bounded), K = J J^T / n,
-  torch.linalg.eigvalsh. Memory n k m for J. (torch.func.jacrev gives the same J bitwise and is
-  faster on the reference network of bench/, 7 % at n k = 256 and 20 to 40 % at 512, where
-  `auto` takes Lanczos; but its first call imports torch._dynamo: 0.74 s of a 5.6 s
-  `certify specs/two_layer_tanh.rq`, on every run of a spec whose search uses the kernel.)
+- formed: J row by row, each row the gradient of one output (one backward pass through one
+  saved forward pass), K = J J^T / n, torch.linalg.eigvalsh. Memory n k m for J.
+  (torch.func.jacrev gives the same J bitwise; but its first call imports torch._dynamo: 0.74 s
+  of a 5.6 s `certify specs/two_layer_tanh.rq`, on every run of a spec whose search uses the
+  kernel.)
 - lanczos: scipy.sparse.linalg.eigsh (ARPACK, implicitly restarted Lanczos) on the operator
   u -> J (J^T u) / n, never forming J or K. J^T u is a backward pass through one saved forward
   pass; J w is a backward pass through that backward pass (linear in u, so its vector-Jacobian
   product with respect to u is J w). Memory O(m + n k) besides the saved activations.
 - On the two-layer fast path (compile/two_layer.py) J, J^T v and J w are written out instead:
-  exact, cheaper, and no autograd call with grad_outputs, whose first use imports sympy.
+  exact, cheaper.
+
+Every backward pass here starts from a scalar: a row of J is the gradient of the output F_i,
+J^T v that of F . v, J w that of (J^T u) . w. torch.autograd.grad with a tensor `grad_outputs`
+(and its batched form, is_grads_batched) imports torch.fx.experimental.symbolic_shapes and sympy
+on its first call (0.3 s of a run's start, docs/performance.md); the scalar's backward seeds F with
+1.0 * v, the same numbers.
 
 Which is faster depends on how many products Lanczos needs (the small eigenvalues of a tangent
-kernel are clustered) against the n k batched products and the O((n k)^3) eigvalsh of forming.
+kernel are clustered) against the n k backward passes and the O((n k)^3) eigvalsh of forming.
 On the two-layer reference network of bench/ Lanczos needs about 220 products and overtakes
 forming near n k = 512 (the timings: docs/performance.md, "λ_min of the tangent kernel"). So
 `auto` forms the kernel up to n k < LANCZOS_FROM and while J fits in JACOBIAN_MEMORY bytes, and
@@ -25,54 +30,36 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..progress import checkpoint
 from .batched import evaluator
 
 JACOBIAN_MEMORY = 2**30        # bytes of J (n k x m float64) above which `auto` uses Lanczos
 LANCZOS_FROM = 512             # n k from which `auto` uses Lanczos (the measured crossover)
-ACTIVATIONS = 256 * 2**20      # bytes of batched backward activations per chunk of J's rows
 LANCZOS_TOL = 1e-10            # ARPACK's relative residual tolerance
 LANCZOS_NCV = 64               # Lanczos basis size (more: fewer restarts, more memory)
 SMALL = 8                      # n k at most this: K from n k products, then eigvalsh
 
 
 def jacobian(problem, theta: torch.Tensor, fast_path: bool = True) -> torch.Tensor:
-    """J [n k, m] at theta, by vector-Jacobian products in chunks of bounded memory: row i is the
-    gradient of output i, one batched backward pass per chunk of rows through one forward pass.
-    On the two-layer fast path (unless fast_path=False), written out."""
+    """J [n k, m] at theta: row i is the gradient of output i, one backward pass of that scalar
+    through one forward pass (one row at a time: no batched grad_outputs, and on one thread
+    faster than the batched backward passes it replaced, docs/performance.md). On the two-layer
+    fast path (unless fast_path=False), written out."""
     fast = evaluator(problem).two_layer() if fast_path else None
     if fast is not None:
         return fast.jacobian(theta.detach(), problem.x)
     t = theta.detach().requires_grad_(True)
     F = problem.outputs(t).reshape(-1)
     nk = F.shape[0]
+    J = torch.zeros(nk, problem.m, dtype=t.dtype, device=t.device)
     if not F.requires_grad:                 # outputs that do not depend on theta
-        return torch.zeros(nk, problem.m, dtype=t.dtype, device=t.device)
-    step = jacobian_chunk(problem) or nk
-    rows = []
-    for start in range(0, nk, step):
-        count = min(step, nk - start)
-        seeds = torch.zeros(count, nk, dtype=F.dtype, device=F.device)
-        seeds[torch.arange(count), start + torch.arange(count)] = 1.0
-        (g,) = torch.autograd.grad(F, t, seeds, retain_graph=start + count < nk, is_grads_batched=True,
-                                   allow_unused=True, materialize_grads=True)
-        rows.append(g)
-    return torch.cat(rows).reshape(nk, problem.m)
-
-
-def jacobian_chunk(problem) -> int | None:
-    """Rows of J per vmapped chunk: activations of one backward pass ~ those of one theta in
-    the batched evaluator (compile/batched.py measures them). None: all at once."""
-
-    nk = problem.n * problem.k
-    try:
-        ev = evaluator(problem)
-        per_row = ev.activation_bytes() if ev.batched else 0
-    except Exception:   # noqa: BLE001 - a size heuristic only
-        per_row = 0
-    if per_row <= 0:
-        return None
-    chunk = max(1, ACTIVATIONS // per_row)
-    return None if chunk >= nk else int(chunk)
+        return J
+    for i in range(nk):
+        checkpoint()                        # --budget: n k backward passes of a large model take long
+        (g,) = torch.autograd.grad(F[i], t, retain_graph=i + 1 < nk, allow_unused=True)
+        if g is not None:
+            J[i] = g
+    return J
 
 
 def lambda_min_formed(problem, theta: torch.Tensor) -> float:
@@ -97,15 +84,15 @@ class KernelOperator:
         self.F = problem.outputs(self.th).reshape(-1)
         self.size = self.F.numel()
         self.u = torch.zeros(self.size, dtype=self.F.dtype, device=self.F.device, requires_grad=True)
-        (self.JTu,) = torch.autograd.grad(self.F, self.th, self.u, create_graph=True)
+        (self.JTu,) = torch.autograd.grad(self.F @ self.u, self.th, create_graph=True)   # J^T u, linear in u
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         if self._fast is not None:
             jt, j = self._fast
             self.products += 1
             return j(jt(v)) / self.problem.n
-        (w,) = torch.autograd.grad(self.F, self.th, v, retain_graph=True)           # J^T v
-        (Jw,) = torch.autograd.grad(self.JTu, self.u, w, retain_graph=True)        # J w
+        (w,) = torch.autograd.grad(self.F @ v, self.th, retain_graph=True)          # J^T v
+        (Jw,) = torch.autograd.grad(self.JTu @ w, self.u, retain_graph=True)       # J w
         self.products += 1
         return Jw / self.problem.n
 
