@@ -1,6 +1,10 @@
-"""The generic path (models other than the two-layer fast path's, issue 21): its Jacobian and tangent
-kernel (compile/kernel.py) against torch.func.jacrev and eigvalsh, on MLPs with biases, several
-outputs and data of several dimensions, and a whole sampled run without importing sympy."""
+"""The spec's model evaluated over the whole data at once (compile/model.py, issue 21): its outputs,
+L, grad L and R against independent computations (a Python loop over the samples of the language's
+per-sample evaluator, and torch.func.vmap of it, the evaluation this replaced), on MLPs with biases,
+several outputs, every elementwise function, indexing, sums and data of several dimensions; the
+batched evaluator's generic path (one theta at a time or vmapped over theta) against Problem.point;
+the fallback to vmap where a rule is missing or wrong; and the generic path's Jacobian and tangent
+kernel (compile/kernel.py) against torch.func.jacrev and eigvalsh, without importing sympy."""
 from __future__ import annotations
 
 import subprocess
@@ -14,6 +18,8 @@ import torch
 
 from certifier.check import check
 from certifier.compile import kernel
+from certifier.compile import model as model_module
+from certifier.compile.batched import BatchedEvaluator
 from certifier.compile.problem import Problem
 from certifier.language.evaluate import evaluate
 from certifier.parse import parse
@@ -117,6 +123,73 @@ def rel(a: float, b: float) -> float:
 def assert_point(q, L: float, g: torch.Tensor, R: float, tol: float = 1e-12) -> None:
     assert rel(q.loss, L) <= tol and rel(q.rayleigh, R) <= tol
     assert float((q.grad - g).norm()) <= tol * float(g.norm())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_outputs_over_the_data_equal_a_loop_over_the_samples(name):
+    p = problem(CASES[name])
+    assert p._outputs.how == "data", p._outputs.reason
+    for theta in thetas(p):
+        F, ref = p.outputs(theta), loop_outputs(p, theta)
+        assert F.shape == ref.shape == (p.n,) + tuple(p.checked.output_shape)
+        assert torch.allclose(F, ref, rtol=1e-12, atol=1e-14 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_point_equals_autograd_through_the_per_sample_evaluations(name):
+    """Problem.point (the model over the data) against autograd through the loop over samples and
+    through the per-sample model vmapped over the data (the previous evaluation), 1e-12."""
+    p = problem(CASES[name])
+    vmapped = vmap_outputs(p)
+    for theta in thetas(p):
+        q = p.point(theta)
+        assert_point(q, *reference_point(p, theta, lambda t: loop_outputs(p, t)))
+        assert_point(q, *reference_point(p, theta, lambda t: vmapped(t, p.x)))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_generic_batched_path_equals_point(name):
+    """The batched evaluator's generic path (the model vmapped over theta), for points and for the
+    gradient of log R, against Problem.point and autograd's log R."""
+    p = problem(CASES[name])
+    ev = BatchedEvaluator(p, fast=False)
+    assert ev.path == "vmap", ev.reason
+    th = torch.stack(thetas(p, 3))
+    for theta, q, (L, log_r, d, smax) in zip(th, ev.points(th), ev.log_rayleigh_and_grad(th)):
+        ref = p.point(theta)
+        assert_point(q, ref.loss, ref.grad, ref.rayleigh)
+        assert q.sample_max == pytest.approx(ref.sample_max, rel=1e-12)
+        rL, r_log_r, rd, _ = p.log_rayleigh_and_grad(theta)
+        assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-12 * max(1.0, abs(r_log_r))
+        assert float((d - rd).norm()) <= 1e-10 * float(rd.norm())
+
+
+def test_a_wrong_rule_is_caught_and_the_model_vmapped(monkeypatch):
+    """A rule that is off (here: W @ x by a relative 1e-6) is caught at construction, at the
+    perturbed point where theta0's zero output layer hides it, and the model is vmapped."""
+    right = model_module._matmul
+    monkeypatch.setattr(model_module, "_matmul", lambda a, ba, b, bb: (right(a, ba, b, bb)[0] * (1 + 1e-6), True)
+                        if ba or bb else right(a, ba, b, bb))
+    p = problem(spec("sum(a * tanh(W @ x))", [P("W", "[5, 3]", 1), "  a : [5] = 0"]))
+    assert p._outputs.how == "vmap" and "differs" in p._outputs.reason
+    theta = thetas(p)[1]
+    assert torch.allclose(p.outputs(theta), loop_outputs(p, theta), rtol=1e-12, atol=1e-15)
+
+    def missing(a, ba, b, bb):
+        raise model_module.NoRule("operator matmul")
+    monkeypatch.setattr(model_module, "_matmul", missing)
+    p = problem(CASES["mlp with biases"])
+    assert p._outputs.how == "vmap" and "no rule" in p._outputs.reason
+    assert_point(p.point(theta := thetas(p)[1]), *reference_point(p, theta, lambda t: loop_outputs(p, t)))
+
+
+def test_float32_evaluator_evaluates_over_the_data():
+    p = problem(CASES["mlp with biases"])
+    ev = BatchedEvaluator(p, dtype=torch.float32)
+    th = torch.stack(thetas(p))
+    assert ev.path == "vmap", ev.reason
+    for q, theta in zip(ev.points(th), th):
+        assert rel(q.rayleigh, p.point(theta).rayleigh) <= 1e-4
 
 
 # --- the generic path's Jacobian and tangent kernel ------------------------------------------------

@@ -48,6 +48,7 @@ class _Cast:
         self.constants = {k: v.to(dtype) if v.is_floating_point() else v for k, v in problem.constants.items()}
         self.unflatten = problem.unflatten
         self.device = problem.device
+        self.theta0, self.x = problem.theta0.to(dtype), problem.x.to(dtype)   # model.py's check of its evaluation
 
 
 class BatchedEvaluator:
