@@ -148,12 +148,16 @@ def test_point_equals_autograd_through_the_per_sample_evaluations(name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_generic_batched_path_equals_point(name):
-    """The batched evaluator's generic path (the model vmapped over theta), for points and for the
-    gradient of log R, against Problem.point and autograd's log R."""
+@pytest.mark.parametrize("rows", [False, True])
+def test_generic_batched_path_equals_point(name, rows, monkeypatch):
+    """The batched evaluator's generic path, one theta at a time (`rows`) or vmapped over theta,
+    for points and for the gradient of log R, against Problem.point and autograd's log R."""
+    from certifier.compile import batched
+
+    monkeypatch.setattr(batched, "ROWS_FROM", 0 if rows else 2**62)
     p = problem(CASES[name])
     ev = BatchedEvaluator(p, fast=False)
-    assert ev.path == "vmap", ev.reason
+    assert ev.path == ("rows" if rows else "vmap"), ev.reason
     th = torch.stack(thetas(p, 3))
     for theta, q, (L, log_r, d, smax) in zip(th, ev.points(th), ev.log_rayleigh_and_grad(th)):
         ref = p.point(theta)
@@ -162,6 +166,17 @@ def test_generic_batched_path_equals_point(name):
         rL, r_log_r, rd, _ = p.log_rayleigh_and_grad(theta)
         assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-12 * max(1.0, abs(r_log_r))
         assert float((d - rd).norm()) <= 1e-10 * float(rd.norm())
+
+
+def test_rows_only_for_large_activations_on_one_thread():
+    p = problem(spec("sum(a * tanh(W2 @ tanh(W1 @ x)))", [P("W1", "[128, 3]", 1), P("W2", "[128, 128]", 2),
+                                                             P("a", "[128]", 3)], x="normal(shape=[512, 3], seed=0)"))
+    ev = BatchedEvaluator(p)
+    assert ev.activation_bytes() >= 768 * 2**10 and ev.path == "rows"
+    torch.set_num_threads(2)
+    assert BatchedEvaluator(p).path == "vmap"
+    torch.set_num_threads(1)
+    assert BatchedEvaluator(problem(CASES["mlp with biases"])).path == "vmap"     # small activations
 
 
 def test_a_wrong_rule_is_caught_and_the_model_vmapped(monkeypatch):

@@ -1,11 +1,16 @@
 """Batched evaluation: L, grad L and R for B parameter vectors at once.
 
-Problem.point evaluates one theta (the model vectorised over the data by vmap). Here the model is
-also vectorised over a batch of thetas, torch.func.vmap(outputs, in_dims=(0, None)), so that
-W @ x for B stacked weight matrices becomes one large matrix product, and a single backward pass
-of sum_b L(theta_b) gives every gradient at once: the losses of different thetas are independent,
-so the gradient of the sum with respect to the stacked thetas has row b = grad L(theta_b).
-(vmap over theta of torch.func.grad was also measured; bench/ reports both.)
+Problem.point evaluates one theta (the model over the whole data at once, compile/model.py). Here
+the model is also vectorised over a batch of thetas, torch.func.vmap(outputs, in_dims=(0, None)),
+so that W @ x for B stacked weight matrices becomes one large matrix product, and a single
+backward pass of sum_b L(theta_b) gives every gradient at once: the losses of different thetas
+are independent, so the gradient of the sum with respect to the stacked thetas has row b =
+grad L(theta_b). (vmap over theta of torch.func.grad was also measured; bench/ reports both.)
+
+Where one theta's activations are large and torch runs on one thread, the generic path takes the
+batch one theta at a time instead (`rows`, Problem.point's own values): its operations are then
+already large, and batching them only spreads each over B times the memory (docs/performance.md,
+"The generic path: the model over the data").
 
 Everything after the model's outputs uses Problem.point's functions (the loss table's value,
 ||g||_D^2 and per-sample losses, vmapped over the rows; g . g a dot per row), so a row differs from
@@ -39,6 +44,8 @@ from .two_layer import TwoLayer
 MEMORY = 64 * 2**20      # bytes per chunk (about 3 times the saved tensors, and the gradients): larger
 MAX_CHUNK = 64           # chunks were slower in bench/ once the activations left the CPU caches
 CHECK_TOLERANCE = 1e-9   # relative agreement with Problem.point required at the first use
+ROWS_FROM = 768 * 2**10  # bytes of one theta's activations from which the generic path goes by rows
+ROWS_THREADS = 1         # ... on at most this many torch threads
 
 
 class _Cast:
@@ -69,6 +76,7 @@ class BatchedEvaluator:
         self.reason = ""                        # why batching is off, when it is
         self._batched = None
         self._fast: TwoLayer | None = None   # the two-layer fast path, when the model is one
+        self._rows = False                   # the generic path one theta at a time (_by_rows)
         # the loss, ||g||_D^2 and the per-sample losses of every row at once (loss functions
         # vmapped over the rows; row by row where vmap cannot take them, found at the first use)
         loss = problem.loss_def
@@ -103,10 +111,13 @@ class BatchedEvaluator:
     @property
     def path(self) -> str:
         """'two-layer tanh' (the fast path, named by its activation: 'two-layer relu', ...), 'vmap'
-        (the model vmapped over theta) or 'loop' (one Problem.point per theta)."""
+        (the model vmapped over theta), 'rows' (the generic path one theta at a time, _by_rows) or
+        'loop' (one Problem.point per theta: batching is off)."""
         if not self.batched:
             return "loop"
-        return f"two-layer {self._fast.activation}" if self._fast is not None else "vmap"
+        if self._fast is not None:
+            return f"two-layer {self._fast.activation}"
+        return "rows" if self._rows else "vmap"
 
     def two_layer(self) -> TwoLayer | None:
         """The two-layer fast path when batches take it (after the first-use check), else None."""
@@ -193,6 +204,8 @@ class BatchedEvaluator:
         return gnorm, [float(g @ g) for g in G], smax
 
     def _points(self, thetas: torch.Tensor) -> list[Point]:
+        if self._fast is None and self._rows:
+            return [self.problem.point(t) for t in thetas]
         if self._fast is not None:
             F, L, G = self._fast.forward_backward(thetas.detach(), self.x, self._losses)
         else:
@@ -209,6 +222,8 @@ class BatchedEvaluator:
 
     def _log_rayleigh(self, thetas: torch.Tensor):
         loss = self.problem.loss_def
+        if self._fast is None and self._rows:
+            return [self.problem.log_rayleigh_and_grad(t) for t in thetas]
         if self._fast is not None and self._fast.has_second and self._vector_rows:
             out = self._fast_log_rayleigh(thetas.detach())
             if out is not None:
@@ -252,6 +267,7 @@ class BatchedEvaluator:
             try:
                 self._chunk = self._measure_chunk()
                 self._vector_rows = self._rows_can_be_vmapped()
+                self._rows = self._by_rows()
                 ok, why = self._self_check()
                 if not ok and self._fast is not None:     # the generic path in its turn
                     self._fast = None
@@ -282,6 +298,16 @@ class BatchedEvaluator:
         self._saved = saved[0]
         per_theta = 3 * saved[0] + 8 * self.problem.m * 4 + 1
         return int(max(1, min(MAX_CHUNK, self.memory // per_theta)))
+
+    def _by_rows(self) -> bool:
+        """Whether the generic path evaluates a batch one theta at a time (Problem.point's own
+        values): where one theta's activations are large (ROWS_FROM bytes) and torch runs on
+        ROWS_THREADS threads or fewer. There batching over theta only spreads each operation over
+        B times the memory (the caches miss) and a batched product of B matrices runs no faster
+        than B products (docs/performance.md, "The generic path: the model over the data")."""
+        if self.dtype != self.problem.theta0.dtype or self.problem.device.type != "cpu":
+            return False
+        return self._saved >= ROWS_FROM and torch.get_num_threads() <= ROWS_THREADS
 
     def _rows_can_be_vmapped(self) -> bool:
         """Whether the loss functions run under vmap over rows (the first-use check then compares

@@ -1,7 +1,8 @@
 """Checked spec -> torch functions of a flat parameter vector theta in R^m.
 
-The model is written per sample; torch.func.vmap vectorises it over the data. Everything
-runs in float64. Conventions (docs/theory.md): L2(D) inner product = mean over the data,
+The model is written per sample and evaluated over the whole data at once (compile/model.py;
+torch.func.vmap over the samples where that has no rule). Everything runs in float64.
+Conventions (docs/theory.md): L2(D) inner product = mean over the data,
 R(theta) = ||grad L||^2 / ||g||_D^2, K_theta = J J^T / n on the stacked outputs.
 """
 from __future__ import annotations
