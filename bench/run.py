@@ -5,14 +5,16 @@
     python -m bench --compile            # also time torch.compile of the batched evaluator (slow to compile)
     python -m bench --out FILE --threads N
     python -m bench --engine-only --out FILE   # the peak and the evaluators only (about a minute)
+    python -m bench --engine-only --model mlp3  # ... of the 3-layer MLP only
 
 What it measures (docs/performance.md has the figures and how to read them):
 - the machine's matrix-multiply rate: torch.matmul of large squares, float64 and float32 (best of
   several sizes and repetitions): the "peak" the engine is compared with;
 - Rayleigh quotients per second of the sampled engine's evaluator (compile/batched.py: the model
-  vmapped over a batch of thetas, one backward pass of the summed losses; for the two-layer
+  over the data vmapped over a batch of thetas, one backward pass of the summed losses, or for a
+  large model on one thread one theta at a time; for the two-layer
   network its fast path, compile/two_layer.py) on a two-layer tanh network (width 1024, d 32,
-  n 256) and a 3-layer tanh MLP (width 256), against the generic vmap path, a loop over
+  n 256) and a 3-layer tanh MLP (width 256), against the generic path, a loop over
   Problem.point (the engine before batching), vmap over theta of torch.func.grad, float32, and
   optionally torch.compile; FLOPs counted analytically (bench/models.py), as a fraction of peak;
 - the same quotient through a naive full-Jacobian tangent kernel: J by jacrev, K = J J^T / n,
@@ -185,8 +187,9 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
     thetas = perturbed(problem, batch)
     out: dict = {"batch": batch, "batched_ok": ev.batched, "path": ev.path, "flops_per_R": flops}
     loop_n = max(2, min(batch, 8))
-    generic = BatchedEvaluator(problem, fast=False)      # the vmapped model, where a fast path exists
-    has_fast = ev.path != "vmap"
+    generic = BatchedEvaluator(problem, fast=False)      # the generic path, where a fast path exists
+    out["generic_path"] = generic.path
+    has_fast = ev.path.startswith("two-layer")
     ev32 = BatchedEvaluator(problem, dtype=torch.float32)
     th32 = thetas.to(torch.float32)
     vg = vmap(grad_and_value(problem.loss))
@@ -239,8 +242,8 @@ def engine(problem, model: Model, reps: int, compile_too: bool, peak_size: int) 
     what = {"loop": "a loop over Problem.point (one theta at a time)",
             "batched": (f"BatchedEvaluator.points over {batch} thetas, "
                         + (f"the {ev.path} fast path (compile/two_layer.py)" if has_fast
-                           else "vmap of the forward, one backward")),
-            "batched_generic": f"BatchedEvaluator(fast=False): vmap of the forward over {b_generic} thetas, one backward",
+                           else f"the generic path ({ev.path})")),
+            "batched_generic": f"BatchedEvaluator(fast=False): the generic path ({generic.path}) over {b_generic} thetas",
             "vmap_grad": "vmap over theta of torch.func.grad of the loss",
             "batched_float32": "the same in float32",
             "compiled": "torch.compile of the vmapped losses (inductor, C++ on CPU), float64",
@@ -481,12 +484,15 @@ def slopes(quick: bool, reps: int) -> dict:
 # --- the run ------------------------------------------------------------------------------------
 
 def run(quick: bool = False, compile_too: bool = False, threads: int | None = None, out: str | None = None,
-        log=print, engine_only: bool = False) -> dict:
+        log=print, engine_only: bool = False, models: list[str] | None = None) -> dict:
+    """models: the kinds of network to time ('two_layer', 'mlp3'); None: both (and the two-layer
+    network's other activations)."""
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     reps = 1 if quick else 5
     results: dict = {"command": "python -m bench" + (" --quick" if quick else "") + (" --compile" if compile_too else "")
-                     + (" --engine-only" if engine_only else ""),
+                     + (" --engine-only" if engine_only else "")
+                     + "".join(f" --model {k}" for k in models or ()),
                      "machine": machine(threads), "quick": quick, "engine_only": engine_only,
                      "evaluator_calls_per_turn": BLOCK}
     sizes = [256, 512] if quick else [1024, 2048, 3072]
@@ -499,7 +505,8 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
 
     peak_size = sizes[-2] if len(sizes) > 1 else sizes[-1]
     results["models"] = {}
-    for model in ([QUICK_REFERENCE, QUICK_DEEP] if quick else [REFERENCE, DEEP]):
+    chosen = [m for m in ([QUICK_REFERENCE, QUICK_DEEP] if quick else [REFERENCE, DEEP]) if not models or m.kind in models]
+    for model in chosen:
         log(f"engine: {model.name} ...")
         problem = problem_of(model)
         row = {"name": model.name, "kind": model.kind, "n": model.n, "d": model.d, "width": model.h,
@@ -517,11 +524,12 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
             row["units"] = search_units(problem, model, 1 if quick else 3, quick)
         results["models"][model.kind] = row
 
-    log("the fast path's other activations ...")
-    results["activations"] = activations(quick, reps, peak_size)
-    seen = results["activations"]["peak_float64_same_rounds"]      # a peak seen here counts too
-    if seen > peak["float64"]["gflops"]:
-        peak["float64"] = dict(peak["float64"], gflops=seen, size=peak_size)
+    if not models or "two_layer" in models:
+        log("the fast path's other activations ...")
+        results["activations"] = activations(quick, reps, peak_size)
+        seen = results["activations"]["peak_float64_same_rounds"]      # a peak seen here counts too
+        if seen > peak["float64"]["gflops"]:
+            peak["float64"] = dict(peak["float64"], gflops=seen, size=peak_size)
 
     # one thread, timed by process CPU time: on a machine shared with other work the all-core
     # figures vary with the load, a single thread's CPU time much less
@@ -534,8 +542,8 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         a64, b64 = torch.randn(n1, n1, dtype=torch.float64), torch.randn(n1, n1, dtype=torch.float64)
         a32, b32 = a64.float(), b64.float()
         fns = {"peak_float64": lambda: torch.matmul(a64, b64), "peak_float32": lambda: torch.matmul(a32, b32)}
-        batches = {}
-        for model in ([QUICK_REFERENCE, QUICK_DEEP] if quick else [REFERENCE, DEEP]):
+        batches, paths = {}, {}
+        for model in chosen:
             problem = problem_of(model)
             for key, dtype in (("float64", torch.float64), ("float32", torch.float32)):
                 ev = BatchedEvaluator(problem, dtype=dtype)
@@ -543,6 +551,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
                 th = perturbed(problem, b).to(dtype)
                 fns[f"{model.kind}_{key}"] = (lambda ev=ev, th=th: ev.points(th))
                 batches[(model.kind, key)] = (b, model)
+                paths[(model.kind, key)] = ev.path
                 if key == "float64":             # the user's baselines, same rounds
                     thb = perturbed(problem, b)
                     for name, make in BASELINES.items():
@@ -556,6 +565,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
                     bg = gen.chunk_size()
                     fns[f"{model.kind}_generic"] = (lambda ev=gen, th=perturbed(problem, bg): ev.points(th))
                     batches[(model.kind, "generic")] = (bg, model)
+                    paths[(model.kind, "generic")] = gen.path
         best = interleaved(fns, reps, clock=time.process_time, block={k: BLOCK for k in fns if not k.startswith("peak")})
         one = {"clock": "process CPU time", "matmul_size": n1, "models": {}}
         for key in ("float64", "float32"):
@@ -563,6 +573,8 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         for (kind, key), (b, model) in batches.items():
             r = b / best[f"{kind}_{key}"]
             row = {"R_per_s": r, "gflops": r * model.flops_per_rayleigh() / 1e9, "batch": b}
+            if (kind, key) in paths:
+                row["path"] = paths[(kind, key)]
             row["fraction_of_peak"] = row["gflops"] / one[f"peak_{'float32' if key == 'float32' else 'float64'}"]["gflops"]
             one["models"].setdefault(kind, {})[key] = row
         # the elementwise work the FLOP count leaves out: tanh per element, next to a product
@@ -604,7 +616,7 @@ def run(quick: bool = False, compile_too: bool = False, threads: int | None = No
         e["batched_float32"]["fraction_of_peak"] = e["batched_float32"]["gflops"] / same["float32"]
         row["fraction_of_peak_float64"] = e["batched"]["fraction_of_peak"]
         row["fraction_of_peak_float32"] = e["batched_float32"]["fraction_of_peak"]
-    for act in ACTIVATIONS:
+    for act in ACTIVATIONS if "activations" in results else ():
         for key in ("fast", "generic"):
             r = results["activations"][act][key]
             r["fraction_of_peak"] = r["gflops"] / results["activations"]["peak_float64_same_rounds"]
@@ -643,7 +655,8 @@ def table(results: dict) -> str:
         e = row["engine"]
         for key, label, peak in (("loop", "loop over Problem.point", "float64"),
                                  ("batched", f"batched (B={e['batch']}, {e.get('path', 'vmap')}), float64", "float64"),
-                                 ("batched_generic", f"batched (B={e.get('batched_generic', {}).get('batch')}, generic vmap path), "
+                                 ("batched_generic", f"batched (B={e.get('batched_generic', {}).get('batch')}, generic "
+                                                     f"{e.get('generic_path', 'vmap')} path), "
                                                      "float64", "float64"),
                                  ("vmap_grad", "vmap(grad) over theta", "float64"),
                                  ("batched_float32", "batched, float32", "float32"),
@@ -694,8 +707,12 @@ def table(results: dict) -> str:
             lines.append(f"  {name}: batched float64 {row['float64']['R_per_s']:.1f} R/s "
                          f"({100 * row['float64']['fraction_of_peak']:.0f}% of peak), float32 "
                          f"{row['float32']['R_per_s']:.1f} R/s ({100 * row['float32']['fraction_of_peak']:.0f}%)"
-                         + (f"; generic vmap path float64 {row['generic']['R_per_s']:.1f} R/s "
+                         + (f"; generic {row['generic'].get('path', 'vmap')} path float64 {row['generic']['R_per_s']:.1f} R/s "
                             f"({100 * row['generic']['fraction_of_peak']:.0f}%)" if "generic" in row else ""))
+            users = [(k, row[k]["R_per_s"]) for k in ("autograd_loop", "hand_batched") if k in row]
+            if users:
+                lines.append(f"    path {row['float64'].get('path', '?')}; user: " + ", ".join(
+                    f"{k} {r:.1f} R/s (engine {row['float64']['R_per_s'] / r:.2f}x)" for k, r in users))
     if one and "ns_per_element" in one:
         ns = one["ns_per_element"]
         lines.append("  ns per element (one thread): " + ", ".join(f"{k} {v:.2f}" for k, v in ns.items()))
@@ -735,8 +752,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="where to write the JSON (default bench/results.json)")
     ap.add_argument("--engine-only", action="store_true",
                     help="only the peak and the evaluators' R/s (all cores and one thread): about a minute")
+    ap.add_argument("--model", action="append", choices=("two_layer", "mlp3"), default=None,
+                    help="time only this network (repeatable): two_layer (the reference) or mlp3 (the 3-layer MLP)")
     args = ap.parse_args(argv)
     results = run(args.quick, args.compile, args.threads, args.out,
-                  log=lambda s: print(s, file=sys.stderr, flush=True), engine_only=args.engine_only)
+                  log=lambda s: print(s, file=sys.stderr, flush=True), engine_only=args.engine_only,
+                  models=args.model)
     print(table(results))
     return 0
