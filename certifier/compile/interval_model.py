@@ -12,7 +12,7 @@ from ..language.losses import LOSSES
 from .degree import AFFINE, degree
 from .interval import Dual, NotSupported, enclose, param_layout
 from .interval_losses import INTERVAL_LOSSES, LossEnclosure
-from .interval_reverse import covered, jacobian, leaf
+from .interval_reverse import covered, jacobian, jacobian_blocks, leaf
 from .iv import Iv, iv_add, iv_intersect, iv_matmul, iv_mul, iv_of, iv_sum
 from .rounding import (
     check_environment,
@@ -128,10 +128,7 @@ class IntervalModel:
             J = Iv(np.ascontiguousarray(dlo.T), np.ascontiguousarray(dhi.T))
         return F, J
 
-    def _outputs_reverse(self, theta: np.ndarray) -> tuple[Iv, Iv] | None:
-        """(F, J) at a point by interval reverse mode: one backward pass seeded with every output entry
-        of every sample (fewer at a time where an adjoint would be large; compile/interval_reverse.py),
-        the same value enclosures F as forward mode; None where it does not apply."""
+    def _reverse_env(self, theta: np.ndarray):
         layout = list(zip(self.names, self.shapes, self.offsets, self.sizes))
 
         def env(i0: int, i1: int):
@@ -140,13 +137,49 @@ class IntervalModel:
                 nodes[name] = leaf(Iv(theta[off:off + size].reshape((1,) + shape)), len(shape), name)
             nodes[self.arg] = leaf(Iv(self.x[i0:i1]), self.x.ndim - 1)
             return nodes
+        return env, layout
+
+    def _outputs_reverse(self, theta: np.ndarray) -> tuple[Iv, Iv] | None:
+        """(F, J) at a point by interval reverse mode: one backward pass seeded with every output entry
+        of every sample (fewer at a time where an adjoint would be large; compile/interval_reverse.py),
+        the same value enclosures F as forward mode; None where it does not apply."""
+        env, layout = self._reverse_env(theta)
         return jacobian(self.body, env, self.n, self.out_shape, layout, self.m)
+
+    def jacobian_blocks(self, theta: np.ndarray, cols: int):
+        """The interval Jacobian at the point theta in column blocks: an iterator of (c0, c1, J[:, c0:c1])
+        covering 0..m in order, no more than one block held at a time. Reverse mode: blocks of about
+        cols columns (compile/interval_reverse.jacobian_blocks); otherwise forward mode's chunks of
+        POINT_CHUNK directions (or the whole J for m <= POINT_CHUNK)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        if self.reverse:
+            env, layout = self._reverse_env(theta)
+            out = jacobian_blocks(self.body, env, self.n, self.out_shape, layout, max(1, int(cols)))
+            if out is not None:
+                yield from out[1]
+                return
+        if self.m > POINT_CHUNK:
+            for start, stop, _, lo, hi in self._forward_chunks(theta):
+                yield start, stop, Iv(np.ascontiguousarray(lo), np.ascontiguousarray(hi))
+            return
+        _, J = self.outputs(theta, None, True)
+        yield 0, self.m, J
 
     def _outputs_chunked(self, theta: np.ndarray) -> tuple[Iv, Iv]:
         """(F, J) at a point by forward mode over POINT_CHUNK parameter directions at a time (the
         same enclosures, in bounded memory: wide models have m in the thousands)."""
-        vshape = (self.n,) + self.out_shape
         F, los, his = None, [], []
+        for _, _, Fc, lo, hi in self._forward_chunks(theta):
+            F = Fc if F is None else F
+            los.append(lo)
+            his.append(hi)
+        return F, Iv(np.ascontiguousarray(np.concatenate(los, axis=1)),
+                     np.ascontiguousarray(np.concatenate(his, axis=1)))
+
+    def _forward_chunks(self, theta: np.ndarray):
+        """(start, stop, F, J[:, start:stop] lo, hi) by forward mode over POINT_CHUNK directions."""
+        vshape = (self.n,) + self.out_shape
+        F = None
         for start in range(0, self.m, POINT_CHUNK):
             stop = min(self.m, start + POINT_CHUNK)
             env = self._env(theta, theta, False)
@@ -163,13 +196,11 @@ class IntervalModel:
                        np.broadcast_to(out.v.hi, vshape).reshape(self.n, self.k))
             P = stop - start
             if out.d is None:
-                los.append(np.zeros((self.n * self.k, P)))
-                his.append(los[-1])
+                z = np.zeros((self.n * self.k, P))
+                yield start, stop, F, z, z
             else:
-                los.append(np.broadcast_to(out.d.lo, (P,) + vshape).reshape(P, -1).T)
-                his.append(np.broadcast_to(out.d.hi, (P,) + vshape).reshape(P, -1).T)
-        return F, Iv(np.ascontiguousarray(np.concatenate(los, axis=1)),
-                     np.ascontiguousarray(np.concatenate(his, axis=1)))
+                yield (start, stop, F, np.broadcast_to(out.d.lo, (P,) + vshape).reshape(P, -1).T,
+                       np.broadcast_to(out.d.hi, (P,) + vshape).reshape(P, -1).T)
 
     def loss_enclosure(self, F: Iv) -> LossEnclosure:
         """Per-sample losses, L, g / g_scale and ||g||_D^2 (compile/interval_losses.py)."""

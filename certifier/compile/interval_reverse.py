@@ -74,6 +74,7 @@ class Node:
     kwargs: dict = field(default_factory=dict)
     name: str | None = None    # a parameter leaf's name
     extra: object = None       # index: the subscripts; pow: the integer exponent
+    rows: tuple | None = None  # a parameter leaf in a column block: its leading-axis range (jacobian_blocks)
 
 
 def leaf(v: Iv, nd: int, name: str | None = None) -> Node:
@@ -151,18 +152,24 @@ def covered(e: Expr) -> bool:
 
 
 # --- the backward pass -----------------------------------------------------------------------------
-def backward(node: Node, adj: Iv, grads: dict[str, Iv]) -> None:
-    """Add the contributions of adj (the adjoint of node, (K, N, *s)) to the parameters' adjoints."""
-    if not node.active:
+def backward(node: Node, adj: Iv, grads: dict[str, Iv], live: set[int] | None = None) -> None:
+    """Add the contributions of adj (the adjoint of node, (K, N, *s)) to the parameters' adjoints.
+    live (ids of nodes): only these are entered (the subgraph above one column block's parameters);
+    a leaf with rows keeps that range of its leading axis."""
+    if not node.active or (live is not None and id(node) not in live):
         return
     if node.op == "leaf":
+        if node.rows is not None and adj.shape[2] == node.v.shape[1]:   # not sliced by _matmul already
+            r0, r1 = node.rows
+            adj = adj.map(lambda z: z[:, :, r0:r1])
         grads[node.name] = adj if node.name not in grads else iv_add(grads[node.name], adj)
         return
+    more = () if live is None else (live,)      # the three-argument call where no block is selected
     if node.op == "index":
-        return backward(node.args[0], _scatter(adj, node), grads)
+        return backward(node.args[0], _scatter(adj, node), grads, *more)
     for arg, c in zip(node.args, REVERSE_RULES[node.op](node, adj)):
         if c is not None and arg.active:
-            backward(arg, c, grads)
+            backward(arg, c, grads, *more)
 
 
 def _scatter(adj: Iv, node: Node) -> Iv:
@@ -283,7 +290,13 @@ def _matmul(node, adj):
             return iv_mul(p, q)
         return iv_matmul(p, q)
     da = db = None
-    if a.active:      # summed down to a's (promoted) shape, then a vector's axis removed again
+    if a.op == "leaf" and a.rows is not None and a.nd == 2 and nd == 2:
+        # W @ x with W in a column block of rows r0:r1: dW's rows need only those rows of the
+        # output adjoint (the same entries as slicing the whole product afterwards)
+        r0, r1 = a.rows
+        da = _unbroadcast(product(g.map(lambda z: z[..., r0:r1, :]), _swap(bv)), (r1 - r0,) + a.v.shape[2:])
+        a = None
+    if a is not None and a.active:      # summed down to a's (promoted) shape, then a vector's axis removed again
         pa = ((1,) if a_vec else ()) + a.v.shape[1:]
         da = _unbroadcast(product(g, _swap(bv)), pa).map(lambda z: z.reshape(z.shape[:2] + a.v.shape[1:]))
     if b.active:
@@ -422,9 +435,109 @@ def jacobian(body: Expr, env: Callable[[int, int], dict[str, Node]], n: int, out
     return F, Iv(Jlo.reshape(n * k, m), Jhi.reshape(n * k, m))
 
 
-def _largest(node: Node) -> int:
-    """The largest per-sample size among the active nodes (an adjoint's entries per seed and sample)."""
-    size = int(np.prod(node.v.shape[1:])) if node.active else 0
+def _largest(node: Node, params: bool = True) -> int:
+    """The largest per-sample size among the active nodes (an adjoint's entries per seed and sample);
+    params False: leaving out the parameter leaves (jacobian_blocks bounds those by the block)."""
+    size = int(np.prod(node.v.shape[1:])) if node.active and (params or node.op != "leaf") else 0
     for a in node.args:
-        size = max(size, _largest(a))
+        size = max(size, _largest(a, params))
     return size
+
+
+# --- the Jacobian at a point in column blocks ---------------------------------------------------------
+def column_blocks(layout: list[tuple[str, tuple, int, int]], cols: int) -> list[list[tuple]]:
+    """theta's columns in consecutive blocks of at most cols columns: lists of pieces (name, rows,
+    c0, c1), rows None for a whole parameter, else the range of its leading axis that a parameter
+    larger than cols is split into (one row at least, so a block may exceed cols by one row)."""
+    blocks: list[list[tuple]] = []
+    cur: list[tuple] = []
+    used = 0
+    for name, shape, off, size in layout:
+        if size == 0:
+            continue
+        if used + size <= cols:
+            cur.append((name, None, off, off + size))
+            used += size
+            continue
+        if cur:
+            blocks.append(cur)
+            cur, used = [], 0
+        if size <= cols or not shape:
+            cur, used = [(name, None, off, off + size)], size
+            continue
+        per = size // shape[0]
+        step = max(1, cols // per)
+        for r0 in range(0, shape[0], step):
+            r1 = min(shape[0], r0 + step)
+            blocks.append([(name, (r0, r1), off + r0 * per, off + r1 * per)])
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
+def _mark(node: Node, rows: dict[str, tuple | None], seen: dict[int, bool]) -> bool:
+    """Whether node depends on a parameter of the block (its id then goes into seen as True); sets
+    the block's leading-axis ranges on the parameter leaves (None on the others)."""
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    if node.op == "leaf":
+        live = node.name is not None and node.name in rows
+        node.rows = rows.get(node.name) if live else None
+    else:
+        live = False
+        for a in node.args:
+            live = _mark(a, rows, seen) or live
+    seen[key] = live
+    return live
+
+
+def jacobian_blocks(body: Expr, env: Callable[[int, int], dict[str, Node]], n: int, out_shape: tuple,
+                    layout: list[tuple[str, tuple, int, int]], cols: int):
+    """(F [n, k], an iterator of (c0, c1, J[:, c0:c1])) at a point: as jacobian, but J in column blocks
+    of column_blocks(layout, cols), so that no more than one block of J is held (None where the
+    output's shape is not the declared one). Each block is its own backward passes entering only
+    the nodes above the block's parameters, a large parameter's adjoint restricted to its rows
+    (for W @ x, the matching rows of the output adjoint: _matmul). The entries are those of
+    jacobian's J (the same rules on the same enclosures)."""
+    k = int(np.prod(out_shape)) if out_shape else 1
+    root = trace(body, env(0, n))
+    if tuple(root.v.shape[1:]) != tuple(out_shape):
+        return None
+    vshape = (n,) + tuple(out_shape)
+    F = Iv(np.broadcast_to(root.v.lo, vshape).reshape(n, k), np.broadcast_to(root.v.hi, vshape).reshape(n, k))
+    shapes = {name: tuple(shape) for name, shape, _, _ in layout}
+    inner = _largest(root, params=False)
+
+    def blocks():
+        for block in column_blocks(layout, cols):
+            c0, c1 = block[0][2], block[-1][3]
+            Jlo, Jhi = np.zeros((n, k, c1 - c0)), np.zeros((n, k, c1 - c0))
+            if root.active:
+                rows = {name: r for name, r, _, _ in block}
+                largest = max(inner, c1 - c0, 1)
+                seeds = max(1, min(k, REVERSE_CHUNK // largest))
+                samples = max(1, min(n, REVERSE_CHUNK // (largest * seeds)))
+                for i0 in range(0, n, samples):
+                    i1 = min(n, i0 + samples)
+                    node = root if (i0, i1) == (0, n) else trace(body, env(i0, i1))
+                    seen: dict[int, bool] = {}
+                    _mark(node, rows, seen)
+                    live = {key for key, v in seen.items() if v}
+                    for j0 in range(0, k, seeds):
+                        j1 = min(k, j0 + seeds)
+                        seed = np.zeros((j1 - j0, i1 - i0, k))
+                        seed[np.arange(j1 - j0), :, np.arange(j0, j1)] = 1.0
+                        grads: dict[str, Iv] = {}
+                        backward(node, Iv(seed.reshape((j1 - j0, i1 - i0) + tuple(out_shape))), grads, live)
+                        for name, r, a, b in block:
+                            g = grads.get(name)
+                            if g is None:
+                                continue
+                            shape = shapes[name] if r is None else (r[1] - r[0],) + shapes[name][1:]
+                            full = (j1 - j0, i1 - i0) + shape
+                            for dst, z in ((Jlo, g.lo), (Jhi, g.hi)):
+                                dst[i0:i1, j0:j1, a - c0:b - c0] = np.broadcast_to(z, full).reshape(
+                                    j1 - j0, i1 - i0, b - a).transpose(1, 0, 2)
+            yield c0, c1, Iv(Jlo.reshape(n * k, c1 - c0), Jhi.reshape(n * k, c1 - c0))
+    return F, blocks()

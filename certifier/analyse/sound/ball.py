@@ -41,11 +41,13 @@ from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, po
 from ...language.ast import Expr
 from ...language.evaluate import CONSTANTS, subscript
 from ...language.primitives import FUNCTION_NAMES
-from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down
+from .linalg import GramAccumulator, gram_lower, nonneg_norm2_upper, sqrt_down
 from .rules import Bound
 
 TANH2 = float(up(4.0 / (3.0 * math.sqrt(3.0)) * (1 + 1e-15)))     # sup |tanh''| = 4 / (3 sqrt 3)
 SIGMOID2 = float(up(1.0 / (6.0 * math.sqrt(3.0)) * (1 + 1e-15)))  # sup |sigmoid''| = 1 / (6 sqrt 3)
+DENSE_J_BYTES = 2 ** 28     # center_sigma: the whole J at once up to this size of one of its arrays, blocks above
+BLOCK_J_BYTES = 2 ** 26     # and then column blocks of about this size (per array)
 MAX_ENTRIES = 2 * 10**7     # entries of the largest expanded product (matmul) the rule forms
 
 
@@ -204,18 +206,35 @@ def ball_rule(model: IntervalModel, ball_model: BallModel, center: np.ndarray, r
 _CENTERS: dict = {}      # (model data, center, elementary mode) -> (sigma_c, dnorm, info); radius=auto reuses it
 
 
-def center_sigma(model: IntervalModel, center: np.ndarray):
+def center_sigma(model: IntervalModel, center: np.ndarray, dense_bytes: int | None = None,
+                 block_bytes: int | None = None):
     """(a lower bound on sigma_min(J(c)), an upper bound on the norm of the enclosure's radius, info)
-    from the interval Jacobian at the center (chunked forward mode; the most expensive step)."""
+    from the interval Jacobian at the center (reverse mode, docs/theory.md 10.3): the whole J and
+    gram_lower up to dense_bytes per array of J; above, column blocks of about block_bytes through a
+    GramAccumulator (J J^T summed over the blocks, linalg.py), so memory stays bounded at m ~ 10^6."""
 
     key = (id(model.checked), np.asarray(center, dtype=np.float64).tobytes(), elementary_mode())
     hit = _CENTERS.get(key)
     if hit is not None and hit[0] is model.checked:
         return hit[1]
-    J = model.at_point(center, True).J
-    Jm, Jr = mid_rad(J)
-    lam_c, info = gram_lower(Jm)
-    value = (sqrt_down(lam_c) if lam_c is not None else None, nonneg_norm2_upper(Jr), info)
+    dense_bytes = DENSE_J_BYTES if dense_bytes is None else dense_bytes
+    block_bytes = BLOCK_J_BYTES if block_bytes is None else block_bytes
+    rows = model.n * model.k
+    blocks = getattr(model, "jacobian_blocks", None)
+    if blocks is None or 8 * rows * model.m <= dense_bytes:
+        J = model.at_point(center, True).J
+        Jm, Jr = mid_rad(J)
+        lam_c, info = gram_lower(Jm)
+        value = (sqrt_down(lam_c) if lam_c is not None else None, nonneg_norm2_upper(Jr), info)
+    else:
+        acc = GramAccumulator()
+        count = 0
+        for _, _, Jb in blocks(center, max(1, block_bytes // (8 * max(rows, 1)))):
+            acc.add_iv(Jb)
+            count += 1
+        lam_c, info = acc.lambda_min_lower()
+        info["blocks"] = count
+        value = (sqrt_down(lam_c) if lam_c is not None else None, acc.radius_norm_upper(), info)
     if len(_CENTERS) >= 4:
         _CENTERS.clear()
     _CENTERS[key] = (model.checked, value)

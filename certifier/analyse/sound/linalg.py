@@ -12,12 +12,17 @@
   where E is enclosed by interval arithmetic (the product L~ L~^T by the gamma_k bound), and Weyl's
   inequality adds -||Gr||_2 for the uncertainty of G. Nothing about the Cholesky routine's own
   accuracy is assumed: a bad factor only gives a weak (still true) bound.
+- `GramAccumulator`: J J^T and |J_r| |J_r|^T summed over column blocks J = [J_1 ... J_B] (J J^T =
+  sum_b J_b J_b^T exactly): each block's product enclosed by iv_matmul (its own gamma_k, k the
+  block's columns), the sum of the enclosures rounded outward; the radius blocks' nonnegative Gram
+  bounded above the same way. Then ||J_r||_2^2 = ||J_r J_r^T||_2 <= ||sum_b |J_r,b| |J_r,b|^T||_2
+  (entrywise larger nonnegative matrix), so only one block of J is ever needed at a time.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...compile.iv import Iv, iv_mag, iv_matmul, iv_sub, mid_rad
+from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_sub, mid_rad
 from ...compile.rounding import INF, down, nonneg_matmul_upper, sqnorm_upper, up
 
 
@@ -99,6 +104,40 @@ def gram_lower(Jm: np.ndarray) -> tuple[float | None, dict]:
     Gm, Gr = mid_rad(JJ)
     Gm, Gr = symmetrize(Gm, Gr)
     return lambda_min_lower(Gm, Gr)
+
+
+class GramAccumulator:
+    """J_m J_m^T (an interval enclosure) and an entrywise upper bound of J_r J_r^T, accumulated over
+    column blocks of the Jacobian's midpoint J_m and radius J_r (module docstring)."""
+
+    def __init__(self) -> None:
+        self.G: Iv | None = None          # encloses sum_b J_m,b J_m,b^T
+        self.R: np.ndarray | None = None  # >= sum_b J_r,b J_r,b^T entrywise
+        self.columns = 0
+
+    def add(self, Jm: np.ndarray, Jr: np.ndarray | None = None) -> None:
+        """One block: midpoint columns Jm [rows, c] and their radius Jr (None or all zero: a point)."""
+        P = iv_matmul(Iv(Jm), Iv(np.ascontiguousarray(Jm.T)))
+        self.G = P if self.G is None else iv_add(self.G, P)      # the first block as gram_lower's
+        if Jr is not None and np.any(Jr != 0):
+            Q = nonneg_matmul_upper(Jr, np.ascontiguousarray(Jr.T))
+            self.R = Q if self.R is None else up(self.R + Q)
+        self.columns += Jm.shape[1]
+
+    def add_iv(self, J: Iv) -> None:
+        self.add(*mid_rad(J))
+
+    def lambda_min_lower(self) -> tuple[float | None, dict]:
+        """A lower bound on lambda_min(J_m J_m^T) (as gram_lower on the whole J_m)."""
+        Gm, Gr = mid_rad(self.G)
+        Gm, Gr = symmetrize(Gm, Gr)
+        return lambda_min_lower(Gm, Gr)
+
+    def radius_norm_upper(self) -> float:
+        """An upper bound on ||J_r||_2."""
+        if self.R is None:
+            return 0.0
+        return sqrt_up(nonneg_norm2_upper(self.R))
 
 
 def sqrt_down(x: float) -> float:
