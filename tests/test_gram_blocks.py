@@ -45,11 +45,14 @@ def test_random_jacobians_bound_below_the_smallest_singular_value(shape, cols):
 
 
 @pytest.mark.parametrize("shape", [(6, 40), (30, 31)])
-def test_one_block_is_gram_lower(shape):
+def test_one_block_is_as_good_as_gram_lower(shape):
+    """The same enclosure formula; the accumulator's products go through BLAS syrk, gram_lower's
+    through gemm, so the two may differ in the last bits (here both are checked below numpy's)."""
     Jm = np.random.default_rng(1).standard_normal(shape)
     lam, _ = _accumulate(Jm, None, shape[1]).lambda_min_lower()
     dense, _ = gram_lower(Jm)
-    assert lam == dense
+    assert lam >= dense * (1 - 1e-12)
+    assert max(lam, dense) < np.linalg.svd(Jm, compute_uv=False)[-1] ** 2
 
 
 def test_a_point_matrix_has_radius_zero_and_rank_deficiency_gives_none():
