@@ -96,7 +96,8 @@ class BatchedEvaluator:
                     raise TypeError("a Python model is evaluated in float64 only")
                 outputs = model_outputs(_Cast(problem, self.dtype), problem.checked)
                 self.x, self.y = problem.x.to(self.dtype), problem.y.to(self.dtype)
-            self._batched = vmap(outputs, in_dims=(0, None))
+            # the spec's model has a form for vmap over theta (torch's tanh: compile/model.py)
+            self._batched = vmap(getattr(outputs, "over_theta", outputs), in_dims=(0, None))
             self._fast = TwoLayer.match(problem, problem.checked) if fast else None
         except Exception as exc:   # noqa: BLE001 - any failure means: evaluate point by point
             self._checked, self.reason = False, f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,40 @@ AGREEMENT = {torch.float64: 1e-10}
 AGREEMENT_OTHER = 1e-4
 
 
+class _Tanh(torch.autograd.Function):
+    """tanh(z) as 2 sigmoid(2 z) - 1 (an identity), the two-layer fast path's: this torch build's
+    float64 tanh costs three times the four passes of this form on the AMD EPYC of
+    docs/performance.md (0.34 against 0.12 ms for [256, 256], one thread), and it was a seventh
+    of a 3-layer MLP's R. Error at most 3 ulp of 1 (compile/two_layer.py); near z = 0 that is
+    large relative to tanh z but small next to the rounding of the sums the value enters. The
+    derivative is autograd's own tanh_backward from the output. Used where the model is not
+    vmapped over theta (there torch.tanh is faster: this Function's generated vmap rule costs
+    more than it saves)."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z):
+        return z.mul(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, t)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(tangent, t)
+
+
+FAST_FUNCTIONS = {**FUNCTIONS, "tanh": _Tanh.apply}
+
+
 class NoRule(Exception):
     """The data-batched evaluation has no rule for this operation (the model is then vmapped)."""
 
@@ -128,12 +162,14 @@ def _softmax_family(name: str, v: torch.Tensor, batched: bool, axis: int):
     return fn(v, dim=axis % rank), True
 
 
-def over_data(e, env: dict[str, torch.Tensor], batched: frozenset) -> tuple[torch.Tensor, bool]:
+def over_data(e, env: dict[str, torch.Tensor], batched: frozenset,
+              functions: dict = FUNCTIONS) -> tuple[torch.Tensor, bool]:
     """Evaluate a per-sample expression for every sample at once. env maps names to tensors; the
     names in `batched` hold the samples' values along a last dimension ([*per-sample shape, n]:
     the data's samples as columns), the others are the same for every sample. Returns (value,
     whether it depends on the sample), a value that depends on it with the samples last. NoRule
-    where an operation has no rule here."""
+    where an operation has no rule here. `functions`: the elementwise functions' torch
+    implementations (FAST_FUNCTIONS: tanh by _Tanh)."""
     op = e.op
     if op == "number":
         return torch.tensor(float(e.attrs["value"]), dtype=DTYPE), False
@@ -143,27 +179,27 @@ def over_data(e, env: dict[str, torch.Tensor], batched: frozenset) -> tuple[torc
             return env[name], name in batched
         return torch.tensor(CONSTANTS[name], dtype=DTYPE), False
     if op == "index":
-        v, b = over_data(e.args[0], env, batched)
+        v, b = over_data(e.args[0], env, batched, functions)
         return v[tuple(subscript(s) for s in e.args[1:])], b      # the leading, per-sample dimensions
     if op == "call":
         func = e.attrs["func"]
         kwargs = {k: constant_int(v) for k, v in e.kwargs.items()}
         if func == "sum" and "axis" not in kwargs and e.args[0].op == "mul":
-            return _sum_of_product(*(over_data(a, env, batched) for a in e.args[0].args))
-        args = [over_data(a, env, batched) for a in e.args]
+            return _sum_of_product(*(over_data(a, env, batched, functions) for a in e.args[0].args))
+        args = [over_data(a, env, batched, functions) for a in e.args]
         if func in ELEMENTWISE:
             (v, b), = args
-            return FUNCTIONS[func](v), b
+            return functions[func](v), b
         if func in ("sum", "mean"):
             return _reduce(func, *args[0], kwargs.get("axis"))
         if func in ("softmax", "logsumexp"):
             return _softmax_family(func, *args[0], kwargs.get("axis", -1))
         raise NoRule(f"function {func}")
     if op == "matmul":
-        (a, ba), (b, bb) = (over_data(x, env, batched) for x in e.args)
+        (a, ba), (b, bb) = (over_data(x, env, batched, functions) for x in e.args)
         return _matmul(a, ba, b, bb)
     if op in ("add", "sub", "mul", "div", "pow", "neg"):
-        return _elementwise(OPERATORS[op], [over_data(a, env, batched) for a in e.args])
+        return _elementwise(OPERATORS[op], [over_data(a, env, batched, functions) for a in e.args])
     raise NoRule(f"operator {op}")
 
 
@@ -187,7 +223,8 @@ def ast_outputs(problem, checked):
     """outputs(theta, x) of the spec's model: evaluated over the data at once (over_data) where
     that gives the per-sample model's values at theta0 and at a perturbed theta0 (checked once
     here, against torch.func.vmap of the per-sample evaluation), else that vmap. The function
-    says which in its attribute `how` ('data' or 'vmap') and why in `reason`."""
+    says which in its attribute `how` ('data' or 'vmap') and why in `reason`; its attribute
+    `over_theta` is the same outputs for vmap over theta (torch's tanh, not _Tanh)."""
     body, arg = checked.spec.model.body, checked.spec.model.arg
     names = frozenset([arg])
 
@@ -202,18 +239,23 @@ def ast_outputs(problem, checked):
 
     per_sample = vmap(one_sample, in_dims=(None, 0))
 
-    def data(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # the samples as the last dimension: a per-sample W @ x is then W X, whose gradients
-        # (G X^T for W, W^T G for X) come out in W's and X's own layouts, no strided copies
-        value, depends = over_data(body, env_of(theta, x.movedim(0, -1)), names)
-        if not depends:               # the same outputs for every sample (vmap expands them too)
-            return value.expand((x.shape[0],) + tuple(value.shape))
-        return value.movedim(-1, 0)
+    def over(functions):
+        def outputs(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            # the samples as the last dimension: a per-sample W @ x is then W X, whose gradients
+            # (G X^T for W, W^T G for X) come out in W's and X's own layouts, no strided copies
+            value, depends = over_data(body, env_of(theta, x.movedim(0, -1)), names, functions)
+            if not depends:           # the same outputs for every sample (vmap expands them too)
+                return value.expand((x.shape[0],) + tuple(value.shape))
+            return value.movedim(-1, 0)
+        return outputs
 
+    data = over(FAST_FUNCTIONS)
     reason = _check(problem, data, per_sample)
-    out = per_sample if reason else data
-    out.how, out.reason = ("vmap", reason) if reason else ("data", "")
-    return out
+    if reason:
+        per_sample.how, per_sample.reason, per_sample.over_theta = "vmap", reason, per_sample
+        return per_sample
+    data.how, data.reason, data.over_theta = "data", "", over(FUNCTIONS)
+    return data
 
 
 def _check(problem, data, per_sample) -> str:
