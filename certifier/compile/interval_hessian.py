@@ -176,17 +176,30 @@ def _first(name: str, a: HD) -> tuple[Iv, Iv]:
     return out.v, Iv(out.d.lo[0], out.d.hi[0])
 
 
+def activation_derivatives(name: str, z: Iv) -> tuple[Iv, Iv, Iv]:
+    """(s, s', s'') enclosed over z for s = tanh, sigmoid or softplus (s' = sigmoid, s'' its
+    derivative): the first-order rules' value and derivative, s'' from them as below."""
+    a = HD(z, None, None, 0)
+    if name == "softplus":
+        v, _ = _first("softplus", a)
+        f1, f2 = _first("sigmoid", a)
+        return v, f1, f2
+    v, f1 = _first(name, a)
+    if name == "tanh":
+        f2 = iv_mul(iv_mul(Iv(np.float64(-2.0)), v), f1)
+        f2 = Iv(np.maximum(f2.lo, -TANH2), np.minimum(f2.hi, TANH2))
+        return v, f1, Iv(f2.lo, np.maximum(f2.hi, f2.lo))
+    if name == "sigmoid":
+        return v, f1, iv_mul(f1, iv_sub(Iv(np.float64(1.0)), iv_mul(Iv(np.float64(2.0)), v)))
+    raise NotSupported(f"the function '{name}' (no second derivative rule)", None)
+
+
 def _hd_tanh(a: HD) -> HD:
-    t, f1 = _first("tanh", a)
-    f2 = iv_mul(iv_mul(Iv(np.float64(-2.0)), t), f1)
-    f2 = Iv(np.maximum(f2.lo, -TANH2), np.minimum(f2.hi, TANH2))
-    return _chain(a, t, f1, Iv(f2.lo, np.maximum(f2.hi, f2.lo)))
+    return _chain(a, *activation_derivatives("tanh", a.v))
 
 
 def _hd_sigmoid(a: HD) -> HD:
-    s, f1 = _first("sigmoid", a)
-    f2 = iv_mul(f1, iv_sub(Iv(np.float64(1.0)), iv_mul(Iv(np.float64(2.0)), s)))
-    return _chain(a, s, f1, f2)
+    return _chain(a, *activation_derivatives("sigmoid", a.v))
 
 
 def _hd_exp(a: HD) -> HD:

@@ -57,6 +57,7 @@ from ...compile.interval_model import IntervalModel
 from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_sub, mid_rad
 from ...compile.rounding import INF, down, nonneg_matmul_upper, nonneg_sum_upper, point_bounds, up
 from .ball import BallModel, ball_rule
+from .curvature import TwoLayerCurvature
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
 
 SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
@@ -267,6 +268,13 @@ def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, 
     cup = float(up(2.0 / model.n))
     ell = float(up(cup * sH))
     termA = float(up(float(nonneg_sum_upper(up(rc * H), None)) * D))
+    curvature = TwoLayerCurvature.of(model)
+    if curvature is not None:
+        # ||sum_i r_i Hess f_i|| over the ball with the residuals' signs (curvature.py): both ell and
+        # the defect's first term are that norm (times c, and times D)
+        K = curvature.bound(tg.theta, radius, iv_sub(F, Iv(model.yk.reshape(-1))))
+        ell = min(ell, float(up(cup * K)))
+        termA = min(termA, float(up(K * D)))
     Hl2 = _norm_up(H)
     termB = float(up(up(up(tg.Jnorm * Hl2) * up(D * D)) * 0.5))
     termD = float(up(tg.M * _norm_up(Phi)))
