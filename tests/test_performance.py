@@ -492,6 +492,21 @@ def test_bench_quick_run(tmp_path):
         assert row["speedup"] == pytest.approx(row["fast"]["R_per_s"] / row["generic"]["R_per_s"])
 
 
+def test_bench_baselines_times_the_engine_and_the_users(capsys):
+    """bench/baselines.py on the tiny MLP: one process's JSON line, and the --ab table of two."""
+    import json
+
+    from bench import baselines
+
+    assert baselines.main(["--quick", "--rounds", "1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["path"] == "vmap" and row["threads"] == 1
+    assert all(row[k]["median"] > 0 for k in ("engine", "autograd_loop", "hand_batched"))
+    text = baselines.table([dict(row, label="before"), dict(row, label="now")])
+    assert "| before | vmap, " in text and "| now | vmap, " in text
+    assert f"| {row['engine']['median'] / row['autograd_loop']['median']:.2f} |" in text
+
+
 def test_interleaved_rounds_time_a_block_of_calls_by_its_mean():
     from bench.run import interleaved
 
