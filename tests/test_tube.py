@@ -351,3 +351,22 @@ def test_route_option_is_checked():
         check(parse(bad, "bad.rq"))
     d = info.value.diagnostics[0]
     assert d.code == "E109" and "route must be region or trajectory" in d.message and "trajectory" in d.hint
+
+
+def test_the_tolerance_option_thins_the_tube(tmp_path):
+    """method interval(route=trajectory, tolerance=...): a smaller per-segment error takes more,
+    shorter segments and ends with a thinner tube; still certified. A non-positive value is E109."""
+    from certifier.pipeline import run_text
+    default = run_text(SPEC, "t.rq")
+    thin = run_text(SPEC.replace("route=trajectory)", "route=trajectory, tolerance=0.001)"), "t.rq")
+    assert default.verdict == thin.verdict == "certified" and default.sound and thin.sound
+    a, b = default.rate["tube"], thin.rate["tube"]
+    assert b["segments"] > 1.5 * a["segments"], (a["segments"], b["segments"])
+    at = [c["tube_radius"] for c in a["checkpoints"] if c["t"] <= 5.0][-1]
+    bt = [c["tube_radius"] for c in b["checkpoints"] if c["t"] <= 5.0][-1]
+    assert bt < 0.6 * at, (at, bt)
+    path = tmp_path / "bad.rq"
+    path.write_text(SPEC.replace("route=trajectory)", "route=trajectory, tolerance=0)"))
+    with pytest.raises(SpecError) as info:
+        run_text(path.read_text(), str(path))
+    assert [d.code for d in info.value.diagnostics] == ["E109"] and "tolerance" in info.value.diagnostics[0].message

@@ -25,7 +25,7 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "seed")},
                "interval": {"boxes": (2000, "posint"), "seed": (0, "seed"),
                             "functions": ("margin", "functions"), "route": ("region", "route"),
-                            "hessian": ("off", "onoff")}},
+                            "hessian": ("off", "onoff"), "tolerance": (0.004, "positive")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "horizon"), "step": (None, "positive")}},
 }
@@ -57,6 +57,9 @@ WHAT = {
               "around its end; docs/sound.md)"),
     "hessian": ("hessian", "the `hessian` rule of the sound mode (least squares with fewer parameters than outputs: "
                 "strong convexity from an interval Hessian near a minimiser, docs/sound.md): on or off"),
+    "tolerance": ("tolerance", "with route=trajectory, the error each segment of the tube may add, as a "
+                  "fraction of the tube's radius cap 0.02, such as tolerance=0.001 (smaller: more, shorter "
+                  "segments and a thinner tube; docs/sound.md)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
                 "steps), such as horizon=1e4; at most 1e15"),

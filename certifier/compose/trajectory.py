@@ -43,7 +43,8 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
                                     "use a model with a Lipschitz Jacobian (tanh, sigmoid, ...)", checked.spec.path)])
     t0 = time.perf_counter()
     with reporter.phase("trajectory tube", total=None):
-        tube = tube_mod.route(model, floor=floor)
+        tube = tube_mod.route(model, floor=floor,
+                              local_tol=float(checked.method.options.get("tolerance") or tube_mod.LOCAL_TOL))
     seconds = time.perf_counter() - t0
     term = tube.terminal
     reached_floor = tube.end_loss <= floor

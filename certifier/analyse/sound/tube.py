@@ -577,7 +577,7 @@ def replay(model: IntervalModel, bm: BallModel, thetas: list, hs: list, rhos: li
 
 # --- the route, for compose/sound.py --------------------------------------------------------------
 def route(model: IntervalModel, *, floor: float, cap: float = 0.02, max_segments: int = MAX_SEGMENTS,
-          reporter=None) -> Tube:
+          reporter=None, local_tol: float = LOCAL_TOL) -> Tube:
     """The trajectory route: the tube from theta0 until the terminal ball closes (or the loss bound is
     at the floor, or max_segments). Least squares, a model the ball rule takes (the caller checks)."""
     bm = BallModel(model)
@@ -589,7 +589,9 @@ def route(model: IntervalModel, *, floor: float, cap: float = 0.02, max_segments
                       "mu": float(bound.value) if bound is not None else None,
                       "radius": (bound.numbers or {}).get("radius") if bound is not None else None})
         return term
-    tube = build(model, bm, cap=cap, target_loss=floor, max_segments=max_segments, h0=1 / 16,
-                 try_terminal=try_terminal)
+    # a smaller tolerance takes more segments: the budget grows with it (at most 400 at the default)
+    segments = max(max_segments, int(max_segments * LOCAL_TOL / local_tol))
+    tube = build(model, bm, cap=cap, target_loss=floor, max_segments=segments, h0=1 / 16,
+                 try_terminal=try_terminal, local_tol=local_tol)
     tube.notes = tries
     return tube
