@@ -5,6 +5,8 @@ The bounds are checked against numpy's float64 SVD of the same matrices (and of 
 Jacobian for the networks), for block sizes from one column to the whole matrix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_interval_reverse import ARCHITECTURES, _points, _spec, spec_jacobian
@@ -14,6 +16,8 @@ from certifier.analyse.sound import ball
 from certifier.analyse.sound.linalg import GramAccumulator, gram_lower, nonneg_norm2_upper
 from certifier.compile.interval_model import IntervalModel
 from certifier.compile.iv import Iv, mid_rad
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +119,7 @@ def test_center_sigma_in_blocks_matches_the_dense_path(monkeypatch):
 
 
 def test_center_sigma_below_the_threshold_is_unchanged():
-    c = checked_of(open("specs/two_layer_tanh_sound.rq").read(), allow_python=False)
+    c = checked_of((ROOT / "specs" / "two_layer_tanh_sound.rq").read_text(), allow_python=False)
     model = IntervalModel(c)
     ball._CENTERS.clear()
     value = ball.center_sigma(model, model.theta0)
