@@ -12,6 +12,7 @@ import torch
 
 from certifier.check import check
 from certifier.compile.batched import BatchedEvaluator
+from certifier.compile.kernel import lambda_min
 from certifier.compile.problem import Problem
 from certifier.compile.two_layer import ACTIVATIONS, TwoLayer
 from certifier.language.evaluate import FUNCTIONS
@@ -285,6 +286,10 @@ def test_written_out_jacobian_and_kernel_products_are_autograds(model):
     w = torch.randn(p.m, generator=gen, dtype=torch.float64)
     assert torch.allclose(jt(v), ref.T @ v, rtol=1e-12, atol=1e-13)
     assert torch.allclose(j(w), ref @ w, rtol=1e-12, atol=1e-13)
+    K = fast.gram(theta, p.x)                                      # J J^T without J
+    assert torch.allclose(K, ref @ ref.T, rtol=1e-12, atol=1e-12 * float((ref @ ref.T).abs().max()))
+    lam = float(torch.linalg.eigvalsh(ref @ ref.T / p.n)[0])
+    assert abs(lambda_min(p, theta, "formed") - lam) <= 1e-10 * float((ref @ ref.T / p.n).abs().max())
 
 
 def test_the_fast_paths_tangent_kernel_imports_no_sympy():

@@ -104,6 +104,7 @@ def flow_path(problem: Problem, start: torch.Tensor, ctx: SearchContext, records
 
 def _flow(problem, start, ctx, records, max_steps, source, times, state):
     point = evaluator(problem).point
+    fast = evaluator(problem).two_layer() if problem.k == 1 else None
     theta = start.detach().clone()
     c = 2.0 / problem.n
     h = ctx.eta
@@ -120,10 +121,17 @@ def _flow(problem, start, ctx, records, max_steps, source, times, state):
             # J J^T = U diag(lam) U^T (n k x n k: far cheaper than an SVD of J when m >> n k).
             # J is kept while the steps it predicts are accepted: the check below measures the
             # prediction of the J it used, so a J gone stale is caught and recomputed.
-            J = jacobian(problem, theta)
-            lam, U = torch.linalg.eigh(J @ J.T)
+            if fast is not None:
+                # J J^T and J^T v from the hidden activations: no n x m array (J and J^T U were
+                # 2 x 277 MB at n = 256, m = 135 168, docs/performance.md)
+                jt, _ = fast.kernel_products(theta, problem.x)
+                lam, U = torch.linalg.eigh(fast.gram(theta, problem.x))
+                J, JtU = True, None
+            else:
+                J = jacobian(problem, theta)
+                lam, U = torch.linalg.eigh(J @ J.T)
+                JtU = J.T @ U
             lam = lam.clamp(min=0.0)
-            JtU = J.T @ U
             fresh = True
         ur = U.T @ r
         L_now = p.loss
@@ -139,7 +147,7 @@ def _flow(problem, start, ctx, records, max_steps, source, times, state):
             # (1 - exp(-c lam h)) / lam, which tends to c h as lam -> 0
             tiny = lam <= 1e-300
             coef = torch.where(tiny, torch.full_like(lam, c * h), decay / torch.where(tiny, 1.0, lam))
-            new = theta - JtU @ (coef * ur)
+            new = theta - (jt(U @ (coef * ur)) if JtU is None else JtU @ (coef * ur))
             r_new = (problem.outputs(new).detach() - problem.y).reshape(-1)
             err = float((r_new - predicted).norm())
             q = point(new)

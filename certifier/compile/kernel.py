@@ -63,6 +63,10 @@ def jacobian(problem, theta: torch.Tensor, fast_path: bool = True) -> torch.Tens
 
 
 def lambda_min_formed(problem, theta: torch.Tensor) -> float:
+    fast = evaluator(problem).two_layer()
+    if fast is not None:            # J J^T from the hidden activations, J never formed
+        K = fast.gram(theta.detach(), problem.x) / problem.n
+        return float(torch.linalg.eigvalsh(K)[0])
     J = jacobian(problem, theta)
     K = (J @ J.T) / problem.n
     return float(torch.linalg.eigvalsh(K)[0])

@@ -325,6 +325,22 @@ class TwoLayer:
             JW.view(n, self.d, self.h).copy_(x.unsqueeze(2) * aS.unsqueeze(1))
         return J
 
+    @torch.no_grad()
+    def gram(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """J J^T [n, n] at one theta without forming J (n m doubles: 277 MB at n = 256 and
+        m = 135 168, three times plain descent's whole footprint): row i of J is (s T_i for a,
+        u_i = s a S_i for b, u_i x_i^T for W, 1 for c), so
+        J J^T = s^2 T T^T + (u u^T) * (x x^T [+ 1 with b]) [+ 1 with c]."""
+        a, T, S = self._hidden(theta, x)
+        Ta, aS = self._scaled(T), self._scaled(S * a)
+        G = x @ x.T
+        if "b" in self.slices:
+            G += 1.0
+        K = (aS @ aS.T).mul_(G).add_(Ta @ Ta.T)
+        if "c" in self.slices:
+            K += 1.0
+        return K
+
     def kernel_products(self, theta: torch.Tensor, x: torch.Tensor):
         """(J^T v, J w) as functions at one theta, J never formed (the tangent kernel's Lanczos)."""
         a, T, S = self._hidden(theta, x)
