@@ -12,3 +12,14 @@ def _private_certify_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CERTIFY_CACHE_DIR", str(tmp_path_factory.mktemp("certify_cache")))
     # and its own cache key, never the user's (~/.cache/certify/cache-key)
     monkeypatch.setenv("CERTIFY_CACHE_KEY", str(tmp_path_factory.mktemp("certify_key") / "cache-key"))
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, as pipeline.certify_checked runs small problems (intra-op
+    threads only slow them down) and as the timings and bit-level comparisons of these tests assume."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

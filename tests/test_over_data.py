@@ -27,12 +27,7 @@ from certifier.parse import parse
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def spec(model: str, params: list[str], data: str = "", x: str = "normal(shape=[7, 3], seed=0)",

@@ -29,12 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 S = float(2 ** 508)            # 8.4e152: targets ~ S give L0 ~ 1e306, ||grad L||^2 ~ 1e308 * 85 = inf
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def linear_spec(scale: float, method: str = "sampled(samples=256, seed=0)",

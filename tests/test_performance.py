@@ -33,13 +33,7 @@ SAMPLED_SPECS = sorted(p for p in (ROOT / "specs").glob("*.rq")
                        if "method sampled" in p.read_text(encoding="utf-8"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As pipeline.certify_checked does for small problems (intra-op threads only slow them down)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def problem_of(text: str, path: str = "<test>") -> Problem:

@@ -18,13 +18,7 @@ from certifier.compile.two_layer import ACTIVATIONS, TwoLayer
 from certifier.language.evaluate import FUNCTIONS
 from certifier.parse import parse
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def spec(model: str, params: str, loss: str = "least_squares", y: str = "sin(x[:, 0]) + 0.3 * x[:, 1]",

@@ -24,12 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "specs" / "logistic_nonseparable.rq"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")     # tests/conftest.py
 
 
 def net(n=16, d=4, h=64, samples=64) -> str:
