@@ -23,7 +23,7 @@ EXPECTED = {   # spec -> (verdict, exit code, loss, desingularizer chosen by aut
 
 def run_json(spec: str):
     proc = subprocess.run([sys.executable, "-m", "certifier", str(ROOT / "specs" / f"{spec}.rq"),
-                           "--format", "json"], capture_output=True, text=True, timeout=600)
+                           "--format", "json", "--no-cache"], capture_output=True, text=True, timeout=600)
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
