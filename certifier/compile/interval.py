@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -473,35 +473,60 @@ INTERVAL_RULES: dict[str, Callable[..., Dual]] = {
 # a rule here is reported by `enclose` as "not supported in the sound mode" at its span.
 
 
-def enclose(e: Expr, env: dict[str, Dual]) -> Dual:
-    """Enclosure of an expression; names are looked up in env, then CONSTANTS."""
+@dataclass(frozen=True)
+class Walk:
+    """One interpretation of the expression tree for `walk`: what a node becomes. enclose (Dual,
+    value and derivative) and compile/interval_reverse.trace (the forward pass's Node) are two."""
+
+    rules: Mapping[str, object]                           # the operators and functions it has a rule for
+    const: Callable[[float], Any]                         # a literal, or a name not in env (CONSTANTS)
+    index: Callable[[Any, tuple, int], Any]               # x[subs], with that many per-sample axes dropped
+    call: Callable[[str, tuple, dict[str, int]], Any]     # a function of the rules on its arguments
+    operator: Callable[[str, tuple], Any]                 # an operator of the rules on its arguments
+
+
+def walk(e: Expr, env: dict, how: Walk):
+    """The value of an expression in the interpretation how: names are looked up in env, then
+    CONSTANTS; an operator or function without a rule in how.rules is NotSupported at its span
+    (before its arguments are walked)."""
     op = e.op
     if op == "number":
-        return _const(float(e.attrs["value"]))
+        return how.const(float(e.attrs["value"]))
     if op == "name":
         name = e.attrs["id"]
         if name in env:
             return env[name]
-        return _const(CONSTANTS[name])
+        return how.const(CONSTANTS[name])
     if op == "index":
-        x = enclose(e.args[0], env)
+        x = walk(e.args[0], env, how)
         subs = tuple(subscript(s) for s in e.args[1:])
-        drop = sum(1 for s in subs if not isinstance(s, slice))
-        v = x.v.map(lambda z: z[(slice(None),) + subs])
-        d = None if x.d is None else x.d.map(lambda z: z[(slice(None), slice(None)) + subs])
-        return Dual(v, d, x.nd - drop)
+        return how.index(x, subs, sum(1 for s in subs if not isinstance(s, slice)))
     if op == "call":
         func = e.attrs["func"]
-        rule = INTERVAL_RULES.get(func)
-        if rule is None:
+        if func not in how.rules:
             raise NotSupported(f"the function '{func}'", e)
-        args = [enclose(a, env) for a in e.args]
+        args = tuple(walk(a, env, how) for a in e.args)
         kwargs = {k: constant_int(v) for k, v in e.kwargs.items()}
-        return rule(*args, **kwargs)
-    rule = INTERVAL_RULES.get(op)
-    if rule is None:
+        return how.call(func, args, kwargs)
+    if op not in how.rules:
         raise NotSupported(f"the operator '{op}'", e)
-    return rule(*(enclose(a, env) for a in e.args))
+    return how.operator(op, tuple(walk(a, env, how) for a in e.args))
+
+
+def _index(x: Dual, subs: tuple, drop: int) -> Dual:
+    v = x.v.map(lambda z: z[(slice(None),) + subs])
+    d = None if x.d is None else x.d.map(lambda z: z[(slice(None), slice(None)) + subs])
+    return Dual(v, d, x.nd - drop)
+
+
+ENCLOSE = Walk(INTERVAL_RULES, _const, _index,
+               call=lambda func, args, kwargs: INTERVAL_RULES[func](*args, **kwargs),
+               operator=lambda op, args: INTERVAL_RULES[op](*args))
+
+
+def enclose(e: Expr, env: dict[str, Dual]) -> Dual:
+    """Enclosure of an expression; names are looked up in env, then CONSTANTS."""
+    return walk(e, env, ENCLOSE)
 
 
 def param_layout(model, checked) -> None:

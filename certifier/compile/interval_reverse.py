@@ -30,11 +30,10 @@ from typing import Callable
 import numpy as np
 
 from ..language.ast import Expr
-from ..language.evaluate import CONSTANTS, constant_int, subscript
 from .interval import (
     INTERVAL_RULES,
     Dual,
-    NotSupported,
+    Walk,
     _clip01,
     _div_count,
     _integer_exponent,
@@ -43,6 +42,7 @@ from .interval import (
     expand_axis,
     sigmoid_iv,
     unimodal_s1ms,
+    walk,
 )
 from .iv import (
     Iv,
@@ -97,31 +97,17 @@ def _apply(op: str, args: tuple, kwargs: dict | None = None, extra=None) -> Node
 
 # --- the forward pass ------------------------------------------------------------------------------
 def trace(e: Expr, env: dict[str, Node]) -> Node:
-    """The forward pass of an expression: names are looked up in env, then CONSTANTS."""
-    op = e.op
-    if op == "number":
-        return _const(float(e.attrs["value"]))
-    if op == "name":
-        name = e.attrs["id"]
-        if name in env:
-            return env[name]
-        return _const(CONSTANTS[name])
-    if op == "index":
-        x = trace(e.args[0], env)
-        subs = tuple(subscript(s) for s in e.args[1:])
-        drop = sum(1 for s in subs if not isinstance(s, slice))
-        v = x.v.map(lambda z: z[(slice(None),) + subs])
-        return Node("index", (x,), v, x.nd - drop, x.active, extra=subs)
-    if op == "call":
-        func = e.attrs["func"]
-        if func not in REVERSE_RULES:
-            raise NotSupported(f"the function '{func}'", e)
-        args = tuple(trace(a, env) for a in e.args)
-        kwargs = {k: constant_int(v) for k, v in e.kwargs.items()}
-        return _apply(func, args, kwargs)
-    if op not in REVERSE_RULES:
-        raise NotSupported(f"the operator '{op}'", e)
-    args = tuple(trace(a, env) for a in e.args)
+    """The forward pass of an expression: names are looked up in env, then CONSTANTS (the walk of
+    compile/interval.py's enclose, with a Node for each operator and function of REVERSE_RULES)."""
+    return walk(e, env, _TRACE)
+
+
+def _index(x: Node, subs: tuple, drop: int) -> Node:
+    v = x.v.map(lambda z: z[(slice(None),) + subs])
+    return Node("index", (x,), v, x.nd - drop, x.active, extra=subs)
+
+
+def _operator(op: str, args: tuple) -> Node:
     if op == "pow":
         return _pow_node(*args)
     return _apply(op, args)
@@ -395,6 +381,9 @@ REVERSE_RULES: dict[str, Callable[[Node, Iv], list]] = {
     "softmax": _softmax,
     "logsumexp": _logsumexp,
 }
+
+
+_TRACE = Walk(REVERSE_RULES, _const, _index, call=_apply, operator=_operator)
 
 
 # --- the Jacobian at a point ------------------------------------------------------------------------
