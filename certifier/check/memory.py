@@ -8,9 +8,11 @@ tensor and as model intermediates of the same order over the batch of samples (3
 m: parameters, held as θ0 (numpy and torch), the current θ and its gradient, the witness's
 iterates and the batched evaluator's 4 per θ (compile/batched.py: 8·m·4 bytes per θ), and the
 region search's points (12 copies); n·k·m: the tangent kernel's Jacobian when it is formed, at
-most compile/kernel.py's JACOBIAN_MEMORY (Lanczos beyond); 320 MiB: the engines' chunks
-(compile/batched.py MEMORY, 64 MiB, and compile/kernel.py ACTIVATIONS, 256 MiB). The constants
-are copied here because check/ sits below compile/ (docs/architecture.md).
+most compile/kernel.py's JACOBIAN_MEMORY (Lanczos beyond); 320 MiB: the engines' working memory,
+compile/batched.py's chunks (MEMORY, 64 MiB), and 256 MiB for the tangent kernel's saved forward
+pass and its backward passes (the size of the chunks of J's rows that compile/kernel.py once took;
+it forms J one row at a time now and has no such constant). The constants are copied here because
+check/ sits below compile/ (docs/architecture.md).
 
 The limit: DEFAULT_LIMIT (8 GiB), or three quarters of the machine's physical memory when that
 is smaller; check(max_memory=...) overrides it."""
