@@ -53,8 +53,6 @@ def _model(case):
 def _torch_F(model, case):
     form = match(model)
     x = torch.tensor(model.x)
-    op, k = form.scale or ("mul", 1.0)
-    _, body, *_ = CASES[case]
     real_scale = {"tanh, W @ x, sqrt scale": 1 / math.sqrt(form.h), "sigmoid, x @ W with biases": 1 / form.h,
                   "softplus, W @ x, times a constant": 0.5}[case]
     act = getattr(torch, form.activation) if form.activation != "softplus" else torch.nn.functional.softplus
@@ -120,16 +118,100 @@ def test_the_forms_it_takes_and_refuses():
     finally:
         sys.path.remove(str(ROOT / "specs" / "practice"))
     form = match(translated)        # (output.weight @ tanh(hidden.weight @ x)) / 16, its [0]
-    assert form is not None and (form.h, form.d, form.scale) == (256, 4, ("div", 16.0))
+    assert form is not None and (form.h, form.d, form.scale) == (256, 4, (("div", 16.0),))
     from certifier.compile.interval_model import IntervalModel
     refused = {
         "relu": "sum(a * relu(W @ x))",
         "3 layers": "sum(a * tanh(V @ tanh(W @ x)))",
-        "input scaled inside": "sum(a * tanh(W @ (x / 2)))",
+        "bias scaled with the matmul": "sum(a * tanh((W @ x + b) / 2))",
+        "a parameter twice": "sum(a * tanh(W @ (x * a[0:3])))",
     }
     for name, body in refused.items():
-        params = '  W : [6, 3] = normal(seed=1)\n  a : [6] = normal(seed=2)'
+        params = '  W : [6, 3] = normal(seed=1)\n  a : [6] = normal(seed=2)\n  b : [6] = normal(seed=3)'
         if "V" in body:
             params += "\n  V : [6, 6] = normal(seed=4)"
         model = IntervalModel(check(parse(SPEC.format(n=4, d=3, params=params, body=body), "r.rq")))
         assert match(model) is None, name
+
+
+# --- the torch translation's forms (tests/fixtures/certify_fixture_sound_nets.py MLP) -------------
+DATA = "data {{\n  x = normal(shape=[{n}, 3], std=0.6, seed=0)\n  y = {y}\n}}\n"
+NETS = ROOT / "tests" / "fixtures"
+
+
+def _translated(target: str, n: int = 4, k: int = 1):
+    """The IntervalModel of `model torch("certify_fixture_sound_nets:<target>")` and F(theta) [n k]
+    from the module itself (torch.func.functional_call on theta's slices: the oracle)."""
+    from certifier.compile.interval_model import IntervalModel
+    y = "sin(x[:, 0]) + 0.5 * x[:, 1]" if k == 1 else "sin(x[:, 0:2])"
+    text = ('spec "t"\n' + DATA.format(n=n, y=y) + f'model torch("certify_fixture_sound_nets:{target}")\n'
+            "loss least_squares\nregion ball(center=init, radius=auto)\nmethod interval(route=trajectory)\n"
+            "certify rate(floor=0, horizon=100)\n")
+    sys.path.insert(0, str(NETS))
+    try:
+        checked = check(parse(text, "t.rq"), allow_python=True)
+    finally:
+        sys.path.remove(str(NETS))
+    model = IntervalModel(checked)
+    module = checked.model_module
+    x = torch.tensor(model.x)
+    shapes = dict(zip(model.names, model.shapes))
+
+    def F(theta):
+        params = {name: theta[int(o):int(o) + int(z)].reshape(tuple(shapes[name]))
+                  for name, o, z in zip(model.names, model.offsets, model.sizes)}
+        return torch.func.functional_call(module, params, (x,)).reshape(-1)
+    return model, F
+
+
+def _worst_over_ball(F, theta0, radius, r, rng, points=6):
+    """The largest ||sum_i rho_i Hess f_i|| seen at random points of the ball, rho in r."""
+    worst = 0.0
+    for _ in range(points):
+        u = rng.normal(size=theta0.size)
+        u *= radius * rng.uniform(0.5, 1.0) / np.linalg.norm(u)
+        rho = torch.tensor(rng.uniform(r.lo, r.hi))
+        H = torch.func.hessian(lambda t: (rho * F(t)).sum())(torch.tensor(theta0 + u)).numpy()
+        worst = max(worst, float(np.abs(np.linalg.eigvalsh(H)).max()))
+    return worst
+
+
+@pytest.mark.parametrize("target,k", [("tanh_bias", 1), ("sigmoid_bias", 1), ("softplus_bias", 1),
+                                      ("tanh_two_outputs", 2)])
+def test_the_translated_mlp_forms_are_bounded_over_the_ball(target, k):
+    """h <- act(W (x / sqrt(d)) + b), W_out (h / sqrt(h)) + b_out with its [0] (k = 1) or k = 2
+    outputs: the scaled data enclosed, the output's scale and bias taken."""
+    model, F = _translated(target, k=k)
+    curvature = TwoLayerCurvature.of(model)
+    assert curvature is not None and curvature.form.k == k and curvature.form.x_scale
+    theta0 = model.theta0
+    ours = np.asarray(model.outputs(theta0, None, False)[0].lo).reshape(-1)
+    assert np.allclose(F(torch.tensor(theta0)).numpy(), ours, atol=1e-12)
+    rng = np.random.default_rng(2)
+    for radius in (1e-3, 0.1, 0.5):
+        r0 = rng.normal(size=model.n * k) * 0.3
+        width = rng.uniform(0, 0.05, size=model.n * k)
+        r = Iv(down(r0 - width), up(r0 + width))
+        bound = curvature.bound(theta0, radius, r)
+        worst = _worst_over_ball(F, theta0, radius, r, rng)
+        assert worst <= bound, (radius, worst, bound)
+        if radius == 1e-3:
+            assert bound <= 3.0 * worst, (worst, bound)
+
+
+def test_two_outputs_are_the_sample_major_residual():
+    """r [n k] is sample-major: the bound with r_ic for output c only equals the one-output bound
+    of that output's weights (the other output's rows meet no residual)."""
+    model, F = _translated("tanh_two_outputs", k=2)
+    curvature = TwoLayerCurvature.of(model)
+    n = model.n
+    rng = np.random.default_rng(3)
+    r0 = rng.normal(size=n) * 0.3
+    for c in (0, 1):
+        flat = np.zeros(n * 2)
+        flat[c::2] = r0
+        bound = curvature.bound(model.theta0, 1e-4, Iv(down(flat), up(flat)))
+        rho = torch.tensor(flat)
+        H = torch.func.hessian(lambda t: (rho * F(t)).sum())(torch.tensor(model.theta0)).numpy()
+        true = float(np.abs(np.linalg.eigvalsh(H)).max())
+        assert true <= bound <= 3.0 * true, (c, true, bound)
