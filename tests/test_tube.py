@@ -370,3 +370,18 @@ def test_the_tolerance_option_thins_the_tube(tmp_path):
     with pytest.raises(SpecError) as info:
         run_text(path.read_text(), str(path))
     assert [d.code for d in info.value.diagnostics] == ["E109"] and "tolerance" in info.value.diagnostics[0].message
+
+
+def test_terminal_ball_takes_about_the_largest_mu(setup, long_tube):
+    """The terminal ball closes (e + sqrt(L_T / mu) <= r) and its mu is within 10 % of the largest mu
+    among the radii of an independent grid that also close (each a fresh ball rule)."""
+    _, model, bm, _ = setup
+    term = long_tube.terminal
+    assert T.terminal_needed(term.e, term.loss_upper, term.mu) <= term.radius
+    assert float(T.ball_rule(model, bm, long_tube.end_theta, term.radius).value) == term.mu
+    best = 0.0
+    for r in np.linspace(term.e * 1.01, 3.0 * term.radius, 25):
+        mu = float(T.ball_rule(model, bm, long_tube.end_theta, float(r)).value)
+        if mu > 0 and T.terminal_needed(term.e, term.loss_upper, mu) <= r:
+            best = max(best, mu)
+    assert best > 0 and best <= 1.1 * term.mu, (best, term.mu)

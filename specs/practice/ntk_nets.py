@@ -22,3 +22,10 @@ class TanhNTK(torch.nn.Module):
 
     def forward(self, x):
         return self.output(torch.tanh(self.hidden(x))) / math.sqrt(self.width)
+
+
+class TanhNTK1024(TanhNTK):
+    """specs/practice/wide_tanh_16_points_sound.rq as a module: width 1024 on inputs in 16 dimensions."""
+
+    def __init__(self):
+        super().__init__(d=16, width=1024)

@@ -465,14 +465,19 @@ def terminal(model: IntervalModel, bm: BallModel, theta: np.ndarray, e: float, l
     """The ball rule around the tube's end: (Terminal or None, the rule's Bound of the last try).
     With sigma' = sigma_min(J_c) - D_c and mu(r) = (sigma' - Lip r)^2 / n the condition
     r >= e + sqrt(L / mu(r)) reads (r - e)(sigma' - Lip r) >= sqrt(n L), largest at
-    r* = (e + sigma' / Lip) / 2: radius None tries r* (twice, Lip depends on r)."""
+    r* = (e + sigma' / Lip) / 2: radius None tries r* (twice, Lip depends on r). Once a radius closes,
+    the smallest one that does has the largest mu (the fastest rate after T): radius None then tries
+    the smaller root of that quadratic (smallest_terminal)."""
     r = radius if radius is not None else float(up(e + max(sqrt_up(loss_upper), 1e-9)))
     bound = None
     for _ in range(1 if radius is not None else 3):
         bound = ball_rule(model, bm, theta, r)
         mu = float(bound.value)
         if mu > 0 and terminal_needed(e, loss_upper, mu) <= r:
-            return Terminal(r, mu, loss_upper, e, bound), bound
+            found = Terminal(r, mu, loss_upper, e, bound)
+            if radius is None:
+                found = smallest_terminal(model, bm, theta, found)
+            return found, found.rule
         nums = bound.numbers or {}
         sig = nums.get("sigma_center_lower")
         lip = nums.get("lip_jacobian")
@@ -483,6 +488,36 @@ def terminal(model: IntervalModel, bm: BallModel, theta: np.ndarray, e: float, l
             break
         r = float(r_star)
     return None, bound
+
+
+def smallest_terminal(model: IntervalModel, bm: BallModel, theta: np.ndarray, found: Terminal,
+                      tries: int = 2) -> Terminal:
+    """A closing terminal ball with a larger mu than `found`, if one is proved: the smaller root r- of
+    (r - e)(sigma' - Lip r) = sqrt(n L), with sigma' and Lip of the last ball that closed (Lip over a
+    smaller ball is usually smaller, so r- closes with room); each try is a full ball rule, so the
+    choice is heuristic and the result as sound as any other radius."""
+    e, L = found.e, found.loss_upper
+    for _ in range(tries):
+        nums = found.rule.numbers or {}
+        sig = nums.get("sigma_center_lower")
+        lip = nums.get("lip_jacobian")
+        if sig is None or not lip:
+            break
+        sp = sig - nums.get("center_radius_norm", 0.0)
+        b = sp + lip * e
+        disc = b * b - 4.0 * lip * (e * sp + float(np.sqrt(model.n * L)))
+        if not disc > 0:
+            break
+        low = (b - float(np.sqrt(disc))) / (2.0 * lip)
+        r = float(up(low + 0.05 * (found.radius - low)))        # a little room above the root
+        if not e < r < found.radius:
+            break
+        bound = ball_rule(model, bm, theta, r)
+        mu = float(bound.value)
+        if not (mu > found.mu and terminal_needed(e, L, mu) <= r):
+            break
+        found = Terminal(r, mu, L, e, bound)
+    return found
 
 
 def terminal_needed(e: float, loss_upper: float, mu: float) -> float:
