@@ -530,12 +530,7 @@ def check_sound(cert: dict, ctx: VerifyContext) -> None:
         rho = rho_step_upper(L0_up, st["floor"], mu, phi, c, step, beta, G, st["horizon"])
     else:
         rho = rho_upper(L0_up, st["floor"], mu, phi, c)
-    if rho != rho_rec:
-        ctx.reject(f"rho = {rho_rec!r}, recomputed with outward rounding: {rho!r}")
-    if not rho <= st["radius"]:
-        ctx.reject(f"rho = {rho!r} (rounded up) exceeds the radius {st['radius']!r}")
-    if n.get("mu") != mu or n.get("rho") != rho_rec or n.get("radius") != st["radius"] or n.get("floor") != st["floor"]:
-        ctx.reject("numbers: mu, rho, radius or floor differ from the proof's exact values")
+    _check_rho(st, ctx, mu, rho, rho_rec, "recomputed with outward rounding")
     params = rate.get("parameters") or {}
     try:
         same = (params.get("kind") == "sound" and unhex(params.get("L0_upper")) == L0_up
@@ -563,7 +558,6 @@ def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up:
     """The loss-level profile (docs/theory.md 10.11): the band edges recomputed from the floor and L0_up,
     each band's mu at most the smallest re-run bound of the proven leaves whose recomputed loss
     enclosure meets it, rho summed over the bands with outward rounding, and the rate rebuilt."""
-    n = ctx.numbers
     if st.get("step") is not None or proof.get("step") is not None:
         ctx.reject("sound-proof: a loss-level profile proves a gradient-flow rate; the spec claims a step")
         return
@@ -594,12 +588,7 @@ def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up:
     phi, c = _natural(st["model"], st["floor"], L0_up)
     Ks = [math.inf if m == math.inf else float(down(c * m)) for m in band_mu]
     rho = profile_rho(edges, Ks, phi)
-    if rho != rho_rec:
-        ctx.reject(f"rho = {rho_rec!r}, recomputed band by band with outward rounding: {rho!r}")
-    if not rho <= st["radius"]:
-        ctx.reject(f"rho = {rho!r} (rounded up) exceeds the radius {st['radius']!r}")
-    if n.get("mu") != mu or n.get("rho") != rho_rec or n.get("radius") != st["radius"] or n.get("floor") != st["floor"]:
-        ctx.reject("numbers: mu, rho, radius or floor differ from the proof's exact values")
+    _check_rho(st, ctx, mu, rho, rho_rec, "recomputed band by band with outward rounding")
     rate = cert.get("rate") or {}
     params = rate.get("parameters") or {}
     try:
@@ -629,6 +618,18 @@ def _check_profile(st: dict, proof: dict, cert: dict, ctx: VerifyContext, L0_up:
     ctx.state["summary"] = (f"{st['boxes']} leaf boxes re-proved by {st['rule_evaluations']} rule evaluations, "
                             f"{len(band_mu)} loss bands, no search")
     ctx.state["counts"] = {"leaves": st["boxes"], "rule_evaluations": st["rule_evaluations"]}
+
+
+def _check_rho(st: dict, ctx: VerifyContext, mu: float, rho: float, rho_rec: float, how: str) -> None:
+    """The proof's rho against rho recomputed (rounded up; how: the words for how), that rho against the
+    radius, and the numbers' mu, rho, radius and floor against the proof's exact values."""
+    if rho != rho_rec:
+        ctx.reject(f"rho = {rho_rec!r}, {how}: {rho!r}")
+    if not rho <= st["radius"]:
+        ctx.reject(f"rho = {rho!r} (rounded up) exceeds the radius {st['radius']!r}")
+    n = ctx.numbers
+    if n.get("mu") != mu or n.get("rho") != rho_rec or n.get("radius") != st["radius"] or n.get("floor") != st["floor"]:
+        ctx.reject("numbers: mu, rho, radius or floor differ from the proof's exact values")
 
 
 def _natural(model, floor: float, L0_up: float, M: float | None = None) -> tuple:
