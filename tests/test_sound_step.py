@@ -12,7 +12,7 @@ import numpy as np
 import oracles
 import pytest
 import torch
-from helpers import SPECS, emit_certificate, problem_of, spec_text, tampered
+from helpers import SPECS, problem_of, spec_text, tampered
 
 from certifier.certificate import verify
 from certifier.compile.interval_model import IntervalModel
@@ -20,7 +20,7 @@ from certifier.compose.sound import gradient_bound, needed_mu_step, rho_step_upp
 from certifier.language.desingularizers import LOG
 from certifier.pipeline import run_text
 
-STEP_SPEC = "linear_underparameterized_step_sound.rq"
+STEP_SPEC = "linear_underparameterized_step_sound.rq"   # conftest.py: step_result, step_cert_file
 
 
 def _beta(text: str):
@@ -66,11 +66,6 @@ def _gd(x, y, w0, eta, steps):
         ws.append(w.copy())
         w = w - eta * (2 / x.shape[0]) * (x.T @ r)
     return np.array(losses), np.array(ws)
-
-
-@pytest.fixture(scope="module")
-def step_result():
-    return run_text(spec_text(STEP_SPEC), str(SPECS / STEP_SPEC))
 
 
 def test_step_spec_is_certified_and_lies_above_real_gradient_descent(step_result):
@@ -166,43 +161,38 @@ def test_step_with_another_loss_needs_a_linear_model():
 
 
 # --- certificates -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cert_file(tmp_path_factory):
-    return emit_certificate(tmp_path_factory.mktemp("step_cert"), spec_text(STEP_SPEC))
-
-
-def test_step_certificate_is_accepted(cert_file):
-    report = verify(str(cert_file / "s.json"))
+def test_step_certificate_is_accepted(step_cert_file):
+    report = verify(str(step_cert_file / "s.json"))
     assert report.ok, report.problems
-    cert = json.loads((cert_file / "s.json").read_text())
+    cert = json.loads((step_cert_file / "s.json").read_text())
     proof = cert["evidence"][0]
     assert float.fromhex(proof["step"]) == 0.3
     x, _ = oracles.linear_data(noise=False)
     assert float.fromhex(proof["smoothness"]) >= 2 * np.linalg.eigvalsh(x.T @ x / 32)[-1]
 
 
-def test_step_certificate_rejects_a_smaller_smoothness(cert_file):
+def test_step_certificate_rejects_a_smaller_smoothness(step_cert_file):
     def edit(c):
         c["evidence"][0]["smoothness"] = (float.fromhex(c["evidence"][0]["smoothness"]) * 0.9).hex()
-    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, edit))
+    assert any("below the recomputed proved bounds" in p for p in tampered(step_cert_file, edit))
 
 
-def test_step_certificate_rejects_a_changed_rho_or_rate(cert_file):
+def test_step_certificate_rejects_a_changed_rho_or_rate(step_cert_file):
     def edit(c):
         c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.5).hex()
-    assert any("recomputed with outward rounding" in p for p in tampered(cert_file, edit))
+    assert any("recomputed with outward rounding" in p for p in tampered(step_cert_file, edit))
 
     def edit2(c):
         c["rate"]["parameters"]["smoothness"] = (1.0).hex()
-    assert any("step and smoothness" in p for p in tampered(cert_file, edit2))
+    assert any("step and smoothness" in p for p in tampered(step_cert_file, edit2))
 
 
-def test_step_certificate_rejects_a_changed_step(cert_file):
+def test_step_certificate_rejects_a_changed_step(step_cert_file):
     def edit(c):
         c["evidence"][0]["step"] = (0.35).hex()
-    assert any("step 0.35, the spec's is 0.3" in p for p in tampered(cert_file, edit))
+    assert any("step 0.35, the spec's is 0.3" in p for p in tampered(step_cert_file, edit))
 
     def drop(c):
         for key in ("step", "smoothness", "kernel_bound"):
             del c["evidence"][0][key]
-    assert any("the proof's step, smoothness or kernel_bound is missing" in p for p in tampered(cert_file, drop))
+    assert any("the proof's step, smoothness or kernel_bound is missing" in p for p in tampered(step_cert_file, drop))

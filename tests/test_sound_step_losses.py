@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import SPECS, emit_certificate, problem_of, spec_text, tampered
+from helpers import SPECS, problem_of, spec_text, tampered
 
 from certifier.analyse.sound.smoothness import smoothness_bound
 from certifier.certificate import verify
@@ -27,7 +27,7 @@ from certifier.compile.interval_model import IntervalModel
 from certifier.compose.sound import gradient_bound
 from certifier.pipeline import run_text
 
-STEP_SPEC = "softmax_three_classes_step_sound.rq"
+STEP_SPEC = "softmax_three_classes_step_sound.rq"   # conftest.py: step_result, step_cert_file
 CASES = {   # spec, the closed-form ceiling's factor on lambda_max(X^T X / n)
     "logistic": ("logistic_nonseparable_sound.rq", 0.25),
     "exponential": ("exponential_separable_sound.rq", None),
@@ -120,11 +120,6 @@ def _ce_descent(x, cls, eta, steps, k=3):
     return np.array(losses), np.array(ws)
 
 
-@pytest.fixture(scope="module")
-def step_result():
-    return run_text(spec_text(STEP_SPEC), str(SPECS / STEP_SPEC))
-
-
 def test_step_spec_is_certified_and_lies_above_real_gradient_descent(step_result):
     r = step_result
     assert r.verdict == "certified" and r.sound
@@ -158,31 +153,26 @@ def test_other_losses_above_two_over_beta_are_never_certified(name):
 
 
 # --- certificates -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cert_file(tmp_path_factory):
-    return emit_certificate(tmp_path_factory.mktemp("step_losses_cert"), spec_text(STEP_SPEC))
-
-
-def test_step_certificate_is_accepted(cert_file):
-    report = verify(str(cert_file / "s.json"))
+def test_step_certificate_is_accepted(step_cert_file):
+    report = verify(str(step_cert_file / "s.json"))
     assert report.ok, report.problems
-    proof = json.loads((cert_file / "s.json").read_text())["evidence"][0]
+    proof = json.loads((step_cert_file / "s.json").read_text())["evidence"][0]
     assert float.fromhex(proof["step"]) == 2.0
 
 
-def test_step_certificate_rejects_tampering(cert_file):
+def test_step_certificate_rejects_tampering(step_cert_file):
     def smaller_beta(c):
         c["evidence"][0]["smoothness"] = (float.fromhex(c["evidence"][0]["smoothness"]) * 0.9).hex()
-    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, smaller_beta))
+    assert any("below the recomputed proved bounds" in p for p in tampered(step_cert_file, smaller_beta))
 
     def smaller_rho(c):
         c["evidence"][0]["rho"] = (float.fromhex(c["evidence"][0]["rho"]) * 0.5).hex()
-    assert any("recomputed with outward rounding" in p for p in tampered(cert_file, smaller_rho))
+    assert any("recomputed with outward rounding" in p for p in tampered(step_cert_file, smaller_rho))
 
     def other_step(c):
         c["evidence"][0]["step"] = (2.5).hex()
-    assert any("step 2.5, the spec's is 2.0" in p for p in tampered(cert_file, other_step))
+    assert any("step 2.5, the spec's is 2.0" in p for p in tampered(step_cert_file, other_step))
 
     def smaller_kernel_bound(c):      # a smaller G would shrink rho_eta
         c["evidence"][0]["kernel_bound"] = (float.fromhex(c["evidence"][0]["kernel_bound"]) * 0.5).hex()
-    assert any("below the recomputed proved bounds" in p for p in tampered(cert_file, smaller_kernel_bound))
+    assert any("below the recomputed proved bounds" in p for p in tampered(step_cert_file, smaller_kernel_bound))
