@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from certifier.analyse.sound.curvature import TwoLayerCurvature, match
+from certifier.analyse.sound.curvature import (
+    ThreeLayerCurvature,
+    TwoLayerCurvature,
+    chain,
+    match,
+    residual_curvature,
+)
 from certifier.check import check
 from certifier.compile.iv import Iv
 from certifier.compile.rounding import down, up
@@ -171,9 +177,13 @@ def _worst_over_ball(F, theta0, radius, r, rng, points=6):
         u = rng.normal(size=theta0.size)
         u *= radius * rng.uniform(0.5, 1.0) / np.linalg.norm(u)
         rho = torch.tensor(rng.uniform(r.lo, r.hi))
-        H = torch.func.hessian(lambda t: (rho * F(t)).sum())(torch.tensor(theta0 + u)).numpy()
-        worst = max(worst, float(np.abs(np.linalg.eigvalsh(H)).max()))
+        worst = max(worst, _hessian_norm(lambda t: (rho * F(t)).sum(), theta0 + u))
     return worst
+
+
+def _hessian_norm(phi, theta: np.ndarray) -> float:
+    """||Hess phi(theta)||_2 from torch (dense: the nets here have at most 721 parameters)."""
+    return float(np.abs(np.linalg.eigvalsh(torch.func.hessian(phi)(torch.tensor(theta)).numpy())).max())
 
 
 @pytest.mark.parametrize("target,k", [("tanh_bias", 1), ("sigmoid_bias", 1), ("softplus_bias", 1),
@@ -215,3 +225,90 @@ def test_two_outputs_are_the_sample_major_residual():
         H = torch.func.hessian(lambda t: (rho * F(t)).sum())(torch.tensor(model.theta0)).numpy()
         true = float(np.abs(np.linalg.eigvalsh(H)).max())
         assert true <= bound <= 3.0 * true, (c, true, bound)
+
+
+# --- two hidden layers (ThreeLayerCurvature) -------------------------------------------------------
+SPEC3 = SPEC.replace("certify rate", "certify rate").replace("y = sin(x[:, 0]) + 0.5 * x[:, 1]", "y = {y}")
+CASES3 = {
+    "sigmoid, k = 2, x @ W, biases": (
+        "  W : [3, 7] = normal(seed=1)\n  b : [7] = normal(std=0.5, seed=2)\n  V : [5, 7] = normal(seed=3)\n"
+        "  c : [5] = normal(std=0.5, seed=4)\n  A : [2, 5] = normal(seed=5)\n  e : [2] = 0.1",
+        "A @ (sigmoid(V @ (sigmoid(x @ W + b) / 2.0) + c) / 3.0) + e", "sin(x[:, 0:2])", 2),
+    "softplus, no biases, constants outside": (
+        "  W : [7, 3] = normal(seed=1)\n  V : [5, 7] = normal(seed=3)\n  a : [5] = normal(seed=5)",
+        "0.5 * sum(a * softplus((V @ softplus(W @ (x * 0.8))) / 2.5))", "sin(x[:, 0]) + 0.5 * x[:, 1]", 1),
+}
+
+
+def _model3(case):
+    from certifier.compile.interval_model import IntervalModel
+    params, body, y, _ = CASES3[case]
+    return IntervalModel(check(parse(SPEC3.format(n=4, d=3, params=params, body=body, y=y), "c3.rq")))
+
+
+def _torch_chain(model):
+    """F(theta) [n k] in torch from the parsed layers (checked against the model's own outputs)."""
+    c = chain(model)
+    sl = {name: slice(int(o), int(o) + int(z)) for name, o, z in zip(model.names, model.offsets, model.sizes)}
+    x = torch.tensor(model.x)
+    acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus}
+
+    def value(factors):
+        v = 1.0
+        for op, k in factors:
+            v = v / k if op == "div" else v * k
+        return v
+
+    def F(theta):
+        g = x
+        for layer in c.layers:
+            W = theta[sl[layer.W]]
+            W = W.reshape(layer.h, layer.fan_in) if layer.w_first else W.reshape(layer.fan_in, layer.h).T
+            z = value(layer.scale) * (g @ W.T)
+            if layer.b is not None:
+                z = z + theta[sl[layer.b]]
+            g = acts[layer.activation](z)
+        A = theta[sl[c.A]].reshape(c.k, -1)
+        out = value(c.scale) * (g @ A.T)
+        return (out + theta[sl[c.bias]] if c.bias is not None else out).reshape(-1)
+    return F
+
+
+def _three_layer_case(name):
+    if name in CASES3:
+        model = _model3(name)
+        return model, _torch_chain(model)
+    return _translated("tanh_3layer", n=3)
+
+
+@pytest.mark.parametrize("name", sorted(CASES3) + ["MLP fixture tanh 24 x 24"])
+def test_three_layers_bounded_over_the_ball_and_the_residual_intervals(name):
+    model, F = _three_layer_case(name)
+    curvature = residual_curvature(model)
+    assert isinstance(curvature, ThreeLayerCurvature) and TwoLayerCurvature.of(model) is None, name
+    theta0 = model.theta0
+    rng = np.random.default_rng(4)
+    for theta in (theta0, theta0 + rng.normal(size=model.m) * 0.1):
+        ours = np.asarray(model.outputs(theta, None, False)[0].lo).reshape(-1)
+        assert np.allclose(F(torch.tensor(theta)).numpy(), ours, atol=1e-12), name
+    for radius in (1e-3, 0.1, 0.4):
+        r0 = rng.normal(size=model.n * model.k) * 0.3
+        width = rng.uniform(0, 0.05, size=r0.size)
+        r = Iv(down(r0 - width), up(r0 + width))
+        bound = curvature.bound(theta0, radius, r)
+        worst = _worst_over_ball(F, theta0, radius, r, rng, points=4 if model.m < 300 else 1)
+        assert worst <= bound, (name, radius, worst, bound)
+        if radius == 1e-3:
+            assert bound <= 8.0 * worst, (name, worst, bound)
+
+
+def test_three_layers_below_the_general_bound():
+    """Against (the tube's general form) sum_i |r_i| H_i, H_i >= sup ||Hess f_i|| from ball.py."""
+    from certifier.analyse.sound.ball import BallModel
+    model, _ = _translated("tanh_3layer", n=3)
+    r0 = np.array([0.3, -0.25, 0.2])
+    r = Iv(down(r0), up(r0))
+    for radius in (1e-3, 0.05):
+        H = np.asarray(BallModel(model).lipschitz(model.theta0, radius)["H"])
+        general = float(np.sum(np.abs(r0) * H))
+        assert ThreeLayerCurvature.of(model).bound(model.theta0, radius, r) < general / 1.2, radius

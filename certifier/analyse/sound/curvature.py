@@ -18,9 +18,16 @@ residual's enclosure over the ball: the sum over the samples keeps its signs and
 what makes it smaller than the sum of magnitudes (measured in docs/sound.md). Every operation is
 rounded outward (compile/iv.py).
 
-The scale s is the model's constant factor (`/ k` or `* k`), taken with a relative margin of 2^-40
-(a constant expression of a few correctly rounded operations or library functions is within a few
-ulps of the real number it denotes; rounding.py's REL_MARGIN argument).
+The scale s is the product of the model's constant factors (`/ k` or `* k`), each taken with a
+relative margin of 2^-40 (a constant expression of a few correctly rounded operations or library
+functions is within a few ulps of the real number it denotes; rounding.py's REL_MARGIN argument);
+a constant inside the first matmul (the torch translation's W @ (x / sqrt(d))) makes the data
+x~ = x / c an enclosure. With k outputs unit j carries (w_j, b_j, A_1j..A_kj) (TwoLayerCurvature.bound).
+
+Two hidden layers (ThreeLayerCurvature, docs/theory.md 10.12 "Three layers"): the Hessian split into
+the groups (W1, b1), (W2, b2), A, bounded by the largest eigenvalue of the 3 x 3 matrix of the blocks'
+norm bounds; the unit-diagonal parts keep the residuals' signs, the rest are sums over the samples.
+`residual_curvature(model)` is the one entry point for both forms.
 """
 from __future__ import annotations
 
@@ -29,9 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compile.interval_hessian import activation_derivatives
-from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_of
+from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_mul, iv_of, iv_sum, mid_rad
 from ...compile.rounding import REL_MARGIN, down, nonneg_sum_upper, up
 from ...compile.two_layer import _name, _plain_call, _split_add, _split_scale
+from .linalg import lambda_min_lower, nonneg_norm2_upper, symmetrize
 
 ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
@@ -60,6 +68,7 @@ class Chain:
     A_rows: bool                   # A has a row per output ([k, h]); False: a [h]
     k: int
     scale: tuple
+    bias: str | None = None        # the output bias c (no curvature)
 
 
 def _strip_scales(e, factors: list):
@@ -80,9 +89,9 @@ def _hidden(e, shapes: dict, arg: str, d: int, deeper: list) -> bool:
     pre = _plain_call(e, act)
     pre_factors: list = []
     pre = _strip_scales(pre, pre_factors)
-    if pre_factors:                     # (W @ inp + b) / k: the bias is scaled too; not this form
-        return False
     pre, b = _split_add(pre, set(shapes))
+    if pre_factors and b is not None:   # (W @ inp + b) / k: the bias is scaled too; not this form
+        return False
     pre = _strip_scales(pre, pre_factors)
     if pre.op != "matmul" or len(pre.args) != 2:
         return False
@@ -151,7 +160,7 @@ def chain(model) -> Chain | None:
     used = [n for n in used if n is not None]
     if len(set(used)) != len(used):
         return None
-    return Chain(layers, A, rows, int(k), tuple(factors))
+    return Chain(layers, A, rows, int(k), tuple(factors), bias)
 
 
 def factor_iv(factors) -> Iv:
@@ -231,7 +240,7 @@ class TwoLayerCurvature:
     def of(cls, model) -> "TwoLayerCurvature | None":
         """The bound for an IntervalModel whose model is a two-layer network with a smooth activation
         (written in the spec or translated from a torch module), else None. Made once and kept on
-        the model."""
+        the model (two_layer_ball.py reads its data and units too)."""
         if not hasattr(model, "_curvature"):
             form = match(model)
             model._curvature = cls(form, model.x) if form is not None else None
@@ -276,3 +285,216 @@ class TwoLayerCurvature:
 def _t(a: Iv) -> Iv:
     """The transpose of a 2-D interval array, contiguous."""
     return Iv(np.ascontiguousarray(a.lo.T), np.ascontiguousarray(a.hi.T))
+
+
+def _iv_rows(a: Iv, rows) -> Iv:
+    return Iv(a.lo[rows], a.hi[rows])
+
+
+def _sqnorm_up(mag: np.ndarray, axis) -> np.ndarray:
+    return nonneg_sum_upper(up(mag * mag), axis)
+
+
+def _norm_up(mag: np.ndarray, axis=None) -> np.ndarray:
+    """>= the 2-norm of any vector with |v| <= mag entrywise (along `axis`)."""
+    return up(np.sqrt(_sqnorm_up(mag, axis)))
+
+
+def spectral_upper(gram: Iv) -> float:
+    """>= sqrt(lambda_max(G)) for the symmetric positive semidefinite G enclosed by `gram` (W W^T:
+    then >= ||W||_2): a shift s with lambda_min(s I - G) > 0 proved by linalg's shifted Cholesky (the
+    diagonal's subtraction from s widened by an ulp), else the square root of G's Frobenius bound."""
+    Gm, Gr = symmetrize(*mid_rad(gram))
+    frob = float(up(np.sqrt(float(up(np.sqrt(float(_sqnorm_up(iv_mag(gram), None))))))))
+    est = float(np.linalg.eigvalsh(Gm)[-1]) if Gm.size and np.all(np.isfinite(Gm)) else float("nan")
+    if not np.isfinite(est):
+        return frob
+    for grow in (1e-3, 1e-2, 0.1):
+        s = float(up(est * (1.0 + grow) + 1e-300))
+        M = -Gm
+        diag = s - np.diag(Gm)                      # one rounding each: within |diag| 2^-53
+        np.fill_diagonal(M, diag)
+        Mr = Gr.copy()
+        np.fill_diagonal(Mr, up(np.diag(Gr) + up(np.abs(diag) * 2.0 ** -52)))
+        low, _ = lambda_min_lower(M, Mr)
+        if low is not None and low > 0:
+            return min(frob, float(up(np.sqrt(s))))
+    return frob
+
+
+class ThreeLayerCurvature:
+    """bound(center, radius, r) >= sup over B(center, radius) and r_ic in r of ||sum_ic r_ic Hess f_ic||_2
+    for F = s (A g2 + b3), g2 = act(z2), z2 = alpha W2 g1 + b2, g1 = act(z1), z1 = W1 u + b1, u = m x
+    (docs/theory.md 10.12, "three layers"). With s = 1 (the Hessian is linear in s), per sample i,
+    ghat_i = (alpha g1_i, 1), u~_i = (u_i, 1), rho_i = sum_c r_ic A_c, beta_il = rho_il act''(z2_il):
+
+      (W~2, A) [unit-diagonal over layer 2's units l]: [[M_l, V_l], [V_l^T, 0]],
+          M_l = sum_i beta_il ghat_i ghat_i^T, V_l's column c = sum_i r_ic act'(z2_il) ghat_i;
+      (W~1, W~1) = sum_i u~_i u~_i^T (x) (alpha^2 E_i W2^T diag(beta_i) W2 E_i + diag(q_i act''(z1_i))),
+          E_i = diag act'(z1_i), q_i = sum_c r_ic Q_ic, Q_ic = alpha W2^T (act'(z2_i) A_c);
+      (W~2, W~1): X -> sum_i [(beta_i . alpha W2 E_i X u~_i) ghat_i^T + alpha t_i (act'(z1_i) . X u~_i)^T];
+      (A, W~1):   X -> [sum_i r_ic act'(z2_i) . alpha W2 E_i X u~_i]_c.
+
+    The unit-diagonal parts keep the residuals' signs (the Frobenius norms of M_l and V_l from the
+    n x n Gram matrix of the ghat_i); the rest are sums over the samples of operator-norm products.
+    Over the ball every vector is its value at the centre (an enclosure) plus a deviation bounded in
+    norm, matrices W2 at the centre plus ||dW2||_F <= radius, so nothing of size width^2 is formed
+    beyond W2 itself. ||H|| <= lambda_max of the 3 x 3 matrix of the blocks' norm bounds."""
+
+    def __init__(self, chain_form: Chain, model):
+        self.chain = chain_form
+        first, second = chain_form.layers
+        self.first, self.second = first, second
+        self.k = chain_form.k
+        sl = _slices(model)
+        self.sl = {"W1": sl[first.W], "W2": sl[second.W], "A": sl[chain_form.A],
+                   "b1": sl[first.b] if first.b else None, "b2": sl[second.b] if second.b else None}
+        n = model.x.shape[0]
+        xs = np.asarray(model.x, dtype=np.float64)
+        xv = iv_mul(Iv(xs), factor_iv(first.scale)) if first.scale else Iv(xs)
+        if first.b is not None:
+            ones = np.ones((n, 1))
+            xv = Iv(np.concatenate([xv.lo, ones], axis=1), np.concatenate([xv.hi, ones], axis=1))
+        self.ut = Iv(np.ascontiguousarray(xv.lo), np.ascontiguousarray(xv.hi))           # u~_i [n, dt]
+        dt = self.ut.shape[1]
+        lo, hi = self.ut.lo, self.ut.hi
+        outer = iv_mul(Iv(lo[:, :, None], hi[:, :, None]), Iv(lo[:, None, :], hi[:, None, :]))
+        self.outer = Iv(outer.lo.reshape(n, dt * dt), outer.hi.reshape(n, dt * dt))
+        self.unorm = _norm_up(iv_mag(self.ut), 1)                                           # >= |u~_i|
+        self.alpha = factor_iv(second.scale)
+        self.amag = _mag_up(self.alpha)
+        self.scale = float(up(_mag_up(factor_iv(chain_form.scale))))
+
+    @classmethod
+    def of(cls, model) -> "ThreeLayerCurvature | None":
+        """The bound for two hidden layers (`chain`'s form), else None; kept on the model."""
+        if not hasattr(model, "_curvature3"):
+            c = chain(model)
+            model._curvature3 = cls(c, model) if c is not None and len(c.layers) == 2 else None
+        return model._curvature3
+
+    def _params(self, theta):
+        f, g = self.first, self.second
+        W1 = theta[self.sl["W1"]]
+        W1 = W1.reshape(f.h, f.fan_in) if f.w_first else W1.reshape(f.fan_in, f.h).T
+        if self.sl["b1"] is not None:
+            W1 = np.concatenate([W1, theta[self.sl["b1"]].reshape(f.h, 1)], axis=1)
+        W2 = theta[self.sl["W2"]].reshape(g.h, g.fan_in)
+        b2 = theta[self.sl["b2"]] if self.sl["b2"] is not None else None
+        A = theta[self.sl["A"]].reshape(self.k, g.h)
+        return np.ascontiguousarray(W1), np.ascontiguousarray(W2), b2, A
+
+    def bound(self, center: np.ndarray, radius: float, r: Iv) -> float:
+        """An upper bound on ||sum_ic r_ic Hess f_ic(theta)||_2 for every theta within `radius` of
+        `center` and every r_ic in the interval r [n k] (sample-major)."""
+        R = float(up(radius))
+        W1, W2, b2, A = self._params(np.asarray(center, dtype=np.float64))
+        n, k = self.ut.shape[0], self.k
+        act1, act2 = self.first.activation, self.second.activation
+        amag = self.amag
+        # layer 1: z1 entrywise within R |u~_i| of the centre (|dW~1 u~_i| <= R |u~_i|)
+        Z1 = iv_matmul(self.ut, Iv(np.ascontiguousarray(W1.T)))                       # [n, h1]
+        z1c, z1 = Z1, _widen(Z1, up(self.unorm * R)[:, None])
+        g1c, _, _ = activation_derivatives(act1, z1c)
+        _, s1, t1 = activation_derivatives(act1, z1)                                  # act', act'' over the ball
+        e1 = np.max(iv_mag(s1), axis=1)                                               # >= |act'(z1_ij)|
+        dg = up(up(e1 * self.unorm) * R)                                              # >= |g1_i - g1c_i|
+        g1norm = up(_norm_up(iv_mag(g1c), 1) + dg)                                   # >= |g1_i|
+        # layer 2's input ghat = (alpha g1, 1)
+        gh = iv_mul(g1c, self.alpha)
+        if b2 is not None:
+            gh = Iv(np.concatenate([gh.lo, np.ones((n, 1))], 1), np.concatenate([gh.hi, np.ones((n, 1))], 1))
+        eps = up(dg * amag)                                                           # >= |ghat_i - ghatc_i|
+        ghn = _norm_up(iv_mag(gh), 1)                                                 # >= |ghatc_i|
+        W2t = np.concatenate([W2, b2.reshape(-1, 1)], 1) if b2 is not None else W2
+        z2c = iv_matmul(gh, Iv(np.ascontiguousarray(W2t.T)))                         # [n, h2]
+        K = iv_matmul(Iv(W2), Iv(np.ascontiguousarray(W2.T)))                     # W2c W2c^T [h2, h2]
+        w2 = spectral_upper(K)
+        w2b = float(up(w2 + R))                                                       # >= ||W2|| on the ball
+        rows2 = _norm_up(np.abs(W2), 1)                                               # |W2c_l|
+        cols2 = _norm_up(np.abs(W2), 0)                                               # |W2c[:, j]|
+        bias_dev = R if b2 is not None else 0.0
+        shift = up(up(amag * up(g1norm * R)) + bias_dev)                              # alpha |dW2| |g1| + |db2|
+        dz2 = up(up(amag * up(w2 * dg)) + shift)                                      # >= |z2_i - z2c_i|
+        dz2e = np.minimum(dz2[:, None], up(up(amag * up(rows2[None, :] * dg[:, None])) + shift[:, None]))
+        z2 = _widen(z2c, dz2e)
+        _, s2c, _ = activation_derivatives(act2, z2c)
+        _, s2, t2 = activation_derivatives(act2, z2)
+        e2 = np.max(iv_mag(s2), axis=1)
+        tmax2 = np.max(iv_mag(t2), axis=1)
+        Av = _widen(Iv(A), np.full(A.shape, R))                                       # [k, h2]
+        rr = Iv(r.lo.reshape(n, k), r.hi.reshape(n, k))
+        rmag = iv_mag(rr)
+        # --- layer 2's units: M_l and V_l, the samples' signs kept (Gram of the ghatc_i) --------------
+        G = iv_matmul(gh, _t(gh))                                                     # [n, n]
+        beta = iv_mul(iv_matmul(rr, Av), t2)                                          # [n, h2]
+        bmag = iv_mag(beta)
+        quad = iv_matmul(iv_mul(G, G), beta)                                          # (G o G) beta_l
+        frobM = _sqrt_hi(iv_sum(iv_mul(beta, quad), 0))
+        frobM = up(frobM + nonneg_sum_upper(up(bmag * up(up(up(2.0 * ghn) + eps) * eps)[:, None]), 0))
+        vsq = np.zeros(W2.shape[0])
+        for c in range(k):
+            kap = iv_mul(_iv_rows(rr, (slice(None), slice(c, c + 1))), s2)             # r_ic act'(z2_il)
+            vc = _sqrt_hi(iv_sum(iv_mul(kap, iv_matmul(G, kap)), 0))
+            vc = up(vc + nonneg_sum_upper(up(iv_mag(kap) * eps[:, None]), 0))
+            vsq = up(vsq + up(vc * vc))
+        frobV = up(np.sqrt(vsq))
+        N22, N23 = float(np.max(frobM)), float(np.max(frobV))
+        NG2 = float(np.max(up(frobM + frobV)))
+        # --- Q_ic = alpha W2^T (act'(z2_i) . A_c) over the ball: centre enclosure + deviation ------------
+        amax = np.max(np.abs(A), axis=1) + R                                          # >= |A_cl| on the ball
+        s2cmax = np.max(iv_mag(s2c), axis=1)
+        q = None
+        tn = np.zeros(n)                                                              # >= |t_i|, t_i = sum_c r_ic v_ic
+        for c in range(k):
+            v = iv_mul(s2c, Iv(A[c][None, :]))                                        # [n, h2] at the centre
+            vn = _norm_up(iv_mag(v), 1)
+            dv = up(up(up(tmax2 * dz2) * float(up(amax[c]))) + up(s2cmax * R))       # >= |v_ic - vc_ic|
+            vsup = up(vn + dv)
+            Qc = iv_mul(iv_matmul(v, Iv(W2)), self.alpha)                             # [n, h1]
+            dQ = up(amag * up(up(cols2[None, :] * dv[:, None]) + up(R * vsup)[:, None]))
+            term = iv_mul(_iv_rows(rr, (slice(None), slice(c, c + 1))), _widen(Qc, dQ))
+            q = term if q is None else iv_add(q, term)
+            tn = up(tn + up(rmag[:, c] * vsup))
+        gam = iv_mul(q, t1)                                                           # q_ij act''(z1_ij)
+        Dm = iv_mag(iv_matmul(_t(gam), self.outer))                                   # [h1, dt^2]
+        Nd = float(np.max(_norm_up(Dm, 1)))
+        # the rest of (W~1, W~1) and the cross blocks: sums over the samples of operator norms
+        unit1 = up(e1 * self.unorm)                                                   # |E_i X u~_i| / |X|
+        lin = up(amag * up(w2b * unit1))                                              # |alpha W2 E_i X u~_i| / |X|
+        bsup = np.max(bmag, axis=1)
+        # ||alpha^2 W2^T diag(beta_i) W2|| <= alpha^2 ||W2||^2 max|beta_i|, or its Frobenius norm:
+        # alpha^2 (sqrt(beta_i^T (K o K) beta_i) at W2c, K = W2c W2c^T, + max|beta_i| R (2||W2c|| + R))
+        # (the first is smaller at large widths, the second at small ones)
+        kk = _sqrt_hi(iv_sum(iv_mul(beta, _t(iv_matmul(iv_mul(K, K), _t(beta)))), 1))
+        frobQ = up(kk + up(bsup * float(up(R * up(up(2.0 * w2) + R)))))
+        qi = np.minimum(up(bsup * float(up(w2b * w2b))), frobQ)
+        Nq = float(nonneg_sum_upper(up(up(amag * amag) * up(qi * up(unit1 * unit1))), None))
+        N11 = float(up(Nd + Nq))
+        gsup = up(ghn + eps)
+        # ||diag(beta_i) alpha W2|| <= alpha min(max|beta_i| ||W2||, (sum_l beta_il^2 (|W2c_l| + R)^2)^(1/2))
+        rowb = _norm_up(up(bmag * up(rows2 + R)[None, :]), 1)
+        bw = up(amag * np.minimum(up(bsup * w2b), rowb))
+        N12 = float(nonneg_sum_upper(up(up(bw * up(unit1 * gsup)) + up(amag * up(tn * unit1))), None))
+        rn = _norm_up(rmag, 1)
+        N13 = float(nonneg_sum_upper(up(rn * up(e2 * lin)), None))
+        N = np.array([[N11, N12, N13], [N12, N22, N23], [N13, N23, 0.0]])
+        N1G = float(up(np.sqrt(float(up(up(N12 * N12) + up(N13 * N13))))))
+        worst = min(nonneg_norm2_upper(N), nonneg_norm2_upper(np.array([[N11, N1G], [N1G, NG2]])))
+        self.last = {"N": N, "NG2": NG2, "w2": w2, "Nd": Nd, "Nq": Nq}
+        return float(up(worst * self.scale)) if np.isfinite(worst) else float("inf")
+
+
+def _widen(a: Iv, w) -> Iv:
+    return iv_of(down(a.lo - w), up(a.hi + w))
+
+
+def _sqrt_hi(a: Iv) -> np.ndarray:
+    """>= sqrt of the real number in a (known to be >= 0: a squared norm)."""
+    return up(np.sqrt(np.maximum(a.hi, 0.0)))
+
+
+def residual_curvature(model) -> "TwoLayerCurvature | ThreeLayerCurvature | None":
+    """The signed residual-curvature bound for the model's layered form (one or two hidden layers),
+    else None: the tube's ell (tube.segment_numbers)."""
+    return TwoLayerCurvature.of(model) or ThreeLayerCurvature.of(model)
