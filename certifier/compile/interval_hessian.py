@@ -33,11 +33,12 @@ import numpy as np
 
 from ..language.ast import Expr
 from ..language.evaluate import CONSTANTS, constant_int, subscript
-from .interval import INTERVAL_RULES, Dual, NotSupported
-from .iv import Iv, iv_add, iv_matmul, iv_mul, iv_neg, iv_of, iv_sub, iv_sum
-from .rounding import down, up
+from .interval import INTERVAL_RULES, Dual, NotSupported, sigmoid_iv, unimodal_s1ms
+from .iv import Iv, iv_add, iv_mag, iv_matmul, iv_mig, iv_mul, iv_neg, iv_of, iv_sub, iv_sum, monotone
+from .rounding import INF, down, up
 
 TANH2 = float(up(4.0 / (3.0 * math.sqrt(3.0)) * (1 + 1e-15)))     # sup |tanh''| = 4 / (3 sqrt 3)
+SIGMOID2 = float(up(1.0 / (6.0 * math.sqrt(3.0)) * (1 + 1e-15)))  # sup |sigmoid''| = 1 / (6 sqrt 3)
 
 
 @dataclass
@@ -191,6 +192,31 @@ def activation_derivatives(name: str, z: Iv) -> tuple[Iv, Iv, Iv]:
         return v, f1, Iv(f2.lo, np.maximum(f2.hi, f2.lo))
     if name == "sigmoid":
         return v, f1, iv_mul(f1, iv_sub(Iv(np.float64(1.0)), iv_mul(Iv(np.float64(2.0)), v)))
+    raise NotSupported(f"the function '{name}' (no second derivative rule)", None)
+
+
+def _up_nan(x):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(np.isnan(x), INF, up(x))
+
+
+def derivative_magnitudes(name: str, z: Iv) -> tuple[np.ndarray, np.ndarray]:
+    """(F1, F2) >= (sup |s'|, sup |s''|) over z, entrywise, for s = tanh, sigmoid or softplus: from
+    the monotone value enclosure (tanh' = 1 - tanh^2, tanh'' = -2 tanh tanh'; sigmoid' = s (1 - s),
+    sigmoid'' = sigmoid' (1 - 2 s); softplus' = sigmoid), capped by the global maxima."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "tanh":
+            t = monotone("tanh", z)
+            mig = iv_mig(t)
+            F1 = np.clip(_up_nan(1.0 - down(mig * mig)), 0.0, 1.0)
+            return F1, np.minimum(TANH2, _up_nan(_up_nan(2.0 * iv_mag(t)) * F1))
+        s = sigmoid_iv(z)
+        if name == "softplus":
+            return s.hi, unimodal_s1ms(s).hi
+        if name == "sigmoid":
+            F1 = unimodal_s1ms(s).hi                                     # s (1 - s) <= 1/4
+            one_minus_2s = np.maximum(np.abs(_up_nan(1.0 - down(2.0 * s.lo))), np.abs(down(1.0 - up(2.0 * s.hi))))
+            return F1, np.minimum(SIGMOID2, _up_nan(F1 * _up_nan(one_minus_2s)))
     raise NotSupported(f"the function '{name}' (no second derivative rule)", None)
 
 

@@ -34,18 +34,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...compile.interval import INTERVAL_RULES, Dual, NotSupported, expand_axis, sigmoid_iv, unimodal_s1ms
+from ...compile.interval import INTERVAL_RULES, Dual, NotSupported, expand_axis
+from ...compile.interval_hessian import derivative_magnitudes
 from ...compile.interval_model import IntervalModel
-from ...compile.iv import Iv, iv_mag, iv_mig, mid_rad, monotone
+from ...compile.iv import Iv, iv_mag, iv_mig, mid_rad
 from ...compile.rounding import INF, down, elementary_mode, nonneg_sum_upper, point_bounds, up
 from ...language.ast import Expr
 from ...language.evaluate import CONSTANTS, subscript
 from ...language.primitives import FUNCTION_NAMES
 from .linalg import GramAccumulator, gram_lower, nonneg_norm2_upper, sqrt_down
 from .rules import Bound
+from .two_layer_ball import TwoLayerBall
 
-TANH2 = float(up(4.0 / (3.0 * math.sqrt(3.0)) * (1 + 1e-15)))     # sup |tanh''| = 4 / (3 sqrt 3)
-SIGMOID2 = float(up(1.0 / (6.0 * math.sqrt(3.0)) * (1 + 1e-15)))  # sup |sigmoid''| = 1 / (6 sqrt 3)
 DENSE_J_BYTES = 2 ** 28     # center_sigma: the whole J at once up to this size of one of its arrays, blocks above
 BLOCK_J_BYTES = 2 ** 26     # and then column blocks of about this size (per array)
 MAX_ENTRIES = 2 * 10**7     # entries of the largest expanded product (matmul) the rule forms
@@ -165,10 +165,20 @@ class BallModel:
         node.v, node.c = v, c
         return node
 
+    def enclosure(self, center: np.ndarray, radius: float) -> Iv:
+        """An enclosure of the model's outputs over B(center, radius) (the node's v)."""
+        fast = TwoLayerBall.of(self.model)
+        if fast is not None:
+            return fast.table(center, radius)["node"].v
+        return self.evaluate(np.asarray(center, dtype=np.float64), radius).v
+
     # --- the bound -----------------------------------------------------------------------------------
     def lipschitz(self, center: np.ndarray, radius: float) -> dict:
         """Per output entry: H_e (>= sup ||Hess F_e||_2 on the ball) and g_e (>= sup ||grad F_e||);
-        Lip_J = sqrt(sum H_e^2)."""
+        Lip_J = sqrt(sum H_e^2). A two-layer network takes its structured table (two_layer_ball.py)."""
+        fast = TwoLayerBall.of(self.model)
+        if fast is not None:
+            return fast.table(center, radius)
         model = self.model
         out = self.evaluate(np.asarray(center, dtype=np.float64), radius)
         vshape = (model.n,) + model.out_shape
@@ -377,26 +387,17 @@ def _chain(bm: BallModel, a: BNode, v: Iv, c: Iv, F1: np.ndarray, F2: np.ndarray
 
 def _tanh(bm, a):
     v, c = _value("tanh", a)
-    t = monotone("tanh", a.v)
-    mig = iv_mig(t)
-    F1 = np.clip(_u(1.0 - down(mig * mig)), 0.0, 1.0)
-    F2 = np.minimum(TANH2, _umul(_umul(np.float64(2.0), iv_mag(t)), F1))
-    return _chain(bm, a, v, c, F1, F2)
+    return _chain(bm, a, v, c, *derivative_magnitudes("tanh", a.v))
 
 
 def _sigmoid(bm, a):
     v, c = _value("sigmoid", a)
-    s = sigmoid_iv(a.v)
-    F1 = unimodal_s1ms(s).hi                            # s (1 - s) <= 1/4
-    one_minus_2s = np.maximum(np.abs(_u(1.0 - down(2.0 * s.lo))), np.abs(down(1.0 - up(2.0 * s.hi))))
-    F2 = np.minimum(SIGMOID2, _umul(F1, _u(one_minus_2s)))
-    return _chain(bm, a, v, c, F1, F2)
+    return _chain(bm, a, v, c, *derivative_magnitudes("sigmoid", a.v))
 
 
 def _softplus(bm, a):
-    v, c = _value("softplus", a)
-    s = sigmoid_iv(a.v)                                 # softplus' = sigmoid, softplus'' = s (1 - s)
-    return _chain(bm, a, v, c, s.hi, unimodal_s1ms(s).hi)
+    v, c = _value("softplus", a)                        # softplus' = sigmoid, softplus'' = s (1 - s)
+    return _chain(bm, a, v, c, *derivative_magnitudes("softplus", a.v))
 
 
 def _exp(bm, a):

@@ -126,10 +126,10 @@ def loss_over_ball(model: IntervalModel, bm: BallModel, center: np.ndarray, radi
         enc = model.at_point(center, False)
         F = enc.F
     else:
-        node = bm.evaluate(np.asarray(center, dtype=np.float64), radius)
+        v = bm.enclosure(center, radius)
         shape = (model.n,) + model.out_shape
-        F = Iv(np.broadcast_to(node.v.lo, shape).reshape(model.n, model.k),
-               np.broadcast_to(node.v.hi, shape).reshape(model.n, model.k))
+        F = Iv(np.broadcast_to(v.lo, shape).reshape(model.n, model.k),
+               np.broadcast_to(v.hi, shape).reshape(model.n, model.k))
     r = iv_sub(F, Iv(model.yk))
     mag = iv_mag(r)                                       # (n, k)
     sq = nonneg_sum_upper(up(mag * mag), None)
