@@ -55,7 +55,7 @@ import numpy as np
 
 from ...compile.interval_model import IntervalModel
 from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_sub, mid_rad
-from ...compile.rounding import INF, down, nonneg_matmul_upper, nonneg_sum_upper, point_bounds, up
+from ...compile.rounding import ETA, INF, down, gamma, nonneg_matmul_upper, nonneg_sum_upper, point_bounds, up
 from .ball import BallModel, ball_rule
 from .curvature import TwoLayerCurvature
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
@@ -160,38 +160,54 @@ class Tangent:
 
 
 def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
-    enc = model.at_point(theta, True)
-    J = enc.J
-    r = Iv(enc.r.lo.reshape(-1), enc.r.hi.reshape(-1))
-    Jm, _ = mid_rad(J)
-    rm, _ = mid_rad(r)
+    """The comparison curve's data at theta_j from the interval Jacobian J = Jm +- Jr (reverse mode):
+    every bound is formed from Jm, Jr and n-sized products, with no interval product that has an
+    [m, n] output (those were most of a checkpoint's cost at m ~ 10^5; docs/theory.md 10.12)."""
+    F, J = model.outputs(np.asarray(theta, dtype=np.float64), None, True)
+    g = model.loss_enclosure(F).g                          # least squares: the residual F - y
+    r = Iv(g.lo.reshape(-1), g.hi.reshape(-1))
+    Jm, Jr = mid_rad(J)
+    rm, rr = mid_rad(r)
+    nk, m = Jm.shape
     lam, U = np.linalg.eigh(Jm @ Jm.T)
     lam = np.maximum(lam, 0.0)
     B = Jm.T @ U
     ur = U.T @ rm
-    JT = Iv(J.lo.T.copy(), J.hi.T.copy())
-    Jnorm = nonneg_norm2_upper(iv_mag(J))
-    C = _norm_up(iv_mag(iv_sub(iv_matmul(JT, r), iv_matmul(Iv(B), Iv(ur)))))
-    JB = iv_matmul(J, Iv(B))                               # (nk, nk)
-    JJB = iv_matmul(JT, JB)                                # (m, nk)
-    Bl = iv_mul(Iv(B), Iv(np.broadcast_to(lam, B.shape).copy()))
-    M = nonneg_norm2_upper(iv_mag(iv_sub(JJB, Bl)))
+    Jmag = iv_mag(J)                                       # |J_j| <= Jmag entrywise
+    aJm, aB, aU = np.abs(Jm), np.abs(B), np.abs(U)
+    Jnorm = nonneg_norm2_upper(Jmag)
+    # C >= |J_j^T r_j - B ur|: (Jm^T rm - B ur) in floats with their rounding errors, plus
+    # (J_j - Jm)^T r_j and Jm^T (r_j - rm)
+    rmag = iv_mag(r)
+    diff = iv_sub(Iv(Jm.T @ rm), Iv(B @ ur))
+    err = up(up(gamma(nk) * nonneg_matmul_upper(aJm.T, np.abs(rm))) + up(gamma(nk) * nonneg_matmul_upper(aB, np.abs(ur))))
+    err = up(up(err + 2 * nk * ETA) + up(nonneg_matmul_upper(Jr.T, rmag) + nonneg_matmul_upper(aJm.T, rr)))
+    C = _norm_up(up(iv_mag(diff) + err))
+    # J_j B enclosed: fl(Jm B) +- (gamma_m |Jm||B| + m eta + Jr |B|)
+    JBm = Jm @ B
+    rad = up(up(up(gamma(m) * nonneg_matmul_upper(aJm, aB)) + m * ETA) + nonneg_matmul_upper(Jr, aB))
+    JB = Iv(down(JBm - rad), up(JBm + rad))                # (nk, nk)
     # the residual along the comparison curve: r_j + J_j B phi = (r_j - U ur) + (J_j B - U diag lam) phi
     # + U (ur + lam phi), and |ur_k + lam_k phi_k(s)| = |ur_k| exp(-c lam_k s) <= |ur_k|
     Ul = iv_mul(Iv(U), Iv(np.broadcast_to(lam, U.shape).copy()))
     JBres = iv_mag(iv_sub(JB, Ul))
+    # M >= ||J_j^T J_j B - B diag lam||_2: that is J_j^T (J_j B - U diag lam) + (J_j^T U - B) diag lam, with
+    # |J_j - Jm| <= Jr and |Jm^T U - B| <= gamma_nk |Jm|^T |U| + nk eta (B = fl(Jm^T U))
+    Unorm = nonneg_norm2_upper(aU)
+    drift = up(up(nonneg_norm2_upper(Jr) * Unorm) + up(up(gamma(nk) * Jnorm) * Unorm))
+    drift = up(drift + up(nk * ETA * float(up(np.sqrt(float(m) * nk)))))
+    M = float(up(up(Jnorm * nonneg_norm2_upper(JBres)) + up(drift * float(np.max(lam, initial=0.0)))))
     rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
-    Uur = nonneg_matmul_upper(np.abs(U), np.abs(ur))
-    Jmag = iv_mag(J)
+    Uur = nonneg_matmul_upper(aU, np.abs(ur))
     rows = np.asarray(up(np.sqrt(nonneg_sum_upper(up(Jmag * Jmag), 1))))
     sigma = None
-    if J.lo.shape[0] <= J.lo.shape[1]:
+    if nk <= m:
         lam_c, _ = gram_lower(Jm)               # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl)
         if lam_c is not None:
-            s = float(down(sqrt_down(lam_c) - nonneg_norm2_upper(iv_mag(iv_sub(J, Iv(Jm))))))
+            s = float(down(sqrt_down(lam_c) - nonneg_norm2_upper(Jr)))
             sigma = s if s > 0 else None
     return Tangent(np.asarray(theta, dtype=np.float64), J, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
-                   rres, iv_mag(r), Uur, rows, sigma)
+                   rres, rmag, Uur, rows, sigma)
 
 
 def phi_bounds(tg: Tangent, c: float, h: float) -> np.ndarray:
