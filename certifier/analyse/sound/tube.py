@@ -55,7 +55,17 @@ import numpy as np
 
 from ...compile.interval_model import IntervalModel
 from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_sub, mid_rad
-from ...compile.rounding import ETA, INF, down, gamma, nonneg_matmul_upper, nonneg_sum_upper, point_bounds, up
+from ...compile.rounding import (
+    ETA,
+    INF,
+    down,
+    gamma,
+    nonneg_matmul_upper,
+    nonneg_sum_upper,
+    point_bounds,
+    sqnorm_upper,
+    up,
+)
 from .ball import BallModel, ball_rule
 from .curvature import TwoLayerCurvature
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
@@ -194,7 +204,8 @@ def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     # M >= ||J_j^T J_j B - B diag lam||_2: that is J_j^T (J_j B - U diag lam) + (J_j^T U - B) diag lam, with
     # |J_j - Jm| <= Jr and |Jm^T U - B| <= gamma_nk |Jm|^T |U| + nk eta (B = fl(Jm^T U))
     Unorm = nonneg_norm2_upper(aU)
-    drift = up(up(nonneg_norm2_upper(Jr) * Unorm) + up(up(gamma(nk) * Jnorm) * Unorm))
+    Jrnorm = float(up(np.sqrt(sqnorm_upper(Jr))))          # ||Jr||_F: Jr is rounding-sized, one pass will do
+    drift = up(up(Jrnorm * Unorm) + up(up(gamma(nk) * Jnorm) * Unorm))
     drift = up(drift + up(nk * ETA * float(up(np.sqrt(float(m) * nk)))))
     M = float(up(up(Jnorm * nonneg_norm2_upper(JBres)) + up(drift * float(np.max(lam, initial=0.0)))))
     rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
@@ -204,7 +215,7 @@ def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     if nk <= m:
         lam_c, _ = gram_lower(Jm)               # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl)
         if lam_c is not None:
-            s = float(down(sqrt_down(lam_c) - nonneg_norm2_upper(Jr)))
+            s = float(down(sqrt_down(lam_c) - Jrnorm))
             sigma = s if s > 0 else None
     return Tangent(np.asarray(theta, dtype=np.float64), J, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
                    rres, rmag, Uur, rows, sigma)
