@@ -24,6 +24,12 @@ from certifier.parse import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+@pytest.fixture(autouse=True)
+def _torch_on_one_thread(one_thread):
+    """The torch Hessians here are small: intra-op threads only slow them (conftest's one_thread)."""
+    yield
+
 SPEC = """spec "curvature"
 data {{
   x = normal(shape=[{n}, {d}], std=0.6, seed=0)
@@ -182,8 +188,9 @@ def _worst_over_ball(F, theta0, radius, r, rng, points=6):
 
 
 def _hessian_norm(phi, theta: np.ndarray) -> float:
-    """||Hess phi(theta)||_2 from torch (dense: the nets here have at most 721 parameters)."""
-    return float(np.abs(np.linalg.eigvalsh(torch.func.hessian(phi)(torch.tensor(theta)).numpy())).max())
+    """||Hess phi(theta)||_2 from torch (dense: the nets here have at most 721 parameters; torch's
+    eigvalsh, on torch's threads: numpy's multi-threaded LAPACK crawls on a busy machine)."""
+    return float(torch.linalg.eigvalsh(torch.func.hessian(phi)(torch.tensor(theta))).abs().max())
 
 
 @pytest.mark.parametrize("target,k", [("tanh_bias", 1), ("sigmoid_bias", 1), ("softplus_bias", 1),
@@ -312,3 +319,25 @@ def test_three_layers_below_the_general_bound():
         H = np.asarray(BallModel(model).lipschitz(model.theta0, radius)["H"])
         general = float(np.sum(np.abs(r0) * H))
         assert ThreeLayerCurvature.of(model).bound(model.theta0, radius, r) < general / 1.2, radius
+
+
+def test_the_symmetric_norm_bound_is_above_numpys_eigenvalues():
+    """sym_norm_upper (the (W1, W1) block at the centre, ||W2||) against numpy's eigenvalues of
+    symmetric matrices inside the interval it is given, and within a few per cent of them."""
+    from certifier.analyse.sound.curvature import spectral_upper, sym_norm_upper
+    from certifier.compile.iv import iv_matmul
+    rng = np.random.default_rng(5)
+    for size in (3, 40, 120):
+        A = rng.normal(size=(size, size))
+        Hm = A + A.T
+        Hr = np.abs(rng.normal(size=(size, size))) * 1e-3
+        Hr = Hr + Hr.T
+        bound = sym_norm_upper(Hm, Hr)
+        for _ in range(3):
+            E = rng.uniform(-1, 1, size=(size, size)) * Hr
+            H = Hm + (E + E.T) / 2
+            assert np.abs(np.linalg.eigvalsh(H)).max() <= bound
+        assert bound <= 1.05 * np.abs(np.linalg.eigvalsh(Hm)).max() + 2 * np.abs(Hr).sum(1).max()
+        W = rng.normal(size=(size, size + 2))
+        w = spectral_upper(iv_matmul(Iv(W), Iv(np.ascontiguousarray(W.T))))
+        assert np.linalg.norm(W, 2) <= w <= 1.02 * np.linalg.norm(W, 2)

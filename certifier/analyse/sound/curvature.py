@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compile.interval_hessian import activation_derivatives
-from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_mul, iv_of, iv_sum, mid_rad
+from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_mul, iv_of, iv_sub, iv_sum, mid_rad
 from ...compile.rounding import REL_MARGIN, down, nonneg_sum_upper, up
 from ...compile.two_layer import _name, _plain_call, _split_add, _split_scale
-from .linalg import lambda_min_lower, nonneg_norm2_upper, symmetrize
+from .linalg import nonneg_norm2_upper, symmetrize
 
 ACTIVATIONS = ("tanh", "sigmoid", "softplus")
 
@@ -300,26 +300,56 @@ def _norm_up(mag: np.ndarray, axis=None) -> np.ndarray:
     return up(np.sqrt(_sqnorm_up(mag, axis)))
 
 
+def sym_norm_upper(Hm: np.ndarray, Hr: np.ndarray, signs=(1.0, -1.0)) -> float:
+    """>= max over sign in `signs` of lambda_max(sign H) for every symmetric H with |H - Hm| <= Hr (both
+    signs: >= ||H||_2). For a shift s (a power-iteration estimate, grown until a Cholesky factor L of
+    fl(s I - sign Hm) exists), s I - sign Hm = L L^T + E with E enclosed by interval arithmetic and
+    L L^T >= 0, so lambda_max(sign H) <= s + ||E||_2 + ||Hr||_2 (Weyl); nothing is assumed of the
+    factor's accuracy. Else the Frobenius bound."""
+    size = Hm.shape[0]
+    mag = iv_mag(Iv(down(Hm - Hr), up(Hm + Hr)))
+    frob = float(up(np.sqrt(float(_sqnorm_up(mag, None)))))
+    if not np.isfinite(frob) or size == 0:
+        return frob
+    v = np.random.default_rng(0).standard_normal(size)
+    est = 0.0
+    for _ in range(60):
+        w = Hm @ v
+        est = float(np.linalg.norm(w))
+        if not est > 0:
+            break
+        v = w / est
+    radius = nonneg_norm2_upper(Hr)
+    eye = np.eye(size)
+    worst = 0.0
+    for sign in signs:
+        found = None
+        for grow in (1.01, 1.03, 1.06, 1.1, 1.2, 1.35, 1.6, 2.0, 3.0, 5.0):     # est may be low: a slow power method
+            shift = est * grow + 1e-300
+            try:
+                L = np.linalg.cholesky(shift * eye - sign * Hm)
+            except np.linalg.LinAlgError:
+                continue
+            if np.all(np.isfinite(L)):
+                M = iv_of(down(shift - sign * np.diag(Hm)), up(shift - sign * np.diag(Hm)))
+                Mv = Iv(-sign * Hm)
+                Mv = Iv(Mv.lo.copy(), Mv.hi.copy())
+                np.fill_diagonal(Mv.lo, M.lo)
+                np.fill_diagonal(Mv.hi, M.hi)
+                E = iv_sub(Mv, iv_matmul(Iv(L), Iv(np.ascontiguousarray(L.T))))
+                found = float(up(up(shift + nonneg_norm2_upper(iv_mag(E))) + radius))
+            break
+        if found is None:
+            return frob
+        worst = max(worst, found)
+    return min(frob, worst)
+
+
 def spectral_upper(gram: Iv) -> float:
     """>= sqrt(lambda_max(G)) for the symmetric positive semidefinite G enclosed by `gram` (W W^T:
-    then >= ||W||_2): a shift s with lambda_min(s I - G) > 0 proved by linalg's shifted Cholesky (the
-    diagonal's subtraction from s widened by an ulp), else the square root of G's Frobenius bound."""
+    then >= ||W||_2), by sym_norm_upper."""
     Gm, Gr = symmetrize(*mid_rad(gram))
-    frob = float(up(np.sqrt(float(up(np.sqrt(float(_sqnorm_up(iv_mag(gram), None))))))))
-    est = float(np.linalg.eigvalsh(Gm)[-1]) if Gm.size and np.all(np.isfinite(Gm)) else float("nan")
-    if not np.isfinite(est):
-        return frob
-    for grow in (1e-3, 1e-2, 0.1):
-        s = float(up(est * (1.0 + grow) + 1e-300))
-        M = -Gm
-        diag = s - np.diag(Gm)                      # one rounding each: within |diag| 2^-53
-        np.fill_diagonal(M, diag)
-        Mr = Gr.copy()
-        np.fill_diagonal(Mr, up(np.diag(Gr) + up(np.abs(diag) * 2.0 ** -52)))
-        low, _ = lambda_min_lower(M, Mr)
-        if low is not None and low > 0:
-            return min(frob, float(up(np.sqrt(s))))
-    return frob
+    return float(up(np.sqrt(sym_norm_upper(Gm, Gr, signs=(1.0,)))))
 
 
 class ThreeLayerCurvature:
@@ -470,6 +500,20 @@ class ThreeLayerCurvature:
         frobQ = up(kk + up(bsup * float(up(R * up(up(2.0 * w2) + R)))))
         qi = np.minimum(up(bsup * float(up(w2b * w2b))), frobQ)
         Nq = float(nonneg_sum_upper(up(up(amag * amag) * up(qi * up(unit1 * unit1))), None))
+        if n * W2.shape[0] * W2.shape[1] ** 2 <= DENSE_WORK and self.ut.shape[1] * W2.shape[1] <= DENSE_DIM:
+            # small widths: that part at the centre as a matrix (the samples' and units' signs kept)
+            # plus its change over the ball
+            _, s1c, _ = activation_derivatives(act1, z1c)
+            _, _, t2c = activation_derivatives(act2, z2c)
+            beta_c = iv_mul(iv_matmul(rr, Iv(A)), t2c)
+            dE = up(up(np.max(iv_mag(t1), axis=1) * self.unorm) * R)                 # >= ||E_i - E_ic||
+            dB = np.max(up(beta.hi - beta.lo), axis=1)                                # >= ||B_i - B_ic||
+            Mn = up(bsup * float(up(w2b * w2b)))                                      # >= ||W2^T B_i W2||
+            dM = up(up(up(R * bsup) * float(up(w2b + w2))) + up(float(up(w2 * w2b)) * dB))
+            dP = up(up(up(2.0 * up(dE * e1)) * Mn) + up(up(e1 * e1) * dM))
+            dev = float(nonneg_sum_upper(up(up(amag * amag) * up(dP * up(self.unorm * self.unorm))), None))
+            if dev < 0.5 * Nq:              # else the change over the ball alone spoils it: skip the work
+                Nq = min(Nq, float(up(_dense_q(self.ut, s1c, W2, beta_c, self.alpha) + dev)))
         N11 = float(up(Nd + Nq))
         gsup = up(ghn + eps)
         # ||diag(beta_i) alpha W2|| <= alpha min(max|beta_i| ||W2||, (sum_l beta_il^2 (|W2c_l| + R)^2)^(1/2))
@@ -483,6 +527,31 @@ class ThreeLayerCurvature:
         worst = min(nonneg_norm2_upper(N), nonneg_norm2_upper(np.array([[N11, N1G], [N1G, NG2]])))
         self.last = {"N": N, "NG2": NG2, "w2": w2, "Nd": Nd, "Nq": Nq}
         return float(up(worst * self.scale)) if np.isfinite(worst) else float("inf")
+
+
+DENSE_WORK = 10 ** 8      # n h1^2 h2: the centre's (W1, W1) block formed only below this
+DENSE_DIM = 128           # and its side (h1 (d + 1)) at most this (LAPACK on a busy machine: 0.25 s a 256 Cholesky)
+
+
+def _dense_q(ut: Iv, s1c: Iv, W2: np.ndarray, beta_c: Iv, alpha: Iv) -> float:
+    """>= ||sum_i u~_i u~_i^T (x) alpha^2 E_i W2^T diag(beta_i) W2 E_i|| at the centre (E_i = diag s1c_i,
+    all enclosures): the matrix enclosed by interval products, its norm ||Hm|| + ||Hr|| (midpoint by
+    spectral_upper of Hm Hm^T, radius by nonneg_norm2_upper)."""
+    n, dt = ut.shape
+    h1 = W2.shape[1]
+    Y = iv_mul(Iv(s1c.lo[:, None, :], s1c.hi[:, None, :]), Iv(W2[None, :, :]))          # W2 E_i [n, h2, h1]
+    Zb = iv_mul(Iv(beta_c.lo[:, :, None], beta_c.hi[:, :, None]), Y)                   # diag(beta_i) W2 E_i
+    Yt = Iv(np.ascontiguousarray(np.swapaxes(Y.lo, 1, 2)), np.ascontiguousarray(np.swapaxes(Y.hi, 1, 2)))
+    P = iv_mul(iv_matmul(Yt, Zb), iv_mul(alpha, alpha))                                # [n, h1, h1]
+    O = iv_mul(Iv(ut.lo[:, :, None], ut.hi[:, :, None]), Iv(ut.lo[:, None, :], ut.hi[:, None, :]))   # [n, dt, dt]
+    K = iv_mul(Iv(O.lo[:, :, None, :, None], O.hi[:, :, None, :, None]),
+               Iv(P.lo[:, None, :, None, :], P.hi[:, None, :, None, :]))               # [n, dt, h1, dt, h1]
+    H = iv_sum(K, 0)
+    H = Iv(H.lo.reshape(dt * h1, dt * h1), H.hi.reshape(dt * h1, dt * h1))
+    Hm, Hr = symmetrize(*mid_rad(H))
+    if not (np.all(np.isfinite(Hm)) and np.all(np.isfinite(Hr))):
+        return float("inf")
+    return sym_norm_upper(Hm, Hr)
 
 
 def _widen(a: Iv, w) -> Iv:
