@@ -67,7 +67,7 @@ from ...compile.rounding import (
     up,
 )
 from .ball import BallModel, ball_rule
-from .curvature import TwoLayerCurvature
+from .curvature import residual_curvature
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
 
 SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
@@ -295,7 +295,7 @@ def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, 
     cup = float(up(2.0 / model.n))
     ell = float(up(cup * sH))
     termA = float(up(float(nonneg_sum_upper(up(rc * H), None)) * D))
-    curvature = TwoLayerCurvature.of(model)
+    curvature = residual_curvature(model)
     if curvature is not None:
         # ||sum_i r_i Hess f_i|| over the ball with the residuals' signs (curvature.py): both ell and
         # the defect's first term are that norm (times c, and times D)
