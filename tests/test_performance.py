@@ -4,6 +4,7 @@ eigvalsh's lambda_min, workers (local processes, dask) give one process's number
 device guard is clear. Speed is measured by `python -m bench` (docs/performance.md), not here."""
 from __future__ import annotations
 
+import json
 import math
 import random
 import subprocess
@@ -582,3 +583,17 @@ def test_the_sound_mode_computes_on_the_cpu_whatever_the_device(monkeypatch):
     assert not any("--device" in n for n in cpu.notes)
     sampled = check(parse((ROOT / "specs" / "two_layer_floor.rq").read_text(encoding="utf-8"), "s.rq"))
     assert problem_device(sampled, "cuda") == "cuda"
+
+
+def test_bench_tube_times_the_first_segments_of_a_spec(tmp_path):
+    """python -m bench.tube: a fresh process builds the spec's tube for --segments segments and the
+    JSON holds its CPU time and where it ended (the test-size trajectory spec, 3 segments)."""
+    from bench import tube
+
+    spec = tmp_path / "t.rq"
+    spec.write_text((ROOT / "specs" / "two_layer_tanh_random_init_sound.rq").read_text())
+    out = tmp_path / "tube.json"
+    assert tube.main([str(spec), "--segments", "3", "--rounds", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    (run,) = doc["runs"]["this"]
+    assert run["segments"] == 3 and run["cpu"] > 0 and 0 < run["radius"] < 0.02 and run["T"] > 0
