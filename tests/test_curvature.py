@@ -306,7 +306,7 @@ def test_three_layers_bounded_over_the_ball_and_the_residual_intervals(name):
         worst = _worst_over_ball(F, theta0, radius, r, rng, points=4 if model.m < 300 else 1)
         assert worst <= bound, (name, radius, worst, bound)
         if radius == 1e-3:
-            assert bound <= 8.0 * worst, (name, worst, bound)
+            assert bound <= 4.0 * worst, (name, worst, bound)
 
 
 def test_three_layers_below_the_general_bound():

@@ -326,9 +326,8 @@ def sym_norm_upper(Hm: np.ndarray, Hr: np.ndarray, signs=(1.0, -1.0)) -> float:
         found = None
         for grow in (1.01, 1.03, 1.06, 1.1, 1.2, 1.35, 1.6, 2.0, 3.0, 5.0):     # est may be low: a slow power method
             shift = est * grow + 1e-300
-            try:
-                L = np.linalg.cholesky(shift * eye - sign * Hm)
-            except np.linalg.LinAlgError:
+            L = _cholesky(shift * eye - sign * Hm)
+            if L is None:
                 continue
             if np.all(np.isfinite(L)):
                 M = iv_of(down(shift - sign * np.diag(Hm)), up(shift - sign * np.diag(Hm)))
@@ -343,6 +342,28 @@ def sym_norm_upper(Hm: np.ndarray, Hr: np.ndarray, signs=(1.0, -1.0)) -> float:
             return frob
         worst = max(worst, found)
     return min(frob, worst)
+
+
+def _cholesky(M: np.ndarray) -> np.ndarray | None:
+    """A float Cholesky factor of M, or None where a pivot is not positive. Row by row in numpy up to
+    512 (multi-threaded LAPACK took 0.25 s for a 256 Cholesky on a busy 2-core machine); its accuracy
+    is not relied on (sym_norm_upper encloses the residual)."""
+    size = M.shape[0]
+    if size > 512:
+        try:
+            return np.linalg.cholesky(M)
+        except np.linalg.LinAlgError:
+            return None
+    L = np.zeros_like(M)
+    for j in range(size):
+        row = L[j, :j]
+        pivot = M[j, j] - row @ row
+        if not pivot > 0:
+            return None
+        L[j, j] = np.sqrt(pivot)
+        if j + 1 < size:
+            L[j + 1:, j] = (M[j + 1:, j] - L[j + 1:, :j] @ row) / L[j, j]
+    return L
 
 
 def spectral_upper(gram: Iv) -> float:
@@ -476,6 +497,8 @@ class ThreeLayerCurvature:
         s2cmax = np.max(iv_mag(s2c), axis=1)
         q = None
         tn = np.zeros(n)                                                              # >= |t_i|, t_i = sum_c r_ic v_ic
+        dtn = np.zeros(n)                                                             # >= |t_i - t_ic|
+        tc = None                                                                     # t_i at the centre
         for c in range(k):
             v = iv_mul(s2c, Iv(A[c][None, :]))                                        # [n, h2] at the centre
             vn = _norm_up(iv_mag(v), 1)
@@ -486,6 +509,9 @@ class ThreeLayerCurvature:
             term = iv_mul(_iv_rows(rr, (slice(None), slice(c, c + 1))), _widen(Qc, dQ))
             q = term if q is None else iv_add(q, term)
             tn = up(tn + up(rmag[:, c] * vsup))
+            dtn = up(dtn + up(rmag[:, c] * dv))
+            term_t = iv_mul(_iv_rows(rr, (slice(None), slice(c, c + 1))), v)
+            tc = term_t if tc is None else iv_add(tc, term_t)
         gam = iv_mul(q, t1)                                                           # q_ij act''(z1_ij)
         Dm = iv_mag(iv_matmul(_t(gam), self.outer))                                   # [h1, dt^2]
         Nd = float(np.max(_norm_up(Dm, 1)))
@@ -520,8 +546,35 @@ class ThreeLayerCurvature:
         rowb = _norm_up(up(bmag * up(rows2 + R)[None, :]), 1)
         bw = up(amag * np.minimum(up(bsup * w2b), rowb))
         N12 = float(nonneg_sum_upper(up(up(bw * up(unit1 * gsup)) + up(amag * up(tn * unit1))), None))
+        if W2.shape[0] * gh.shape[1] * W2.shape[1] * self.ut.shape[1] <= DENSE_CROSS:
+            # small widths: (W~2, W~1) at the centre as a matrix plus its change, per sample by the
+            # product rule on diag(beta_i) W2 E_i (.) ghat_i and t_i (E_i .)
+            _, s1c, _ = activation_derivatives(act1, z1c)
+            _, _, t2c = activation_derivatives(act2, z2c)
+            beta_c = iv_mul(iv_matmul(rr, Iv(A)), t2c)
+            dB = np.max(up(beta.hi - beta.lo), axis=1)
+            dE1 = up(up(np.max(iv_mag(t1), axis=1) * self.unorm) * R)
+            first = up(up(up(dB * w2b) * e1) + up(up(bsup * R) * e1))
+            first = up(up(up(first + up(up(bsup * w2) * dE1)) * gsup) + up(up(up(bsup * w2) * e1) * eps))
+            second = up(up(dtn * e1) + up(tn * dE1))
+            dev12 = float(nonneg_sum_upper(up(up(amag * self.unorm) * up(first + second)), None))
+            if dev12 < 0.5 * N12:
+                T12 = _dense_w2w1(beta_c, gh, s1c, self.ut, W2, tc, self.alpha)
+                N12 = min(N12, float(up(T12 + dev12)))
         rn = _norm_up(rmag, 1)
         N13 = float(nonneg_sum_upper(up(rn * up(e2 * lin)), None))
+        if k * W2.size * self.ut.shape[1] <= DENSE_CROSS:
+            # small widths: (A, W~1) at the centre as a matrix, T[(c, l), (j, q)] = alpha W2_lj
+            # sum_i r_ic act'(z2_il) act'(z1_ij) u~_iq, plus its change: per sample
+            # ||D2 W2 E - D2c W2c Ec|| <= |dD2| ||W2|| e1 + e2 R e1 + e2 ||W2c|| |dE|
+            _, s1c, _ = activation_derivatives(act1, z1c)
+            dD2 = up(tmax2 * np.max(dz2e, axis=1))
+            dE1 = up(up(np.max(iv_mag(t1), axis=1) * self.unorm) * R)
+            per = up(up(up(dD2 * w2b) * e1) + up(up(e2 * R) * e1))
+            per = up(per + up(up(e2 * w2) * dE1))
+            dev13 = float(nonneg_sum_upper(up(up(rn * amag) * up(per * self.unorm)), None))
+            if dev13 < 0.5 * N13:
+                N13 = min(N13, float(up(_dense_cross(rr, s2c, s1c, self.ut, W2, self.alpha) + dev13)))
         N = np.array([[N11, N12, N13], [N12, N22, N23], [N13, N23, 0.0]])
         N1G = float(up(np.sqrt(float(up(up(N12 * N12) + up(N13 * N13))))))
         worst = min(nonneg_norm2_upper(N), nonneg_norm2_upper(np.array([[N11, N1G], [N1G, NG2]])))
@@ -531,6 +584,51 @@ class ThreeLayerCurvature:
 
 DENSE_WORK = 10 ** 8      # n h1^2 h2: the centre's (W1, W1) block formed only below this
 DENSE_DIM = 128           # and its side (h1 (d + 1)) at most this (LAPACK on a busy machine: 0.25 s a 256 Cholesky)
+
+
+DENSE_CROSS = 2 * 10 ** 5  # entries of the centre's cross blocks formed as matrices (above: 0.2 s a bound at 64 x 64)
+
+
+def _dense_cross(rr: Iv, s2c: Iv, s1c: Iv, ut: Iv, W2: np.ndarray, alpha: Iv) -> float:
+    """>= ||T|| at the centre, T[(c, l), (j, q)] = alpha W2_lj sum_i r_ic act'(z2_il) act'(z1_ij) u~_iq (all
+    enclosures): the sum over i one interval product [k h2, n] x [n, h1 dt], ||T|| by spectral_upper of
+    T T^T's enclosure."""
+    n, k = rr.shape
+    h2, h1 = W2.shape
+    dt = ut.shape[1]
+    a = iv_mul(Iv(rr.lo[:, :, None], rr.hi[:, :, None]), Iv(s2c.lo[:, None, :], s2c.hi[:, None, :]))  # [n, k, h2]
+    b = iv_mul(Iv(s1c.lo[:, :, None], s1c.hi[:, :, None]), Iv(ut.lo[:, None, :], ut.hi[:, None, :]))  # [n, h1, dt]
+    S = iv_matmul(_t(Iv(a.lo.reshape(n, k * h2), a.hi.reshape(n, k * h2))),
+                  Iv(b.lo.reshape(n, h1 * dt), b.hi.reshape(n, h1 * dt)))                           # [k h2, h1 dt]
+    S = Iv(S.lo.reshape(k, h2, h1, dt), S.hi.reshape(k, h2, h1, dt))
+    T = iv_mul(iv_mul(S, Iv(W2[None, :, :, None])), alpha)
+    T = Iv(T.lo.reshape(k * h2, h1 * dt), T.hi.reshape(k * h2, h1 * dt))
+    if not (np.all(np.isfinite(T.lo)) and np.all(np.isfinite(T.hi))):
+        return float("inf")
+    return spectral_upper(iv_matmul(T, _t(T)))
+
+
+def _dense_w2w1(beta_c: Iv, gh: Iv, s1c: Iv, ut: Iv, W2: np.ndarray, tc: Iv, alpha: Iv) -> float:
+    """>= ||T|| at the centre, T[(l, p), (j, q)] = sum_i beta_il ghat_ip alpha W2_lj act'(z1_ij) u~_iq
+    + [p = j] alpha sum_i t_il act'(z1_ij) u~_iq (all enclosures), by spectral_upper of T^T T."""
+    n, h2 = beta_c.shape
+    h1, hp, dt = W2.shape[1], gh.shape[1], ut.shape[1]
+    a = iv_mul(Iv(beta_c.lo[:, :, None], beta_c.hi[:, :, None]), Iv(gh.lo[:, None, :], gh.hi[:, None, :]))
+    b = iv_mul(Iv(s1c.lo[:, :, None], s1c.hi[:, :, None]), Iv(ut.lo[:, None, :], ut.hi[:, None, :]))
+    bf = Iv(b.lo.reshape(n, h1 * dt), b.hi.reshape(n, h1 * dt))
+    S = iv_matmul(_t(Iv(a.lo.reshape(n, h2 * hp), a.hi.reshape(n, h2 * hp))), bf)        # [h2 hp, h1 dt]
+    S = Iv(S.lo.reshape(h2, hp, h1, dt), S.hi.reshape(h2, hp, h1, dt))
+    T = iv_mul(S, Iv(W2[:, None, :, None]))
+    D = iv_matmul(_t(tc), bf)                                                          # [h2, h1 dt]
+    D = Iv(D.lo.reshape(h2, h1, dt), D.hi.reshape(h2, h1, dt))
+    j = np.arange(h1)
+    lo, hi = T.lo.copy(), T.hi.copy()
+    lo[:, j, j, :] = down(lo[:, j, j, :] + D.lo)                                       # the p = j entries
+    hi[:, j, j, :] = up(hi[:, j, j, :] + D.hi)
+    T = iv_mul(Iv(lo.reshape(h2 * hp, h1 * dt), hi.reshape(h2 * hp, h1 * dt)), alpha)
+    if not (np.all(np.isfinite(T.lo)) and np.all(np.isfinite(T.hi))):
+        return float("inf")
+    return spectral_upper(iv_matmul(_t(T), T))
 
 
 def _dense_q(ut: Iv, s1c: Iv, W2: np.ndarray, beta_c: Iv, alpha: Iv) -> float:
