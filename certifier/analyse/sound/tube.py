@@ -69,6 +69,7 @@ from ...compile.rounding import (
 from .ball import BallModel, ball_rule
 from .curvature import residual_curvature
 from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
+from .two_layer_ball import TwoLayerBall
 
 SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
 MAX_SEGMENTS = 400
@@ -211,6 +212,9 @@ def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
     Uur = nonneg_matmul_upper(aU, np.abs(ur))
     rows = np.asarray(up(np.sqrt(nonneg_sum_upper(up(Jmag * Jmag), 1))))
+    fast = TwoLayerBall.of(model)
+    if fast is not None:
+        fast.prime(theta, F, rows)                         # the segment's ball table is centred here
     sigma = None
     if nk <= m:
         lam_c, _ = gram_lower(Jm)               # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl)

@@ -85,6 +85,11 @@ class TwoLayerBall:
             self._last = (key, F, up(np.sqrt(nonneg_sum_upper(up(Jmag * Jmag), 1))))
         return self._last[1], self._last[2]
 
+    def prime(self, center: np.ndarray, F: Iv, rows: np.ndarray) -> None:
+        """Take F(c) and the row norms from a caller that already has the Jacobian at c (the tube's
+        checkpoint), so that the table around it does not form it again."""
+        self._last = (np.asarray(center, dtype=np.float64).tobytes(), F, rows)
+
     def table(self, center: np.ndarray, radius: float) -> dict:
         """BallModel.lipschitz's dict: H, grad, lip_jacobian and a node whose v encloses F on the ball."""
         model = self.model
