@@ -385,3 +385,20 @@ def test_terminal_ball_takes_about_the_largest_mu(setup, long_tube):
         if mu > 0 and T.terminal_needed(term.e, term.loss_upper, mu) <= r:
             best = max(best, mu)
     assert best > 0 and best <= 1.1 * term.mu, (best, term.mu)
+
+
+def test_a_model_too_large_for_the_ball_tables_is_E205_not_an_internal_error(monkeypatch, tmp_path, capsys):
+    """A 3-layer network whose ball-rule table would form a product above ball.MAX_ENTRIES (here made
+    small; a 1024 x 1024 network on 16 points hits the real one): a located E205 with a hint, exit 2."""
+    from certifier import cli
+    from certifier.analyse.sound import ball
+
+    monkeypatch.setattr(ball, "MAX_ENTRIES", 50)
+    spec = tmp_path / "deep.rq"
+    spec.write_text(SPEC.replace("a : [32]    = normal(seed=2)", "a : [32]    = normal(seed=2)\n  V : [32, 32] = normal(seed=3)")
+                    .replace("sum(a * tanh(W @ x)) / sqrt(32)", "sum(a * tanh(V @ tanh(W @ x) / 32)) / sqrt(32)"))
+    code = cli.main(["--no-cache", str(spec)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error[E205]" in err and "the ball rule's tables" in err and "hint: use method sampled" in err
+    assert "internal error" not in err and "Traceback" not in err

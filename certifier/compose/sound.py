@@ -20,6 +20,7 @@ import torch
 from ..analyse.levels import NOISE, WITNESS_STEPS, ZERO_MU
 from ..analyse.parallel import LazyPoolExecutor, make_executor
 from ..analyse.regions import Ball, Box
+from ..analyse.sound.ball import BallModel
 from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size_problem
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.linalg import sqrt_down, sqrt_up
@@ -479,9 +480,14 @@ def _certify_sound(checked, options, functions: str, executor):
             else:
                 unsupported = ("E107", exc.message, checked.method.span, "use method sampled(...) for this model")
     if unsupported is None and size_problem(model) and not ball_applicable(model, region_choice.name):
-        unsupported = ("E205", size_problem(model), checked.method.span,
-                       "use method sampled(...) for large models, or a ball region: the ball rule bounds the "
-                       "whole ball at once for models with a Lipschitz Jacobian (docs/theory.md 10.7)")
+        why, hint = size_problem(model), ("use method sampled(...) for large models, or a ball region: the ball rule "
+                                          "bounds the whole ball at once for models with a Lipschitz Jacobian "
+                                          "(docs/theory.md 10.7)")
+        if region_choice.name == "ball":          # the spec has one: say why the ball rule does not take it
+            why = f"{why}; the ball rule does not apply either: {BallModel(model).unsupported}"
+            hint = ("use method sampled(...) for this model, or a narrower network (two-layer networks take the "
+                    "ball rule at any width: docs/theory.md 10.7)")
+        unsupported = ("E205", why, checked.method.span, hint)
     if unsupported is not None:
         code, what, span, hint = unsupported
         message = what if code == "E205" or what.startswith("floor=0") else \

@@ -37,6 +37,12 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
                                     "in the sound mode (method interval)", checked.loss.span,
                                     "use loss least_squares with route=trajectory", checked.spec.path)])
     bm = BallModel(model)
+    if bm.too_large:
+        raise SpecError([Diagnostic("E205", f"{bm.unsupported}: the trajectory route bounds the model with the ball "
+                                    "rule's tables, which would form it", checked.method.span,
+                                    "use method sampled(...) for this model, or a narrower network (two-layer "
+                                    "networks take a structured table of any width: docs/theory.md 10.7)",
+                                    checked.spec.path)])
     if bm.unsupported is not None:
         raise SpecError([Diagnostic("E107", f"{bm.unsupported} with route=trajectory: not supported in the sound "
                                     "mode (method interval)", checked.method.span,

@@ -96,10 +96,16 @@ class BallModel:
         self.P = len(model.names)
         self.block = {name: i for i, name in enumerate(model.names)}
         self.unsupported = None
+        self.too_large = False
         try:
             self._check(model.body)
         except BallNotSupported as exc:
             self.unsupported = exc.message
+        if self.unsupported is None and TwoLayerBall.of(model) is None:
+            try:    # the table's products are sized by the shapes alone: one evaluation finds one too large
+                self.evaluate(np.asarray(model.theta0, dtype=np.float64), 0.0)
+            except BallNotSupported as exc:
+                self.unsupported, self.too_large = exc.message, True
 
     def _check(self, e: Expr) -> None:
         if e.op == "call" and e.attrs["func"] not in CALLS:
