@@ -13,6 +13,7 @@ import math
 import time
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..compile.batched import evaluator
 from ..progress import checkpoint
@@ -22,11 +23,20 @@ ALL_THREADS = torch.get_num_threads()   # at import, before any run sets it
 ROUNDS, CALLS = 2, 3
 
 
+def set_threads(count: int) -> None:
+    """torch's intra-op threads and numpy's BLAS threads (threadpoolctl), the same count: numpy's
+    OpenBLAS otherwise keeps one thread a core, which on a shared machine spin-waits against the
+    other work (the sound mode's goal network, one busy process beside it: 93.5 s wall and 121 s
+    CPU with two BLAS threads, 58.6 s and 58 s with one; docs/performance.md, "Threads")."""
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count, user_api="blas")
+
+
 def choose(problem, requested: int | None = None) -> tuple[int, str | None]:
-    """Set torch's intra-op threads for `problem`; returns the count and, when it was measured,
-    a note saying what was measured."""
+    """Set torch's intra-op threads (and numpy's BLAS threads) for `problem`; returns the count and,
+    when it was measured, a note saying what was measured."""
     threads, note = _choose(problem, requested)
-    torch.set_num_threads(threads)
+    set_threads(threads)
     return threads, note
 
 

@@ -25,6 +25,7 @@ from ..analyse.sound.engine import SoundOutcome, ball_applicable, bound_mu, size
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.sound.linalg import sqrt_down, sqrt_up
 from ..analyse.sound.region import SoundRegion
+from ..analyse.threads import set_threads
 from ..analyse.witness import run_witness
 from ..compile.interval import NotSupported
 from ..compile.interval_losses import INTERVAL_LOSSES
@@ -383,7 +384,7 @@ def _certify_sound(checked, options, functions: str, executor):
     reporter = options.reporter
     with reporter.phase("compiling the model", total=None):   # named, for a --budget running out here
         problem = Problem(checked, problem_device(checked, options.device))
-    torch.set_num_threads(options.threads or 1)
+    set_threads(options.threads or 1)          # torch's and numpy's BLAS: the sound mode is numpy products
     # the loss table's facts: its natural desingularizer phi and c = phi'(L) G(L), so K = c mu
     # (logistic: c depends on L0 and the floor, computed below once L0 is bounded)
     c, phi = natural(problem.loss_def) if not problem.loss_def.needs_sample_bound else \
