@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from translated_nets import translated
 
 from certifier.analyse.sound.curvature import (
     ThreeLayerCurvature,
@@ -126,10 +127,10 @@ def test_the_forms_it_takes_and_refuses():
     try:
         from certifier.compile.interval_model import IntervalModel
         path = ROOT / "specs" / "practice" / "torch_tanh_ntk_sound.rq"
-        translated = IntervalModel(check(parse(path.read_text(), str(path)), allow_python=True))
+        from_module = IntervalModel(check(parse(path.read_text(), str(path)), allow_python=True))
     finally:
         sys.path.remove(str(ROOT / "specs" / "practice"))
-    form = match(translated)        # (output.weight @ tanh(hidden.weight @ x)) / 16, its [0]
+    form = match(from_module)        # (output.weight @ tanh(hidden.weight @ x)) / 16, its [0]
     assert form is not None and (form.h, form.d, form.scale) == (256, 4, (("div", 16.0),))
     from certifier.compile.interval_model import IntervalModel
     refused = {
@@ -147,33 +148,7 @@ def test_the_forms_it_takes_and_refuses():
 
 
 # --- the torch translation's forms (tests/fixtures/certify_fixture_sound_nets.py MLP) -------------
-DATA = "data {{\n  x = normal(shape=[{n}, 3], std=0.6, seed=0)\n  y = {y}\n}}\n"
-NETS = ROOT / "tests" / "fixtures"
 
-
-def _translated(target: str, n: int = 4, k: int = 1):
-    """The IntervalModel of `model torch("certify_fixture_sound_nets:<target>")` and F(theta) [n k]
-    from the module itself (torch.func.functional_call on theta's slices: the oracle)."""
-    from certifier.compile.interval_model import IntervalModel
-    y = "sin(x[:, 0]) + 0.5 * x[:, 1]" if k == 1 else "sin(x[:, 0:2])"
-    text = ('spec "t"\n' + DATA.format(n=n, y=y) + f'model torch("certify_fixture_sound_nets:{target}")\n'
-            "loss least_squares\nregion ball(center=init, radius=auto)\nmethod interval(route=trajectory)\n"
-            "certify rate(floor=0, horizon=100)\n")
-    sys.path.insert(0, str(NETS))
-    try:
-        checked = check(parse(text, "t.rq"), allow_python=True)
-    finally:
-        sys.path.remove(str(NETS))
-    model = IntervalModel(checked)
-    module = checked.model_module
-    x = torch.tensor(model.x)
-    shapes = dict(zip(model.names, model.shapes))
-
-    def F(theta):
-        params = {name: theta[int(o):int(o) + int(z)].reshape(tuple(shapes[name]))
-                  for name, o, z in zip(model.names, model.offsets, model.sizes)}
-        return torch.func.functional_call(module, params, (x,)).reshape(-1)
-    return model, F
 
 
 def _worst_over_ball(F, theta0, radius, r, rng, points=6):
@@ -198,7 +173,7 @@ def _hessian_norm(phi, theta: np.ndarray) -> float:
 def test_the_translated_mlp_forms_are_bounded_over_the_ball(target, k):
     """h <- act(W (x / sqrt(d)) + b), W_out (h / sqrt(h)) + b_out with its [0] (k = 1) or k = 2
     outputs: the scaled data enclosed, the output's scale and bias taken."""
-    model, F = _translated(target, k=k)
+    model, F = translated(target, k=k)
     curvature = TwoLayerCurvature.of(model)
     assert curvature is not None and curvature.form.k == k and curvature.form.x_scale
     theta0 = model.theta0
@@ -219,7 +194,7 @@ def test_the_translated_mlp_forms_are_bounded_over_the_ball(target, k):
 def test_two_outputs_are_the_sample_major_residual():
     """r [n k] is sample-major: the bound with r_ic for output c only equals the one-output bound
     of that output's weights (the other output's rows meet no residual)."""
-    model, F = _translated("tanh_two_outputs", k=2)
+    model, F = translated("tanh_two_outputs", k=2)
     curvature = TwoLayerCurvature.of(model)
     n = model.n
     rng = np.random.default_rng(3)
@@ -285,7 +260,7 @@ def _three_layer_case(name):
     if name in CASES3:
         model = _model3(name)
         return model, _torch_chain(model)
-    return _translated("tanh_3layer", n=3)
+    return translated("tanh_3layer", n=3)
 
 
 @pytest.mark.parametrize("name", sorted(CASES3) + ["MLP fixture tanh 24 x 24"])
@@ -312,7 +287,7 @@ def test_three_layers_bounded_over_the_ball_and_the_residual_intervals(name):
 def test_three_layers_below_the_general_bound():
     """Against (the tube's general form) sum_i |r_i| H_i, H_i >= sup ||Hess f_i|| from ball.py."""
     from certifier.analyse.sound.ball import BallModel
-    model, _ = _translated("tanh_3layer", n=3)
+    model, _ = translated("tanh_3layer", n=3)
     r0 = np.array([0.3, -0.25, 0.2])
     r = Iv(down(r0), up(r0))
     for radius in (1e-3, 0.05):

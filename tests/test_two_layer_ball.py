@@ -2,12 +2,12 @@
 per-output Hessian norms, gradient norms and values over balls, and against the generic rule table."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from translated_nets import translated
 
 from certifier.analyse.sound.ball import BallModel
 from certifier.analyse.sound.two_layer_ball import TwoLayerBall
@@ -16,7 +16,6 @@ from certifier.compile.interval_model import IntervalModel
 from certifier.parse import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-NETS = ROOT / "tests" / "fixtures"
 
 WRITTEN = """spec "t"
 data {{
@@ -72,26 +71,11 @@ def _written(name):
     return model, _functional(model, name)
 
 
-def _module(target, k):
-    y = "sin(x[:, 0]) + 0.5 * x[:, 1]" if k == 1 else "sin(x[:, 0:2])"
-    text = ('spec "t"\ndata {\n  x = normal(shape=[4, 3], std=0.6, seed=0)\n  y = ' + y + '\n}\n'
-            f'model torch("certify_fixture_sound_nets:{target}")\n'
-            "loss least_squares\nregion ball(center=init, radius=auto)\nmethod interval(route=trajectory)\n"
-            "certify rate(floor=0, horizon=100)\n")
-    sys.path.insert(0, str(NETS))
-    try:
-        checked = check(parse(text, "t.rq"), allow_python=True)
-    finally:
-        sys.path.remove(str(NETS))
-    model = IntervalModel(checked)
-    return model, _functional(model, checked.model_module)
-
-
 CASES = [("written", n) for n in SPECS] + [("module", t) for t in MODULES]
 
 
 def _case(kind, name):
-    return _written(name) if kind == "written" else _module(name, MODULES[name])
+    return _written(name) if kind == "written" else translated(name, k=MODULES[name])
 
 
 @pytest.mark.parametrize("kind,name", CASES)
