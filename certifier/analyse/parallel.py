@@ -35,6 +35,7 @@ import torch
 
 from ..compile.batched import evaluator
 from ..compile.problem import Problem
+from .threads import set_threads
 
 # CPU seconds this process took to get here: the interpreter's start and the imports of torch and
 # the engine, which is what a spawned worker does before its first unit (an estimate of a worker's
@@ -103,7 +104,7 @@ def _problem(key: str, payload: bytes, device: str, threads: int | None):
         if problem is None:
 
             if threads:
-                torch.set_num_threads(threads)
+                set_threads(threads)    # torch's and numpy's BLAS: the sound mode's boxes are numpy products
             problem = Problem(pickle.loads(payload), device)
             _PROBLEMS.clear()           # one run at a time per worker process
             _PROBLEMS[key] = problem
