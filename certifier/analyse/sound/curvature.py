@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compile.interval_hessian import activation_derivatives
-from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_mul, iv_of, iv_sub, iv_sum, mid_rad
-from ...compile.rounding import REL_MARGIN, down, nonneg_sum_upper, up
+from ...compile.iv import Iv, iv_add, iv_mag, iv_matmul, iv_mul, iv_of, iv_square, iv_sub, iv_sum, mid_rad
+from ...compile.rounding import REL_MARGIN, down, nonneg_matmul_upper, nonneg_sum_upper, up
 from ...compile.two_layer import _name, _plain_call, _split_add, _split_scale
 from .linalg import nonneg_norm2_upper, symmetrize
 
@@ -227,11 +227,9 @@ class TwoLayerCurvature:
             ones = np.ones((n, 1))
             xv = Iv(np.concatenate([xv.lo, ones], axis=1), np.concatenate([xv.hi, ones], axis=1))
         self.xt = Iv(np.ascontiguousarray(xv.lo), np.ascontiguousarray(xv.hi)) if not xv.point else xv
-        dt = self.xt.shape[1]
-        lo, hi = self.xt.lo, self.xt.hi
-        outer = iv_mul(Iv(lo[:, :, None], hi[:, :, None]), Iv(lo[:, None, :], hi[:, None, :])) if not self.xt.point \
-            else iv_mul(Iv(lo[:, :, None]), Iv(lo[:, None, :]))        # x~_i x~_i^T, each product enclosed
-        self.outer = Iv(outer.lo.reshape(n, dt * dt), outer.hi.reshape(n, dt * dt))
+        # G_il = (x~_i . x~_l)^2 = <x~_i x~_i^T, x~_l x~_l^T>_F, the Gram matrix of the outer products
+        # (entrywise >= 0): ||M_j||_F^2 = beta_j^T G beta_j without forming M_j (bound)
+        self.gram = iv_square(iv_matmul(self.xt, _t(self.xt)))
         mag = iv_mag(self.xt)
         self.xnorm = up(np.sqrt(nonneg_sum_upper(up(mag * mag), 1)))       # >= |x~_i|
         self.scale = float(up(_mag_up(factor_iv(form.scale))))
@@ -269,9 +267,9 @@ class TwoLayerCurvature:
         _, f1, f2 = activation_derivatives(self.form.activation, z)
         rr = Iv(r.lo.reshape(n, self.k), r.hi.reshape(n, self.k))
         C2 = iv_mul(iv_matmul(rr, av), f2)                                     # sum_c r_ic A_cj act''(z_ij)
-        M = iv_matmul(_t(C2), self.outer)                                      # [h, dt^2]
-        magM = iv_mag(M)
-        frob = up(np.sqrt(nonneg_sum_upper(up(magM * magM), 1)))
+        # ||M_j||_F from the Gram matrix, O(n^2 h) (M itself, [h, dt^2], took 1.7 s at h 4096, n = dt = 64);
+        # never looser than that interval product but where the samples cancel to rounding (_gram_frob)
+        frob = _gram_frob(self.gram, C2)                                       # >= ||M_j||_F, [h]
         vsq = np.zeros(self.h)
         for c in range(self.k):
             C1 = iv_mul(Iv(rr.lo[:, c:c + 1], rr.hi[:, c:c + 1]), f1)          # r_ic act'(z_ij)
@@ -280,6 +278,30 @@ class TwoLayerCurvature:
         vnorm = up(np.sqrt(vsq))
         worst = float(np.max(up(frob + vnorm)))
         return float(up(worst * self.scale)) if np.isfinite(worst) else float("inf")
+
+
+def _gram_frob(G: Iv, beta: Iv) -> np.ndarray:
+    """>= ||sum_i beta_ij O_i||_F for every column beta_j of the interval beta [n, h], given the
+    enclosure G [n, n] of the O_i's Gram matrix <O_i, O_l>_F (entrywise >= 0). With beta = bc + d,
+    bc the float midpoint and |d| <= br (mid_rad), ||.||_F^2 = bc^T G bc + 2 d^T G bc + d^T G d
+    <= bc^T G bc + 2 br^T |G bc| + br^T G br (G >= 0 entrywise): the first term keeps the signs of
+    bc (it cancels across the samples), enclosed by interval products (so G's own width and every
+    rounding are in it), the other two are sums of nonnegative terms rounded up (docs/theory.md
+    10.12). Cost O(n^2 h), against O(n h dt^2) for the matrices M_j themselves. Each term is at most
+    its counterpart in the interval product C2^T [O_i] (|<O_l, A>| <= <|O_l|, |A|>, (x~_i . x~_l)^2 <=
+    (|x~_i| . |x~_l|)^2), so this is never the looser but where bc^T G bc cancels to within rounding:
+    there the rounding error sits under the square root (about 1e-8 of the magnitudes' norm, where
+    the product's is about 1e-16; tests/test_curvature.py), too small to keep the product for."""
+    bc, br = mid_rad(beta)
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = iv_matmul(G, Iv(bc))                                              # G bc, [n, h]
+        signed = iv_sum(iv_mul(Iv(bc), P), 0).hi                              # >= bc^T G bc
+        cross = nonneg_sum_upper(up(br * iv_mag(P)), 0)                       # >= |d^T G bc|
+        Gup = np.maximum(G.hi, 0.0)
+        rad = nonneg_sum_upper(up(br * nonneg_matmul_upper(Gup, br)), 0)     # >= d^T G d
+        sq = up(up(np.maximum(signed, 0.0) + up(2.0 * cross)) + rad)
+        out = up(np.sqrt(sq))
+    return np.where(np.isnan(out), np.inf, out)          # an unbounded beta (inf * 0 above): no bound
 
 
 def _t(a: Iv) -> Iv:
@@ -407,10 +429,7 @@ class ThreeLayerCurvature:
             ones = np.ones((n, 1))
             xv = Iv(np.concatenate([xv.lo, ones], axis=1), np.concatenate([xv.hi, ones], axis=1))
         self.ut = Iv(np.ascontiguousarray(xv.lo), np.ascontiguousarray(xv.hi))           # u~_i [n, dt]
-        dt = self.ut.shape[1]
-        lo, hi = self.ut.lo, self.ut.hi
-        outer = iv_mul(Iv(lo[:, :, None], hi[:, :, None]), Iv(lo[:, None, :], hi[:, None, :]))
-        self.outer = Iv(outer.lo.reshape(n, dt * dt), outer.hi.reshape(n, dt * dt))
+        self.gram = iv_square(iv_matmul(self.ut, _t(self.ut)))                           # (u~_i . u~_l)^2
         self.unorm = _norm_up(iv_mag(self.ut), 1)                                           # >= |u~_i|
         self.alpha = factor_iv(second.scale)
         self.amag = _mag_up(self.alpha)
@@ -513,8 +532,7 @@ class ThreeLayerCurvature:
             term_t = iv_mul(_iv_rows(rr, (slice(None), slice(c, c + 1))), v)
             tc = term_t if tc is None else iv_add(tc, term_t)
         gam = iv_mul(q, t1)                                                           # q_ij act''(z1_ij)
-        Dm = iv_mag(iv_matmul(_t(gam), self.outer))                                   # [h1, dt^2]
-        Nd = float(np.max(_norm_up(Dm, 1)))
+        Nd = float(np.max(_gram_frob(self.gram, gam)))                                # ||sum_i gam_ij u~_i u~_i^T||_F
         # the rest of (W~1, W~1) and the cross blocks: sums over the samples of operator norms
         unit1 = up(e1 * self.unorm)                                                   # |E_i X u~_i| / |X|
         lin = up(amag * up(w2b * unit1))                                              # |alpha W2 E_i X u~_i| / |X|
