@@ -9,7 +9,6 @@ import torch
 
 from certifier.analyse.records import Records
 from certifier.analyse.trajectory import SearchContext, trajectory
-from certifier.analyse.units import STALL_DROP, stall_patience
 from certifier.compile.problem import Problem
 
 __all__ = ["SearchContext", "adversarial", "random_points", "trajectory"]
@@ -23,16 +22,11 @@ def adversarial(problem: Problem, start: torch.Tensor, region, iterations: int, 
     scale = region.inner_radius
     lowest = max(ctx.floor, ctx.noise)
     L, log_r, d, smax = problem.log_rayleigh_and_grad(theta)
-    best, best_i, patience = math.inf, 0, stall_patience(iterations)
     for i in range(iterations):
         ctx.advance(1)
         records.add("adversarial", region.distance(theta), L, math.exp(log_r), theta, smax)
         norm = float(d.norm())
         if not math.isfinite(norm) or norm == 0.0 or L < lowest:
-            return
-        if log_r < best - STALL_DROP:       # no lower R for a while: the run ends (units.STALL_DROP)
-            best, best_i = log_r, i
-        elif i - best_i >= patience:
             return
         step = 0.05 * scale * (0.01 ** (i / max(1, iterations - 1)))
         for _ in range(8):

@@ -9,7 +9,6 @@ import math
 import random
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -220,46 +219,6 @@ def test_batched_search_gives_the_records_of_the_old_search(name, make, samples)
     assert all(rel(a, b) <= 1e-9 for a, b in zip(old.loss, new.loss))
     assert sorted(old.thetas) == sorted(new.thetas)
     assert rel(old.minimum(radius, 0.0)[0], new.minimum(radius, 0.0)[0]) <= 1e-9
-
-
-class _LogR:
-    """A fake evaluator for one descent: its k-th evaluation has log R = values[k] (L = 1, a fixed
-    direction)."""
-
-    def __init__(self, values):
-        self.values, self.calls = values, 0
-
-    def log_rayleigh_and_grad(self, thetas):
-        out = [(1.0, self.values[self.calls + i], torch.ones_like(t), 1.0) for i, t in enumerate(thetas)]
-        self.calls += len(thetas)
-        return out
-
-    def log_rayleigh_and_grad_one(self, theta):
-        return self.log_rayleigh_and_grad([theta])[0]
-
-
-PATIENCE = units.stall_patience(128)
-
-
-@pytest.mark.parametrize("values,expect", [
-    ([0.0] * 200, PATIENCE + 1),                                     # flat: ends
-    ([-0.0004 * k for k in range(200)], PATIENCE + 1),               # 1 % in log R takes 25 steps: ends
-    ([-0.02 * k for k in range(4)] + [1.0] * 200, 3 + PATIENCE + 1),  # falls, then jumps up: ends
-    ([-0.002 * k for k in range(200)], 128),                         # 1 % in 5 steps: runs to its end
-    ([-0.05 * k for k in range(30)] + [-1.4] * 200, 29 + PATIENCE + 1)])  # falls, then converges
-def test_an_adversarial_descent_ends_when_its_best_r_stalls(monkeypatch, values, expect):
-    """units.adversarial and serial.adversarial end a run whose log R has not fallen by STALL_DROP
-    for stall_patience iterations, and run one that keeps falling to its last iteration."""
-    region = Ball(torch.zeros(3), 1.0)
-    fake = _LogR(values)
-    monkeypatch.setattr(units, "evaluator", lambda problem: fake)
-    blocks = units.adversarial(types.SimpleNamespace(m=3), torch.zeros(1, 3), region, 128, 0.0, 0.0)
-    assert len(blocks[0].rows) == expect
-    records = Records()
-    ctx = SearchContext(gen=torch.Generator(), eta=0.1, noise=0.0, advance=lambda n=1: None)
-    sources.adversarial(types.SimpleNamespace(log_rayleigh_and_grad=_LogR(values).log_rayleigh_and_grad_one),
-                        torch.zeros(3), region, 128, ctx, records)
-    assert records.count() == expect
 
 
 def test_blocks_keep_every_theta_that_records_keeps():

@@ -177,16 +177,6 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
     return [b.finish() for b in blocks]
 
 
-# An adversarial descent ends when its best log R has not fallen by STALL_DROP (about 1 % in R) for
-# stall_patience(iterations) iterations: a run that went nowhere (from a minimum already found, its
-# first step leaves it, and it wanders above) or that converged adds records but no lower R.
-STALL_DROP = 0.01
-
-
-def stall_patience(iterations: int) -> int:
-    return max(8, iterations // 8)
-
-
 @dataclass
 class _Descent:
     theta: torch.Tensor
@@ -201,8 +191,6 @@ class _Descent:
     candidate: torch.Tensor | None = None
     started: bool = False
     done: bool = False
-    best: float = math.inf
-    best_i: int = 0
 
 
 def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: float, floor: float,
@@ -214,7 +202,6 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
     lowest = max(floor, noise)
     runs = [_Descent(region.project(s.clone())) for s in starts]
     blocks = group(len(runs), theta_keep(problem.m), ceiling)
-    patience = stall_patience(iterations)
 
     def begin(r: _Descent, block: Block) -> None:
         """The top of iteration r.i of serial.adversarial: record, stop, or propose a step."""
@@ -226,11 +213,6 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
         block.add("adversarial", region.distance(r.theta), r.L, math.exp(r.log_r), r.theta, r.smax)
         norm = float(r.d.norm())
         if not math.isfinite(norm) or norm == 0.0 or r.L < lowest:
-            r.done = True
-            return
-        if r.log_r < r.best - STALL_DROP:
-            r.best, r.best_i = r.log_r, r.i
-        elif r.i - r.best_i >= patience:
             r.done = True
             return
         r.norm, r.tries = norm, 0
