@@ -221,6 +221,16 @@ def test_batched_search_gives_the_records_of_the_old_search(name, make, samples)
     assert rel(old.minimum(radius, 0.0)[0], new.minimum(radius, 0.0)[0]) <= 1e-9
 
 
+def test_the_adversarial_descents_run_their_whole_budget_on_the_floor_spec():
+    """specs/two_layer_floor.rq's adversarial descents climb first and reach their lowest R in
+    their last steps: two early-stop rules for them (4f6f33b, 94c4cdc; both reverted) raised the
+    sampled mu from 0.0021734 to 0.0037414. An estimate of an infimum must not rise because the
+    search stopped early: this pins the full search's level (the same budget and seed)."""
+    result = pipeline.run_file(str(ROOT / "specs" / "two_layer_floor.rq"), pipeline.RunOptions())
+    assert result.mu_source == "adversarial"
+    assert result.mu <= 0.0022
+
+
 def test_blocks_keep_every_theta_that_records_keeps():
     """The slimming rule of analyse/units.py against Records' own pruning, on random sequences
     with ties, split into random blocks."""
