@@ -128,3 +128,25 @@ def test_center_sigma_below_the_threshold_is_unchanged():
     lam, _ = gram_lower(Jm)
     assert value[0] == np.sqrt(lam) or value[0] == np.nextafter(np.sqrt(lam), -np.inf)
     assert value[1] == nonneg_norm2_upper(Jr)
+
+
+@pytest.mark.parametrize("size", [1, 5, 40])
+def test_lambda_max_upper_holds_and_is_tight(size):
+    """linalg.lambda_max_upper: above lambda_max of symmetric matrices inside the enclosure (corners
+    and random points, numpy's eigvalsh in float64 well inside the margin), and within 1e-9 of it (the
+    tube's ||J||_2 and ||B||_2 read it: sym_norm_upper's shifts would add up to 1 %)."""
+    from certifier.analyse.sound.linalg import lambda_max_upper
+    rng = np.random.default_rng(size)
+    for scale in (1e-8, 1.0, 1e6):
+        X = rng.standard_normal((size, 3 * size)) * scale
+        Gm = X @ X.T
+        Gr = np.abs(rng.standard_normal((size, size))) * 1e-7 * scale * scale
+        Gr = Gr + Gr.T
+        bound = lambda_max_upper(Iv(Gm - Gr, Gm + Gr))
+        for _ in range(20):
+            E = Gr * rng.choice([-1.0, 1.0], Gr.shape)
+            E = np.triu(E) + np.triu(E, 1).T
+            assert float(np.linalg.eigvalsh(Gm + 0.999 * E)[-1]) <= bound
+        top = float(np.linalg.eigvalsh(Gm)[-1])
+        assert bound <= top + nonneg_norm2_upper(Gr) + 1e-9 * abs(top)
+    assert lambda_max_upper(Iv(np.zeros((3, 3)))) <= 1e-100

@@ -135,6 +135,63 @@ def test_one_sided_lipschitz_bound_against_torch_hessian(setup):
             assert -lam_min <= nums["ell"], (lam_min, nums["ell"])
 
 
+def _exact_jacobian(model, theta, mpmath):
+    """J and r = F - y at theta in mpmath (40 digits): the spec's model, sum(a * tanh(W @ x)) / sqrt(32)."""
+    h, d = 32, model.x.shape[1]
+    W = [[mpmath.mpf(float(v)) for v in row] for row in theta[:h * d].reshape(h, d)]
+    a = [mpmath.mpf(float(v)) for v in theta[h * d:]]
+    s = 1 / mpmath.sqrt(32)
+    J = mpmath.matrix(model.n, model.m)
+    r = mpmath.matrix(model.n, 1)
+    for i, xi in enumerate(model.x):
+        x = [mpmath.mpf(float(v)) for v in xi]
+        F = 0
+        for j in range(h):
+            t = mpmath.tanh(mpmath.fsum(W[j][c] * x[c] for c in range(d)))
+            F += a[j] * t * s
+            for c in range(d):
+                J[i, j * d + c] = a[j] * (1 - t * t) * x[c] * s
+            J[i, h * d + j] = t * s
+        r[i] = F - mpmath.mpf(float(model.yk.reshape(-1)[i]))
+    return J, r
+
+
+def _mp(A, mpmath):
+    return mpmath.matrix([[mpmath.mpf(float(v)) for v in row] for row in np.atleast_2d(A)])
+
+
+def test_checkpoint_bounds_against_high_precision(setup):
+    """tangent's bounds, formed from the Gram matrix of the midpoint and the radius's norms, hold for the
+    exact Jacobian (mpmath, 40 digits): ||J||_2, the row norms, sigma_min, ||B||_2 and B's column norms,
+    C >= |J^T r - B ur|, M >= ||J^T J B - B diag(lam)||_2, and jacobian_distance >= ||J' - J||_2; and
+    ||J||_2, sigma_min and the distance are tight (the signed norms, not the magnitudes')."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    _, model, _, tube = setup
+    segs = tube.segments
+    for s, nxt in ((segs[0], segs[1]), (segs[7], segs[8])):
+        tg, tn = T.tangent(model, s.theta), T.tangent(model, nxt.theta)
+        J, r = _exact_jacobian(model, s.theta, mpmath)
+        sv = mpmath.svd_r(J, compute_uv=False)
+        top, low = max(sv), min(sv)
+        assert top <= tg.Jnorm <= top * (1 + 1e-9), (tg.Jnorm, top)
+        assert tg.sigma is not None and low * (1 - 1e-9) <= tg.sigma <= low, (tg.sigma, low)
+        for i in range(model.n):
+            assert mpmath.norm(J[i, :]) <= tg.rows[i]
+        B = _mp(tg.B, mpmath)
+        assert max(mpmath.svd_r(B, compute_uv=False)) <= tg.Bnorm
+        for k in range(B.cols):
+            assert mpmath.norm(B[:, k]) <= tg.Bcols[k]
+        ur = _mp(tg.ur.reshape(-1, 1), mpmath)
+        assert mpmath.norm(J.T * r - B * ur) <= tg.C
+        Mx = J.T * (J * B) - B * mpmath.diag([mpmath.mpf(float(v)) for v in tg.lam])
+        assert max(mpmath.svd_r(Mx, compute_uv=False)) <= tg.M
+        Jn, _ = _exact_jacobian(model, nxt.theta, mpmath)
+        dist = max(mpmath.svd_r(Jn - J, compute_uv=False))
+        bound = T.jacobian_distance(tg, tn)
+        assert dist <= bound <= dist * (1 + 1e-6), (bound, dist)
+
+
 def test_replay_accepts_and_rejects_tampering(setup):
     _, model, bm, tube = setup
     segs = tube.segments[:4]

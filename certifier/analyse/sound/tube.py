@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...compile.interval_model import IntervalModel
-from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_sub, mid_rad
+from ...compile.iv import Iv, iv_mag, iv_matmul, iv_mul, iv_of, iv_sub, mid_rad
 from ...compile.rounding import (
     ETA,
     INF,
@@ -63,12 +63,11 @@ from ...compile.rounding import (
     nonneg_matmul_upper,
     nonneg_sum_upper,
     point_bounds,
-    sqnorm_upper,
     up,
 )
 from .ball import BallModel, ball_rule
 from .curvature import residual_curvature
-from .linalg import gram_lower, nonneg_norm2_upper, sqrt_down, sqrt_up
+from .linalg import lambda_max_upper, lambda_min_lower, nonneg_norm2_upper, sqrt_down, sqrt_up, symmetrize
 from .two_layer_ball import TwoLayerBall
 
 SAFETY = 1.1            # the assumed radius rho is this times the estimate of E (margin for a replay)
@@ -152,7 +151,8 @@ def loss_over_ball(model: IntervalModel, bm: BallModel, center: np.ndarray, radi
 class Tangent:
     """The float data of a segment's comparison curve at theta_j, and its point enclosures."""
     theta: np.ndarray
-    J: Iv                    # interval Jacobian at theta_j (n k, m)
+    Jm: np.ndarray           # the interval Jacobian at theta_j (n k, m) as a midpoint Jm and radius Jr:
+    Jr: np.ndarray           # |J_j - Jm| <= Jr entrywise
     r: Iv                    # interval residual (n k,)
     B: np.ndarray            # J~^T U  (m, nk)
     lam: np.ndarray          # clamped eigenvalues
@@ -168,25 +168,67 @@ class Tangent:
     Uur: np.ndarray | None = None     # >= |U| |ur| entrywise
     rows: np.ndarray | None = None    # >= ||grad f_i(theta_j)|| (the row norms of J_j)
     sigma: float | None = None        # <= sigma_min(J_j) (None: no positive bound; no row-space split)
+    Jrnorm: float = 0.0               # >= ||Jr||_F
+    Bcols: np.ndarray | None = None   # >= the column norms of B
+    Bnorm: float = INF                # >= ||B||_2
+
+
+def _gram(X: np.ndarray, A: np.ndarray | None = None, columns: bool = False) -> tuple[np.ndarray, Iv]:
+    """(fl(X X^T), an enclosure of the exact X X^T): fl(X X^T) +- (gamma_k |X||X|^T + k eta), k = X's
+    columns (iv_matmul's bound for a product of points; the transposes as views, so numpy uses syrk).
+    A: |X| where the caller has it. columns: X^T X instead (no transposed copy of X is made)."""
+    k = X.shape[0] if columns else X.shape[1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        A = np.abs(X) if A is None else A
+        P, Q = (X.T @ X, A.T @ A) if columns else (X @ X.T, A @ A.T)
+        g = float(up(1.0 + 2.0 * gamma(k)))          # nonneg_matmul_upper's bound on the exact |X||X|^T
+        rad = up(up(gamma(k) * up(up(Q + k * ETA) * g)) + k * ETA)
+        return P, iv_of(down(P - rad), up(P + rad))
+
+
+def _spectral(gram: Iv) -> float:
+    """>= ||X||_2 = sqrt(lambda_max(X X^T)) from an enclosure of the Gram matrix X X^T (or X^T X)."""
+    return sqrt_up(lambda_max_upper(gram))
+
+
+def _row_sqnorms_upper(X: np.ndarray, columns: bool = False) -> np.ndarray:
+    """>= sum_j X_ij^2 per row (columns: per column): one dot product each (no temporary as large as X),
+    whose error is at most gamma_k S + k eta (Higham's bound; eta for underflowing products), so
+    S <= (S~ + k eta)(1 + 2 gamma_k)."""
+    k = X.shape[0] if columns else X.shape[1]
+    S = np.einsum("ij,ij->j" if columns else "ij,ij->i", X, X)
+    return up(up(S + k * ETA) * float(up(1.0 + 2.0 * gamma(k))))
 
 
 def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     """The comparison curve's data at theta_j from the interval Jacobian J = Jm +- Jr (reverse mode):
     every bound is formed from Jm, Jr and n-sized products, with no interval product that has an
-    [m, n] output (those were most of a checkpoint's cost at m ~ 10^5; docs/theory.md 10.12)."""
+    [m, n] output (those were most of a checkpoint's cost at m ~ 10^5; docs/theory.md 10.12). The
+    norms of J come from the n k x n k Gram matrix Jm Jm^T (enclosed once: the eigenvectors, sigma_min,
+    ||J|| and the row norms all read it) and ||Jr||_F, not from passes over J's magnitudes."""
     F, J = model.outputs(np.asarray(theta, dtype=np.float64), None, True)
     g = model.loss_enclosure(F).g                          # least squares: the residual F - y
     r = Iv(g.lo.reshape(-1), g.hi.reshape(-1))
     Jm, Jr = mid_rad(J)
+    del J
     rm, rr = mid_rad(r)
     nk, m = Jm.shape
-    lam, U = np.linalg.eigh(Jm @ Jm.T)
+    aJm = np.abs(Jm)
+    P, G = _gram(Jm, aJm)                                  # G encloses Jm Jm^T
+    lam, U = np.linalg.eigh(P)
     lam = np.maximum(lam, 0.0)
     B = Jm.T @ U
     ur = U.T @ rm
-    Jmag = iv_mag(J)                                       # |J_j| <= Jmag entrywise
-    aJm, aB, aU = np.abs(Jm), np.abs(B), np.abs(U)
-    Jnorm = nonneg_norm2_upper(Jmag)
+    aB, aU = np.abs(B), np.abs(U)
+    # the segment's extent D reads ||B_k|| and ||B||_2 (segment_numbers, every try of h and rho): formed
+    # once here, ||B||_2 = sqrt(lambda_max(B^T B)) from B^T B enclosed
+    Bcols = np.asarray(up(np.sqrt(_row_sqnorms_upper(B, columns=True))))
+    Bnorm = _spectral(_gram(B, aB, columns=True)[1])
+    # ||J_j - Jm||_2 <= ||Jr||_F, and the row norms ||J_j,i|| <= ||Jm_i|| + ||Jr_i|| with ||Jm_i||^2 = (Jm Jm^T)_ii
+    Jr_rows = _row_sqnorms_upper(Jr)                       # >= ||Jr_i||^2
+    Jrnorm = float(up(np.sqrt(nonneg_sum_upper(Jr_rows, None))))
+    Jnorm = float(up(_spectral(G) + Jrnorm))         # ||J_j|| <= ||Jm|| + ||J_j - Jm||
+    rows = np.asarray(up(up(np.sqrt(np.maximum(np.diagonal(G.hi), 0.0))) + up(np.sqrt(Jr_rows))))
     # C >= |J_j^T r_j - B ur|: (Jm^T rm - B ur) in floats with their rounding errors, plus
     # (J_j - Jm)^T r_j and Jm^T (r_j - rm)
     rmag = iv_mag(r)
@@ -203,26 +245,40 @@ def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
     Ul = iv_mul(Iv(U), Iv(np.broadcast_to(lam, U.shape).copy()))
     JBres = iv_mag(iv_sub(JB, Ul))
     # M >= ||J_j^T J_j B - B diag lam||_2: that is J_j^T (J_j B - U diag lam) + (J_j^T U - B) diag lam, with
-    # |J_j - Jm| <= Jr and |Jm^T U - B| <= gamma_nk |Jm|^T |U| + nk eta (B = fl(Jm^T U))
+    # |J_j - Jm| <= Jr and |Jm^T U - B| <= gamma_nk |Jm|^T |U| + nk eta (B = fl(Jm^T U)), whose norm needs
+    # || |Jm| ||_2 <= ||Jm||_F = sqrt(trace Jm Jm^T) (Jnorm bounds the signed norm only)
     Unorm = nonneg_norm2_upper(aU)
-    Jrnorm = float(up(np.sqrt(sqnorm_upper(Jr))))          # ||Jr||_F: Jr is rounding-sized, one pass will do
-    drift = up(up(Jrnorm * Unorm) + up(up(gamma(nk) * Jnorm) * Unorm))
+    Jm_frob = float(up(np.sqrt(nonneg_sum_upper(np.maximum(np.diagonal(G.hi), 0.0), None))))
+    drift = up(up(Jrnorm * Unorm) + up(up(gamma(nk) * Jm_frob) * Unorm))
     drift = up(drift + up(nk * ETA * float(up(np.sqrt(float(m) * nk)))))
     M = float(up(up(Jnorm * nonneg_norm2_upper(JBres)) + up(drift * float(np.max(lam, initial=0.0)))))
     rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
     Uur = nonneg_matmul_upper(aU, np.abs(ur))
-    rows = np.asarray(up(np.sqrt(nonneg_sum_upper(up(Jmag * Jmag), 1))))
     fast = TwoLayerBall.of(model)
     if fast is not None:
         fast.prime(theta, F, rows)                         # the segment's ball table is centred here
     sigma = None
     if nk <= m:
-        lam_c, _ = gram_lower(Jm)               # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl)
+        # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl), lambda_min(J~ J~^T) from G (linalg.gram_lower)
+        lam_c, _ = lambda_min_lower(*symmetrize(*mid_rad(G)))
         if lam_c is not None:
             s = float(down(sqrt_down(lam_c) - Jrnorm))
             sigma = s if s > 0 else None
-    return Tangent(np.asarray(theta, dtype=np.float64), J, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
-                   rres, rmag, Uur, rows, sigma)
+    return Tangent(np.asarray(theta, dtype=np.float64), Jm, Jr, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
+                   rres, rmag, Uur, rows, sigma, Jrnorm, Bcols, Bnorm)
+
+
+def jacobian_distance(tg: Tangent, nxt: Tangent) -> float:
+    """>= ||J' - J||_2 for the exact Jacobians at two checkpoints: ||Jm' - Jm||_2 + ||Jr'||_F + ||Jr||_F.
+    D = fl(Jm' - Jm) is within u/(1 - u) |D| <= gamma_1 |D| of the exact difference X entrywise, so
+    ||X||_2 <= ||D||_2 + gamma_1 ||D||_F, and ||D||_2 = sqrt(lambda_max(D D^T)) from D D^T enclosed (an
+    n k x n k matrix: the signs are kept, and no power iteration runs over [n k, m] arrays)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        D = nxt.Jm - tg.Jm
+    _, G = _gram(D)
+    frob = float(up(np.sqrt(nonneg_sum_upper(np.maximum(np.diagonal(G.hi), 0.0), None))))
+    dm = float(up(_spectral(G) + up(gamma(1) * frob)))
+    return float(up(up(dm + nxt.Jrnorm) + tg.Jrnorm))
 
 
 def phi_bounds(tg: Tangent, c: float, h: float) -> np.ndarray:
@@ -273,9 +329,8 @@ def segment_numbers(model: IntervalModel, bm: BallModel, tg: Tangent, h: float, 
     proved sigma_min(J_j) the row-space split's alpha (contraction) and beta (coupling)."""
     c = 2.0 / model.n
     Phi = phi_bounds(tg, c, h)
-    colup = up(np.sqrt(nonneg_sum_upper(up(tg.B * tg.B), 0)))     # column norms, rounded up
-    D1 = float(nonneg_sum_upper(up(Phi * colup), None))
-    D2 = float(up(nonneg_norm2_upper(np.abs(tg.B)) * _norm_up(Phi)))
+    D1 = float(nonneg_sum_upper(up(Phi * tg.Bcols), None))         # |B phi| <= sum_k ||B_k|| |phi_k|
+    D2 = float(up(tg.Bnorm * _norm_up(Phi)))                       # <= ||B||_2 |phi|
     D = min(D1, D2)
     radius = float(up(D + rho))
     lip = bm.lipschitz(tg.theta, radius)
@@ -370,7 +425,7 @@ def reproject(tg: Tangent, nxt: Tangent, a: float, b: float, e: float, jmp: floa
     of J are in row(J), so (1 - P) J'^T = (1 - P)(J' - J)^T, and P' = J'^T (J' J'^T)^-1 J')."""
     if tg.sigma is None or nxt.sigma is None:
         return e, e
-    dJ = nonneg_norm2_upper(iv_mag(iv_sub(nxt.J, tg.J)))
+    dJ = jacobian_distance(tg, nxt)
     s_next, s_prev = min(1.0, float(up(dJ / nxt.sigma))), min(1.0, float(up(dJ / tg.sigma)))
     a2 = float(up(up(a + up(s_next * b)) + jmp))
     b2 = float(up(up(b + up(s_prev * a)) + jmp))
