@@ -163,6 +163,7 @@ def _mp(A, mpmath):
 def test_checkpoint_bounds_against_high_precision(setup):
     """tangent's bounds, formed from the Gram matrix of the midpoint and the radius's norms, hold for the
     exact Jacobian (mpmath, 40 digits): ||J||_2, the row norms, sigma_min, ||B||_2 and B's column norms,
+    |J B| <= JB entrywise,
     C >= |J^T r - B ur|, M >= ||J^T J B - B diag(lam)||_2, and jacobian_distance >= ||J' - J||_2; and
     ||J||_2, sigma_min and the distance are tight (the signed norms, not the magnitudes')."""
     mpmath = pytest.importorskip("mpmath")
@@ -178,10 +179,14 @@ def test_checkpoint_bounds_against_high_precision(setup):
         assert tg.sigma is not None and low * (1 - 1e-9) <= tg.sigma <= low, (tg.sigma, low)
         for i in range(model.n):
             assert mpmath.norm(J[i, :]) <= tg.rows[i]
-        B = _mp(tg.B, mpmath)
+        B = _mp(tg.Jm, mpmath).T * _mp(tg.U, mpmath)             # B = Jm^T U exactly (never formed)
         assert max(mpmath.svd_r(B, compute_uv=False)) <= tg.Bnorm
         for k in range(B.cols):
             assert mpmath.norm(B[:, k]) <= tg.Bcols[k]
+        JB = J * B
+        for i in range(JB.rows):
+            for k in range(JB.cols):
+                assert abs(JB[i, k]) <= tg.JB[i, k]
         ur = _mp(tg.ur.reshape(-1, 1), mpmath)
         assert mpmath.norm(J.T * r - B * ur) <= tg.C
         Mx = J.T * (J * B) - B * mpmath.diag([mpmath.mpf(float(v)) for v in tg.lam])

@@ -149,40 +149,50 @@ def loss_over_ball(model: IntervalModel, bm: BallModel, center: np.ndarray, radi
 
 @dataclass
 class Tangent:
-    """The float data of a segment's comparison curve at theta_j, and its point enclosures."""
+    """The float data of a segment's comparison curve at theta_j, and its point enclosures. B = Jm^T U
+    is the exact product of the two float matrices: never formed (move() applies it in floats)."""
     theta: np.ndarray
     Jm: np.ndarray           # the interval Jacobian at theta_j (n k, m) as a midpoint Jm and radius Jr:
     Jr: np.ndarray           # |J_j - Jm| <= Jr entrywise
     r: Iv                    # interval residual (n k,)
-    B: np.ndarray            # J~^T U  (m, nk)
     lam: np.ndarray          # clamped eigenvalues
     ur: np.ndarray           # U^T r~
     Jnorm: float             # >= ||J_j||_2
     C: float                 # >= |J_j^T r_j - B ur|
     M: float                 # >= ||J_j^T J_j B - B diag(lam)||_2
-    U: np.ndarray | None = None       # the float eigenvectors of J~ J~^T
-    JB: np.ndarray | None = None      # >= |J_j B| entrywise
-    JBres: np.ndarray | None = None   # >= |J_j B - U diag(lam)| entrywise
-    rres: np.ndarray | None = None    # >= |r_j - U ur| entrywise
-    rmag: np.ndarray | None = None    # >= |r_j| entrywise
-    Uur: np.ndarray | None = None     # >= |U| |ur| entrywise
-    rows: np.ndarray | None = None    # >= ||grad f_i(theta_j)|| (the row norms of J_j)
-    sigma: float | None = None        # <= sigma_min(J_j) (None: no positive bound; no row-space split)
-    Jrnorm: float = 0.0               # >= ||Jr||_F
-    Bcols: np.ndarray | None = None   # >= the column norms of B
-    Bnorm: float = INF                # >= ||B||_2
+    U: np.ndarray            # the float eigenvectors of Jm Jm^T
+    JB: np.ndarray           # >= |J_j B| entrywise
+    JBres: np.ndarray        # >= |J_j B - U diag(lam)| entrywise
+    rres: np.ndarray         # >= |r_j - U ur| entrywise
+    rmag: np.ndarray         # >= |r_j| entrywise
+    Uur: np.ndarray          # >= |U| |ur| entrywise
+    rows: np.ndarray         # >= ||grad f_i(theta_j)|| (the row norms of J_j)
+    sigma: float | None      # <= sigma_min(J_j) (None: no positive bound; no row-space split)
+    Jrnorm: float            # >= ||Jr||_F
+    Bcols: np.ndarray        # >= the column norms of B
+    Bnorm: float             # >= ||B||_2
+
+    def move(self, phi: np.ndarray) -> np.ndarray:
+        """B phi in floats (Jm^T (U phi)): the comparison curve's displacement, up to rounding."""
+        return self.Jm.T @ (self.U @ phi)
+
+    @property
+    def B(self) -> np.ndarray:
+        """fl(Jm^T U), for inspection (tests); the bounds are those of the exact product."""
+        return self.Jm.T @ self.U
 
 
-def _gram(X: np.ndarray, A: np.ndarray | None = None, columns: bool = False) -> tuple[np.ndarray, Iv]:
-    """(fl(X X^T), an enclosure of the exact X X^T): fl(X X^T) +- (gamma_k |X||X|^T + k eta), k = X's
-    columns (iv_matmul's bound for a product of points; the transposes as views, so numpy uses syrk).
-    A: |X| where the caller has it. columns: X^T X instead (no transposed copy of X is made)."""
-    k = X.shape[0] if columns else X.shape[1]
+def _gram(X: np.ndarray) -> tuple[np.ndarray, Iv]:
+    """(fl(X X^T), an enclosure of the exact X X^T). The error of each entry is at most
+    gamma_k sum_j |X_ij||X_lj| + k eta (k = X's columns, any order of summation: fact 3), and
+    sum_j |X_ij||X_lj| <= sqrt(S_i S_l) with S_i >= sum_j X_ij^2 from the computed diagonal,
+    S_i <= (P_ii + k eta)(1 + 2 gamma_k) (Cauchy-Schwarz: no second product |X||X|^T is formed)."""
+    k = X.shape[1]
     with np.errstate(invalid="ignore", over="ignore"):
-        A = np.abs(X) if A is None else A
-        P, Q = (X.T @ X, A.T @ A) if columns else (X @ X.T, A @ A.T)
-        g = float(up(1.0 + 2.0 * gamma(k)))          # nonneg_matmul_upper's bound on the exact |X||X|^T
-        rad = up(up(gamma(k) * up(up(Q + k * ETA) * g)) + k * ETA)
+        P = X @ X.T
+        S = up(up(np.maximum(np.diagonal(P), 0.0) + k * ETA) * float(up(1.0 + 2.0 * gamma(k))))
+        root = up(np.sqrt(S))
+        rad = up(up(gamma(k) * up(root[:, None] * root[None, :])) + k * ETA)
         return P, iv_of(down(P - rad), up(P + rad))
 
 
@@ -191,80 +201,72 @@ def _spectral(gram: Iv) -> float:
     return sqrt_up(lambda_max_upper(gram))
 
 
-def _row_sqnorms_upper(X: np.ndarray, columns: bool = False) -> np.ndarray:
-    """>= sum_j X_ij^2 per row (columns: per column): one dot product each (no temporary as large as X),
-    whose error is at most gamma_k S + k eta (Higham's bound; eta for underflowing products), so
+def _row_sqnorms_upper(X: np.ndarray) -> np.ndarray:
+    """>= sum_j X_ij^2 per row: one dot product each (no temporary as large as X), whose error is at
+    most gamma_k S + k eta (Higham's bound; eta for underflowing products), so
     S <= (S~ + k eta)(1 + 2 gamma_k)."""
-    k = X.shape[0] if columns else X.shape[1]
-    S = np.einsum("ij,ij->j" if columns else "ij,ij->i", X, X)
+    k = X.shape[1]
+    S = np.einsum("ij,ij->i", X, X)
     return up(up(S + k * ETA) * float(up(1.0 + 2.0 * gamma(k))))
 
 
 def tangent(model: IntervalModel, theta: np.ndarray) -> Tangent:
-    """The comparison curve's data at theta_j from the interval Jacobian J = Jm +- Jr (reverse mode):
-    every bound is formed from Jm, Jr and n-sized products, with no interval product that has an
-    [m, n] output (those were most of a checkpoint's cost at m ~ 10^5; docs/theory.md 10.12). The
-    norms of J come from the n k x n k Gram matrix Jm Jm^T (enclosed once: the eigenvectors, sigma_min,
-    ||J|| and the row norms all read it) and ||Jr||_F, not from passes over J's magnitudes."""
+    """The comparison curve's data at theta_j from the interval Jacobian J = Jm +- Jr (reverse mode).
+    Every bound comes from the n k x n k Gram matrix G = Jm Jm^T (enclosed once), ||Jr|| and n k-sized
+    products: B = Jm^T U is not formed, so that B^T B = U^T G U, J_j B = G U + (J_j - Jm) B and
+    J_j^T r_j - B ur = Jm^T (r_j - U ur) + (J_j - Jm)^T r_j (docs/theory.md 10.12, "The checkpoint's
+    norms"). The [n k, m] work is the reverse mode, its midpoint and radius, G and ||Jr_i||."""
     F, J = model.outputs(np.asarray(theta, dtype=np.float64), None, True)
     g = model.loss_enclosure(F).g                          # least squares: the residual F - y
     r = Iv(g.lo.reshape(-1), g.hi.reshape(-1))
     Jm, Jr = mid_rad(J)
     del J
-    rm, rr = mid_rad(r)
+    rm, _ = mid_rad(r)
     nk, m = Jm.shape
-    aJm = np.abs(Jm)
-    P, G = _gram(Jm, aJm)                                  # G encloses Jm Jm^T
+    P, G = _gram(Jm)                                       # G encloses Jm Jm^T
     lam, U = np.linalg.eigh(P)
     lam = np.maximum(lam, 0.0)
-    B = Jm.T @ U
     ur = U.T @ rm
-    aB, aU = np.abs(B), np.abs(U)
-    # the segment's extent D reads ||B_k|| and ||B||_2 (segment_numbers, every try of h and rho): formed
-    # once here, ||B||_2 = sqrt(lambda_max(B^T B)) from B^T B enclosed
-    Bcols = np.asarray(up(np.sqrt(_row_sqnorms_upper(B, columns=True))))
-    Bnorm = _spectral(_gram(B, aB, columns=True)[1])
-    # ||J_j - Jm||_2 <= ||Jr||_F, and the row norms ||J_j,i|| <= ||Jm_i|| + ||Jr_i|| with ||Jm_i||^2 = (Jm Jm^T)_ii
-    Jr_rows = _row_sqnorms_upper(Jr)                       # >= ||Jr_i||^2
-    Jrnorm = float(up(np.sqrt(nonneg_sum_upper(Jr_rows, None))))
-    Jnorm = float(up(_spectral(G) + Jrnorm))         # ||J_j|| <= ||Jm|| + ||J_j - Jm||
-    rows = np.asarray(up(up(np.sqrt(np.maximum(np.diagonal(G.hi), 0.0))) + up(np.sqrt(Jr_rows))))
-    # C >= |J_j^T r_j - B ur|: (Jm^T rm - B ur) in floats with their rounding errors, plus
-    # (J_j - Jm)^T r_j and Jm^T (r_j - rm)
-    rmag = iv_mag(r)
-    diff = iv_sub(Iv(Jm.T @ rm), Iv(B @ ur))
-    err = up(up(gamma(nk) * nonneg_matmul_upper(aJm.T, np.abs(rm))) + up(gamma(nk) * nonneg_matmul_upper(aB, np.abs(ur))))
-    err = up(up(err + 2 * nk * ETA) + up(nonneg_matmul_upper(Jr.T, rmag) + nonneg_matmul_upper(aJm.T, rr)))
-    C = _norm_up(up(iv_mag(diff) + err))
-    # J_j B enclosed: fl(Jm B) +- (gamma_m |Jm||B| + m eta + Jr |B|)
-    JBm = Jm @ B
-    rad = up(up(up(gamma(m) * nonneg_matmul_upper(aJm, aB)) + m * ETA) + nonneg_matmul_upper(Jr, aB))
-    JB = Iv(down(JBm - rad), up(JBm + rad))                # (nk, nk)
+    aU = np.abs(U)
+    Ui = Iv(U)
+    # ||J_j - Jm||_2 <= ||Jr||_F, the row norms ||J_j,i|| <= ||Jm_i|| + ||Jr_i|| with ||Jm_i||^2 = (Jm Jm^T)_ii,
+    # ||J_j||_2 <= ||Jm||_2 + ||Jr||_F (Weyl)
+    Jr_rows = np.asarray(up(np.sqrt(_row_sqnorms_upper(Jr))))          # >= ||Jr_i||
+    Jrnorm = float(up(np.sqrt(nonneg_sum_upper(up(Jr_rows * Jr_rows), None))))
+    Jm_norm = _spectral(G)
+    Jnorm = float(up(Jm_norm + Jrnorm))
+    rows = np.asarray(up(up(np.sqrt(np.maximum(np.diagonal(G.hi), 0.0))) + Jr_rows))
+    # B^T B = U^T (Jm Jm^T) U: ||B||_2 and the column norms ||B_k|| from its enclosure
+    BtB = iv_matmul(Iv(np.ascontiguousarray(U.T)), iv_matmul(G, Ui))
+    Bnorm = _spectral(BtB)
+    Bcols = np.asarray(up(np.sqrt(np.maximum(np.diagonal(BtB.hi), 0.0))))
+    # J_j B = (Jm Jm^T) U + (J_j - Jm) B, |(J_j - Jm) B|_ik <= ||Jr_i|| ||B_k|| (Cauchy-Schwarz)
+    GU = iv_matmul(G, Ui)
+    extra = up(Jr_rows[:, None] * Bcols[None, :])
+    JB = Iv(down(GU.lo - extra), up(GU.hi + extra))        # (nk, nk)
     # the residual along the comparison curve: r_j + J_j B phi = (r_j - U ur) + (J_j B - U diag lam) phi
     # + U (ur + lam phi), and |ur_k + lam_k phi_k(s)| = |ur_k| exp(-c lam_k s) <= |ur_k|
-    Ul = iv_mul(Iv(U), Iv(np.broadcast_to(lam, U.shape).copy()))
+    Ul = iv_mul(Ui, Iv(np.broadcast_to(lam, U.shape).copy()))
     JBres = iv_mag(iv_sub(JB, Ul))
-    # M >= ||J_j^T J_j B - B diag lam||_2: that is J_j^T (J_j B - U diag lam) + (J_j^T U - B) diag lam, with
-    # |J_j - Jm| <= Jr and |Jm^T U - B| <= gamma_nk |Jm|^T |U| + nk eta (B = fl(Jm^T U)), whose norm needs
-    # || |Jm| ||_2 <= ||Jm||_F = sqrt(trace Jm Jm^T) (Jnorm bounds the signed norm only)
-    Unorm = nonneg_norm2_upper(aU)
-    Jm_frob = float(up(np.sqrt(nonneg_sum_upper(np.maximum(np.diagonal(G.hi), 0.0), None))))
-    drift = up(up(Jrnorm * Unorm) + up(up(gamma(nk) * Jm_frob) * Unorm))
-    drift = up(drift + up(nk * ETA * float(up(np.sqrt(float(m) * nk)))))
-    M = float(up(up(Jnorm * nonneg_norm2_upper(JBres)) + up(drift * float(np.max(lam, initial=0.0)))))
-    rres = iv_mag(iv_sub(r, iv_matmul(Iv(U), Iv(ur))))
+    # C >= |J_j^T r_j - B ur| = |Jm^T (r_j - U ur) + (J_j - Jm)^T r_j| <= ||Jm|| |r_j - U ur| + ||Jr||_F |r_j|
+    rmag = iv_mag(r)
+    rres = iv_mag(iv_sub(r, iv_matmul(Ui, Iv(ur))))
+    C = float(up(up(Jm_norm * _norm_up(rres)) + up(Jrnorm * _norm_up(rmag))))
+    # M >= ||J_j^T J_j B - B diag lam||_2 = ||J_j^T (J_j B - U diag lam) + (J_j - Jm)^T U diag lam||
+    Unorm = _spectral(iv_matmul(Iv(np.ascontiguousarray(U.T)), Ui))       # ||U||_2 = sqrt(lambda_max(U^T U))
+    M = float(up(up(Jnorm * nonneg_norm2_upper(JBres)) + up(up(Jrnorm * Unorm) * float(np.max(lam, initial=0.0)))))
     Uur = nonneg_matmul_upper(aU, np.abs(ur))
     fast = TwoLayerBall.of(model)
     if fast is not None:
         fast.prime(theta, F, rows)                         # the segment's ball table is centred here
     sigma = None
     if nk <= m:
-        # sigma_min(J_j) >= sigma_min(J~) - ||J_j - J~||_2 (Weyl), lambda_min(J~ J~^T) from G (linalg.gram_lower)
+        # sigma_min(J_j) >= sigma_min(Jm) - ||J_j - Jm||_2 (Weyl), lambda_min(Jm Jm^T) from G (linalg.gram_lower)
         lam_c, _ = lambda_min_lower(*symmetrize(*mid_rad(G)))
         if lam_c is not None:
             s = float(down(sqrt_down(lam_c) - Jrnorm))
             sigma = s if s > 0 else None
-    return Tangent(np.asarray(theta, dtype=np.float64), Jm, Jr, r, B, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
+    return Tangent(np.asarray(theta, dtype=np.float64), Jm, Jr, r, lam, ur, Jnorm, C, M, U, iv_mag(JB), JBres,
                    rres, rmag, Uur, rows, sigma, Jrnorm, Bcols, Bnorm)
 
 
@@ -314,10 +316,16 @@ def phi_end(tg: Tangent, c: float, h: float) -> tuple[np.ndarray, Iv]:
 
 def jump(tg: Tangent, phi_iv: Iv, nxt: np.ndarray) -> float:
     """An upper bound of |theta_j + B phi(h) - theta_{j+1}| (the comparison curve's end against the
-    next checkpoint)."""
-    moved = iv_matmul(Iv(tg.B), phi_iv)
-    lo = down(down(tg.theta + moved.lo) - nxt)
-    hi = up(up(tg.theta + moved.hi) - nxt)
+    next checkpoint), B phi = Jm^T (U phi) exactly: w = U phi enclosed, then Jm^T w within
+    fl(Jm^T w_m) +- (gamma_nk |Jm|^T |w_m| + nk eta + |Jm|^T w_r) (one product with |Jm|^T)."""
+    w = iv_matmul(Iv(tg.U), phi_iv)
+    wm, wr = mid_rad(w)
+    nk = tg.Jm.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        c = tg.Jm.T @ wm
+        rad = up(nonneg_matmul_upper(np.abs(tg.Jm).T, up(up(gamma(nk) * np.abs(wm)) + wr)) + nk * ETA)
+        lo = down(down(tg.theta + down(c - rad)) - nxt)
+        hi = up(up(tg.theta + up(c + rad)) - nxt)
     return _norm_up(np.maximum(np.abs(lo), np.abs(hi)))
 
 
@@ -509,7 +517,7 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
             return tube
         # the next checkpoint: the comparison curve's end in floats
         phi, phi_iv = phi_end(tg, c, h)
-        nxt = tg.theta + tg.B @ phi
+        nxt = tg.theta + tg.move(phi)
         jmp = jump(tg, phi_iv, nxt)
         split_here = "alpha" in nums
         tube.segments.append(Segment(t, h, tg.theta, e, rho, nums["ell"], nums["defect"], nums["extent"], out["E"],
