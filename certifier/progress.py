@@ -118,6 +118,7 @@ class BudgetExceeded(BaseException):
         self.phase = phase
         self.budget = budget
         self.detail = detail        # why work was refused before the deadline (check stage), or None
+        self.suggestion: str | None = None   # the engine's own hint for the partial report, or None
         where = f" during '{phase}'" if phase else ""
         super().__init__(f"the time budget ran out{where}" + (f": {detail}" if detail else ""))
 

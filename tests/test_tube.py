@@ -3,8 +3,10 @@ independent computations: a high-accuracy solve_ivp solution of the gradient flo
 real gradient descent, torch Hessians for the one-sided Lipschitz bound, and a tampered replay."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from certifier.check import check
 from certifier.compile.interval_model import IntervalModel
 from certifier.diagnostics import SpecError
 from certifier.parse import parse
+from certifier.progress import BudgetExceeded
 
 SPEC = """spec "small NTK tanh network from a random initialisation"
 data {
@@ -432,6 +435,66 @@ def test_the_tolerance_option_thins_the_tube(tmp_path):
     with pytest.raises(SpecError) as info:
         run_text(path.read_text(), str(path))
     assert [d.code for d in info.value.diagnostics] == ["E109"] and "tolerance" in info.value.diagnostics[0].message
+
+
+def test_the_segments_option_is_the_tubes_budget(tmp_path):
+    """method interval(route=trajectory, segments=N): the tube takes at most N segments; a run that
+    uses them up ends inconclusive with the loss bound it proved and a suggestion naming segments=.
+    Enough segments certify as by default. Zero or a fraction is E109."""
+    from certifier.pipeline import run_text
+    short = run_text(SPEC.replace("route=trajectory)", "route=trajectory, segments=5)"), "t.rq")
+    assert short.verdict == "inconclusive" and short.failing_region.numbers["segments"] == 5
+    assert "segments=N) above the 5 of this run, which it used up" in short.failing_region.suggestion
+    assert short.failing_region.numbers["loss_upper_at_end"] < run_text(SPEC, "t.rq").rate["tube"]["checkpoints"][0][
+        "loss_upper"]
+    default = run_text(SPEC, "t.rq")
+    enough = run_text(SPEC.replace("route=trajectory)", f"route=trajectory, segments={default.rate['tube']['segments']})"),
+                      "t.rq")
+    assert enough.verdict == "certified" and enough.mu == default.mu
+    for bad in ("0", "2.5"):
+        path = tmp_path / "bad.rq"
+        path.write_text(SPEC.replace("route=trajectory)", f"route=trajectory, segments={bad})"))
+        with pytest.raises(SpecError) as info:
+            run_text(path.read_text(), str(path))
+        assert [d.code for d in info.value.diagnostics] == ["E109"] and "segments" in info.value.diagnostics[0].message
+
+
+class _StopAfter:
+    """A reporter whose 'trajectory tube' phase raises BudgetExceeded at its k-th advance (the
+    deadline passing between two segments), as progress.DeadlineReporter does."""
+
+    def __init__(self, k):
+        self.k = k
+
+    @contextlib.contextmanager
+    def phase(self, description, total=None):
+        calls = [0]
+
+        def advance(n=1):
+            calls[0] += 1
+            if description.startswith("trajectory tube") and calls[0] >= self.k:
+                raise BudgetExceeded(description)
+        yield advance
+
+
+def test_a_budget_stop_in_the_tube_reports_the_bound_it_had_proved(setup):
+    """--budget running out after 4 segments: the partial report gives the tube's loss bound at its
+    end, which holds for every later t (L falls along the flow): above a DOP853 solve of the flow
+    there and at later times."""
+    from certifier.pipeline import RunOptions, run_text
+    _, model, _, _ = setup
+    with pytest.raises(BudgetExceeded) as info:
+        run_text(SPEC, "t.rq", RunOptions(reporter=_StopAfter(4)))
+    detail = info.value.detail
+    assert "(4 of at most 400 segments" in detail and "no rate is claimed" in detail
+    assert info.value.suggestion.startswith("raise --budget")
+    bound = float(re.search(r"L\(t\) <= ([0-9.e+-]+) for every t >= ([0-9.e+-]+)", detail).group(1))
+    T_end = float(re.search(r"for every t >= ([0-9.e+-]+) ", detail).group(1))
+    times = [T_end, 2 * T_end, 10 * T_end]
+    path, L = _flow(model, times[-1], times)
+    for th in path:
+        assert float(L(torch.tensor(th))) <= bound
+    assert bound < float(L(torch.tensor(model.theta0)))
 
 
 def test_terminal_ball_takes_about_the_largest_mu(setup, long_tube):

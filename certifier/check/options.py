@@ -25,7 +25,8 @@ FORMS: dict[str, dict[str, dict[str, tuple[object, str]]]] = {
     "method": {"sampled": {"samples": (4096, "samples"), "seed": (0, "seed")},
                "interval": {"boxes": (2000, "posint"), "seed": (0, "seed"),
                             "functions": ("margin", "functions"), "route": ("region", "route"),
-                            "hessian": ("off", "onoff"), "tolerance": (0.004, "positive")}},
+                            "hessian": ("off", "onoff"), "tolerance": (0.004, "positive"),
+                            "segments": (None, "posint")}},
     "desingularizer": {"auto": {}, "log": {}, "lambert": {}, "power": {"alpha": (REQUIRED, "alpha")}},
     "certify": {"rate": {"floor": (0.0, "nonneg"), "horizon": (1e4, "horizon"), "step": (None, "positive")}},
 }
@@ -60,6 +61,8 @@ WHAT = {
     "tolerance": ("tolerance", "with route=trajectory, the error each segment of the tube may add, as a "
                   "fraction of the tube's radius cap 0.02, such as tolerance=0.001 (smaller: more, shorter "
                   "segments and a thinner tube; docs/sound.md)"),
+    "segments": ("segments", "with route=trajectory, the most segments the tube may take before the "
+                 "run ends inconclusive, such as segments=3000 (default 400, times 0.004/tolerance)"),
     "floor": ("the floor", "the floor is a loss level, zero or more, such as floor=0"),
     "horizon": ("the horizon", "the gradient-flow time the claim covers (with step=, a number of "
                 "steps), such as horizon=1e4; at most 1e15"),

@@ -16,6 +16,7 @@ from ..analyse.sound.ball import BallModel
 from ..analyse.sound.evidence import SoundEvidence
 from ..analyse.witness import run_witness
 from ..diagnostics import Diagnostic, SpecError
+from ..progress import BudgetExceeded
 from ..result import FailingRegion
 
 
@@ -48,9 +49,26 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
                                     "mode (method interval)", checked.method.span,
                                     "use a model with a Lipschitz Jacobian (tanh, sigmoid, ...)", checked.spec.path)])
     t0 = time.perf_counter()
-    with reporter.phase("trajectory tube", total=None):
-        tube = tube_mod.route(model, floor=floor,
-                              local_tol=float(checked.method.options.get("tolerance") or tube_mod.LOCAL_TOL))
+    local_tol = float(checked.method.options.get("tolerance") or tube_mod.LOCAL_TOL)
+    given = checked.method.options.get("segments")
+    budget = tube_mod.segment_budget(local_tol, int(given) if given is not None else None)
+    proved: list = []           # the tube so far: what a --budget or Ctrl-C stop can still report
+
+    def segment_done(tube) -> None:
+        proved[:] = [len(tube.segments), tube.end_time, tube.end_loss, tube.end_e]
+        advance()              # may raise BudgetExceeded (the deadline) between segments
+
+    try:
+        with reporter.phase("trajectory tube (segments)", total=budget) as advance:
+            tube = tube_mod.route(model, floor=floor, local_tol=local_tol, segments=budget, progress=segment_done)
+    except BudgetExceeded as exc:
+        if proved and exc.detail is None:
+            n, T, L, e = proved
+            # L falls along the flow, so the bound at the tube's end holds from there on
+            exc.detail = (f"the tube had proved L(t) <= {L:.6g} for every t >= {T:.6g} ({n} of at most "
+                          f"{budget} segments, tube radius {e:.3g}); no rate is claimed")
+        exc.suggestion = "raise --budget (a tube of many segments takes long: docs/sound.md), or shrink the problem"
+        raise
     seconds = time.perf_counter() - t0
     term = tube.terminal
     reached_floor = tube.end_loss <= floor
@@ -90,7 +108,9 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
             kind="budget", message=(f"the tube proves L(t) <= {tube.end_loss:.6g} at t = {T:.6g} (radius "
                                     f"{tube.end_e:.3g}), but the ball rule around its end does not close: "
                                     f"{tube.message}"),
-            suggestion="a wider network, fewer or better separated points, or a floor",
+            suggestion=(f"more tube segments (method interval(..., segments=N) above the {len(segs)} of this "
+                        "run, which it used up), " if tube.budget_spent else "")
+            + "a wider network, fewer or better separated points, or a floor",
             points=[], span=_span(checked.method.span), numbers=numbers)
     beta0 = problem.hessian_top_eigenvalue(problem.theta0, seed=seed)
     w_eta = 0.25 / beta0 if beta0 > 0 else 0.1

@@ -118,6 +118,7 @@ class Tube:
     end_null: float = 0.0
     message: str = ""
     notes: list = field(default_factory=list)
+    budget_spent: bool = False                 # ended at max_segments (more might have closed it)
 
 
 # --- sound pieces ---------------------------------------------------------------------------------
@@ -476,11 +477,12 @@ def _prove(model, bm, tg, h, e, a, b, guess, split):
 
 
 def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float, max_segments: int = MAX_SEGMENTS,
-          h0: float = 0.0625, try_terminal=None, progress=lambda: None, local_tol: float = None,
+          h0: float = 0.0625, try_terminal=None, progress=lambda tube: None, local_tol: float = None,
           split: bool = True) -> Tube:
     """Follow the tangent-model flow from theta0 and prove the tube segment by segment. `cap` bounds
     the tube radius (beyond it the enclosures are useless); the tube stops once the loss bound is
     below `target_loss`, or when try_terminal(tube) returns a Terminal, or at max_segments.
+    progress(tube) is called after each proved segment (the tube so far is a theorem up to its end).
     split=False: Gronwall on |e| alone (no row-space split)."""
     c = 2.0 / model.n
     local_tol = LOCAL_TOL if local_tol is None else local_tol
@@ -493,7 +495,6 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
     last_try = math.inf
     floor_r = cap * 1e-6
     while len(tube.segments) < max_segments:
-        progress()
         accepted = None
         guess = (max(float(up(SAFETY * e)), floor_r), max(float(up(SAFETY * a)), floor_r),
                  max(float(up(SAFETY * b)), floor_r))
@@ -530,6 +531,7 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
         L_now = min(L_now, cross_section_loss(model, bm, tg, e, a, b))
         tube.end_theta, tube.end_e, tube.end_loss, tube.end_time = theta, e, L_now, t
         tube.end_row, tube.end_null = a, b
+        progress(tube)
         h *= 2.0
         if try_terminal is not None and L_now <= 0.5 * last_try:
             last_try = L_now
@@ -542,6 +544,7 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
             tube.message = f"the loss bound reached {L_now:.3g} at t = {t:.4g}"
             return tube
     tube.message = f"{max_segments} segments: the loss bound is {L_now:.3g} at t = {t:.4g}"
+    tube.budget_spent = True
     return tube
 
 
@@ -705,10 +708,19 @@ def replay(model: IntervalModel, bm: BallModel, thetas: list, hs: list, rhos: li
 
 
 # --- the route, for compose/sound.py --------------------------------------------------------------
-def route(model: IntervalModel, *, floor: float, cap: float = 0.02, max_segments: int = MAX_SEGMENTS,
-          reporter=None, local_tol: float = LOCAL_TOL) -> Tube:
+def segment_budget(local_tol: float, segments: int | None = None) -> int:
+    """The tube's segment budget: `segments` when the spec gives it, else MAX_SEGMENTS grown with
+    1/tolerance (a smaller tolerance takes more segments: 400 at the default, 1600 at 0.001)."""
+    if segments is not None:
+        return int(segments)
+    return max(MAX_SEGMENTS, int(MAX_SEGMENTS * LOCAL_TOL / local_tol))
+
+
+def route(model: IntervalModel, *, floor: float, cap: float = 0.02, local_tol: float = LOCAL_TOL,
+          segments: int | None = None, progress=lambda tube: None) -> Tube:
     """The trajectory route: the tube from theta0 until the terminal ball closes (or the loss bound is
-    at the floor, or max_segments). Least squares, a model the ball rule takes (the caller checks)."""
+    at the floor, or the segment budget is spent). Least squares, a model the ball rule takes (the
+    caller checks)."""
     bm = BallModel(model)
     tries = []
 
@@ -718,9 +730,7 @@ def route(model: IntervalModel, *, floor: float, cap: float = 0.02, max_segments
                       "mu": float(bound.value) if bound is not None else None,
                       "radius": (bound.numbers or {}).get("radius") if bound is not None else None})
         return term
-    # a smaller tolerance takes more segments: the budget grows with it (at most 400 at the default)
-    segments = max(max_segments, int(max_segments * LOCAL_TOL / local_tol))
-    tube = build(model, bm, cap=cap, target_loss=floor, max_segments=segments, h0=1 / 16,
-                 try_terminal=try_terminal, local_tol=local_tol)
+    tube = build(model, bm, cap=cap, target_loss=floor, max_segments=segment_budget(local_tol, segments), h0=1 / 16,
+                 try_terminal=try_terminal, local_tol=local_tol, progress=progress)
     tube.notes = tries
     return tube
