@@ -497,6 +497,26 @@ def test_a_budget_stop_in_the_tube_reports_the_bound_it_had_proved(setup):
     assert bound < float(L(torch.tensor(model.theta0)))
 
 
+def test_the_terminal_ball_is_tried_once_more_where_the_tube_ends(setup):
+    """Tries are made at every halving of the loss bound; a tube that ends (its budget, its cap)
+    tries once more at its end if the bound fell since, and that try can close it."""
+    _, model, bm, _ = setup
+    calls = []
+
+    def at_the_end(tube):
+        calls.append((len(tube.segments), tube.end_loss))
+        return "closed" if len(tube.segments) == 7 else None
+    tube = T.build(model, bm, cap=0.02, target_loss=0.0, max_segments=7, h0=1 / 16, try_terminal=at_the_end)
+    assert calls[-1][0] == 7 and tube.terminal == "closed" and not tube.budget_spent
+    assert tube.message == "tube and terminal ball proved"
+    assert all(later[1] <= 0.5 * earlier[1] for earlier, later in zip(calls[:-2], calls[1:-1]))
+    assert calls[-1][1] < calls[-2][1]
+    never = []
+    tube = T.build(model, bm, cap=0.02, target_loss=0.0, max_segments=7, h0=1 / 16,
+                   try_terminal=lambda tube: never.append(len(tube.segments)))
+    assert never[-1] == 7 and tube.terminal is None and tube.budget_spent
+
+
 def test_terminal_ball_takes_about_the_largest_mu(setup, long_tube):
     """The terminal ball closes (e + sqrt(L_T / mu) <= r) and its mu is within 10 % of the largest mu
     among the radii of an independent grid that also close (each a fresh ball rule)."""

@@ -510,12 +510,11 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
             if h < 1e-12:
                 break
         if accepted is None:
-            tube.message = f"no segment from t = {t:.4g} keeps the tube below radius {cap:g} (tube radius {e:.3g})"
-            return tube
+            return _last_try(tube, try_terminal, last_try,
+                             f"no segment from t = {t:.4g} keeps the tube below radius {cap:g} (tube radius {e:.3g})")
         nums, out, (rho, rr, rn) = accepted
         if (t + h) - t != h:            # segment times must be exact: t_{j+1} = t_j + h_j
-            tube.message = f"the segment times lost exactness at t = {t:.6g}"
-            return tube
+            return _last_try(tube, try_terminal, last_try, f"the segment times lost exactness at t = {t:.6g}")
         # the next checkpoint: the comparison curve's end in floats
         phi, phi_iv = phi_end(tg, c, h)
         nxt = tg.theta + tg.move(phi)
@@ -543,8 +542,22 @@ def build(model: IntervalModel, bm: BallModel, *, cap: float, target_loss: float
         if L_now <= target_loss:
             tube.message = f"the loss bound reached {L_now:.3g} at t = {t:.4g}"
             return tube
-    tube.message = f"{max_segments} segments: the loss bound is {L_now:.3g} at t = {t:.4g}"
     tube.budget_spent = True
+    return _last_try(tube, try_terminal, last_try,
+                     f"{max_segments} segments: the loss bound is {L_now:.3g} at t = {t:.4g}")
+
+
+def _last_try(tube: Tube, try_terminal, last_try: float, message: str) -> Tube:
+    """The tube ends without its terminal ball: the ball is tried once more at the tube's end when
+    the loss bound fell since the last try (tries are made at every halving of the bound, so up to
+    half of the last factor would otherwise go untried)."""
+    tube.message = message
+    if try_terminal is not None and tube.end_loss < last_try and tube.segments:
+        term = try_terminal(tube)
+        if term is not None:
+            tube.terminal = term
+            tube.message = "tube and terminal ball proved"
+            tube.budget_spent = False
     return tube
 
 
