@@ -168,9 +168,15 @@ def test_a_partial_result_is_valid(tmp_path):
     assert errors("result", data) == []
 
 
+# specs whose run takes longer than the whole slow suite (docs/sound.md gives their runs): their
+# JSON is the trajectory route's, which the goal network's spec covers here
+LONG = {"specs/practice/wide_tanh_64_points_sound.rq"}
+
+
 @pytest.mark.slow
 def test_every_spec_json_is_valid(tmp_path):
-    specs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").rglob("*.rq"))
+    specs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").rglob("*.rq") if str(p.relative_to(ROOT)) not in LONG)
+    assert LONG <= {str(p.relative_to(ROOT)) for p in (ROOT / "specs").rglob("*.rq")}
     code, out = _run_json(specs, tmp_path, "json", "--allow-python")   # specs/practice has a torch module
     data = json.loads(out)
     assert [d["spec"] for d in data] == specs
