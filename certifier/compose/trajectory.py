@@ -52,7 +52,9 @@ def certify_trajectory(problem, model, checked, floor, horizon, L0_up, enc0, fun
     local_tol = float(checked.method.options.get("tolerance") or tube_mod.LOCAL_TOL)
     given = checked.method.options.get("segments")
     budget = tube_mod.segment_budget(local_tol, int(given) if given is not None else None)
-    proved: list = []           # the tube so far: what a --budget or Ctrl-C stop can still report
+    # the tube so far, copied when a segment is proved (the tube's own fields change inside the next
+    # segment, where the deadline's alarm may fall): what a --budget stop reports
+    proved: list = []
 
     def segment_done(tube) -> None:
         proved[:] = [len(tube.segments), tube.end_time, tube.end_loss, tube.end_e]
