@@ -317,7 +317,8 @@ _KIND_TEXTS: dict[str, tuple[str, str, str, str, str]] = {
         "results were available and the phase that was running.",
         "certify specs/ --budget 60\n# Failure: budget  the budget of 60 s ran out during "
         "'searching ball r=2.27'",
-        "raise --budget, lower samples= in the method statement, or shrink the problem."),
+        "raise --budget, lower samples= (sampled) or boxes= (interval) in the method statement, "
+        "or shrink the problem."),
     "interrupted": (
         "run interrupted",
         "The run was interrupted (Ctrl-C or SIGTERM) before the analysis finished.",

@@ -14,7 +14,7 @@ from .compose.sampled import certify_sampled
 from .compose.sound import certify_sound
 from .diagnostics import SpecError
 from .parse import decode, parse
-from .progress import NullReporter
+from .progress import BudgetExceeded, NullReporter
 from .result import Result
 
 
@@ -49,6 +49,9 @@ def run_file(path: str, options: RunOptions | None = None) -> Result:
 
 # each engine: (checked spec, options) -> (the problem it compiled, its Evidence)
 ENGINES = {"sampled": certify_sampled, "interval": certify_sound}
+# what a --budget stop suggests, by engine, where the engine gave no hint of its own (the tube does)
+BUDGET_HINTS = {"sampled": "raise --budget, lower samples= in the method statement, or shrink the problem",
+                "interval": "raise --budget, lower boxes= in the method statement, or shrink the region"}
 
 
 def certify_checked(checked, options: RunOptions) -> Result:
@@ -56,6 +59,10 @@ def certify_checked(checked, options: RunOptions) -> Result:
     check_device(options.device)
     try:
         return build_result(checked, *ENGINES[checked.method.name](checked, options))
+    except BudgetExceeded as exc:
+        if exc.suggestion is None:
+            exc.suggestion = BUDGET_HINTS[checked.method.name]
+        raise
     except SystemExit as exc:   # a torch model's own sys.exit(): E302, not a silent exit 0
         if getattr(checked, "model_module", None) is None:
             raise

@@ -162,3 +162,21 @@ loss least_squares
     budgeted = _check_with_deadline(text, 3600.0)
     for a, b in ((plain.x, budgeted.x), (plain.y, budgeted.y), (plain.params["w"], budgeted.params["w"])):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("spec, hint", [("specs/linear_underparameterized.rq", "lower samples="),
+                                        ("specs/linear_underparameterized_sound.rq", "lower boxes=")])
+def test_a_budget_stop_suggests_the_engines_own_knob(spec, hint):
+    """A sampled run is made cheaper by samples=, a sound one by boxes= (never the other's knob)."""
+    from pathlib import Path
+
+    from certifier.check import check
+    from certifier.parse import parse
+    from certifier.pipeline import RunOptions, certify_checked
+
+    path = Path(__file__).resolve().parent.parent / spec
+    checked = check(parse(path.read_text(), str(path)))
+    past = time.monotonic() - 1.0        # the first progress step raises
+    with pytest.raises(BudgetExceeded) as info:
+        certify_checked(checked, RunOptions(reporter=DeadlineReporter(None, past), deadline=past))
+    assert hint in info.value.suggestion and info.value.suggestion.startswith("raise --budget")
