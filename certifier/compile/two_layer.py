@@ -107,8 +107,8 @@ def _softplus_second(Z: torch.Tensor, T: torch.Tensor):
 
 
 def _tanh_second(Z, T):
-    S = 1.0 - T * T
-    return S, -2.0 * T * S
+    S = torch.mul(T, T).neg_().add_(1.0)
+    return S, torch.mul(T, S).mul_(-2.0)
 
 
 def _sigmoid_second(Z, T):
@@ -393,7 +393,8 @@ class TwoLayer:
             Z = _xw(x, W)                                            # [B, n, h]
             if b is not None:
                 Z += b.unsqueeze(1)
-            T = _tanh_(Z.clone()) if self.activation == "tanh" else FUNCTIONS[self.activation](Z)
+            # tanh's s' and s'' are functions of T alone: T takes Z's place
+            T = _tanh_(Z) if self.activation == "tanh" else FUNCTIONS[self.activation](Z)
             S, S2 = SECOND[self.activation](Z, T)
             F = self._scaled(torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1))
             if c is not None:
@@ -404,7 +405,7 @@ class TwoLayer:
         gn = gnorm_of(Fl, losses)
         with torch.no_grad():
             G = self._jt(th, x, a, T, S, r.detach())
-            gsq = torch.linalg.vecdot(G, G)
+            gsq = torch.stack([g @ g for g in G])     # a dot a row: no [B, m] temporary
             dW, da, db, dc = self._parts(G)
             Zd = _xw(x, dW)                                          # J g, through Z
             if db is not None:
@@ -420,28 +421,37 @@ class TwoLayer:
             u = inv * w - q                                          # J^T u: first-order part
             rho = self._scaled(inv * r.detach())                     # weights of the second-order part
             us = self._scaled(u)
-            D = torch.zeros_like(th)
+            D = self._unset(th)
             D[:, self.slices["a"]] = (torch.bmm(us.unsqueeze(1), T) + torch.bmm(rho.unsqueeze(1), SZd)).squeeze(1)
             if "c" in self.slices:
                 D[:, self.slices["c"]] = u.sum(dim=1, keepdim=True)
             # dF/dZ weights of both parts, so that W's gradient is one product: x^T P
             # (S2 may be S or T itself: exp's s'' = s' = s; never written in place)
-            P = (S * da.unsqueeze(1)).addcmul_(S2 * Zd, a.unsqueeze(1)).mul_(rho.unsqueeze(2))
-            P.addcmul_(S, us.unsqueeze(2) * a.unsqueeze(1))                     # [B, n, h]
+            # (Zd and SZd are not read again: their buffers take the products)
+            P = torch.mul(S, da.unsqueeze(1)).addcmul_(Zd.mul_(S2), a.unsqueeze(1)).mul_(rho.unsqueeze(2))
+            P.addcmul_(torch.mul(S, us.unsqueeze(2), out=SZd), a.unsqueeze(1))     # [B, n, h]
             if b is not None:
                 D[:, self.slices["b"]] = P.sum(dim=1)
             self._set_w(D, P, x)
             logs = torch.log(gsq) - torch.log(gn.detach())
         return F.detach(), losses.detach(), gsq, gn.detach(), logs, D
 
+    def _unset(self, th):
+        """A [B, m] gradient to be written block by block: the unused parameters' blocks are 0,
+        the others left for the caller (no pass zeroing the whole of it)."""
+        out = torch.empty_like(th)
+        for s in self.unused:
+            out[:, s] = 0.0
+        return out
+
     def _jt(self, th, x, a, T, S, v):
         """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas)."""
-        out = torch.zeros_like(th)
+        out = self._unset(th)
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
         if "c" in self.slices:
             out[:, self.slices["c"]] = v.sum(dim=1, keepdim=True)
-        VS = S * (vs.unsqueeze(2) * a.unsqueeze(1))                 # [B, n, h]: dF/dZ weights
+        VS = torch.mul(S, vs.unsqueeze(2)).mul_(a.unsqueeze(1))     # [B, n, h]: dF/dZ weights
         if "b" in self.slices:
             out[:, self.slices["b"]] = VS.sum(dim=1)
         self._set_w(out, VS, x)
@@ -493,9 +503,7 @@ class TwoLayer:
         rc = r                                                       # dL/dc
         r = self._scaled(r)                                          # dL/d(T a)
         mark("loss and r")
-        G = torch.empty_like(th)
-        for s in self.unused:
-            G[:, s] = 0.0
+        G = self._unset(th)
         G[:, self.slices["a"]] = torch.bmm(r.unsqueeze(1), T).squeeze(1)
         if c is not None:
             G[:, self.slices["c"]] = rc.sum(dim=1, keepdim=True)
