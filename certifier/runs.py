@@ -183,8 +183,9 @@ def _run_one(path: str, args, cache, started: float | None, text: str | None) ->
         detail = f": {exc.detail}" if getattr(exc, "detail", None) else ""
         result = partial_result(path, source, "budget",
                                 f"the budget of {args.budget:g} s ran out{where}{detail}",
-                                exc.suggestion or "raise --budget, lower samples= in the method statement, or "
-                                "shrink the problem",
+                                # the engines name their own knob (pipeline.BUDGET_HINTS); before
+                                # them (reading, checking, hashing) only the problem's size counts
+                                exc.suggestion or "raise --budget, or shrink the problem (its data and parameters)",
                                 seconds, reporter, _partial(reporter))
         return Outcome(path, result=result, source=source, seconds=seconds)
     except KeyboardInterrupt as exc:   # Ctrl-C, or SIGTERM (progress.Terminated)

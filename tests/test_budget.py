@@ -117,6 +117,8 @@ def test_budget_bounds_heavy_data_expressions(tmp_path):
     # on a loaded machine the start-up (torch's import) alone may spend the budget
     assert re.fullmatch(r"the budget of 3 s ran out (during 'checking the spec'(: computing '[xy]': .+)?|"
                         r"while reading, checking and compiling the spec)", f["message"]), f["message"]
+    # stopped before any engine ran: no engine's knob is suggested
+    assert f["suggestion"] == "raise --budget, or shrink the problem (its data and parameters)"
     # the unbounded run takes over a minute; 2-core CI machines start torch in 1.5 to 5 s
     assert wall < max(budget, baseline) + 3.0, (wall, baseline)
 
