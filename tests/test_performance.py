@@ -218,7 +218,28 @@ def test_batched_search_gives_the_records_of_the_old_search(name, make, samples)
     assert all(rel(a, b) <= 1e-9 for a, b in zip(old.value, new.value) if abs(a) > 1e-300)
     assert all(rel(a, b) <= 1e-9 for a, b in zip(old.loss, new.loss))
     assert sorted(old.thetas) == sorted(new.thetas)
+    # the units keep their iterates without a copy (Block.add's owned): none was written after
+    assert all(float((old.thetas[k] - new.thetas[k]).norm()) <= 1e-9 * float(old.thetas[k].norm())
+               for k in old.thetas)
     assert rel(old.minimum(radius, 0.0)[0], new.minimum(radius, 0.0)[0]) <= 1e-9
+
+
+@pytest.mark.parametrize("make", [lambda c: Ball(c, 0.7), lambda c: Box(c, 0.25)])
+def test_a_regions_measures_are_its_distance_containment_and_projection(make):
+    """Region.measure and project_measured (one pass where the units made two or three) give the
+    same floats as distance, contains and project, inside, outside and on the boundary."""
+    gen = torch.Generator().manual_seed(0)
+    center = torch.randn(300, generator=gen, dtype=torch.float64)
+    region = make(center)
+    for scale in (0.01, 0.05, 0.3, 1.0, 3.0):
+        for _ in range(20):
+            theta = center + scale * torch.randn(300, generator=gen, dtype=torch.float64)
+            assert region.measure(theta) == (region.distance(theta), region.contains(theta))
+            projected, distance = region.project_measured(theta.clone())
+            assert torch.equal(projected, region.project(theta)) and distance == region.distance(projected)
+    edge = center.clone()
+    edge[0] += region.inner_radius
+    assert region.measure(edge) == (region.distance(edge), True)
 
 
 def test_the_adversarial_descents_run_their_whole_budget_on_the_floor_spec():

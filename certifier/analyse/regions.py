@@ -65,9 +65,22 @@ class Ball:
         return self.distance(theta) <= self.radius * (1 + 1e-12)
 
     def project(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.project_measured(theta)[0]
+
+    def measure(self, theta: torch.Tensor) -> tuple[float, bool]:
+        """(distance(theta), contains(theta)) from one pass over theta."""
+        d = self.distance(theta)
+        return d, d <= self.radius * (1 + 1e-12)
+
+    def project_measured(self, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(project(theta), its distance): the distance of a point inside is the norm that
+        decided it was inside (the same float as distance()); a projected point's is measured."""
         d = theta - self.center
         norm = float(d.norm())
-        return theta if norm <= self.radius else self.center + d * (self.radius / norm)
+        if norm <= self.radius:
+            return theta, norm
+        p = d.mul_(self.radius / norm).add_(self.center)   # center + d (r / |d|), in d's buffer
+        return p, self.distance(p)
 
     @property
     def inner_radius(self) -> float:
@@ -114,6 +127,15 @@ class Box:
 
     def project(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.clamp(theta, self.center - self.halfwidth, self.center + self.halfwidth)
+
+    def measure(self, theta: torch.Tensor) -> tuple[float, bool]:
+        """(distance(theta), contains(theta)) from one difference."""
+        d = theta - self.center
+        return float(d.norm()), float(d.abs_().max()) <= self.halfwidth * (1 + 1e-12)
+
+    def project_measured(self, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+        p = self.project(theta)
+        return p, self.distance(p)
 
     @property
     def inner_radius(self) -> float:

@@ -106,10 +106,14 @@ class Block:
             self._group.blocks = [self]
 
     def add(self, source: str, distance: float, loss: float, value: float, theta: torch.Tensor | None = None,
-            sample_max: float = math.nan) -> None:
+            sample_max: float = math.nan, owned: bool = False) -> None:
+        """owned: theta is a tensor of its own that the caller never writes again (a search's
+        iterate), kept as it is; else a copy is kept (a row of a batch would keep the batch)."""
         # the rows whose theta Records.add keeps (and counts towards its pruning)
         counted = math.isfinite(value) and math.isfinite(loss) and loss <= self._group.top
-        keep = theta.detach().clone() if theta is not None and counted else None
+        keep = None
+        if theta is not None and counted:
+            keep = theta.detach() if owned else theta.detach().clone()
         self.rows.append((source, distance, loss, value, keep, sample_max))
         if counted:
             if keep is not None:
@@ -140,7 +144,10 @@ def flush(blocks: list[Block], records: Records) -> None:
 def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, steps: int, eta0: float,
                  noise: float, floor: float, ceiling: float = math.inf, advance=_noop,
                  source: str = "trajectory") -> list[Block]:
-    """serial.trajectory from every start, advanced together (one batched evaluation per step)."""
+    """serial.trajectory from every start, advanced together (one batched evaluation per step).
+    Each iterate is a new tensor, never written again: its record keeps it without a copy, and
+    one pass over it gives both its distance and whether it is in the region (distances are from
+    the region's center, which is `center` for every caller; from `center` where region is None)."""
     ev = evaluator(problem)
     count = len(starts)
     blocks = group(count, theta_keep(problem.m), ceiling)
@@ -162,16 +169,20 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
                 continue       # converged to a critical point
             if prev[j] is not None and p.loss > prev[j][0] * (1 + 1e-12):
                 eta[j] *= 0.5  # the step was too long: retake it
-                theta[j] = prev[j][1] - eta[j] * prev[j][2]
+                theta[j] = torch.add(prev[j][1], prev[j][2], alpha=-eta[j])
                 still.append(j)
                 continue
-            if region is not None and not region.contains(theta[j]):
-                continue
-            blocks[j].add(source, float((theta[j] - center).norm()), p.loss, p.rayleigh, theta[j], p.sample_max)
+            if region is not None:
+                distance, inside = region.measure(theta[j])
+                if not inside:
+                    continue
+            else:
+                distance = float((theta[j] - center).norm())
+            blocks[j].add(source, distance, p.loss, p.rayleigh, theta[j], p.sample_max, owned=True)
             if p.loss < max(noise, floor) or p.grad_sqnorm == 0.0:
                 continue
             prev[j] = (p.loss, theta[j], p.grad)
-            theta[j] = theta[j] - eta[j] * p.grad
+            theta[j] = torch.add(theta[j], p.grad, alpha=-eta[j])    # theta - eta g, one pass
             still.append(j)
         running = still
     return [b.finish() for b in blocks]
@@ -189,6 +200,8 @@ class _Descent:
     tries: int = 0
     norm: float = 0.0
     candidate: torch.Tensor | None = None
+    distance: float = 0.0          # of theta from the region's center
+    candidate_distance: float = 0.0
     started: bool = False
     done: bool = False
 
@@ -196,11 +209,15 @@ class _Descent:
 def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: float, floor: float,
                 ceiling: float = math.inf, advance=_noop) -> list[Block]:
     """serial.adversarial from every start, advanced together: each round evaluates, for every
-    descent still running, its current candidate (or its start) in one batch."""
+    descent still running, its current candidate (or its start) in one batch. A candidate is a
+    new tensor, measured as it is projected, and kept by its record without a copy."""
     ev = evaluator(problem)
     scale = region.inner_radius
     lowest = max(floor, noise)
-    runs = [_Descent(region.project(s.clone())) for s in starts]
+    runs = []
+    for s in starts:
+        theta, distance = region.project_measured(s.clone())
+        runs.append(_Descent(theta, distance=distance))
     blocks = group(len(runs), theta_keep(problem.m), ceiling)
 
     def begin(r: _Descent, block: Block) -> None:
@@ -210,14 +227,14 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
             return
         advance(1)
         block.evaluations += 1
-        block.add("adversarial", region.distance(r.theta), r.L, math.exp(r.log_r), r.theta, r.smax)
+        block.add("adversarial", r.distance, r.L, math.exp(r.log_r), r.theta, r.smax, owned=True)
         norm = float(r.d.norm())
         if not math.isfinite(norm) or norm == 0.0 or r.L < lowest:
             r.done = True
             return
         r.norm, r.tries = norm, 0
         r.step = 0.05 * scale * (0.01 ** (r.i / max(1, iterations - 1)))
-        r.candidate = region.project(r.theta - r.step * r.d / norm)
+        r.candidate, r.candidate_distance = region.project_measured(torch.add(r.theta, r.d, alpha=-r.step / norm))
 
     while True:
         active = [j for j, r in enumerate(runs) if not r.done]
@@ -233,6 +250,7 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
                 begin(r, blocks[j])
             elif cL >= lowest:
                 r.theta, r.L, r.log_r, r.d, r.smax = r.candidate, cL, c_log_r, c_d, c_smax
+                r.distance = r.candidate_distance
                 r.i += 1
                 begin(r, blocks[j])
             else:
@@ -241,7 +259,8 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
                 if r.tries >= 8:
                     r.done = True
                 else:
-                    r.candidate = region.project(r.theta - r.step * r.d / r.norm)
+                    r.candidate, r.candidate_distance = region.project_measured(
+                        torch.add(r.theta, r.d, alpha=-r.step / r.norm))
     return [b.finish() for b in blocks]
 
 
