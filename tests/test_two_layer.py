@@ -301,7 +301,8 @@ def test_the_fast_paths_tangent_kernel_imports_no_sympy():
     assert out.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("model", [m for m in RECOGNISED if activation_of(m) in ("tanh", "relu", "softplus", "sin")],
+@pytest.mark.parametrize("model", [m for m in RECOGNISED if activation_of(m) in
+                                   ("tanh", "sigmoid", "relu", "exp", "softplus", "sin", "cos")],
                          ids=lambda m: m.strip())
 def test_the_written_out_gradient_of_log_r_is_autograds(model, monkeypatch):
     """log R and its gradient by the written-out Hessian-vector product (TwoLayer.log_rayleigh_grad)
@@ -320,3 +321,54 @@ def test_the_written_out_gradient_of_log_r_is_autograds(model, monkeypatch):
         assert rel(L, rL) <= 1e-12 and abs(log_r - r_log_r) <= 1e-11
         assert float((d - rd).norm()) <= 1e-10 * float(rd.norm())
     assert calls
+
+
+@pytest.mark.parametrize("model", ["a @ tanh(W @ x + b) + c", "sum(a * softplus(W @ x))", "sum(a * tanh(x @ W))"])
+def test_work_buffers_are_reused_and_no_result_is_one_of_them(model):
+    """The fast path's [B, n, h] work buffers (TwoLayer.work) are taken once, at the largest batch,
+    and reused by smaller ones; what a call returns is its own: a later call leaves it unchanged,
+    and it equals a fresh evaluator's bitwise."""
+    text = spec(model, "\n".join(RECOGNISED[model]), n=40)
+    p = problem(text)
+    ev = BatchedEvaluator(p)
+    fast = ev.two_layer()
+    gen = torch.Generator().manual_seed(3)
+    thetas = p.theta0 + 0.3 * torch.randn(7, p.m, generator=gen, dtype=torch.float64)
+    points, logs = ev.points(thetas), ev.log_rayleigh_and_grad(thetas)
+    kept = [(q.grad.clone(), d.clone()) for q, (_, _, d, _) in zip(points, logs)]
+    buffers = {tag: t.data_ptr() for tag, t in fast.work.flat.items()}
+    assert {"Z", "G", "P"} <= set(buffers)
+    ev.points(thetas[:3])
+    ev.log_rayleigh_and_grad(thetas[2:6])
+    ev.points(-thetas[:1])
+    assert {tag: t.data_ptr() for tag, t in fast.work.flat.items()} == buffers
+    for q, (_, _, d, _), (g0, d0) in zip(points, logs, kept):
+        assert torch.equal(q.grad, g0) and torch.equal(d, d0)
+    fresh = BatchedEvaluator(problem(text))
+    for q, r in zip(points, fresh.points(thetas)):
+        assert (q.loss, q.rayleigh) == (r.loss, r.rayleigh) and torch.equal(q.grad, r.grad)
+
+
+def test_threads_sharing_an_evaluator_each_have_their_own_buffers():
+    """dask's threads share one problem (and its evaluator): two threads evaluating different
+    batches at once give the values each gives alone."""
+    import threading
+
+    p = problem(spec("a @ tanh(W @ x + b) + c", "\n".join(RECOGNISED["a @ tanh(W @ x + b) + c"]), n=64))
+    ev = BatchedEvaluator(p)
+    assert ev.two_layer() is not None
+    gen = torch.Generator().manual_seed(4)
+    batches = [p.theta0 + s * torch.randn(5, p.m, generator=gen, dtype=torch.float64) for s in (0.2, 1.0)]
+    alone = [[q.rayleigh for q in ev.points(t)] + [lr for _, lr, _, _ in ev.log_rayleigh_and_grad(t)] for t in batches]
+    out: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        out[k] = [[q.rayleigh for q in ev.points(batches[k])]
+                  + [lr for _, lr, _, _ in ev.log_rayleigh_and_grad(batches[k])] for _ in range(30)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(rows == alone[k] for k in (0, 1) for rows in out[k])

@@ -37,7 +37,9 @@ autograd.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import threading
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -99,34 +101,54 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def _softplus_second(Z: torch.Tensor, T: torch.Tensor):
+def _softplus_second(Z: torch.Tensor, T: torch.Tensor, buffer):
     S = torch.sigmoid(Z)                          # torch's softplus (beta 1, threshold 20): s = Z above 20
     S2 = S * (1.0 - S)
     above = Z > 20.0
     return S.masked_fill_(above, 1.0), S2.masked_fill_(above, 0.0)
 
 
-def _tanh_second(Z, T):
-    S = torch.mul(T, T).neg_().add_(1.0)
-    return S, torch.mul(T, S).mul_(-2.0)
+def _tanh_second(Z, T, buffer):
+    S = torch.mul(T, T, out=buffer("S")).neg_().add_(1.0)
+    return S, torch.mul(T, S, out=buffer("S2")).mul_(-2.0)
 
 
-def _sigmoid_second(Z, T):
-    S = T * (1.0 - T)
-    return S, S * (1.0 - 2.0 * T)
+def _sigmoid_second(Z, T, buffer):
+    S = torch.neg(T, out=buffer("S")).add_(1.0).mul_(T)                  # (1 - T) T
+    return S, torch.mul(T, -2.0, out=buffer("S2")).add_(1.0).mul_(S)     # (1 - 2 T) S
 
 
-# (s'(Z), s''(Z)) from Z and T = s(Z), for the written-out gradient of log R (log_rayleigh_grad);
-# an activation missing here takes autograd's double backward
+# (s'(Z), s''(Z)) from Z, T = s(Z) and buffer(tag) (a work buffer of Z's shape), for the
+# written-out gradient of log R (log_rayleigh_grad); an activation missing here takes autograd's
+# double backward
 SECOND: dict[str, Callable] = {
     "tanh": _tanh_second,
     "sigmoid": _sigmoid_second,
-    "relu": lambda Z, T: ((Z > 0).to(Z.dtype), torch.zeros_like(Z)),   # autograd's relu'' is 0
-    "exp": lambda Z, T: (T, T),
+    "relu": lambda Z, T, buffer: ((Z > 0).to(Z.dtype), torch.zeros_like(Z)),   # autograd's relu'' is 0
+    "exp": lambda Z, T, buffer: (T, T),
     "softplus": _softplus_second,
-    "sin": lambda Z, T: (torch.cos(Z), -T),
-    "cos": lambda Z, T: (-torch.sin(Z), -T),
+    "sin": lambda Z, T, buffer: (torch.cos(Z), -T),
+    "cos": lambda Z, T, buffer: (-torch.sin(Z), -T),
 }
+
+
+class _Work(threading.local):
+    """The fast path's work buffers ([B, n, h] activations and their products), one set per
+    thread (dask's threads share a problem), each a flat tensor that grows to the largest batch
+    and is viewed at the size of each call. Allocating them afresh each call left the heap of a
+    long search fragmented: the peak RSS of the same run varied 370-650 MB with Python's hash seed
+    (n = 256, width 256; docs/performance.md). A view never leaves the call that takes it."""
+
+    def __init__(self):
+        self.flat: dict[str, torch.Tensor] = {}
+
+    def get(self, tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        count = math.prod(shape)
+        buf = self.flat.get(tag)
+        if buf is None or buf.numel() < count or buf.dtype != like.dtype or buf.device != like.device:
+            self.flat.pop(tag, None)
+            buf = self.flat[tag] = torch.empty(count, dtype=like.dtype, device=like.device)
+        return buf[:count].view(shape)
 
 
 def _name(e: Expr) -> str | None:
@@ -164,10 +186,10 @@ def _split_scale(e: Expr) -> tuple[Expr, str | None, float]:
     return e, None, 1.0
 
 
-def _xw(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def _xw(x: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W_b for each b ([n, d] @ [B, d, h]) as one bmm on W's own strides: torch.matmul
     broadcasts x by copying W first (B = 8, n = 16, h = 4096, one thread: 1.76 against 1.16 ms)."""
-    return torch.bmm(x.unsqueeze(0).expand(W.shape[0], -1, -1), W)
+    return torch.bmm(x.unsqueeze(0).expand(W.shape[0], -1, -1), W, out=out)
 
 
 def _no_mark(step: str) -> None:
@@ -185,6 +207,12 @@ class TwoLayer:
     unused: tuple[slice, ...] = ()   # parameters the model does not use (their gradient is 0)
     activation: str = "tanh"      # a key of ACTIVATIONS
     scale: tuple[str, float] | None = None   # ('div', k): F = (T a) / k + c; ('mul', k): k (T a) + c
+    work: _Work = field(default_factory=_Work, repr=False, compare=False)
+
+    def _buffer(self, th: torch.Tensor, n: int):
+        """buffer(tag) -> this thread's [B, n, h] work buffer `tag` for the batch th."""
+        shape = (th.shape[0], n, self.h)
+        return lambda tag: self.work.get(tag, shape, th)
 
     @property
     def _act(self) -> Activation:
@@ -389,13 +417,14 @@ class TwoLayer:
         losses_of(F) -> [B] and gnorm_of(F, L) -> [B] are differentiable functions of F (the
         loss table's, vmapped over rows)."""
         W, a, b, c = self._parts(th)
+        buffer = self._buffer(th, x.shape[0])
         with torch.no_grad():
-            Z = _xw(x, W)                                            # [B, n, h]
+            Z = _xw(x, W, out=buffer("Z"))                          # [B, n, h]
             if b is not None:
                 Z += b.unsqueeze(1)
             # tanh's s' and s'' are functions of T alone: T takes Z's place
             T = _tanh_(Z) if self.activation == "tanh" else FUNCTIONS[self.activation](Z)
-            S, S2 = SECOND[self.activation](Z, T)
+            S, S2 = SECOND[self.activation](Z, T, buffer)
             F = self._scaled(torch.bmm(a.unsqueeze(1), T.transpose(1, 2)).squeeze(1))
             if c is not None:
                 F += c
@@ -404,13 +433,13 @@ class TwoLayer:
         (r,) = torch.autograd.grad(losses.sum(), Fl, create_graph=True)
         gn = gnorm_of(Fl, losses)
         with torch.no_grad():
-            G = self._jt(th, x, a, T, S, r.detach())
+            G = self._jt(th, x, a, T, S, r.detach(), buffer)
             gsq = torch.stack([g @ g for g in G])     # a dot a row: no [B, m] temporary
             dW, da, db, dc = self._parts(G)
-            Zd = _xw(x, dW)                                          # J g, through Z
+            Zd = _xw(x, dW, out=buffer("Zd"))                       # J g, through Z
             if db is not None:
                 Zd += db.unsqueeze(1)
-            SZd = S * Zd
+            SZd = torch.mul(S, Zd, out=buffer("SZd"))
             Jg = self._scaled(torch.bmm(T, da.unsqueeze(2)).squeeze(2) + torch.bmm(SZd, a.unsqueeze(2)).squeeze(2))
             if dc is not None:
                 Jg += dc
@@ -428,8 +457,8 @@ class TwoLayer:
             # dF/dZ weights of both parts, so that W's gradient is one product: x^T P
             # (S2 may be S or T itself: exp's s'' = s' = s; never written in place)
             # (Zd and SZd are not read again: their buffers take the products)
-            P = torch.mul(S, da.unsqueeze(1)).addcmul_(Zd.mul_(S2), a.unsqueeze(1)).mul_(rho.unsqueeze(2))
-            P.addcmul_(torch.mul(S, us.unsqueeze(2), out=SZd), a.unsqueeze(1))     # [B, n, h]
+            P = torch.mul(S, da.unsqueeze(1), out=buffer("P")).addcmul_(Zd.mul_(S2), a.unsqueeze(1))
+            P.mul_(rho.unsqueeze(2)).addcmul_(torch.mul(S, us.unsqueeze(2), out=SZd), a.unsqueeze(1))   # [B, n, h]
             if b is not None:
                 D[:, self.slices["b"]] = P.sum(dim=1)
             self._set_w(D, P, x)
@@ -444,14 +473,17 @@ class TwoLayer:
             out[:, s] = 0.0
         return out
 
-    def _jt(self, th, x, a, T, S, v):
-        """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas)."""
-        out = self._unset(th)
+    def _jt(self, th, x, a, T, S, v, buffer):
+        """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas), in this thread's
+        work buffer "G" (not to leave log_rayleigh_grad)."""
+        out = self.work.get("G", tuple(th.shape), th)
+        for s in self.unused:
+            out[:, s] = 0.0
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
         if "c" in self.slices:
             out[:, self.slices["c"]] = v.sum(dim=1, keepdim=True)
-        VS = torch.mul(S, vs.unsqueeze(2)).mul_(a.unsqueeze(1))     # [B, n, h]: dF/dZ weights
+        VS = torch.mul(S, vs.unsqueeze(2), out=buffer("VS")).mul_(a.unsqueeze(1))   # [B, n, h]: dF/dZ weights
         if "b" in self.slices:
             out[:, self.slices["b"]] = VS.sum(dim=1)
         self._set_w(out, VS, x)
@@ -462,19 +494,21 @@ class TwoLayer:
         B = P.shape[0]
         GW = out[:, self.slices["W"]]
         if self.w_first:
-            GW.view(B, self.h, self.d).copy_(self._w_layout(P.transpose(1, 2), x.unsqueeze(0).expand(B, -1, -1)))
+            self._w_layout(P.transpose(1, 2), x.unsqueeze(0).expand(B, -1, -1), GW.view(B, self.h, self.d))
         else:
-            GW.view(B, self.d, self.h).copy_(torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), P))
+            torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), P, out=GW.view(B, self.d, self.h))
 
-    @staticmethod
-    def _w_layout(St: torch.Tensor, xr: torch.Tensor) -> torch.Tensor:
-        """St @ xr ([B, h, n] @ [B, n, d] -> [B, h, d], W [h, d]'s own layout). With few samples
-        the product in this orientation is faster; from about 32 samples (a one-off timing, one
-        thread: n = 64, h = 1024, B = 8: 2.4 against 1.5 ms) the [B, d, h] product and a
-        transposed copy are."""
+    def _w_layout(self, St: torch.Tensor, xr: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out = St @ xr ([B, h, n] @ [B, n, d] -> [B, h, d], W [h, d]'s own layout; out may be
+        W's block of a [B, m] gradient: bmm writes on its strides). With few samples the product in
+        this orientation is faster; from about 32 samples (a one-off timing, one thread: n = 64,
+        h = 1024, B = 8: 2.4 against 1.5 ms) the [B, d, h] product (in this thread's work buffer)
+        and a transposed copy are."""
         if St.shape[2] < 32:
-            return torch.bmm(St, xr)
-        return torch.bmm(xr.transpose(1, 2), St.transpose(1, 2)).transpose(1, 2)
+            return torch.bmm(St, xr, out=out)
+        B, h, d = out.shape
+        product = torch.bmm(xr.transpose(1, 2), St.transpose(1, 2), out=self.work.get("WT", (B, d, h), out))
+        return out.copy_(product.transpose(1, 2))
 
     @torch.no_grad()
     def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
@@ -485,7 +519,9 @@ class TwoLayer:
         mark = mark or _no_mark
         B = th.shape[0]
         W, a, b, c = self._parts(th)
-        Z = _xw(x, W)                                               # [B, n, h]
+        buffer = self._buffer(th, x.shape[0])
+        # Z, then T and S in its place; with an activation whose s' needs Z, T is a new tensor
+        Z = _xw(x, W, out=buffer("Z"))                              # [B, n, h]
         if b is not None:
             Z += b.unsqueeze(1)
         mark("forward product")
@@ -514,13 +550,10 @@ class TwoLayer:
             G[:, self.slices["b"]] = torch.bmm(r.unsqueeze(1), S).squeeze(1) * a
         xr = x.T.unsqueeze(0) * r.unsqueeze(1)                       # [B, d, n]: x^T diag(r)
         GW = G[:, self.slices["W"]]
+        # the product written into W's block of G on its strides (no [B, m] temporary and copy)
         if self.w_first:
-            M = self._w_layout(S.transpose(1, 2), xr.transpose(1, 2)).mul_(a.unsqueeze(2))   # [B, h, d]
-            mark("backward product")
-            GW.view(B, self.h, self.d).copy_(M)
+            self._w_layout(S.transpose(1, 2), xr.transpose(1, 2), GW.view(B, self.h, self.d)).mul_(a.unsqueeze(2))
         else:
-            M = torch.bmm(xr, S).mul_(a.unsqueeze(1))               # [B, d, h]
-            mark("backward product")
-            GW.view(B, self.d, self.h).copy_(M)
-        mark("dW into theta")
+            torch.bmm(xr, S, out=GW.view(B, self.d, self.h)).mul_(a.unsqueeze(1))
+        mark("backward product")
         return F, losses.detach(), G
