@@ -44,7 +44,7 @@ def steps(model, batches: int) -> dict:
             now = time.perf_counter()
             times.setdefault(step, []).append(now - last[0])
             last[0] = now
-        F, L, G = ev._fast.forward_backward(th, ev.x, ev._losses, mark)
+        F, L, G = ev._fast.forward_backward(th, ev.x, ev._losses, mark, derivative=ev._derivative)
         ev._row_facts(F, L, G)
         mark("the rows' values")
 

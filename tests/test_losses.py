@@ -50,6 +50,28 @@ def test_grad_sqnorm_is_the_functional_gradient_norm(name):
     assert loss.floor_g(float(L.detach()), M) <= expected * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(name for name in LOSSES if LOSSES[name].derivative is not None))
+def test_a_declared_derivative_is_autograds(name):
+    """The loss table's closed-form dL/dF (rows of scalar outputs, the two-layer fast path's case)
+    against autograd's derivative of value(F[b], y), row by row: equal to rounding (for least
+    squares bitwise: autograd forms (1/n) r twice and adds, which is r (2/n))."""
+    loss = LOSSES[name]
+    gen = torch.Generator().manual_seed(1)
+    for n in (1, 7, 64):
+        F = torch.randn(5, n, generator=gen, dtype=torch.float64)
+        y = _targets(name, n, 1, gen).reshape(n)
+        rows = []
+        for b in range(5):
+            f = F[b].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(loss.value(f, y), f)
+            rows.append(g)
+        expected = torch.stack(rows)
+        got = loss.derivative(F.clone(), y)
+        assert float((got - expected).abs().max()) <= 1e-15 * float(expected.abs().max())
+        if name == "least_squares":
+            assert torch.equal(got, expected)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.floats(min_value=0.0, max_value=40.0), min_size=1, max_size=8),
        st.floats(min_value=0.0, max_value=40.0))

@@ -251,6 +251,9 @@ def test_the_evaluators_one_theta_point_is_problem_points(model):
         assert rel(q.loss, ref.loss) <= 1e-12 and rel(q.rayleigh, ref.rayleigh) <= 1e-12
         assert rel(q.grad_sqnorm, ref.grad_sqnorm) <= 1e-12 and rel(q.sample_max, ref.sample_max) <= 1e-12
         assert float((q.grad - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+        # the witness's step: the same forward and backward, without R
+        s = ev.gradient(theta)
+        assert (s.loss, s.grad_sqnorm) == (q.loss, q.grad_sqnorm) and torch.equal(s.grad, q.grad)
     assert ev.path.startswith("two-layer ")
 
 
@@ -259,6 +262,8 @@ def test_the_evaluators_one_theta_point_off_the_fast_path_is_problem_point_itsel
     ev = BatchedEvaluator(p)
     q, ref = ev.point(p.theta0), p.point(p.theta0)
     assert ev.path == "vmap"
+    s = ev.gradient(p.theta0)
+    assert (s.loss, s.rayleigh, s.grad_sqnorm) == (ref.loss, ref.rayleigh, ref.grad_sqnorm)
     assert (q.loss, q.rayleigh, q.grad_sqnorm, q.sample_max) == (ref.loss, ref.rayleigh, ref.grad_sqnorm, ref.sample_max)
     assert torch.equal(q.grad, ref.grad)
 

@@ -37,14 +37,14 @@ def test_fast_witness_matches_problem_point():
 def test_a_disagreeing_fast_path_is_caught(monkeypatch):
     problem = problem_of(SPEC.read_text(), str(SPEC))
     ev = evaluator(problem)
-    good = ev.point
+    good = ev.gradient
     calls = []
 
     def wrong(theta):       # a fast path gone wrong by 1e-6 in its loss after the first check
         calls.append(1)
         p = good(theta)
         return dataclasses.replace(p, loss=p.loss * (1 + 1e-6)) if len(calls) > 1 else p
-    monkeypatch.setattr(ev, "point", wrong)
+    monkeypatch.setattr(ev, "gradient", wrong)
     L0 = problem.point(problem.theta0).loss
     w = witness_mod.run_witness(problem, ETA, STEPS * ETA, lambda t: L0, 0.0, None, STEPS)
     ref = _run(problem, False)
@@ -105,7 +105,7 @@ def test_the_old_relative_allowance_was_a_false_alarm(monkeypatch):
     assert ev.path.startswith("two-layer")      # its first-use check done before the spies
     monkeypatch.setattr(witness_mod, "CROSS_CHECK", 250)
     pairs, last = [], []
-    fast_point, plain = ev.point, problem.point
+    fast_point, plain = ev.gradient, problem.point
 
     def fast(theta):
         last[:] = [fast_point(theta)]
@@ -115,7 +115,7 @@ def test_the_old_relative_allowance_was_a_false_alarm(monkeypatch):
         q = plain(theta)
         pairs.append((last.pop(), q))
         return q
-    monkeypatch.setattr(ev, "point", fast)
+    monkeypatch.setattr(ev, "gradient", fast)
     monkeypatch.setattr(problem, "point", checked)
     eta = 0.001045269364920158
     w = witness_mod.run_witness(problem, eta, 9000 * eta, None, 5e-17, None, 9000)

@@ -39,7 +39,7 @@ def _stepper(problem: Problem, fast: bool):
     slack = CROSS_ULPS * math.sqrt(problem.m) * 2.0**-53
 
     def point(theta, check=False):
-        p = ev.point(theta)
+        p = ev.gradient(theta)       # L and grad L: the descent needs no R
         count[0] += 1
         if check or count[0] % CROSS_CHECK == 1:
             q = problem.point(theta)
@@ -151,7 +151,7 @@ def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, adva
             break
         # |eta g| from g . g, which the point already holds (one pass over theta fewer a step)
         path += eta * math.sqrt(p.grad_sqnorm)
-        theta = theta - eta * p.grad
+        theta = torch.add(theta, p.grad, alpha=-eta)      # theta - eta g in one pass
     return Witness(method="gradient descent", step=eta, steps=k, time=k * eta, curve=curve,
                    max_distance=max_dist, path_length=path, checked_until=checked_until,
                    violation=violation, left_region_at=left_at, settled_at=settled_at, horizon=horizon)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
 import torch
 from torch.func import vmap
@@ -46,6 +47,15 @@ MAX_CHUNK = 64           # chunks were slower in bench/ once the activations lef
 CHECK_TOLERANCE = 1e-9   # relative agreement with Problem.point required at the first use
 ROWS_FROM = 768 * 2**10  # bytes of one theta's activations from which the generic path goes by rows
 ROWS_THREADS = 1         # ... on at most this many torch threads
+
+
+@dataclass
+class Gradient:
+    """L, grad L and |grad L|^2 at one theta: a Point without R and the per-sample losses."""
+
+    loss: float
+    grad: torch.Tensor
+    grad_sqnorm: float
 
 
 class _Cast:
@@ -84,6 +94,8 @@ class BatchedEvaluator:
         self._row_per_sample = vmap(loss.per_sample, in_dims=(0, None))
         self._row_grad_sqnorm = vmap(loss.grad_sqnorm, in_dims=(0, None, 0))
         self._vector_rows = True
+        # dL/dF of every row in closed form where the loss table declares it (the fast path)
+        self._derivative = (lambda F: loss.derivative(F, self.y)) if loss.derivative is not None else None
         if getattr(problem, "_closed_form", None) is not None or getattr(problem, "_outputs", None) is None:
             self._checked, self.reason = False, "the loss is evaluated in closed form (no per-sample outputs)"
             return
@@ -156,12 +168,27 @@ class BatchedEvaluator:
         if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
             return self.problem.point(theta)
         loss = self.problem.loss_def
-        th = self._as_batch(theta)
-        F, L, G = self._fast.forward_backward(th, self.x, lambda F: loss.value(F[0], self.y).reshape(1))
+        F, L, G = self._one(theta)
         Fd, g = F[0], G[0]
         gnorm, gsq = float(loss.grad_sqnorm(Fd, self.y, L[0])), float(g @ g)
         R = rayleigh_quotient(g, gsq, gnorm, lambda: gnorm_factors(loss, Fd, self.y, L[0]))
         return Point(float(L[0]), R, g, gsq, float(loss.per_sample(Fd, self.y).max()))
+
+    def gradient(self, theta: torch.Tensor) -> Gradient | Point:
+        """L and grad L at one theta, for a descent that needs no more (the witness): on the fast
+        path point()'s forward and backward without R and the per-sample losses (docs/performance.md,
+        "The witness's step"); elsewhere Problem.point itself."""
+        if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
+            return self.problem.point(theta)
+        _, L, G = self._one(theta)
+        g = G[0]
+        return Gradient(float(L[0]), g, float(g @ g))
+
+    def _one(self, theta: torch.Tensor):
+        """The fast path's (F, L, G) at one theta, the loss called on the one row (not vmapped)."""
+        loss = self.problem.loss_def
+        return self._fast.forward_backward(self._as_batch(theta), self.x,
+                                           lambda F: loss.value(F[0], self.y).reshape(1), derivative=self._derivative)
 
     def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
         thetas = self._as_batch(thetas)
@@ -208,7 +235,7 @@ class BatchedEvaluator:
         if self._fast is None and self._rows:
             return [self.problem.point(t) for t in thetas]
         if self._fast is not None:
-            F, L, G = self._fast.forward_backward(thetas.detach(), self.x, self._losses)
+            F, L, G = self._fast.forward_backward(thetas.detach(), self.x, self._losses, derivative=self._derivative)
         else:
             th = thetas.detach().requires_grad_(True)
             F, L = self._forward(th)
@@ -341,7 +368,7 @@ class BatchedEvaluator:
             # the differentiable forward (second derivatives) against the one checked below
             with torch.no_grad():
                 F1 = self._fast.outputs(pair, self.x)
-                F2 = self._fast.forward_backward(pair, self.x, self._losses)[0]
+                F2 = self._fast.forward_backward(pair, self.x, self._losses, derivative=self._derivative)[0]
             if not bool(torch.isfinite(F1).all()) or float((F1 - F2).abs().max()) > tol * max(float(F2.abs().max()), 1e-300):
                 return False, "the fast path's two forwards differ"
         for theta, q in zip(pair, batch):

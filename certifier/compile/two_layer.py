@@ -511,11 +511,11 @@ class TwoLayer:
         return out.copy_(product.transpose(1, 2))
 
     @torch.no_grad()
-    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None):
+    def forward_backward(self, th: torch.Tensor, x: torch.Tensor, losses_of, mark=None, derivative=None):
         """(F [B, n], the row losses [B], gradients [B, m]) without autograd's graph over the
-        hidden activations; losses_of(F) -> [B] is the loss of each row (autograd gives its
-        derivative in F). mark(step), when given, is called after each step (bench/steps.py
-        times them)."""
+        hidden activations; losses_of(F) -> [B] is the loss of each row, derivative(F) -> [B, n]
+        its derivative in F in closed form (the loss table's), else autograd's on F. mark(step),
+        when given, is called after each step (bench/steps.py times them)."""
         mark = mark or _no_mark
         B = th.shape[0]
         W, a, b, c = self._parts(th)
@@ -532,10 +532,13 @@ class TwoLayer:
         if c is not None:
             F += c
         mark("F = T a")
-        with torch.enable_grad():
-            Fl = F.detach().requires_grad_(True)
-            losses = losses_of(Fl)
-            (r,) = torch.autograd.grad(losses.sum(), Fl)
+        if derivative is not None:
+            losses, r = losses_of(F), derivative(F)
+        else:
+            with torch.enable_grad():
+                Fl = F.detach().requires_grad_(True)
+                losses = losses_of(Fl)
+                (r,) = torch.autograd.grad(losses.sum(), Fl)
         rc = r                                                       # dL/dc
         r = self._scaled(r)                                          # dL/d(T a)
         mark("loss and r")

@@ -49,6 +49,10 @@ class Loss:
     # ||g||_D^2 over a box) is compile/interval_losses.py's entry of this name, and its natural phi
     # gives the proved rate with c = phi'(L) G(L) (docs/theory.md 3c, 10)
     sound: bool = False
+    # dL/dF in closed form for rows of scalar outputs, F [B, n] with targets y [n]: row b is the
+    # derivative of value(F[b], y). The two-layer fast path's step then needs no autograd (its
+    # call was a quarter of a witness step at n = 64, width 256). None: autograd on F
+    derivative: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def constant(self, M: float = math.inf) -> float:
         """c = phi'(L) G(L) for the natural phi (constant in L by construction)."""
@@ -78,6 +82,7 @@ LEAST_SQUARES = Loss(
     natural="log", natural_params={},
     inequality="||g||_D^2 = 4 L exactly, so phi = log gives phi'(L) ||g||_D^2 = 4",
     exact_g=4.0, sound=True,
+    derivative=lambda F, y: (F - y).mul_(2.0 / y.shape[0]),     # d mean_i (F_i - y_i)^2 / dF
 )
 
 
