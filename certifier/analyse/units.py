@@ -141,6 +141,13 @@ def flush(blocks: list[Block], records: Records) -> None:
 
 # --- units -------------------------------------------------------------------------------------
 
+def _stack(rows: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    """The rows stacked into the first len(rows) rows of `batch`, a buffer the unit reuses every
+    step: the evaluator only reads it (what it returns never views it), and a fresh [B, m] tensor a
+    step was fresh pages a step."""
+    return torch.stack(rows, out=batch[:len(rows)])
+
+
 def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, steps: int, eta0: float,
                  noise: float, floor: float, ceiling: float = math.inf, advance=_noop,
                  source: str = "trajectory") -> list[Block]:
@@ -152,6 +159,7 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
     count = len(starts)
     blocks = group(count, theta_keep(problem.m), ceiling)
     theta = [s.clone() for s in starts]
+    batch = torch.empty_like(starts)     # each step's rows, stacked into one buffer (_stack)
     eta = [eta0] * count
     prev: list = [None] * count
     stalled = [0] * count
@@ -159,7 +167,7 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
     for _k in range(steps):
         if not running:
             break
-        points = ev.points(torch.stack([theta[j] for j in running]))
+        points = ev.points(_stack([theta[j] for j in running], batch))
         advance(len(running))
         still = []
         for j, p in zip(running, points):
@@ -214,6 +222,7 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
     ev = evaluator(problem)
     scale = region.inner_radius
     lowest = max(floor, noise)
+    batch = torch.empty_like(starts)     # each round's rows, stacked into one buffer (_stack)
     runs = []
     for s in starts:
         theta, distance = region.project_measured(s.clone())
@@ -241,7 +250,7 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
         if not active:
             break
         pending = [runs[j].candidate if runs[j].started else runs[j].theta for j in active]
-        values = ev.log_rayleigh_and_grad(torch.stack(pending))
+        values = ev.log_rayleigh_and_grad(_stack(pending, batch))
         for j, (cL, c_log_r, c_d, c_smax) in zip(active, values):
             r = runs[j]
             if not r.started:
