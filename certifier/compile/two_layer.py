@@ -17,7 +17,8 @@ most of its time in elementwise passes over the [B, n, h] hidden activations: ta
 `a * .` forward and backward, the sums. Here, for B thetas at once,
 
     forward    Z = x W^T (one batched product), T = s(Z), F = T a (matrix-vector)
-    loss       r = d(sum_b L_b)/dF by autograd on F alone ([B, n], any loss of the table)
+    loss       r = d(sum_b L_b)/dF by autograd on F alone ([B, n], any loss of the table), or
+               in closed form where the table declares it (least squares)
     backward   da = T^T r, S = s'(Z) (from T or Z), db = a * (S^T r), dc = sum r,
                dW = a * (x^T diag(r) S)^T  (one batched product, K = n)
 
