@@ -466,10 +466,10 @@ class TwoLayer:
             logs = torch.log(gsq) - torch.log(gn.detach())
         return F.detach(), losses.detach(), gsq, gn.detach(), logs, D
 
-    def _unset(self, th):
-        """A [B, m] gradient to be written block by block: the unused parameters' blocks are 0,
-        the others left for the caller (no pass zeroing the whole of it)."""
-        out = torch.empty_like(th)
+    def _unset(self, th, out=None):
+        """A [B, m] gradient to be written block by block (new, or `out`): the unused parameters'
+        blocks are 0, the others left for the caller (no pass zeroing the whole of it)."""
+        out = torch.empty_like(th) if out is None else out
         for s in self.unused:
             out[:, s] = 0.0
         return out
@@ -477,9 +477,7 @@ class TwoLayer:
     def _jt(self, th, x, a, T, S, v, buffer):
         """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas), in this thread's
         work buffer "G" (not to leave log_rayleigh_grad)."""
-        out = self.work.get("G", tuple(th.shape), th)
-        for s in self.unused:
-            out[:, s] = 0.0
+        out = self._unset(th, self.work.get("G", tuple(th.shape), th))
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
         if "c" in self.slices:
