@@ -434,9 +434,12 @@ class TwoLayer:
         (r,) = torch.autograd.grad(losses.sum(), Fl, create_graph=True)
         gn = gnorm_of(Fl, losses)
         with torch.no_grad():
-            G = self._jt(th, x, a, T, S, r.detach(), buffer)
-            gsq = torch.stack([g @ g for g in G])     # a dot a row: no [B, m] temporary
-            dW, da, db, dc = self._parts(G)
+            G, dW = self._jt(th, x, a, T, S, r.detach(), buffer)
+            _, da, db, dc = self._parts(G)
+            # |g|^2 a dot a block and row (no [B, m] temporary); unused blocks are 0
+            gsq = torch.stack([dW[i].reshape(-1) @ dW[i].reshape(-1)
+                               + sum(G[i, s] @ G[i, s] for k, s in self.slices.items() if k != "W")
+                               for i in range(G.shape[0])])
             Zd = _xw(x, dW, out=buffer("Zd"))                       # J g, through Z
             if db is not None:
                 Zd += db.unsqueeze(1)
@@ -476,7 +479,11 @@ class TwoLayer:
 
     def _jt(self, th, x, a, T, S, v, buffer):
         """J^T v for B thetas, v [B, n] (T, S: s(Z) and s'(Z) of those thetas), in this thread's
-        work buffer "G" (not to leave log_rayleigh_grad)."""
+        work buffers (not to leave log_rayleigh_grad): (out [B, m] with every block but W's, W's
+        block as [B, d, h]). Only log_rayleigh_grad reads it, and only through x @ dW and |dW|^2,
+        so W's block is formed as [B, d, h] whatever W's layout: for W [h, d] (W @ x) that product
+        runs about twice as fast as one written in W's layout (docs/performance.md, "The adversarial
+        step's J^T r")."""
         out = self._unset(th, self.work.get("G", tuple(th.shape), th))
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
@@ -485,8 +492,11 @@ class TwoLayer:
         VS = torch.mul(S, vs.unsqueeze(2), out=buffer("VS")).mul_(a.unsqueeze(1))   # [B, n, h]: dF/dZ weights
         if "b" in self.slices:
             out[:, self.slices["b"]] = VS.sum(dim=1)
-        self._set_w(out, VS, x)
-        return out
+        B = th.shape[0]
+        dW = self.work.get("GT", (B, self.d, self.h), th) if self.w_first else \
+            out[:, self.slices["W"]].view(B, self.d, self.h)
+        torch.bmm(x.T.unsqueeze(0).expand(B, -1, -1), VS, out=dW)
+        return out, dW
 
     def _set_w(self, out, P, x):
         """out's W block = x^T P (P [B, n, h]) in W's own layout."""
