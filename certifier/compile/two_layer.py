@@ -482,8 +482,8 @@ class TwoLayer:
         work buffers (not to leave log_rayleigh_grad): (out [B, m] with every block but W's, W's
         block as [B, d, h]). Only log_rayleigh_grad reads it, and only through x @ dW and |dW|^2,
         so W's block is formed as [B, d, h] whatever W's layout: for W [h, d] (W @ x) that product
-        runs about twice as fast as one written in W's layout (docs/performance.md, "The adversarial
-        step's J^T r")."""
+        runs about twice as fast as one written in W's layout (docs/performance.md, "n = 16, width
+        4096 once more")."""
         out = self._unset(th, self.work.get("G", tuple(th.shape), th))
         vs = self._scaled(v)
         out[:, self.slices["a"]] = torch.bmm(vs.unsqueeze(1), T).squeeze(1)
