@@ -72,7 +72,7 @@ t0 = time.perf_counter()
 taken = 0
 for _ in range(steps):
     loss = ((torch.tanh(x @ W.T) @ a - y) ** 2).mean()
-    if float(loss) <= target:
+    if loss.item() <= target:
         break
     W.grad = a.grad = None
     loss.backward()
@@ -80,7 +80,7 @@ for _ in range(steps):
         W -= eta * W.grad
         a -= eta * a.grad
     taken += 1
-print(time.perf_counter() - t0, float(loss), taken)
+print(time.perf_counter() - t0, loss.item(), taken)
 """
 
 
