@@ -93,6 +93,32 @@ def assert_rows_equal_pointwise(p: Problem, ev: BatchedEvaluator, count: int = 5
 
 
 @pytest.mark.parametrize("model", list(RECOGNISED), ids=lambda m: m.strip())
+def test_the_transposed_layout_gives_problem_points_gradient(model):
+    """The witness's layout (BatchedEvaluator.transposed: W's block holds W^T): offered for W @ x
+    only; inner and outer are each other's inverse, keep every other block (an unused parameter's
+    too), and the gradient at inner(theta) is Problem.point's at theta, in that layout."""
+    p = problem(spec(model, "\n".join(RECOGNISED[model])))
+    ev = BatchedEvaluator(p)
+    t = ev.transposed()
+    if "x @ W" in model:
+        assert t is None
+        return
+    gen = torch.Generator().manual_seed(11)
+    theta = p.theta0 + 0.3 * torch.randn(p.m, generator=gen, dtype=torch.float64)
+    inner = t.inner(theta)
+    assert torch.equal(t.outer(inner), theta)
+    W = p.unflatten(theta)["W"]
+    assert torch.equal(p.unflatten(inner)["W"].reshape(-1), W.T.reshape(-1))      # W^T, row-major
+    other = torch.ones(p.m, dtype=torch.bool)
+    other[ev._fast.slices["W"]] = False
+    assert torch.equal(inner[other], theta[other])
+    ref = p.point(theta)
+    q = t.gradient(inner)
+    assert rel(q.loss, ref.loss) <= 1e-12 and rel(q.grad_sqnorm, ref.grad_sqnorm) <= 1e-12
+    assert float((t.outer(q.grad) - ref.grad).norm()) <= 1e-12 * float(ref.grad.norm())
+
+
+@pytest.mark.parametrize("model", list(RECOGNISED), ids=lambda m: m.strip())
 def test_recognised_models_give_problem_points_values(model):
     p = problem(spec(model, "\n".join(RECOGNISED[model])))
     ev = BatchedEvaluator(p)

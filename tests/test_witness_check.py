@@ -10,7 +10,7 @@ import pytest
 from helpers import problem_of
 
 from certifier.analyse import witness as witness_mod
-from certifier.compile.batched import evaluator
+from certifier.compile.batched import Transposed, evaluator
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "two_layer_tanh.rq"
 STEPS = 2500     # crosses CROSS_CHECK twice
@@ -37,14 +37,17 @@ def test_fast_witness_matches_problem_point():
 def test_a_disagreeing_fast_path_is_caught(monkeypatch):
     problem = problem_of(SPEC.read_text(), str(SPEC))
     ev = evaluator(problem)
-    good = ev.gradient
+    assert ev.transposed() is not None      # W @ x: the witness steps in W's transposed layout
     calls = []
 
-    def wrong(theta):       # a fast path gone wrong by 1e-6 in its loss after the first check
-        calls.append(1)
-        p = good(theta)
-        return dataclasses.replace(p, loss=p.loss * (1 + 1e-6)) if len(calls) > 1 else p
-    monkeypatch.setattr(ev, "gradient", wrong)
+    def wrong(good):        # a fast path gone wrong by 1e-6 in its loss after the first check
+        def step(*args):
+            calls.append(1)
+            p = good(*args)
+            return dataclasses.replace(p, loss=p.loss * (1 + 1e-6)) if len(calls) > 1 else p
+        return step
+    monkeypatch.setattr(ev, "gradient", wrong(ev.gradient))
+    monkeypatch.setattr(Transposed, "gradient", wrong(Transposed.gradient))
     L0 = problem.point(problem.theta0).loss
     w = witness_mod.run_witness(problem, ETA, STEPS * ETA, lambda t: L0, 0.0, None, STEPS)
     ref = _run(problem, False)

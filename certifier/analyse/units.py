@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -121,9 +121,12 @@ class Block:
             self.counted += 1
             self._group.note(value)
 
-    def finish(self) -> "Block":
+    def finish(self, outer=None) -> "Block":
+        """outer: the kept thetas are in a descent's own layout (_layout): taken back by it."""
         if self._group is not None:
             self._group.slim()
+        if outer is not None:
+            self.rows = [row if row[4] is None else row[:4] + (outer(row[4]),) + row[5:] for row in self.rows]
         self._group, self.held = None, []     # nothing but the rows travels back from a worker
         return self
 
@@ -141,6 +144,24 @@ def flush(blocks: list[Block], records: Records) -> None:
 
 # --- units -------------------------------------------------------------------------------------
 
+def _layout(problem, region, center=None):
+    """(evaluator, region, center, inner, outer) for a descent of many steps: on the two-layer fast
+    path with W @ x, the evaluator, region and center in W's transposed layout (W's block holds
+    W^T: its products are faster, docs/performance.md, "The witness in W's transposed layout"),
+    with inner(theta) taking a start there and outer(theta) a kept iterate back; elsewhere the
+    problem's own layout (inner, outer None). A region is a ball or a box around its center, the
+    same set in either layout (a distance, a norm and a coordinate's bound do not depend on the
+    order of the coordinates)."""
+    ev = evaluator(problem)
+    t = ev.transposed()
+    if t is None:
+        return ev, region, center, None, None
+    moved = replace(region, center=t.inner(region.center)) if region is not None else None
+    if center is not None:
+        center = moved.center if region is not None and center is region.center else t.inner(center)
+    return t, moved, center, t.inner, t.outer
+
+
 def _stack(rows: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
     """The rows stacked into the first len(rows) rows of `batch`, a buffer the unit reuses every
     step: the evaluator only reads it (what it returns never views it), and a fresh [B, m] tensor a
@@ -155,10 +176,10 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
     Each iterate is a new tensor, never written again: its record keeps it without a copy, and
     one pass over it gives both its distance and whether it is in the region (distances are from
     the region's center, which is `center` for every caller; from `center` where region is None)."""
-    ev = evaluator(problem)
+    ev, region, center, inner, outer = _layout(problem, region, center)
     count = len(starts)
     blocks = group(count, theta_keep(problem.m), ceiling)
-    theta = [s.clone() for s in starts]
+    theta = [inner(s) if inner is not None else s.clone() for s in starts]
     batch = torch.empty_like(starts)     # each step's rows, stacked into one buffer (_stack)
     eta = [eta0] * count
     prev: list = [None] * count
@@ -193,7 +214,7 @@ def trajectories(problem, starts: torch.Tensor, center: torch.Tensor, region, st
             theta[j] = torch.add(theta[j], p.grad, alpha=-eta[j])    # theta - eta g, one pass
             still.append(j)
         running = still
-    return [b.finish() for b in blocks]
+    return [b.finish(outer) for b in blocks]
 
 
 @dataclass
@@ -219,13 +240,13 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
     """serial.adversarial from every start, advanced together: each round evaluates, for every
     descent still running, its current candidate (or its start) in one batch. A candidate is a
     new tensor, measured as it is projected, and kept by its record without a copy."""
-    ev = evaluator(problem)
+    ev, region, _, inner, outer = _layout(problem, region)
     scale = region.inner_radius
     lowest = max(floor, noise)
     batch = torch.empty_like(starts)     # each round's rows, stacked into one buffer (_stack)
     runs = []
     for s in starts:
-        theta, distance = region.project_measured(s.clone())
+        theta, distance = region.project_measured(inner(s) if inner is not None else s.clone())
         runs.append(_Descent(theta, distance=distance))
     blocks = group(len(runs), theta_keep(problem.m), ceiling)
 
@@ -270,7 +291,7 @@ def adversarial(problem, starts: torch.Tensor, region, iterations: int, noise: f
                 else:
                     r.candidate, r.candidate_distance = region.project_measured(
                         torch.add(r.theta, r.d, alpha=-r.step / r.norm))
-    return [b.finish() for b in blocks]
+    return [b.finish(outer) for b in blocks]
 
 
 def random_points(problem, thetas: torch.Tensor, region, ceiling: float = math.inf, advance=_noop) -> list[Block]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -29,20 +30,30 @@ class _Disagree(Exception):
     pass
 
 
-def _stepper(problem: Problem, fast: bool):
+def _stepper(problem: Problem, fast: bool, region=None):
+    """point(theta) -> L and grad L for the descent, and point.start: theta0 in the layout the
+    descent runs in. On the two-layer fast path with W @ x and a region that is a ball around
+    theta0 (or none), that is TwoLayer.transposed()'s (W's block holds W^T: its products are
+    faster, docs/performance.md, "The witness in W's transposed layout"); distances, norms and so
+    the whole descent are the same in it. Problem.point's cross-checks go through outer()."""
     if not fast:
-        return problem.point
+        return _plain(problem)
     ev = evaluator(problem)
     if not ev.path.startswith("two-layer"):     # elsewhere ev.point is Problem.point itself
-        return problem.point
+        return _plain(problem)
+    inner = ev.transposed() if region is None or _ball_at(region, problem.theta0) else None
+    step = inner.gradient if inner is not None else ev.gradient
+    to_outer = inner.outer if inner is not None else (lambda t: t)
+    to_inner = inner.inner if inner is not None else (lambda t: t)
     count, first = [0], []
     slack = CROSS_ULPS * math.sqrt(problem.m) * 2.0**-53
 
     def point(theta, check=False):
-        p = ev.gradient(theta)       # L and grad L: the descent needs no R
+        p = step(theta)       # L and grad L: the descent needs no R
         count[0] += 1
         if check or count[0] % CROSS_CHECK == 1:
-            q = problem.point(theta)
+            q = problem.point(to_outer(theta))
+            q = replace(q, grad=to_inner(q.grad))
             gs = float(q.grad.norm())
             if not first:
                 first[:] = [abs(q.loss), gs]      # L and |grad L| at theta0
@@ -52,13 +63,25 @@ def _stepper(problem: Problem, fast: bool):
             return q
         return p
     point.cross_checked = True
+    point.start = to_inner(problem.theta0)
     return point
+
+
+def _plain(problem: Problem):
+    def point(theta):
+        return problem.point(theta)
+    point.start = problem.theta0
+    return point
+
+
+def _ball_at(region, theta0) -> bool:
+    return getattr(region, "kind", None) == "ball" and region.center is theta0
 
 
 def _inside(region, theta, theta0, dist: float) -> bool:
     """region.contains(theta), from the distance to theta0 already taken when the region is a ball
     around theta0 (the usual `ball(center=init)`): one pass over theta fewer a step."""
-    if getattr(region, "kind", None) == "ball" and region.center is theta0:
+    if _ball_at(region, theta0):
         return dist <= region.radius * (1 + 1e-12)
     return region.contains(theta)
 
@@ -91,7 +114,7 @@ def run_witness(problem: Problem, eta: float, horizon: float, bound: Callable[[f
 
 
 def _run(problem, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor, restart, fast):
-    point = _stepper(problem, fast)
+    point = _stepper(problem, fast, region)
     for _attempt in range(4 if restart else 0):
         w = _descend(problem, point, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor)
         if w is not None:
@@ -103,7 +126,7 @@ def _run(problem, eta, horizon, bound, noise, region, max_steps, advance, tolera
 
 def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, advance, tolerance, floor,
              strict=True):
-    theta0 = problem.theta0
+    theta0 = point.start          # theta0 in the layout the descent runs in (_stepper)
     theta = theta0.clone()
     steps = step_count(horizon, eta, max_steps)
     keep = set(int(round(v)) for v in torch.logspace(0, math.log10(max(steps, 1)), 200).tolist()) | {0, steps}
@@ -121,7 +144,8 @@ def _descend(problem, point, eta, horizon, bound, noise, region, max_steps, adva
         prev = p.loss
         dist = float(torch.dist(theta, theta0))
         max_dist = max(max_dist, dist)
-        if left_at is None and region is not None and p.loss > floor and not _inside(region, theta, theta0, dist):
+        if left_at is None and region is not None and p.loss > floor \
+                and not _inside(region, theta, problem.theta0, dist):
             left_at = t
         if k in keep:
             curve.append([t, p.loss])

@@ -184,11 +184,21 @@ class BatchedEvaluator:
         g = G[0]
         return Gradient(float(L[0]), g, float(g @ g))
 
-    def _one(self, theta: torch.Tensor):
+    def transposed(self) -> "Transposed | None":
+        """gradient() over thetas in the fast path's transposed layout (TwoLayer.transposed: W's
+        block holds W^T), for a long descent from one theta, or None off the fast path and where
+        W's own layout is already the faster one (x @ W)."""
+        if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype \
+                or not self._fast.w_first:
+            return None
+        return Transposed(self, self._fast.transposed())
+
+    def _one(self, theta: torch.Tensor, fast: TwoLayer | None = None):
         """The fast path's (F, L, G) at one theta, the loss called on the one row (not vmapped)."""
         loss = self.problem.loss_def
-        return self._fast.forward_backward(self._as_batch(theta), self.x,
-                                           lambda F: loss.value(F[0], self.y).reshape(1), derivative=self._derivative)
+        return (fast or self._fast).forward_backward(self._as_batch(theta), self.x,
+                                                     lambda F: loss.value(F[0], self.y).reshape(1),
+                                                     derivative=self._derivative)
 
     def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
         thetas = self._as_batch(thetas)
@@ -231,11 +241,13 @@ class BatchedEvaluator:
         # vecdot on the bench's batches, docs/performance.md)
         return gnorm, [float(g @ g) for g in G], smax
 
-    def _points(self, thetas: torch.Tensor) -> list[Point]:
-        if self._fast is None and self._rows:
+    def _points(self, thetas: torch.Tensor, fast: TwoLayer | None = None) -> list[Point]:
+        """fast: the fast path to take in place of self._fast (Transposed's layout)."""
+        fast = fast or self._fast
+        if fast is None and self._rows:
             return [self.problem.point(t) for t in thetas]
-        if self._fast is not None:
-            F, L, G = self._fast.forward_backward(thetas.detach(), self.x, self._losses, derivative=self._derivative)
+        if fast is not None:
+            F, L, G = fast.forward_backward(thetas.detach(), self.x, self._losses, derivative=self._derivative)
         else:
             th = thetas.detach().requires_grad_(True)
             F, L = self._forward(th)
@@ -274,10 +286,10 @@ class BatchedEvaluator:
         _, _, smax = self._row_facts(F.detach(), L.detach(), D)
         return [(Lb, lr, D[b], sm) for b, (Lb, lr, sm) in enumerate(zip(L.detach().tolist(), logs.detach().tolist(), smax))]
 
-    def _fast_log_rayleigh(self, th: torch.Tensor):
+    def _fast_log_rayleigh(self, th: torch.Tensor, fast: TwoLayer | None = None):
         """The two-layer fast path's written-out log R and gradient (compile/two_layer.py), or None
         where a row's quotient over- or underflows (autograd's path then scales it)."""
-        F, L, gsq, gn, logs, D = self._fast.log_rayleigh_grad(
+        F, L, gsq, gn, logs, D = (fast or self._fast).log_rayleigh_grad(
             th, self.x, self._losses, lambda F, L: self._row_grad_sqnorm(F, self.y, L))
         if not all(math.isfinite(a) and math.isfinite(b) and a >= MIN_NORMAL and b >= MIN_NORMAL
                    for a, b in zip(gsq.tolist(), gn.tolist())):
@@ -384,6 +396,41 @@ class BatchedEvaluator:
             if dg > tol * max(float(ref.grad.norm()), 1e-300):
                 return False, "the batched gradient differs from the pointwise one"
         return True, ""
+
+
+class Transposed:
+    """The evaluator over thetas in TwoLayer.transposed()'s layout (W's block holds W^T), for
+    descents of many steps (the witness, the search's trajectories and adversarial descents):
+    inner(theta) takes a theta there, outer(theta) back (each a transposed copy of W's block);
+    gradient, points and log_rayleigh_and_grad are the evaluator's, their gradients in the same
+    layout. Distances and norms are the same in both (up to the order of their sums)."""
+
+    def __init__(self, ev: BatchedEvaluator, fast: TwoLayer):
+        self._ev, self._fast = ev, fast
+        self.inner, self.outer = ev._fast.flip, fast.flip
+
+    def gradient(self, theta: torch.Tensor) -> Gradient:
+        _, L, G = self._ev._one(theta, self._fast)
+        g = G[0]
+        return Gradient(float(L[0]), g, float(g @ g))
+
+    def points(self, thetas: torch.Tensor) -> list[Point]:
+        ev = self._ev
+        out: list[Point] = []
+        for chunk in torch.split(ev._as_batch(thetas), ev.chunk_size()):
+            out.extend(ev._points(chunk, self._fast))
+        return out
+
+    def log_rayleigh_and_grad(self, thetas: torch.Tensor) -> list[tuple[float, float, torch.Tensor, float]]:
+        ev = self._ev
+        out = []
+        for chunk in torch.split(ev._as_batch(thetas), max(1, ev.chunk_size() // 2)):
+            rows = ev._fast_log_rayleigh(chunk.detach(), self._fast) if ev._vector_rows and self._fast.has_second \
+                else None
+            if rows is None:     # a quotient that over- or underflows: the evaluator's own path
+                rows = [(L, lr, self.inner(D), sm) for L, lr, D, sm in ev._log_rayleigh(self.outer(chunk))]
+            out.extend(rows)
+        return out
 
 
 def whole_rounds(chunk: int, device) -> int:
