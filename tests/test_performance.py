@@ -198,6 +198,8 @@ def old_search_region(problem, region, records, budget, ctx, floor):
 
 
 @pytest.mark.parametrize("name,make,samples", [("two_layer_tanh.rq", "ball", 256),
+                                               # the units' descents in W's transposed layout, a box
+                                               ("two_layer_tanh.rq", "box", 256),
                                                ("linear_nonrealizable_floor.rq", "box", 1024),
                                                ("softmax_separable.rq", "ball", 1024)])
 def test_batched_search_gives_the_records_of_the_old_search(name, make, samples):
