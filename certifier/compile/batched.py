@@ -87,6 +87,7 @@ class BatchedEvaluator:
         self._batched = None
         self._fast: TwoLayer | None = None   # the two-layer fast path, when the model is one
         self._rows = False                   # the generic path one theta at a time (_by_rows)
+        self._transposed: Transposed | None = None   # transposed(), made once
         # the loss, ||g||_D^2 and the per-sample losses of every row at once (loss functions
         # vmapped over the rows; row by row where vmap cannot take them, found at the first use)
         loss = problem.loss_def
@@ -191,7 +192,10 @@ class BatchedEvaluator:
         if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype \
                 or not self._fast.w_first:
             return None
-        return Transposed(self, self._fast.transposed())
+        if self._transposed is None or self._transposed._back is not self._fast:
+            # kept: its work buffers (per thread) serve every later descent
+            self._transposed = Transposed(self, self._fast.transposed())
+        return self._transposed
 
     def _one(self, theta: torch.Tensor, fast: TwoLayer | None = None):
         """The fast path's (F, L, G) at one theta, the loss called on the one row (not vmapped)."""
@@ -406,7 +410,7 @@ class Transposed:
     layout. Distances and norms are the same in both (up to the order of their sums)."""
 
     def __init__(self, ev: BatchedEvaluator, fast: TwoLayer):
-        self._ev, self._fast = ev, fast
+        self._ev, self._fast, self._back = ev, fast, ev._fast
         self.inner, self.outer = ev._fast.flip, fast.flip
 
     def gradient(self, theta: torch.Tensor) -> Gradient:
