@@ -108,17 +108,19 @@ def test_the_old_relative_allowance_was_a_false_alarm(monkeypatch):
     assert ev.path.startswith("two-layer")      # its first-use check done before the spies
     monkeypatch.setattr(witness_mod, "CROSS_CHECK", 250)
     pairs, last = [], []
-    fast_point, plain = ev.gradient, problem.point
+    inner = ev.transposed()       # W @ x: the witness steps in W's transposed layout (kept)
+    fast_point, plain = inner.gradient, problem.point
 
     def fast(theta):
-        last[:] = [fast_point(theta)]
-        return last[0]
+        p = fast_point(theta)
+        last[:] = [dataclasses.replace(p, grad=inner.outer(p.grad))]    # the spec's layout, as q's
+        return p
 
     def checked(theta):
         q = plain(theta)
         pairs.append((last.pop(), q))
         return q
-    monkeypatch.setattr(ev, "gradient", fast)
+    monkeypatch.setattr(inner, "gradient", fast)
     monkeypatch.setattr(problem, "point", checked)
     eta = 0.001045269364920158
     w = witness_mod.run_witness(problem, eta, 9000 * eta, None, 5e-17, None, 9000)
