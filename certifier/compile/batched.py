@@ -181,9 +181,7 @@ class BatchedEvaluator:
         "The witness's step"); elsewhere Problem.point itself."""
         if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype:
             return self.problem.point(theta)
-        _, L, G = self._one(theta)
-        g = G[0]
-        return Gradient(float(L[0]), g, float(g @ g))
+        return self._gradient(theta)
 
     def transposed(self) -> "Transposed | None":
         """gradient() over thetas in the fast path's transposed layout (TwoLayer.transposed: W's
@@ -192,10 +190,14 @@ class BatchedEvaluator:
         if self._fast is None or not self.batched or self.dtype != self.problem.theta0.dtype \
                 or not self._fast.w_first:
             return None
-        if self._transposed is None or self._transposed._back is not self._fast:
-            # kept: its work buffers (per thread) serve every later descent
+        if self._transposed is None:     # kept: its work buffers (per thread) serve every later descent
             self._transposed = Transposed(self, self._fast.transposed())
         return self._transposed
+
+    def _gradient(self, theta: torch.Tensor, fast: TwoLayer | None = None) -> Gradient:
+        _, L, G = self._one(theta, fast)
+        g = G[0]
+        return Gradient(float(L[0]), g, float(g @ g))
 
     def _one(self, theta: torch.Tensor, fast: TwoLayer | None = None):
         """The fast path's (F, L, G) at one theta, the loss called on the one row (not vmapped)."""
@@ -410,13 +412,11 @@ class Transposed:
     layout. Distances and norms are the same in both (up to the order of their sums)."""
 
     def __init__(self, ev: BatchedEvaluator, fast: TwoLayer):
-        self._ev, self._fast, self._back = ev, fast, ev._fast
+        self._ev, self._fast = ev, fast
         self.inner, self.outer = ev._fast.flip, fast.flip
 
     def gradient(self, theta: torch.Tensor) -> Gradient:
-        _, L, G = self._ev._one(theta, self._fast)
-        g = G[0]
-        return Gradient(float(L[0]), g, float(g @ g))
+        return self._ev._gradient(theta, self._fast)
 
     def points(self, thetas: torch.Tensor) -> list[Point]:
         ev = self._ev
